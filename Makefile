@@ -1,0 +1,54 @@
+# Stepwatch. `make run` and `make test` set everything up themselves.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+BUF    := node_modules/.bin/buf
+ORCH_PORT ?= 50051
+UI_PORT   ?= 8080
+
+.PHONY: install proto proto-baseline lint run test bench clean system-deps
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(BUF): package.json
+	npm install --no-fund --no-audit --silent
+	touch $@
+
+install: $(VENV)/.installed $(BUF)
+
+# Regenerate the committed bindings under stepwatch/v1 (a test fails when stale).
+proto: $(VENV)/.installed
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. \
+		protos/stepwatch/v1/orchestrator.proto
+
+# Update the breaking-change baseline on purpose (after a reviewed contract change).
+proto-baseline: $(BUF)
+	$(BUF) build protos -o protos/baseline.binpb
+
+lint: install
+	$(BUF) lint protos
+	$(BUF) breaking protos --against protos/baseline.binpb
+	$(VENV)/bin/ruff check .
+
+# Chromium + chromedriver for the browser tests (Debian packages).
+system-deps:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+		echo "installing chromium and chromium-driver"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	fi
+
+run: install
+	$(PY) -m stepwatch.devrun --orchestrator-port $(ORCH_PORT) --ui-port $(UI_PORT)
+
+test: install system-deps lint
+	$(PY) -m pytest
+
+bench: install
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache .hypothesis stepwatch.db*

@@ -1,0 +1,1 @@
+"""Stepwatch orchestrator: runs jobs, persists every status change, streams it over gRPC."""

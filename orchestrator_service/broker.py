@@ -1,0 +1,102 @@
+"""Fan-out of committed events to watchers, through bounded per-watcher buffers.
+
+A watcher that falls behind by more than its buffer is not allowed to hold
+memory: its buffer is dropped and it is told it overflowed, so it re-reads
+what it missed from the durable log (see watch.py). Nothing is lost; the log
+is the source, the broker only says "there is more".
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from .model import Event
+
+DEFAULT_BUFFER = 1024
+
+
+class Overflowed(Exception):
+    """The watcher fell behind; re-read from the log."""
+
+
+class BrokerClosed(Exception):
+    """The server is shutting down."""
+
+
+class Subscription:
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._items: deque[Event] = deque()
+        self._ready = asyncio.Event()
+        self._overflowed = False
+        self._closed = False
+
+    def push(self, event: Event) -> None:
+        if len(self._items) >= self._limit:
+            self._items.clear()
+            self._overflowed = True
+        else:
+            self._items.append(event)
+        self._ready.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self._ready.set()
+
+    async def next(self, timeout: float) -> Event | None:
+        """The next event; None after ``timeout`` seconds of silence."""
+        if not self._items and not self._overflowed and not self._closed:
+            self._ready.clear()
+            try:
+                await asyncio.wait_for(self._ready.wait(), timeout)
+            except TimeoutError:
+                return None
+        if self._closed:
+            raise BrokerClosed
+        if self._overflowed:
+            self._overflowed = False
+            raise Overflowed
+        return self._items.popleft()
+
+
+class Broker:
+    def __init__(self, buffer: int = DEFAULT_BUFFER) -> None:
+        self._buffer = buffer
+        self._by_job: dict[str, set[Subscription]] = {}
+        self._feed: set[Subscription] = set()
+        self._closed = False
+
+    def publish(self, events: list[Event]) -> None:
+        for ev in events:
+            for sub in self._by_job.get(ev.job_id, ()):
+                sub.push(ev)
+            if ev.job is not None:
+                for sub in self._feed:
+                    sub.push(ev)
+
+    @contextmanager
+    def subscribe(self, job_id: str | None) -> Iterator[Subscription]:
+        """Events of one job, or (job_id None) every job's header events."""
+        sub = Subscription(self._buffer)
+        if self._closed:
+            sub.close()
+        group = self._feed if job_id is None else self._by_job.setdefault(job_id, set())
+        group.add(sub)
+        try:
+            yield sub
+        finally:
+            group.discard(sub)
+            if job_id is not None and not group:
+                self._by_job.pop(job_id, None)
+
+    def close(self) -> None:
+        self._closed = True
+        for sub in [*self._feed, *(s for g in self._by_job.values() for s in g)]:
+            sub.close()
+
+    @property
+    def watcher_count(self) -> int:
+        return len(self._feed) + sum(len(g) for g in self._by_job.values())

@@ -1,0 +1,200 @@
+"""TOML text -> validated JobDefinition. Pure: no I/O beyond the text given.
+
+Every problem is collected (not just the first) as a Violation whose ``field``
+names the step and key, e.g. ``steps.summarize.max_child_failures``.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .statuses import Policy
+from .step_types.base import OptionError, StepType
+
+COMMON_KEYS = {"type", "depends", "max_child_failures", "max_attempts", "timeout", "concurrency"}
+TOP_KEYS = {"name", "description", "policy", "steps"}
+MAX_CONCURRENCY = 256
+MAX_ATTEMPTS = 100
+
+
+@dataclass(frozen=True)
+class Violation:
+    field: str
+    description: str
+
+
+class DefinitionError(Exception):
+    """A definition that cannot run; ``violations`` says every reason."""
+
+    def __init__(self, violations: list[Violation]) -> None:
+        self.violations = violations
+        super().__init__("; ".join(f"{v.field}: {v.description}" for v in violations))
+
+
+@dataclass(frozen=True)
+class StepDefinition:
+    name: str
+    type: str
+    depends: tuple[str, ...] = ()
+    max_child_failures: int = 0
+    max_attempts: int = 1
+    timeout: float | None = None
+    concurrency: int = 4
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class JobDefinition:
+    name: str
+    description: str
+    on_step_failure: Policy
+    steps: tuple[StepDefinition, ...]
+
+
+def parse_definition(text: str, step_types: Mapping[str, StepType]) -> JobDefinition:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise DefinitionError([Violation("definition_toml", f"TOML syntax error: {exc}")]) from exc
+    return build_definition(data, step_types)
+
+
+def build_definition(data: Mapping[str, Any], step_types: Mapping[str, StepType]) -> JobDefinition:
+    errors: list[Violation] = []
+    for key in data:
+        if key not in TOP_KEYS:
+            errors.append(Violation(key, "unknown top-level key"))
+
+    name = data.get("name")
+    if not isinstance(name, str) or not name.strip():
+        errors.append(Violation("name", "is required: a non-empty string"))
+        name = ""
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        errors.append(Violation("description", "must be a string"))
+        description = ""
+    policy = _policy(data.get("policy", {}), errors)
+
+    raw_steps = data.get("steps")
+    steps: list[StepDefinition] = []
+    if not isinstance(raw_steps, dict) or not raw_steps:
+        errors.append(Violation("steps", "at least one [steps.NAME] table is required"))
+    else:
+        for step_name, raw in raw_steps.items():
+            step = _step(step_name, raw, step_types, errors)
+            if step is not None:
+                steps.append(step)
+        _check_depends(steps, set(raw_steps), errors)
+    if errors:
+        raise DefinitionError(errors)
+    return JobDefinition(name=name, description=description, on_step_failure=policy,
+                         steps=tuple(steps))
+
+
+def _policy(raw: Any, errors: list[Violation]) -> Policy:
+    if not isinstance(raw, dict):
+        errors.append(Violation("policy", "must be a table"))
+        return Policy.STOP
+    for key in raw:
+        if key != "on_step_failure":
+            errors.append(Violation(f"policy.{key}", "unknown key"))
+    value = raw.get("on_step_failure", "stop")
+    try:
+        return Policy(value)
+    except ValueError:
+        errors.append(Violation("policy.on_step_failure", 'must be "stop" or "continue"'))
+        return Policy.STOP
+
+
+def _step(name: str, raw: Any, step_types: Mapping[str, StepType],
+          errors: list[Violation]) -> StepDefinition | None:
+    where = f"steps.{name}"
+    if not isinstance(raw, dict):
+        errors.append(Violation(where, "must be a table"))
+        return None
+    before = len(errors)
+    type_name = raw.get("type")
+    step_type = step_types.get(type_name) if isinstance(type_name, str) else None
+    if step_type is None:
+        known = ", ".join(sorted(step_types))
+        errors.append(Violation(f"{where}.type", f"unknown step type {type_name!r} (known: {known})"))
+
+    depends = raw.get("depends", [])
+    if not isinstance(depends, list) or not all(isinstance(d, str) for d in depends):
+        errors.append(Violation(f"{where}.depends", "must be a list of step names"))
+        depends = []
+    max_child_failures = _int(raw, "max_child_failures", 0, 0, None, where, errors)
+    max_attempts = _int(raw, "max_attempts", 1, 1, MAX_ATTEMPTS, where, errors)
+    concurrency = _int(raw, "concurrency", 4, 1, MAX_CONCURRENCY, where, errors)
+    timeout = raw.get("timeout")
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int | float)
+        or not math.isfinite(timeout) or timeout <= 0
+    ):
+        errors.append(Violation(f"{where}.timeout", "must be a positive number of seconds"))
+
+    options = {k: v for k, v in raw.items() if k not in COMMON_KEYS}
+    if step_type is not None:
+        try:
+            options = step_type.validate(options)
+        except OptionError as exc:
+            errors.append(Violation(f"{where}.{exc.key}", exc.message))
+    if len(errors) > before:
+        return None
+    return StepDefinition(
+        name=name, type=type_name, depends=tuple(depends), max_child_failures=max_child_failures,
+        max_attempts=max_attempts, timeout=float(timeout) if timeout is not None else None,
+        concurrency=concurrency, options=options,
+    )
+
+
+def _int(raw: Mapping[str, Any], key: str, default: int, low: int, high: int | None,
+         where: str, errors: list[Violation]) -> int:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (
+        high is not None and value > high
+    ):
+        bound = f"from {low} to {high}" if high is not None else f"{low} or more"
+        errors.append(Violation(f"{where}.{key}", f"must be a whole number {bound}"))
+        return default
+    return value
+
+
+def _check_depends(steps: list[StepDefinition], names: set[str], errors: list[Violation]) -> None:
+    for step in steps:
+        for dep in step.depends:
+            if dep not in names:
+                errors.append(Violation(f"steps.{step.name}.depends", f"unknown step {dep!r}"))
+            elif dep == step.name:
+                errors.append(Violation(f"steps.{step.name}.depends", "a step cannot depend on itself"))
+    cycle = find_cycle({s.name: [d for d in s.depends if d in names and d != s.name] for s in steps})
+    if cycle:
+        path = " -> ".join(cycle)
+        errors.append(Violation(f"steps.{cycle[0]}.depends", f"dependency cycle: {path}"))
+
+
+def find_cycle(graph: Mapping[str, list[str]]) -> list[str] | None:
+    """A cycle in the depends graph as a closed path of names, or None."""
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in graph.get(node, []):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in graph:
+        if node not in state and (found := visit(node)):
+            return found
+    return None

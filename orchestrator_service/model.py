@@ -1,0 +1,138 @@
+"""The orchestrator's view of jobs and steps: plain values, serialisable to JSON.
+
+An event's ``change`` is one of these, whole: a StepState or a job header
+(a JobState with no steps). Times are microseconds since the Unix epoch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from .statuses import FailureReason, JobStatus, StepStatus
+
+
+@dataclass(frozen=True)
+class Failure:
+    reason: FailureReason
+    message: str
+
+
+@dataclass(frozen=True)
+class ChildCounts:
+    total: int = 0
+    pending: int = 0
+    running: int = 0
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+
+
+@dataclass(frozen=True)
+class StepCounts:
+    total: int = 0
+    pending: int = 0
+    running: int = 0
+    completed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    cancelled: int = 0
+
+    @classmethod
+    def of(cls, statuses: list[StepStatus]) -> StepCounts:
+        by = {s: statuses.count(s) for s in StepStatus}
+        return cls(total=len(statuses), pending=by[StepStatus.PENDING],
+                   running=by[StepStatus.RUNNING], completed=by[StepStatus.COMPLETED],
+                   failed=by[StepStatus.FAILED], skipped=by[StepStatus.SKIPPED],
+                   cancelled=by[StepStatus.CANCELLED])
+
+
+@dataclass(frozen=True)
+class StepState:
+    step_id: str
+    job_id: str
+    index: int
+    name: str
+    type: str
+    depends_on: tuple[str, ...]
+    status: StepStatus
+    max_attempts: int
+    max_child_failures: int
+    timeout_seconds: float | None
+    created_at: int
+    failure: Failure | None = None
+    tolerated: bool = False
+    children: ChildCounts = field(default_factory=ChildCounts)
+    document_count: int = 0
+    attempt: int = 0
+    started_at: int | None = None
+    finished_at: int | None = None
+    previous_attempt_failure: Failure | None = None
+
+
+@dataclass(frozen=True)
+class JobState:
+    job_id: str
+    definition_name: str
+    description: str
+    on_step_failure: str
+    status: JobStatus
+    created_at: int
+    head_seq: int = 0
+    failure: Failure | None = None
+    step_counts: StepCounts = field(default_factory=StepCounts)
+    started_at: int | None = None
+    finished_at: int | None = None
+    steps: tuple[StepState, ...] = ()
+
+    def header(self) -> JobState:
+        return replace(self, steps=())
+
+    def step(self, name: str) -> StepState:
+        for s in self.steps:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class Event:
+    job_id: str
+    seq: int
+    emitted_at: int
+    step: StepState | None = None
+    job: JobState | None = None
+
+    @property
+    def ends_job(self) -> bool:
+        """True for the job's terminal header event: the last event of its log."""
+        return self.job is not None and self.job.status.terminal
+
+
+def to_json(value: StepState | JobState) -> dict[str, Any]:
+    return asdict(value)
+
+
+def _failure(d: dict[str, Any] | None) -> Failure | None:
+    return None if d is None else Failure(FailureReason(d["reason"]), d["message"])
+
+
+def step_from_json(d: dict[str, Any]) -> StepState:
+    return StepState(**{
+        **d,
+        "depends_on": tuple(d["depends_on"]),
+        "status": StepStatus(d["status"]),
+        "failure": _failure(d["failure"]),
+        "previous_attempt_failure": _failure(d["previous_attempt_failure"]),
+        "children": ChildCounts(**d["children"]),
+    })
+
+
+def job_from_json(d: dict[str, Any]) -> JobState:
+    return JobState(**{
+        **d,
+        "status": JobStatus(d["status"]),
+        "failure": _failure(d["failure"]),
+        "step_counts": StepCounts(**d["step_counts"]),
+        "steps": tuple(step_from_json(s) for s in d["steps"]),
+    })

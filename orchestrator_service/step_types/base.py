@@ -1,0 +1,106 @@
+"""The step-type contract shared by built-ins and plug-ins.
+
+A step type validates its own options, then for each attempt:
+``init(ctx)`` returns the step's children (raising fails the step with
+INIT_FAILED and the exception's text as the message), and ``run_child(ctx,
+child)`` does one child's work (raising fails that child; the text is kept).
+A child may return documents to write; the engine persists them together with
+the child's status, in one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+
+class OptionError(Exception):
+    """One bad option of a step; ``key`` names it."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Child:
+    """One unit of a step's work. ``key`` is shown to people (a path, a command)."""
+
+    key: str
+    payload: Any = None
+
+
+@dataclass(frozen=True)
+class Document:
+    path: str
+    tags: tuple[str, ...]
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DocumentPut:
+    """Create or update the job's document at ``path``: tags are added, attrs merged."""
+
+    path: str
+    tags: tuple[str, ...] = ()
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+
+
+class DocumentReader(Protocol):
+    async def documents(self, tags: Sequence[str] | None = None) -> list[Document]: ...
+
+
+@dataclass(frozen=True)
+class StepContext:
+    job_id: str
+    step_name: str
+    options: Mapping[str, Any]
+    workspace: Path
+    docs: DocumentReader
+
+    async def documents(self, tags: Sequence[str] | None = None) -> list[Document]:
+        """The job's documents, all or those carrying any of ``tags``."""
+        return await self.docs.documents(tags)
+
+
+class StepType:
+    """Base class for step types. Subclasses set ``name`` and override the hooks."""
+
+    name: ClassVar[str]
+
+    def validate(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """Return normalised options or raise OptionError. Default: no options."""
+        for key in options:
+            raise OptionError(key, f"unknown key for step type {self.name!r}")
+        return {}
+
+    async def init(self, ctx: StepContext) -> Sequence[Child]:
+        raise NotImplementedError
+
+    async def run_child(self, ctx: StepContext, child: Child) -> Sequence[DocumentPut] | None:
+        raise NotImplementedError
+
+    async def stop_child(self, child: Child) -> None:  # noqa: B027 - optional hook
+        """Called when a running child is stopped (timeout, cancel); default: nothing."""
+
+
+def check_known(options: Mapping[str, Any], known: set[str], type_name: str) -> None:
+    for key in options:
+        if key not in known:
+            raise OptionError(key, f"unknown key for step type {type_name!r}")
+
+
+def string_list(options: Mapping[str, Any], key: str, *, required: bool) -> tuple[str, ...]:
+    if key not in options:
+        if required:
+            raise OptionError(key, "is required")
+        return ()
+    value = options[key]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise OptionError(key, "must be a list of non-empty strings")
+    if required and not value:
+        raise OptionError(key, "must not be empty")
+    return tuple(value)

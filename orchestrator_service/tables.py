@@ -1,0 +1,107 @@
+"""SQLAlchemy tables. The schema itself is owned by Alembic (migrations/)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class JobRow(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(32), unique=True)
+    definition_name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    definition_toml: Mapped[str] = mapped_column(Text)
+    on_step_failure: Mapped[str] = mapped_column(String(16))
+    status: Mapped[int] = mapped_column(Integer, index=True)
+    failure_reason: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    failure_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    head_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    started_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    finished_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class StepRow(Base):
+    __tablename__ = "steps"
+    __table_args__ = (UniqueConstraint("job_id", "idx"),)
+
+    step_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.job_id"), index=True)
+    idx: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(200))
+    type: Mapped[str] = mapped_column(String(100))
+    depends_on: Mapped[str] = mapped_column(Text)  # JSON list
+    options: Mapped[str] = mapped_column(Text)  # JSON object
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    max_child_failures: Mapped[int] = mapped_column(Integer)
+    timeout_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    concurrency: Mapped[int] = mapped_column(Integer)
+    status: Mapped[int] = mapped_column(Integer)
+    failure_reason: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    failure_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    previous_failure_reason: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    previous_failure_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    tolerated: Mapped[bool] = mapped_column(Boolean, default=False)
+    children_total: Mapped[int] = mapped_column(Integer, default=0)
+    children_pending: Mapped[int] = mapped_column(Integer, default=0)
+    children_running: Mapped[int] = mapped_column(Integer, default=0)
+    children_completed: Mapped[int] = mapped_column(Integer, default=0)
+    children_failed: Mapped[int] = mapped_column(Integer, default=0)
+    children_cancelled: Mapped[int] = mapped_column(Integer, default=0)
+    document_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    started_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    finished_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class ChildRow(Base):
+    __tablename__ = "children"
+    __table_args__ = (UniqueConstraint("step_id", "attempt", "idx"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    step_id: Mapped[str] = mapped_column(ForeignKey("steps.step_id"), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    idx: Mapped[int] = mapped_column(Integer)
+    key: Mapped[str] = mapped_column(Text)
+    status: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class DocumentRow(Base):
+    __tablename__ = "documents"
+    __table_args__ = (UniqueConstraint("job_id", "path"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.job_id"), index=True)
+    path: Mapped[str] = mapped_column(Text)
+    tags: Mapped[str] = mapped_column(Text)  # JSON list
+    attrs: Mapped[str] = mapped_column(Text)  # JSON object
+
+
+class EventRow(Base):
+    __tablename__ = "events"
+    __table_args__ = (UniqueConstraint("job_id", "seq"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.job_id"))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    emitted_at: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(8))  # "step" | "job"
+    payload: Mapped[str] = mapped_column(Text)  # JSON of the whole new state

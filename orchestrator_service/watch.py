@@ -1,0 +1,103 @@
+"""Following a job's log: snapshot or backlog first, then live events.
+
+Subscribe first, then read the log, then take live events, skipping any seq
+already sent: so there is no gap (anything committed before the subscription
+is in the log) and no duplicate. A gap or an overflow sends the reader back
+to the log.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from .broker import Broker, Overflowed
+from .model import Event, JobState
+from .store import Store
+
+PAGE = 500
+
+
+class AfterSeqOutOfRange(Exception):
+    def __init__(self, after_seq: int, head_seq: int) -> None:
+        super().__init__(f"after_seq {after_seq} is past the job's head seq {head_seq}")
+        self.after_seq = after_seq
+        self.head_seq = head_seq
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    job: JobState
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    head_seq: int
+    at_us: int
+
+
+@dataclass(frozen=True)
+class JobsSnapshot:
+    jobs: list[JobState]
+
+
+async def follow_job(store: Store, broker: Broker, job_id: str, after_seq: int,
+                     heartbeat_s: float) -> AsyncIterator[Snapshot | Event | Heartbeat]:
+    with broker.subscribe(job_id) as sub:
+        job = await store.get_job(job_id)  # raises JobNotFound
+        if after_seq > job.head_seq:
+            raise AfterSeqOutOfRange(after_seq, job.head_seq)
+        if after_seq == 0:
+            yield Snapshot(job)
+            last = job.head_seq
+        else:
+            last = after_seq
+        if job.status.terminal and last == job.head_seq:
+            return
+        need_log = last < job.head_seq
+        while True:
+            if need_log:
+                need_log = False
+                while True:
+                    batch = await store.events_after(job_id, last, PAGE)
+                    for ev in batch:
+                        yield ev
+                        last = ev.seq
+                        if ev.ends_job:
+                            return
+                    if len(batch) < PAGE:
+                        break
+            try:
+                ev = await sub.next(heartbeat_s)
+            except Overflowed:
+                need_log = True
+                continue
+            if ev is None:
+                yield Heartbeat(last, time.time_ns() // 1000)
+            elif ev.seq > last + 1:
+                need_log = True
+            elif ev.seq == last + 1:
+                yield ev
+                last = ev.seq
+                if ev.ends_job:
+                    return
+
+
+async def follow_jobs(store: Store, broker: Broker, limit: int,
+                      heartbeat_s: float) -> AsyncIterator[JobsSnapshot | JobState | Heartbeat]:
+    """Every job's header: the newest ``limit`` first, then each change."""
+    with broker.subscribe(None) as sub:
+        jobs, _ = await store.list_jobs(limit)
+        yield JobsSnapshot(jobs)
+        while True:
+            try:
+                ev = await sub.next(heartbeat_s)
+            except Overflowed:
+                jobs, _ = await store.list_jobs(limit)
+                yield JobsSnapshot(jobs)
+                continue
+            if ev is None:
+                yield Heartbeat(0, time.time_ns() // 1000)
+            elif ev.job is not None:
+                yield ev.job

@@ -1,0 +1,1 @@
+"""Stepwatch client package: generated bindings (``stepwatch.v1``) and the readers' helpers."""
