@@ -1,0 +1,133 @@
+"""Process entry: configuration, health, reflection, graceful shutdown."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from stepwatch.v1 import orchestrator_pb2 as pb
+from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
+
+from .broker import Broker
+from .catalog import Catalog
+from .engine import Engine
+from .service import OrchestratorServicer
+from .step_types import load_step_types
+from .store import Store
+
+log = logging.getLogger("orchestrator_service")
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["OrchestratorService"].full_name
+DEFAULT_DB_URL = "sqlite:///stepwatch.db"
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 50051
+    db_url: str = DEFAULT_DB_URL
+    jobs_dir: Path | None = Path("jobs")
+    workspace: Path = Path(".")
+    heartbeat_s: float = 5.0
+    shutdown_grace_s: float = 5.0
+
+
+class Orchestrator:
+    """The running service: store, broker, engine and the gRPC server around them."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = Store(settings.db_url)
+        self.broker = Broker()
+        self.store.set_listener(self.broker.publish)
+        step_types = load_step_types()
+        self.engine = Engine(self.store, step_types, settings.workspace.resolve())
+        self.catalog = Catalog(settings.jobs_dir, step_types)
+        self.health = health_aio.HealthServicer()
+        self.server = grpc.aio.server()
+        self.port = 0
+
+    async def start(self) -> int:
+        await asyncio.to_thread(self.store.migrate)
+        pb_grpc.add_OrchestratorServiceServicer_to_server(
+            OrchestratorServicer(self.engine, self.catalog, self.broker, self.settings.heartbeat_s),
+            self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME], self.server)
+        self.port = self.server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
+        if self.port == 0:
+            raise OSError(f"cannot listen on {self.settings.host}:{self.settings.port}")
+        await self.engine.recover()
+        await self.server.start()
+        await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        return self.port
+
+    async def stop(self) -> None:
+        """Not serving, end open streams with UNAVAILABLE, let calls finish, stop jobs."""
+        await self.health.enter_graceful_shutdown()
+        self.broker.close()
+        await self.server.stop(self.settings.shutdown_grace_s)
+        await self.engine.stop()
+        self.store.close()
+
+
+async def serve(settings: Settings, on_ready: Callable[[int], None] | None = None) -> None:
+    orch = Orchestrator(settings)
+    port = await orch.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if on_ready is not None:
+        on_ready(port)
+    await stop.wait()
+    log.info("shutting down")
+    await orch.stop()
+
+
+def parse_args(argv: list[str] | None = None) -> Settings:
+    env = os.environ.get
+    p = argparse.ArgumentParser(prog="python -m orchestrator_service",
+                                description="Stepwatch orchestrator (gRPC).")
+    p.add_argument("--host", default=env("STEPWATCH_HOST", "127.0.0.1"))
+    p.add_argument("--port", type=int, default=int(env("STEPWATCH_PORT", "50051")),
+                   help="0 picks a free port (printed at start)")
+    p.add_argument("--db-url", default=env("STEPWATCH_DB_URL", DEFAULT_DB_URL),
+                   help="any SQLAlchemy URL (default: %(default)s)")
+    p.add_argument("--jobs-dir", default=env("STEPWATCH_JOBS_DIR", "jobs"),
+                   help="folder of *.toml job definitions")
+    p.add_argument("--workspace", default=env("STEPWATCH_WORKSPACE", "."),
+                   help="folder that step paths and shell commands are relative to")
+    p.add_argument("--heartbeat-interval", type=float,
+                   default=float(env("STEPWATCH_HEARTBEAT_INTERVAL", "5")),
+                   help="seconds of silence before a watch stream gets a heartbeat")
+    p.add_argument("--log-level", default=env("STEPWATCH_LOG_LEVEL", "INFO"))
+    a = p.parse_args(argv)
+    logging.basicConfig(level=a.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if a.heartbeat_interval <= 0:
+        p.error("--heartbeat-interval must be positive")
+    return Settings(host=a.host, port=a.port, db_url=a.db_url, jobs_dir=Path(a.jobs_dir),
+                    workspace=Path(a.workspace), heartbeat_s=a.heartbeat_interval)
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings = parse_args(argv)
+
+    def ready(port: int) -> None:
+        # Tests and scripts read this line to learn the port.
+        print(f"stepwatch orchestrator listening on {settings.host}:{port}", flush=True)
+
+    asyncio.run(serve(settings, ready))

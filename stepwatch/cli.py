@@ -1,0 +1,218 @@
+"""The `stepwatch` command: definitions, submit, jobs, show, watch, cancel.
+
+Statuses are printed as the server sent them: colour comes from the value's
+name through STYLE, and a value this build does not know prints as unknown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from stepwatch import status
+from stepwatch.client import Client, default_target
+from stepwatch.errors import StepwatchError
+from stepwatch.jobview import apply_event, is_terminal
+from stepwatch.v1 import orchestrator_pb2 as pb
+
+T = TypeVar("T")
+app = typer.Typer(no_args_is_help=True, help="Stepwatch: run jobs and watch every step's true status.")
+console = Console()
+err_console = Console(stderr=True)
+
+STYLE = {
+    "STEP_STATUS_PENDING": "dim", "STEP_STATUS_RUNNING": "bold blue",
+    "STEP_STATUS_COMPLETED": "green", "STEP_STATUS_FAILED": "bold red",
+    "STEP_STATUS_SKIPPED": "magenta", "STEP_STATUS_CANCELLED": "yellow",
+    "JOB_STATUS_PENDING": "dim", "JOB_STATUS_RUNNING": "bold blue",
+    "JOB_STATUS_COMPLETED": "green", "JOB_STATUS_COMPLETED_WITH_FAILURES": "bold dark_orange",
+    "JOB_STATUS_FAILED": "bold red", "JOB_STATUS_CANCELLED": "yellow",
+}
+# `watch` and `submit --watch` exit with these, so scripts can tell outcomes apart.
+EXIT_CODES = {pb.JOB_STATUS_COMPLETED: 0, pb.JOB_STATUS_FAILED: 1,
+              pb.JOB_STATUS_COMPLETED_WITH_FAILURES: 3, pb.JOB_STATUS_CANCELLED: 4}
+
+
+class State:
+    target: str = ""
+
+
+state = State()
+
+
+@app.callback()
+def main(target: Annotated[str, typer.Option(envvar="STEPWATCH_TARGET",
+                                             help="orchestrator host:port")] = default_target()) -> None:
+    state.target = target
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    try:
+        return asyncio.run(coro)
+    except StepwatchError as err:
+        err_console.print(f"[bold red]error[/] ({err.code.name}): {err.message}")
+        for v in err.violations:
+            err_console.print(f"  [red]{v.field}[/]: {v.description}")
+        raise typer.Exit(2) from None
+
+
+def styled(enum: Any, number: int) -> Text:
+    name = status.value_name(enum, number)
+    return Text(status.label(enum, number), style=STYLE.get(name or "", "dim italic"))
+
+
+def _time(ts: Any) -> str:
+    return ts.ToDatetime(dt.UTC).astimezone().strftime("%H:%M:%S") if ts.ByteSize() else "-"
+
+
+def _duration(start: Any, end: Any) -> str:
+    if not start.ByteSize():
+        return "-"
+    stop = end.ToDatetime(dt.UTC) if end.ByteSize() else dt.datetime.now(dt.UTC)
+    return f"{(stop - start.ToDatetime(dt.UTC)).total_seconds():.1f}s"
+
+
+def job_view(job: pb.Job) -> Group:
+    head = Text.assemble(f"{job.definition_name} ", (job.job_id[:8], "dim"), "  ",
+                         styled(status.JOB, job.status))
+    if job.HasField("failure"):
+        head.append(f"\n{status.label(status.REASON, job.failure.reason)}: {job.failure.message}",
+                    style="red")
+    table = Table(show_edge=False)
+    for col in ("#", "step", "type", "status", "children ok/failed/total", "docs", "attempt",
+                "duration"):
+        table.add_column(col)
+    notes = []
+    for s in job.steps:
+        c = s.children
+        table.add_row(str(s.index), s.name, s.type, styled(status.STEP, s.status),
+                      f"{c.completed}/{c.failed}/{c.total}", str(s.document_count),
+                      f"{s.attempt}/{s.max_attempts}", _duration(s.started_at, s.finished_at))
+        if s.HasField("failure"):
+            mark = " (tolerated: the job went on)" if s.tolerated else ""
+            notes.append(Text(f"{s.name}: {status.label(status.REASON, s.failure.reason)}{mark}: "
+                              f"{s.failure.message}", style=STYLE.get(
+                                  status.value_name(status.STEP, s.status) or "", "dim")))
+    return Group(head, table, *notes)
+
+
+@app.command()
+def definitions() -> None:
+    """List the server's job definitions."""
+
+    async def go() -> list[pb.JobDefinitionInfo]:
+        async with Client(state.target) as c:
+            return await c.definitions()
+
+    table = Table("name", "policy", "steps", "description")
+    for d in _run(go()):
+        table.add_row(d.name, d.on_step_failure, ", ".join(d.step_names), d.description)
+    console.print(table)
+
+
+@app.command()
+def submit(name: Annotated[str | None, typer.Argument(help="a definition name on the server")] = None,
+           file: Annotated[Path | None, typer.Option("--file", "-f", help="a TOML definition")] = None,
+           watch_: Annotated[bool, typer.Option("--watch", "-w", help="then watch it")] = False) -> None:
+    """Submit a job from a server definition NAME or a local TOML --file."""
+    if (name is None) == (file is None):
+        err_console.print("give a definition NAME or --file, not both")
+        raise typer.Exit(2)
+
+    async def go() -> pb.Job:
+        async with Client(state.target) as c:
+            if file is not None:
+                return await c.submit(definition_toml=file.read_text(encoding="utf-8"))
+            return await c.submit(name)
+
+    job = _run(go())
+    console.print(f"submitted {job.job_id}")
+    if watch_:
+        watch(job.job_id)
+
+
+@app.command()
+def jobs(status_filter: Annotated[str | None, typer.Option(
+             "--status", help="e.g. running, failed, completed_with_failures")] = None,
+         limit: Annotated[int, typer.Option(help="how many")] = 20) -> None:
+    """List jobs, newest first."""
+    number = 0
+    if status_filter:
+        name = "JOB_STATUS_" + status_filter.upper()
+        value = status.JOB.values_by_name.get(name)
+        if value is None:
+            err_console.print(f"unknown status {status_filter!r}")
+            raise typer.Exit(2)
+        number = value.number
+
+    async def go() -> list[pb.Job]:
+        async with Client(state.target) as c:
+            return (await c.list_jobs(page_size=limit, status=number))[0]
+
+    table = Table("job", "definition", "status", "steps done/failed/total", "created", "duration")
+    for j in _run(go()):
+        sc = j.step_counts
+        table.add_row(j.job_id[:8], j.definition_name, styled(status.JOB, j.status),
+                      f"{sc.completed}/{sc.failed}/{sc.total}", _time(j.created_at),
+                      _duration(j.started_at, j.finished_at))
+    console.print(table)
+
+
+@app.command()
+def show(job_id: str) -> None:
+    """Show a job and its steps."""
+
+    async def go() -> pb.Job:
+        async with Client(state.target) as c:
+            return await c.get_job(job_id)
+
+    console.print(job_view(_run(go())))
+
+
+@app.command()
+def watch(job_id: str) -> None:
+    """Follow a job live until it is terminal; the exit code says how it ended."""
+
+    async def go() -> pb.Job:
+        job = pb.Job()
+        async with Client(state.target) as c:
+            with Live(console=console, auto_refresh=False) as live:
+                async for msg in c.watch(job_id, on_retry=lambda e, d: live.console.print(
+                        f"[yellow]reconnecting in {d:.1f}s[/] ({e.code.name})")):
+                    kind = msg.WhichOneof("kind")
+                    if kind == "snapshot":
+                        job = msg.snapshot.job
+                    elif kind == "event":
+                        job = apply_event(job, msg.event)
+                    live.update(job_view(job), refresh=True)
+        return job
+
+    job = _run(go())
+    if not is_terminal(job):
+        err_console.print("the stream ended before the job was terminal")
+        raise typer.Exit(5)
+    raise typer.Exit(EXIT_CODES.get(job.status, 5))
+
+
+@app.command()
+def cancel(job_id: str) -> None:
+    """Cancel a running job."""
+
+    async def go() -> pb.Job:
+        async with Client(state.target) as c:
+            return await c.cancel(job_id)
+
+    console.print(job_view(_run(go())))
+
+
+if __name__ == "__main__":
+    app()

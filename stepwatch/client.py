@@ -1,0 +1,151 @@
+"""The small hand-written client every reader uses.
+
+``watch(job_id)`` is the one watch loop: it follows a job across broken
+streams by resuming from the last seq it delivered, so a caller sees each
+event exactly once, in order, and the stream ends when the job is terminal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import grpc
+
+from stepwatch.errors import StepwatchError, from_rpc_error
+from stepwatch.v1 import orchestrator_pb2 as pb
+from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+# Worth another try: the server is away, restarting, or shutting down.
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                       grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED,
+                       grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN})
+
+OnRetry = Callable[[StepwatchError, float], Awaitable[None] | None]
+
+
+def default_target() -> str:
+    return os.environ.get("STEPWATCH_TARGET", DEFAULT_TARGET)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with jitter; ``max_tries`` None means retry forever."""
+
+    initial: float = 0.2
+    maximum: float = 5.0
+    multiplier: float = 2.0
+    max_tries: int | None = None
+
+    def delay(self, tries: int) -> float:
+        base = min(self.maximum, self.initial * self.multiplier ** max(tries - 1, 0))
+        return base * random.uniform(0.5, 1.0)
+
+
+class Client:
+    def __init__(self, target: str | None = None, *, channel: grpc.aio.Channel | None = None) -> None:
+        self.target = target or default_target()
+        self._channel = channel or grpc.aio.insecure_channel(self.target)
+        self._stub = pb_grpc.OrchestratorServiceStub(self._channel)
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def _call(self, method: Callable, request: object, timeout: float | None = 30) -> object:
+        try:
+            return await method(request, timeout=timeout)
+        except grpc.aio.AioRpcError as err:
+            raise from_rpc_error(err) from None
+
+    async def definitions(self) -> list[pb.JobDefinitionInfo]:
+        resp = await self._call(self._stub.ListJobDefinitions, pb.ListJobDefinitionsRequest())
+        return list(resp.definitions)
+
+    async def submit(self, definition_name: str | None = None, *,
+                     definition_toml: str | None = None) -> pb.Job:
+        if (definition_name is None) == (definition_toml is None):
+            raise ValueError("give exactly one of definition_name and definition_toml")
+        req = (pb.SubmitJobRequest(definition_name=definition_name) if definition_name is not None
+               else pb.SubmitJobRequest(definition_toml=definition_toml))
+        return (await self._call(self._stub.SubmitJob, req)).job
+
+    async def get_job(self, job_id: str) -> pb.Job:
+        return (await self._call(self._stub.GetJob, pb.GetJobRequest(job_id=job_id))).job
+
+    async def list_jobs(self, page_size: int = 0, page_token: str = "",
+                        status: int = 0) -> tuple[list[pb.Job], str]:
+        resp = await self._call(self._stub.ListJobs, pb.ListJobsRequest(
+            page_size=page_size, page_token=page_token, status=status))
+        return list(resp.jobs), resp.next_page_token
+
+    async def cancel(self, job_id: str) -> pb.Job:
+        return (await self._call(self._stub.CancelJob, pb.CancelJobRequest(job_id=job_id))).job
+
+    async def watch(self, job_id: str, after_seq: int = 0, *, backoff: Backoff = Backoff(),
+                    on_retry: OnRetry | None = None) -> AsyncIterator[pb.WatchJobResponse]:
+        """Snapshot (when after_seq is 0), then every event once, in order; heartbeats too.
+
+        A broken stream is resumed from the last seq delivered; errors that
+        retrying cannot fix (NOT_FOUND, INVALID_ARGUMENT, OUT_OF_RANGE) raise.
+        """
+        last = after_seq
+        tries = 0
+        while True:
+            call = self._stub.WatchJob(pb.WatchJobRequest(job_id=job_id, after_seq=last))
+            try:
+                async for msg in call:
+                    tries = 0
+                    kind = msg.WhichOneof("kind")
+                    if kind == "snapshot":
+                        last = msg.snapshot.seq
+                    elif kind == "event":
+                        if msg.event.seq <= last:
+                            continue  # already delivered before a reconnect
+                        last = msg.event.seq
+                    yield msg
+                return  # the server ended the stream with OK: the job is terminal
+            except grpc.aio.AioRpcError as err:
+                tries += 1
+                await _pause_before_retry(err, tries, backoff, on_retry)
+            finally:
+                call.cancel()
+
+    async def watch_jobs(self, limit: int = 0, *, backoff: Backoff = Backoff(),
+                         on_retry: OnRetry | None = None) -> AsyncIterator[pb.WatchJobsResponse]:
+        """The queue feed; after a reconnect it starts again with a fresh snapshot."""
+        tries = 0
+        while True:
+            call = self._stub.WatchJobs(pb.WatchJobsRequest(limit=limit))
+            try:
+                async for msg in call:
+                    tries = 0
+                    yield msg
+                return
+            except grpc.aio.AioRpcError as err:
+                tries += 1
+                await _pause_before_retry(err, tries, backoff, on_retry)
+            finally:
+                call.cancel()
+
+
+async def _pause_before_retry(err: grpc.aio.AioRpcError, tries: int, backoff: Backoff,
+                              on_retry: OnRetry | None) -> None:
+    """Raise what retrying cannot fix; otherwise tell ``on_retry`` and wait the backoff."""
+    if err.code() not in RETRYABLE or (backoff.max_tries is not None and tries > backoff.max_tries):
+        raise from_rpc_error(err) from None
+    delay = backoff.delay(tries)
+    if on_retry is not None:
+        result = on_retry(from_rpc_error(err), delay)
+        if asyncio.iscoroutine(result):
+            await result
+    await asyncio.sleep(delay)
