@@ -117,6 +117,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     a = p.parse_args(argv)
     logging.basicConfig(level=a.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     if a.heartbeat_interval <= 0:
         p.error("--heartbeat-interval must be positive")
     return Settings(host=a.host, port=a.port, db_url=a.db_url, jobs_dir=Path(a.jobs_dir),

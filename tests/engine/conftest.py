@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from orchestrator_service.broker import Broker
+from orchestrator_service.definitions import parse_definition
+from orchestrator_service.engine import Engine
+from orchestrator_service.model import Event, JobState
+from orchestrator_service.step_types import load_step_types
+from orchestrator_service.store import Store
+from orchestrator_service.watch import Snapshot, follow_job
+
+DEADLINE = 30.0
+
+
+class Harness:
+    """A real engine on a real SQLite file, driven in-process."""
+
+    def __init__(self, db: Path, workspace: Path) -> None:
+        self.db = db
+        self.workspace = workspace
+        self.types = load_step_types()
+        self.start()
+
+    def start(self) -> None:
+        self.store = Store(f"sqlite:///{self.db}")
+        self.store.migrate()
+        self.broker = Broker()
+        self.store.set_listener(self.broker.publish)
+        self.engine = Engine(self.store, self.types, self.workspace, progress_interval=0.05)
+
+    async def restart(self) -> None:
+        """Stop like a dead process would (steps left RUNNING), start again on the same file."""
+        await self.engine.stop()
+        self.store.close()
+        self.start()
+        await self.engine.recover()
+
+    async def submit(self, toml: str) -> JobState:
+        return await self.engine.submit(parse_definition(toml, self.types), toml)
+
+    async def finish(self, job_id: str) -> JobState:
+        async with asyncio.timeout(DEADLINE):
+            await self.engine.wait(job_id)
+        return await self.store.get_job(job_id)
+
+    async def events(self, job_id: str) -> list[Event]:
+        return await self.store.events_after(job_id, 0, 100_000)
+
+    async def until(self, job_id: str, predicate: Callable[[JobState], bool]) -> JobState:
+        """Wait (event-driven, with a deadline) until the job's state satisfies ``predicate``."""
+        from dataclasses import replace
+
+        state: JobState | None = None
+        async with asyncio.timeout(DEADLINE):
+            async for item in follow_job(self.store, self.broker, job_id, 0, 1.0):
+                if isinstance(item, Snapshot):
+                    state = item.job
+                elif isinstance(item, Event) and state is not None:
+                    if item.step is not None:
+                        state = replace(state, steps=tuple(
+                            item.step if s.step_id == item.step.step_id else s for s in state.steps))
+                    elif item.job is not None:
+                        state = replace(item.job, steps=state.steps)
+                if state is not None and predicate(state):
+                    return state
+        raise AssertionError(f"job {job_id} ended without reaching the state waited for: {state}")
+
+    async def close(self) -> None:
+        await self.engine.stop()
+        self.store.close()
+
+
+@pytest.fixture
+async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    h = Harness(tmp_path / "engine.db", ws)
+    yield h
+    await h.close()

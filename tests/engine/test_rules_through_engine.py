@@ -1,0 +1,206 @@
+"""Every row of the status rules table, through the real engine and a real SQLite file."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from orchestrator_service.rules import Changes, TerminalStatusError
+from orchestrator_service.statuses import FailureReason, JobStatus, StepStatus
+
+from .conftest import Harness
+
+
+def job(policy: str, *steps: str) -> str:
+    return f'name = "t"\n[policy]\non_step_failure = "{policy}"\n' + "\n".join(steps)
+
+
+def shell(name: str, *commands: str, extra: str = "") -> str:
+    cmds = ", ".join(f'"{c}"' for c in commands)
+    return f'[steps.{name}]\ntype = "shell"\ncommands = [{cmds}]\n{extra}\n'
+
+
+async def test_init_raises_step_failed_init_failed_with_the_handlers_message(harness: Harness) -> None:
+    j = await harness.submit(job("stop", '[steps.f]\ntype = "filter_tags"\ntags = ["architecture"]\n'))
+    done = await harness.finish(j.job_id)
+    f = done.step("f")
+    assert f.status == StepStatus.FAILED
+    assert f.failure.reason == FailureReason.INIT_FAILED
+    assert f.failure.message == "no documents found matching tags: ['architecture']"
+    assert done.status == JobStatus.FAILED  # policy stop
+
+
+async def test_failed_children_within_tolerance_complete_with_the_count_visible(harness: Harness) -> None:
+    j = await harness.submit(job("stop", shell("s", "true", "exit 1", "true",
+                                               extra="max_child_failures = 1")))
+    done = await harness.finish(j.job_id)
+    s = done.step("s")
+    assert s.status == StepStatus.COMPLETED and s.failure is None
+    assert (s.children.total, s.children.completed, s.children.failed) == (3, 2, 1)
+    assert done.status == JobStatus.COMPLETED
+
+
+async def test_failed_children_over_tolerance_fail_the_step(harness: Harness) -> None:
+    j = await harness.submit(job("stop", shell("s", "exit 1", "echo oops >&2; exit 2",
+                                               extra="max_child_failures = 1\nconcurrency = 1")))
+    done = await harness.finish(j.job_id)
+    s = done.step("s")
+    assert s.status == StepStatus.FAILED
+    assert s.failure.reason == FailureReason.CHILD_FAILURES_EXCEEDED
+    assert "2 children failed" in s.failure.message and "oops" in s.failure.message
+    assert s.children.failed == 2
+
+
+async def test_a_step_past_its_timeout_fails_and_its_children_are_stopped(harness: Harness) -> None:
+    marker = f"stepwatch-timeout-{uuid.uuid4().hex}"
+    j = await harness.submit(job("stop", shell("slow", f"sleep 30; echo {marker}", "sleep 30",
+                                               extra="timeout = 0.5")))
+    done = await harness.finish(j.job_id)
+    s = done.step("slow")
+    assert s.status == StepStatus.FAILED and s.failure.reason == FailureReason.TIMEOUT
+    assert s.children.cancelled == 2 and s.children.running == 0
+    assert not [p for p in os.popen("ps -eo args").read().splitlines() if marker in p]
+
+
+async def test_a_failed_attempt_with_attempts_left_stays_running(harness: Harness) -> None:
+    # The first attempt fails (and leaves a marker); the second one succeeds.
+    j = await harness.submit(job("stop", shell(
+        "flaky", "test -f marker || { touch marker; echo first >&2; exit 1; }",
+        extra="max_attempts = 3")))
+    done = await harness.finish(j.job_id)
+    s = done.step("flaky")
+    assert s.status == StepStatus.COMPLETED and s.attempt == 2
+    steps = [e.step for e in await harness.events(j.job_id) if e.step and e.step.name == "flaky"]
+    retry = [x for x in steps if x.attempt == 2 and x.previous_attempt_failure is not None][0]
+    assert retry.status == StepStatus.RUNNING
+    assert retry.previous_attempt_failure.reason == FailureReason.CHILD_FAILURES_EXCEEDED
+    assert "first" in retry.previous_attempt_failure.message
+    assert StepStatus.FAILED not in {x.status for x in steps}
+
+
+async def test_policy_stop_skips_the_rest_and_fails_the_job(harness: Harness) -> None:
+    j = await harness.submit(job("stop", shell("bad", "exit 1"),
+                                 shell("after", "true", extra='depends = ["bad"]'),
+                                 shell("other", "sleep 30", extra='depends = []')))
+    done = await harness.finish(j.job_id)
+    assert done.step("bad").status == StepStatus.FAILED and not done.step("bad").tolerated
+    assert done.step("after").status == StepStatus.SKIPPED
+    assert done.step("after").failure.reason == FailureReason.JOB_STOPPED
+    # A sibling that was running is stopped, also for JOB_STOPPED.
+    assert done.step("other").status == StepStatus.CANCELLED
+    assert done.step("other").failure.reason == FailureReason.JOB_STOPPED
+    assert done.status == JobStatus.FAILED
+    assert done.failure.reason == FailureReason.CHILD_FAILURES_EXCEEDED
+    assert "'bad'" in done.failure.message
+
+
+async def test_policy_continue_tolerates_skips_dependents_and_runs_the_others(harness: Harness) -> None:
+    j = await harness.submit(job("continue", shell("bad", "exit 1"),
+                                 shell("after", "true", extra='depends = ["bad"]'),
+                                 shell("after_after", "true", extra='depends = ["after"]'),
+                                 shell("other", "true")))
+    done = await harness.finish(j.job_id)
+    bad = done.step("bad")
+    assert bad.status == StepStatus.FAILED and bad.tolerated
+    for name in ("after", "after_after"):
+        assert done.step(name).status == StepStatus.SKIPPED
+        assert done.step(name).failure.reason == FailureReason.DEPENDENCY_FAILED
+    assert done.step("other").status == StepStatus.COMPLETED
+    assert done.status == JobStatus.COMPLETED_WITH_FAILURES
+    assert done.step_counts.failed == 1 and done.step_counts.skipped == 2
+
+
+async def test_all_steps_completed_completes_the_job(harness: Harness) -> None:
+    (harness.workspace / "a.py").write_text("print('hi')\n")
+    (harness.workspace / "pkg").mkdir()
+    (harness.workspace / "pkg" / "b.md").write_text("# title\nsome words here\n")
+    j = await harness.submit(job(
+        "stop", '[steps.scan]\ntype = "scan_files"\ninclude = ["**/*"]\ntags = ["src"]\n',
+        '[steps.sum]\ntype = "summarize"\ndepends = ["scan"]\n',
+        '[steps.md]\ntype = "filter_tags"\ntags = ["md"]\ndepends = ["sum"]\n'))
+    done = await harness.finish(j.job_id)
+    assert [s.status for s in done.steps] == [StepStatus.COMPLETED] * 3
+    assert done.status == JobStatus.COMPLETED and done.failure is None
+    assert done.step("md").document_count == 1
+    docs = {d.path: d for d in await harness.store.documents(j.job_id)}
+    assert docs["pkg/b.md"].tags == ("md", "pkg", "src")
+    assert docs["pkg/b.md"].attrs["lines"] == 2 and docs["pkg/b.md"].attrs["words"] == 5
+
+
+async def test_non_utf8_files_fail_their_child(harness: Harness) -> None:
+    (harness.workspace / "bin.txt").write_bytes(b"\xff\xfe\x00bad")
+    (harness.workspace / "ok.txt").write_text("fine\n")
+    j = await harness.submit(job(
+        "continue", '[steps.scan]\ntype = "scan_files"\ninclude = ["*.txt"]\n',
+        '[steps.sum]\ntype = "summarize"\ndepends = ["scan"]\n'))
+    done = await harness.finish(j.job_id)
+    s = done.step("sum")
+    assert s.status == StepStatus.FAILED and "not UTF-8" in s.failure.message
+    assert (s.children.completed, s.children.failed) == (1, 1)
+
+
+async def test_cancel_stops_running_steps_and_cancels_the_rest(harness: Harness) -> None:
+    j = await harness.submit(job("stop", shell("fast", "true"),
+                                 shell("slow", "sleep 30", extra='depends = ["fast"]'),
+                                 shell("later", "true", extra='depends = ["slow"]')))
+    await harness.until(j.job_id, lambda s: s.step("slow").children.running == 1)
+    done = await harness.engine.cancel(j.job_id)
+    assert done.status == JobStatus.CANCELLED
+    assert done.step("fast").status == StepStatus.COMPLETED
+    for name in ("slow", "later"):
+        assert done.step(name).status == StepStatus.CANCELLED
+        assert done.step(name).failure.reason == FailureReason.CANCELLED_BY_USER
+    events = await harness.events(j.job_id)
+    assert events[-1].ends_job and events[-1].job.status == JobStatus.CANCELLED
+
+
+@pytest.mark.parametrize(("max_attempts", "expected"), [(1, StepStatus.FAILED), (2, StepStatus.COMPLETED)])
+async def test_process_death_while_a_step_runs(harness: Harness, max_attempts: int,
+                                               expected: StepStatus) -> None:
+    cmd = "test -f marker || { touch marker; sleep 30; }"
+    j = await harness.submit(job("continue", shell("s", cmd, extra=f"max_attempts = {max_attempts}"),
+                                 shell("next", "true", extra='depends = ["s"]')))
+    await harness.until(j.job_id, lambda s: s.step("s").children.running == 1)
+    await harness.restart()
+    done = await harness.finish(j.job_id)
+    s = done.step("s")
+    assert s.status == expected
+    if expected == StepStatus.FAILED:
+        assert s.failure.reason == FailureReason.ORCHESTRATOR_RESTARTED and s.tolerated
+        assert done.step("next").status == StepStatus.SKIPPED
+        assert done.status == JobStatus.COMPLETED_WITH_FAILURES
+    else:
+        assert s.attempt == 2 and done.status == JobStatus.COMPLETED
+        steps = [e.step for e in await harness.events(j.job_id) if e.step and e.step.name == "s"]
+        assert any(x.previous_attempt_failure and x.previous_attempt_failure.reason ==
+                   FailureReason.ORCHESTRATOR_RESTARTED for x in steps)
+
+
+async def test_the_store_refuses_to_move_a_terminal_status(harness: Harness) -> None:
+    j = await harness.submit(job("stop", shell("s", "true")))
+    done = await harness.finish(j.job_id)
+    step_id = done.step("s").step_id
+    with pytest.raises(TerminalStatusError):
+        await harness.store.apply(j.job_id, lambda _j: Changes(
+            steps={step_id: {"status": StepStatus.FAILED}}))
+    with pytest.raises(TerminalStatusError):
+        await harness.store.apply(j.job_id, lambda _j: Changes(job={"status": JobStatus.RUNNING}))
+    after = await harness.store.get_job(j.job_id)
+    assert after == done  # nothing was written
+
+
+async def test_every_status_transition_is_its_own_event_and_seqs_are_contiguous(
+        harness: Harness) -> None:
+    j = await harness.submit(job("continue", shell("a", "true"), shell("b", "exit 1"),
+                                 shell("c", "true", extra='depends = ["b"]')))
+    done = await harness.finish(j.job_id)
+    events = await harness.events(j.job_id)
+    assert [e.seq for e in events] == list(range(1, done.head_seq + 1))
+    for name, path in (("a", [StepStatus.PENDING, StepStatus.RUNNING, StepStatus.COMPLETED]),
+                       ("b", [StepStatus.PENDING, StepStatus.RUNNING, StepStatus.FAILED]),
+                       ("c", [StepStatus.PENDING, StepStatus.SKIPPED])):
+        seen = [e.step.status for e in events if e.step and e.step.name == name]
+        assert [s for i, s in enumerate(seen) if i == 0 or seen[i - 1] != s] == path
+    assert events[-1].ends_job and [e for e in events if e.ends_job] == [events[-1]]

@@ -1,0 +1,50 @@
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from stepwatch import status
+from stepwatch.jobview import apply_event, is_terminal
+from stepwatch.v1 import orchestrator_pb2 as pb
+
+
+def job_with_steps() -> pb.Job:
+    return pb.Job(job_id="j", status=pb.JOB_STATUS_RUNNING, head_seq=3, steps=[
+        pb.Step(step_id="a", index=0, name="a", status=pb.STEP_STATUS_COMPLETED),
+        pb.Step(step_id="b", index=1, name="b", status=pb.STEP_STATUS_RUNNING)])
+
+
+def test_a_step_event_replaces_that_step_whole() -> None:
+    ev = pb.JobEvent(seq=4, step_changed=pb.Step(
+        step_id="b", index=1, name="b", status=pb.STEP_STATUS_FAILED,
+        failure=pb.Failure(reason=pb.FAILURE_REASON_INIT_FAILED, message="no documents")))
+    before = job_with_steps()
+    after = apply_event(before, ev)
+    assert after.steps[1] == ev.step_changed
+    assert after.steps[0] == before.steps[0]
+    assert after.head_seq == 4
+    assert before.steps[1].status == pb.STEP_STATUS_RUNNING  # the input is not modified
+
+
+def test_the_job_status_comes_only_from_job_events() -> None:
+    # Every step completed, but no job event yet: the job stays what the server said.
+    done = pb.JobEvent(seq=4, step_changed=pb.Step(step_id="b", index=1, name="b",
+                                                   status=pb.STEP_STATUS_COMPLETED))
+    job = apply_event(job_with_steps(), done)
+    assert job.status == pb.JOB_STATUS_RUNNING and not is_terminal(job)
+    header = pb.Job(job_id="j", status=pb.JOB_STATUS_COMPLETED_WITH_FAILURES, head_seq=5,
+                    finished_at=Timestamp(seconds=5))
+    job = apply_event(job, pb.JobEvent(seq=5, job_changed=header))
+    assert job.status == pb.JOB_STATUS_COMPLETED_WITH_FAILURES and is_terminal(job)
+    assert [s.status for s in job.steps] == [pb.STEP_STATUS_COMPLETED, pb.STEP_STATUS_COMPLETED]
+
+
+def test_a_new_step_is_inserted_in_index_order() -> None:
+    job = pb.Job(steps=[pb.Step(step_id="c", index=2)])
+    job = apply_event(job, pb.JobEvent(seq=1, step_changed=pb.Step(step_id="a", index=0)))
+    assert [s.step_id for s in job.steps] == ["a", "c"]
+
+
+def test_labels_keep_unknown_values_unknown() -> None:
+    assert status.label(status.STEP, pb.STEP_STATUS_FAILED) == "Failed"
+    assert status.label(status.JOB, pb.JOB_STATUS_COMPLETED_WITH_FAILURES) == "Completed with failures"
+    assert status.label(status.STEP, 99) == "Unknown (99)"
+    assert status.label(status.STEP, 0) == "Unknown (0)"
+    assert status.label(status.REASON, pb.FAILURE_REASON_INIT_FAILED) == "Init failed"
