@@ -20,7 +20,7 @@ from .model import Failure, JobState, StepState
 from .progress import ProgressRecorder
 from .rules import Changes
 from .statuses import FailureReason, JobStatus, Policy, StepStatus
-from .step_types.base import Child, Document, StepContext, StepType
+from .step_types.base import Child, Document, StepContext, StepFailed, StepType
 from .store import Store, now_us
 
 log = logging.getLogger(__name__)
@@ -200,6 +200,8 @@ class Engine:
                                               recorder.errors)
         except TimeoutError:
             return rules.timed_out(step.timeout_seconds or 0)
+        except StepFailed as exc:
+            return Failure(FailureReason.EXECUTION_FAILED, _text(exc))
         except _TooManyChildFailures:
             assert recorder is not None
             return rules.children_outcome(recorder.counts.failed, step.max_child_failures,
@@ -222,6 +224,9 @@ async def _run_children(step_type: StepType, ctx: StepContext, children: list[Ch
             recorder.running(i)
             try:
                 puts = await step_type.run_child(ctx, child)
+            except StepFailed as exc:
+                recorder.failed(i, f"{child.key}: {_text(exc)}")
+                raise
             except Exception as exc:
                 recorder.failed(i, f"{child.key}: {_text(exc)}")
                 if recorder.counts.failed > max_failures:
@@ -233,6 +238,8 @@ async def _run_children(step_type: StepType, ctx: StepContext, children: list[Ch
         async with asyncio.TaskGroup() as tg:
             for _ in range(min(concurrency, len(children))):
                 tg.create_task(worker())
+    except* StepFailed as group:
+        raise group.exceptions[0] from None
     except* _TooManyChildFailures:
         raise _TooManyChildFailures from None
 

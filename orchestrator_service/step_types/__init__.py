@@ -10,13 +10,13 @@ import logging
 from collections.abc import Mapping
 from importlib.metadata import entry_points
 
-from .base import Child, DocumentPut, OptionError, StepContext, StepType
+from .base import Child, DocumentPut, OptionError, StepContext, StepFailed, StepType
 from .filter_tags import FilterTags
 from .scan_files import ScanFiles
 from .shell import Shell
 from .summarize import Summarize
 
-__all__ = ["Child", "DocumentPut", "OptionError", "StepContext", "StepType", "load_step_types"]
+__all__ = ["Child", "DocumentPut", "OptionError", "StepContext", "StepFailed", "StepType", "load_step_types"]
 
 ENTRY_POINT_GROUP = "stepwatch.step_types"
 BUILTINS: tuple[type[StepType], ...] = (ScanFiles, Summarize, FilterTags, Shell)

@@ -3,7 +3,8 @@
 A step type validates its own options, then for each attempt:
 ``init(ctx)`` returns the step's children (raising fails the step with
 INIT_FAILED and the exception's text as the message), and ``run_child(ctx,
-child)`` does one child's work (raising fails that child; the text is kept).
+child)`` does one child's work (raising fails that child; the text is kept; raising StepFailed fails the whole
+step with EXECUTION_FAILED).
 A child may return documents to write; the engine persists them together with
 the child's status, in one transaction.
 """
@@ -23,6 +24,14 @@ class OptionError(Exception):
         super().__init__(message)
         self.key = key
         self.message = message
+
+
+class StepFailed(Exception):
+    """Raised by a child when the whole step cannot go on (not just this child).
+
+    The step fails at once with EXECUTION_FAILED and this message, whatever its
+    max_child_failures; a retry follows if attempts remain.
+    """
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,12 @@ import signal
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .base import Child, DocumentPut, StepContext, StepType, check_known, string_list
+from .base import Child, DocumentPut, StepContext, StepFailed, StepType, check_known, string_list
 
 STDERR_TAIL = 400
+# The shell's own codes for "cannot execute" and "command not found": the step is
+# misconfigured, so running its other commands would not help.
+STEP_BROKEN_CODES = {126: "command cannot be executed", 127: "command not found"}
 
 
 class CommandFailed(Exception):
@@ -42,6 +45,10 @@ class Shell(StepType):
         except BaseException:
             await _kill_group(proc)
             raise
+        if proc.returncode in STEP_BROKEN_CODES:
+            tail = stderr.decode("utf-8", "replace").strip()[-STDERR_TAIL:]
+            raise StepFailed(f"{STEP_BROKEN_CODES[proc.returncode]} (exit code {proc.returncode}) "
+                             f"in {child.key!r}" + (f": {tail}" if tail else ""))
         if proc.returncode != 0:
             tail = stderr.decode("utf-8", "replace").strip()[-STDERR_TAIL:]
             raise CommandFailed(f"exit code {proc.returncode}" + (f": {tail}" if tail else ""))

@@ -204,3 +204,14 @@ async def test_every_status_transition_is_its_own_event_and_seqs_are_contiguous(
         seen = [e.step.status for e in events if e.step and e.step.name == name]
         assert [s for i, s in enumerate(seen) if i == 0 or seen[i - 1] != s] == path
     assert events[-1].ends_job and [e for e in events if e.ends_job] == [events[-1]]
+
+
+async def test_a_command_not_found_fails_the_whole_step_with_execution_failed(harness: Harness) -> None:
+    j = await harness.submit(job("continue", shell(
+        "s", "no-such-command-stepwatch", "sleep 30", extra="max_child_failures = 5")))
+    done = await harness.finish(j.job_id)
+    s = done.step("s")
+    assert s.status == StepStatus.FAILED and s.tolerated
+    assert s.failure.reason == FailureReason.EXECUTION_FAILED
+    assert "command not found (exit code 127)" in s.failure.message
+    assert s.children.cancelled == 1  # the other command was stopped, not awaited

@@ -1,0 +1,51 @@
+"""The contract suite: black-box, generated stubs only, no import of orchestrator_service.
+
+By default it starts ``python -m orchestrator_service`` on a free port with a
+temporary database. With ``--target HOST:PORT`` (or STEPWATCH_TARGET) it runs
+against a server that is already running, as a conformance suite.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+
+from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
+from tests.procs import Orchestrator
+
+
+@dataclass
+class Server:
+    target: str
+    own: Orchestrator | None  # None when pointed at an external server
+    heartbeat_s: float
+
+
+@pytest.fixture(scope="session")
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    target = request.config.getoption("--target") or os.environ.get("STEPWATCH_TARGET")
+    if target:
+        yield Server(target, None, heartbeat_s=5.0)
+        return
+    tmp: Path = tmp_path_factory.mktemp("contract")
+    proc = Orchestrator(f"sqlite:///{tmp / 'contract.db'}", workspace=tmp, heartbeat=0.5)
+    yield Server(proc.target, proc, heartbeat_s=0.5)
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def channel(server: Server) -> Iterator[grpc.Channel]:
+    ch = grpc.insecure_channel(server.target)
+    grpc.channel_ready_future(ch).result(timeout=30)
+    yield ch
+    ch.close()
+
+
+@pytest.fixture(scope="session")
+def stub(channel: grpc.Channel) -> pb_grpc.OrchestratorServiceStub:
+    return pb_grpc.OrchestratorServiceStub(channel)
