@@ -1,0 +1,105 @@
+"""Property: for random DAGs of shell steps, the event log is exact for every reader.
+
+(a) a watcher's seqs run contiguously from its snapshot to the head, no gap or repeat
+(the snapshot stands for seqs 1..snapshot.seq, and the log from seq 1 is checked too);
+(b) the snapshot plus the events equals the final GetJob;
+(c) resuming from every k in 0..head gives exactly events k+1..head (k = 0: the snapshot at head);
+(d) no step or job status leaves a terminal value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from orchestrator_service.server import Orchestrator, Settings
+from stepwatch.client import Client
+from stepwatch.jobview import apply_event
+from stepwatch.v1 import orchestrator_pb2 as pb
+
+TERMINAL_STEP = {pb.STEP_STATUS_COMPLETED, pb.STEP_STATUS_FAILED, pb.STEP_STATUS_SKIPPED,
+                 pb.STEP_STATUS_CANCELLED}
+TERMINAL_JOB = {pb.JOB_STATUS_COMPLETED, pb.JOB_STATUS_COMPLETED_WITH_FAILURES,
+                pb.JOB_STATUS_FAILED, pb.JOB_STATUS_CANCELLED}
+
+
+@st.composite
+def definitions(draw: st.DrawFn) -> str:
+    n = draw(st.integers(1, 5))
+    policy = draw(st.sampled_from(["stop", "continue"]))
+    lines = [f'name = "prop"\n[policy]\non_step_failure = "{policy}"']
+    for i in range(n):
+        commands = draw(st.lists(st.sampled_from(["true", "false"]), min_size=1, max_size=3))
+        depends = draw(st.lists(st.integers(0, i - 1), unique=True, max_size=2)) if i else []
+        lines.append(
+            f"[steps.s{i}]\ntype = \"shell\"\n"
+            f"commands = [{', '.join(repr(c).replace(chr(39), chr(34)) for c in commands)}]\n"
+            f"depends = [{', '.join(f'{chr(34)}s{d}{chr(34)}' for d in depends)}]\n"
+            f"max_child_failures = {draw(st.integers(0, 2))}\n"
+            f"max_attempts = {draw(st.integers(1, 2))}")
+    return "\n".join(lines) + "\n"
+
+
+def assert_terminal_values_stay(events: list[pb.JobEvent]) -> None:
+    terminal: dict[str, int] = {}
+    for e in events:
+        if e.WhichOneof("change") == "step_changed":
+            key, value, done = e.step_changed.step_id, e.step_changed.status, TERMINAL_STEP
+        else:
+            key, value, done = "job", e.job_changed.status, TERMINAL_JOB
+        if key in terminal:
+            assert value == terminal[key], f"{key} left terminal {terminal[key]} for {value}"
+        elif value in done:
+            terminal[key] = value
+
+
+async def scenario(toml: str, workdir: Path) -> None:
+    orch = Orchestrator(Settings(port=0, db_url=f"sqlite:///{workdir / 'p.db'}", jobs_dir=None,
+                                 workspace=workdir, heartbeat_s=1.0))
+    port = await orch.start()
+    try:
+        async with Client(f"127.0.0.1:{port}") as client, asyncio.timeout(60):
+            job = await client.submit(definition_toml=toml)
+            live = [m async for m in client.watch(job.job_id)]
+            final = await client.get_job(job.job_id)
+            head = final.head_seq
+
+            snap = live[0].snapshot
+            assert live[0].WhichOneof("kind") == "snapshot" and snap.seq >= 1
+            events = [m.event for m in live if m.WhichOneof("kind") == "event"]
+            assert [e.seq for e in events] == list(range(snap.seq + 1, head + 1))  # (a)
+
+            state = snap.job
+            for e in events:
+                state = apply_event(state, e)
+            assert state == final  # (b)
+
+            log = [m.event for m in [x async for x in client.watch(job.job_id, after_seq=1)]
+                   if m.WhichOneof("kind") == "event"]
+            assert [e.seq for e in log] == list(range(2, head + 1))
+            assert log[snap.seq - 1:] == events
+            for k in range(1, head + 1):  # (c)
+                got = [m async for m in client.watch(job.job_id, after_seq=k)]
+                assert [m.event.seq for m in got] == list(range(k + 1, head + 1))
+            at_zero = [m async for m in client.watch(job.job_id, after_seq=0)]
+            assert len(at_zero) == 1 and at_zero[0].snapshot.job == final
+
+            assert_terminal_values_stay(log)  # (d)
+            assert_terminal_values_stay(events)
+            assert final.status in TERMINAL_JOB
+            assert all(s.status in TERMINAL_STEP for s in final.steps)
+            all_completed = all(s.status == pb.STEP_STATUS_COMPLETED for s in final.steps)
+            assert (final.status == pb.JOB_STATUS_COMPLETED) == all_completed
+    finally:
+        await orch.stop()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(toml=definitions())
+def test_event_log_is_exact_for_random_dags(toml: str) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        asyncio.run(scenario(toml, Path(d)))
