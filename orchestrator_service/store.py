@@ -122,6 +122,10 @@ class Store:
     async def get_job(self, job_id: str) -> JobState:
         return await self._run(self._get_job, job_id)
 
+    async def head(self, job_id: str) -> tuple[int, JobStatus]:
+        """The job's head seq and status, without reading its steps."""
+        return await self._run(self._head, job_id)
+
     async def events_after(self, job_id: str, after_seq: int, limit: int) -> list[Event]:
         return await self._run(self._events_after, job_id, after_seq, limit)
 
@@ -258,6 +262,14 @@ class Store:
             if job is None:
                 raise JobNotFound(job_id)
             return _job_state(job, self._step_rows(s, job_id))
+
+    def _head(self, job_id: str) -> tuple[int, JobStatus]:
+        with Session(self.engine) as s, s.begin():
+            row = s.execute(select(JobRow.head_seq, JobRow.status)
+                            .where(JobRow.job_id == job_id)).first()
+            if row is None:
+                raise JobNotFound(job_id)
+            return row[0], JobStatus(row[1])
 
     def _events_after(self, job_id: str, after_seq: int, limit: int) -> list[Event]:
         with Session(self.engine) as s, s.begin():

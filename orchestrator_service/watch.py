@@ -45,17 +45,19 @@ class JobsSnapshot:
 async def follow_job(store: Store, broker: Broker, job_id: str, after_seq: int,
                      heartbeat_s: float) -> AsyncIterator[Snapshot | Event | Heartbeat]:
     with broker.subscribe(job_id) as sub:
-        job = await store.get_job(job_id)  # raises JobNotFound
-        if after_seq > job.head_seq:
-            raise AfterSeqOutOfRange(after_seq, job.head_seq)
+        # Raises JobNotFound. A resume needs only the head; a snapshot needs the whole job.
         if after_seq == 0:
+            job = await store.get_job(job_id)
+            head, status = job.head_seq, job.status
             yield Snapshot(job)
-            last = job.head_seq
         else:
-            last = after_seq
-        if job.status.terminal and last == job.head_seq:
+            head, status = await store.head(job_id)
+            if after_seq > head:
+                raise AfterSeqOutOfRange(after_seq, head)
+        last = after_seq or head
+        if status.terminal and last == head:
             return
-        need_log = last < job.head_seq
+        need_log = last < head
         while True:
             if need_log:
                 need_log = False

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import grpc
+import pytest
+from nicegui.testing.user import User
+from nicegui.testing.user_simulation import user_simulation
+
+from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
+
+from .fake_orchestrator import FakeOrchestrator
+
+MAIN = Path(__file__).parent / "ui_main.py"
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeOrchestrator]:
+    servicer = FakeOrchestrator()
+    server = grpc.aio.server()
+    pb_grpc.add_OrchestratorServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    servicer.target = f"127.0.0.1:{port}"
+    yield servicer
+    await server.stop(None)
+
+
+@pytest.fixture
+async def user(fake: FakeOrchestrator, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[User]:
+    monkeypatch.setenv("STEPWATCH_TARGET", fake.target)
+    async with user_simulation(main_file=MAIN) as u:
+        yield u
+
+
+async def eventually(check: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
+    """Wait for a condition with a deadline (re-checked as the event loop runs)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not reached within {timeout} s: {what}")
+        await asyncio.sleep(0.02)

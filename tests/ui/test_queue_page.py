@@ -1,0 +1,77 @@
+"""The queue page against a scripted WatchJobs feed."""
+
+from __future__ import annotations
+
+from nicegui.testing.user import User
+
+from stepwatch.v1 import orchestrator_pb2 as pb
+
+from .conftest import eventually
+from .fake_orchestrator import FakeOrchestrator, Hold
+
+A, B = "a" * 32, "b" * 32
+
+
+def header(job_id: str, status: int, **counts: int) -> pb.Job:
+    return pb.Job(job_id=job_id, definition_name=f"def-{job_id[0]}", status=status,
+                  step_counts=pb.StepCounts(**counts))
+
+
+def status_of(user: User, job_id: str) -> str | None:
+    found = user.find(marker=f"job-{job_id}").elements
+    return next(iter(found)).props.get("data-status") if found else None
+
+
+async def test_queue_renders_the_feed_and_updates_rows_in_place(user: User, fake: FakeOrchestrator) -> None:
+    hold = Hold()
+    fake.feed_scripts.append([
+        pb.WatchJobsResponse(snapshot=pb.JobsSnapshot(jobs=[
+            header(A, pb.JOB_STATUS_RUNNING, total=3, completed=1, failed=1, running=1)])),
+        hold,
+        pb.WatchJobsResponse(job_changed=header(
+            A, pb.JOB_STATUS_COMPLETED_WITH_FAILURES, total=3, completed=2, failed=1)),
+        pb.WatchJobsResponse(job_changed=header(B, pb.JOB_STATUS_PENDING, total=1, pending=1)),
+    ])
+    await user.open("/")
+    await user.should_see("def-a")
+    await user.should_see("1 completed · 1 failed · 0 skipped · 0 cancelled · 1 running · 0 pending")
+    assert status_of(user, A) == "JOB_STATUS_RUNNING"
+    row = next(iter(user.find(marker=f"job-{A}").elements))
+    hold.release.set()
+    await eventually(lambda: status_of(user, A) == "JOB_STATUS_COMPLETED_WITH_FAILURES")
+    await eventually(lambda: status_of(user, B) == "JOB_STATUS_PENDING")
+    assert next(iter(user.find(marker=f"job-{A}").elements)) is row  # updated, not rebuilt
+    await user.should_see("Completed with failures")
+    column = next(iter(user.find(marker="jobs").elements))
+    assert [c.props.get("data-job-id") for c in column.default_slot.children] == [B, A]  # newest first
+
+    # Filter by the server's status value.
+    user.find(marker="filter").elements.pop().set_value("JOB_STATUS_PENDING")
+    await eventually(lambda: not row.visible)
+    await user.should_see(marker=f"job-{B}")
+    await user.should_not_see(marker=f"job-{A}")
+
+
+async def test_run_and_cancel_send_commands(user: User, fake: FakeOrchestrator) -> None:
+    fake.feed_scripts.append([pb.WatchJobsResponse(snapshot=pb.JobsSnapshot(jobs=[
+        header(A, pb.JOB_STATUS_RUNNING, total=1, running=1)]))])
+    await user.open("/")
+    await user.should_see("def-a")
+    select = user.find(marker="definition").elements.pop()
+    await eventually(lambda: "codebase_assess" in select.options, what="definitions listed")
+    select.set_value("codebase_assess")
+    user.find(marker="run").click()
+    await eventually(lambda: fake.submitted == ["codebase_assess"], what="submitted")
+    user.find(marker=f"cancel-{A}").click()
+    await eventually(lambda: fake.cancelled == [A], what="cancelled")
+
+
+async def test_a_job_name_opens_its_page(user: User, fake: FakeOrchestrator) -> None:
+    fake.feed_scripts.append([pb.WatchJobsResponse(snapshot=pb.JobsSnapshot(jobs=[
+        header(A, pb.JOB_STATUS_COMPLETED, total=1, completed=1)]))])
+    await user.open("/")
+    await user.should_see("def-a")
+    await user.should_not_see(marker=f"cancel-{A}")  # finished: nothing to cancel
+    user.find(marker=f"open-{A}").click()
+    await eventually(lambda: len(fake.watch_requests) == 1, what="the job page watches the job")
+    assert fake.watch_requests[0].job_id == A and fake.watch_requests[0].after_seq == 0

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stepwatch.v1 import orchestrator_pb2 as pb
+from ui_service import status_style
+from ui_service.state import Connection, JobPageState, QueueState
+
+UI = Path(__file__).resolve().parents[2] / "ui_service"
+
+
+@pytest.mark.parametrize("enum", [status_style.STEP, status_style.JOB], ids=lambda e: e.name)
+def test_every_enum_value_from_the_descriptor_has_an_entry(enum) -> None:
+    assert {v.number for v in enum.values} == set(status_style.TABLE[enum])
+
+
+@pytest.mark.parametrize(("enum", "number", "label", "colour"), [
+    (status_style.STEP, pb.STEP_STATUS_FAILED, "Failed", "#d32f2f"),
+    (status_style.STEP, pb.STEP_STATUS_COMPLETED, "Completed", "#2e7d32"),
+    (status_style.JOB, pb.JOB_STATUS_COMPLETED_WITH_FAILURES, "Completed with failures", "#ff8f00"),
+    (status_style.STEP, 99, "Unknown (99)", status_style.GREY),
+    (status_style.JOB, 42, "Unknown (42)", status_style.GREY),
+])
+def test_looks(enum, number, label, colour) -> None:
+    look = status_style.look(enum, number)
+    assert (look.label, look.colour) == (label, colour)
+
+
+def test_skipped_and_cancelled_look_unlike_completed() -> None:
+    completed = status_style.look(status_style.STEP, pb.STEP_STATUS_COMPLETED)
+    for n in (pb.STEP_STATUS_SKIPPED, pb.STEP_STATUS_CANCELLED):
+        other = status_style.look(status_style.STEP, n)
+        assert (other.colour, other.icon) != (completed.colour, completed.icon)
+    assert status_style.look(status_style.STEP, pb.STEP_STATUS_RUNNING).animated
+
+
+def test_page_state_replaces_and_never_computes() -> None:
+    s = JobPageState("j")
+    snap = pb.WatchJobResponse(snapshot=pb.JobSnapshot(seq=4, job=pb.Job(
+        job_id="j", status=pb.JOB_STATUS_RUNNING,
+        steps=[pb.Step(step_id="x", name="x", status=pb.STEP_STATUS_RUNNING)])))
+    changed = s.apply(snap, now=1.0)
+    assert changed.header and changed.steps == ("x",) and s.last_seq == 4
+    done = pb.WatchJobResponse(event=pb.JobEvent(seq=5, step_changed=pb.Step(
+        step_id="x", name="x", status=pb.STEP_STATUS_COMPLETED)))
+    changed = s.apply(done, now=2.0)
+    assert changed.steps == ("x",) and not changed.header
+    assert s.job.status == pb.JOB_STATUS_RUNNING  # every step done, but the server has not said so
+    s.reconnecting("UNAVAILABLE")
+    assert s.stale and s.connection == Connection.RECONNECTING
+    s.apply(pb.WatchJobResponse(heartbeat=pb.Heartbeat(head_seq=5)), now=3.0)
+    assert not s.stale and s.last_seq == 5 and s.last_heard == 3.0
+    assert s.events[0].seq == 5 and "Completed" in s.events[0].text
+
+
+def test_queue_state_replaces_headers() -> None:
+    q = QueueState()
+    assert q.apply(pb.WatchJobsResponse(snapshot=pb.JobsSnapshot(jobs=[pb.Job(job_id="a")]))) == ["a"]
+    q.apply(pb.WatchJobsResponse(job_changed=pb.Job(job_id="a", status=pb.JOB_STATUS_FAILED)))
+    assert q.jobs["a"].status == pb.JOB_STATUS_FAILED
+
+
+IMPORT = re.compile(r"^\s*(from|import)\s+(orchestrator_service|sqlalchemy)\b", re.M)
+
+
+def test_ui_service_imports_nothing_from_the_orchestrator_or_the_database() -> None:
+    offenders = [str(p) for p in UI.rglob("*.py") if IMPORT.search(p.read_text())]
+    assert offenders == []
+    # And at run time: importing the whole UI loads neither.
+    code = ("import sys, ui_service.app, ui_service.pages.job, ui_service.pages.queue; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('orchestrator_service', 'sqlalchemy')]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=UI.parent)

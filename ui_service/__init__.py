@@ -1,0 +1,1 @@
+"""Stepwatch web UI (NiceGUI): renders only what the orchestrator streams."""

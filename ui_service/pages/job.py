@@ -1,0 +1,164 @@
+"""The job page: header, one row per step, live via one WatchJob per open tab."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+from nicegui import background_tasks, ui
+
+from stepwatch import status as labels
+from stepwatch.client import Backoff, Client
+from stepwatch.errors import StepwatchError
+from stepwatch.v1 import orchestrator_pb2 as pb
+
+from .. import status_style
+from ..state import EVENT_PANEL_SIZE, Changed, Connection, JobPageState, last_heard_text
+from .widgets import Badge, ChildBar, clock, duration
+
+BACKOFF = Backoff(initial=0.3, maximum=5.0)
+
+
+class StepRow:
+    def __init__(self, step: pb.Step) -> None:
+        with ui.card().classes("w-full q-pa-sm").props(f"data-step-id={step.step_id}") as self.card:
+            self.card.mark(f"step-{step.name}")
+            with ui.row().classes("w-full items-center gap-4 no-wrap"):
+                ui.label(f"{step.index}").classes("text-grey-7 w-6")
+                ui.label(step.name).classes("text-weight-bold w-48")
+                self.badge = Badge(status_style.STEP, step.status)
+                ui.label(step.type).classes("text-grey-8 w-24")
+                self.depends = ui.label("").classes("text-xs text-grey-7 w-40")
+                self.children = ChildBar()
+                self.docs = ui.label("").classes("text-xs w-20")
+                self.attempt = ui.label("").classes("text-xs w-20")
+                self.times = ui.label("").classes("text-xs text-grey-8")
+            with ui.row().classes("items-center gap-2") as self.failure_row:
+                self.failure = ui.label("").classes("sw-failure text-sm")
+                self.tolerated = ui.badge("tolerated — the job went on", color="orange-9").props(
+                    "outline")
+            with ui.row().classes("items-center gap-2") as self.retry_row:
+                self.retry = ui.label("").classes("text-xs text-orange-10")
+        self.set(step)
+
+    def set(self, step: pb.Step) -> None:
+        self.card.props["data-status"] = status_style.value_name(status_style.STEP, step.status)
+        self.badge.set(step.status)
+        self.depends.set_text("after " + ", ".join(step.depends_on) if step.depends_on else "")
+        c = step.children
+        self.children.set(c.completed, c.failed, c.running, c.total)
+        self.docs.set_text(f"{step.document_count} docs")
+        self.attempt.set_text(f"attempt {step.attempt} of {step.max_attempts}")
+        self.times.set_text(f"{clock(step.started_at)} → {clock(step.finished_at)} · "
+                            f"{duration(step.started_at, step.finished_at)}")
+        has_failure = step.HasField("failure")
+        self.failure_row.set_visibility(has_failure)
+        if has_failure:
+            self.failure.set_text(f"{labels.label(labels.REASON, step.failure.reason)}: "
+                                  f"{step.failure.message}")
+        self.tolerated.set_visibility(step.tolerated)
+        retry = step.HasField("previous_attempt_failure")
+        self.retry_row.set_visibility(retry)
+        if retry:
+            f = step.previous_attempt_failure
+            self.retry.set_text(f"retrying after: {labels.label(labels.REASON, f.reason)}: {f.message}")
+
+
+class JobView:
+    """The page's elements; ``render`` updates only what a message changed."""
+
+    def __init__(self, state: JobPageState) -> None:
+        self.state = state
+        self.rows: dict[str, StepRow] = {}
+        with ui.row().classes("w-full items-center gap-4"):
+            ui.link("← all jobs", "/")
+            self.title = ui.label(state.job_id).classes("text-h6")
+            self.badge = Badge(status_style.JOB, 0)
+            self.badge.element.mark("job-badge")
+            ui.space()
+            self.connection = ui.label(Connection.CONNECTING.value).mark("connection")
+            self.heard = ui.label("").classes("text-xs text-grey-7").mark("last-heard")
+        self.failure = ui.label("").classes("sw-failure")
+        self.meta = ui.label("").classes("text-sm text-grey-8")
+        self.error = ui.label("").classes("text-negative").mark("error")
+        with ui.column().classes("w-full gap-2") as self.steps:
+            pass
+        ui.label("Latest events").classes("text-subtitle1 q-mt-md")
+        with ui.column().classes("w-full gap-0 text-xs font-mono").mark("events"):
+            self.event_lines = [ui.label("") for _ in range(EVENT_PANEL_SIZE)]
+
+    def render(self, changed: Changed) -> None:
+        job = self.state.job
+        if job is not None and changed.header:
+            self.title.set_text(f"{job.definition_name} · {job.job_id[:8]}")
+            self.badge.set(job.status)
+            has_failure = job.HasField("failure")
+            self.failure.set_visibility(has_failure)
+            self.failure.set_text(f"{labels.label(labels.REASON, job.failure.reason)}: "
+                                  f"{job.failure.message}" if has_failure else "")
+            sc = job.step_counts
+            self.meta.set_text(
+                f"policy: on step failure {job.on_step_failure} · steps: {sc.completed} completed, "
+                f"{sc.failed} failed, {sc.skipped} skipped, {sc.cancelled} cancelled, "
+                f"{sc.running} running, {sc.pending} pending of {sc.total} · created "
+                f"{clock(job.created_at)} · {duration(job.started_at, job.finished_at)}")
+        for step_id in changed.steps:
+            step = self.state.step(step_id)
+            if step is None:
+                continue
+            row = self.rows.get(step_id)
+            if row is None:
+                with self.steps:
+                    self.rows[step_id] = StepRow(step)
+            else:
+                row.set(step)
+        if changed.events:
+            for label, line in zip(self.event_lines, self.state.events, strict=False):
+                label.set_text(f"#{line.seq}  {_time_us(line.at_us)}  {line.text}")
+        self.render_connection()
+
+    def render_connection(self) -> None:
+        s = self.state
+        self.connection.set_text(s.connection.value)
+        self.connection.props["data-connection"] = s.connection.name
+        self.connection.classes(replace="text-weight-bold " + {
+            Connection.LIVE: "text-positive", Connection.RECONNECTING: "text-negative",
+            Connection.CONNECTING: "text-grey-7", Connection.CLOSED: "text-grey-8"}[s.connection])
+        self.heard.set_text(last_heard_text(s, time.monotonic()))
+        self.error.set_text(s.error)
+        for el in (self.steps, self.badge.element):
+            if s.stale:
+                el.classes(add="sw-stale")
+            else:
+                el.classes(remove="sw-stale")
+
+
+def _time_us(us: int) -> str:
+    return dt.datetime.fromtimestamp(us / 1e6).strftime("%H:%M:%S.%f")[:-3]
+
+
+def register(target: str) -> None:
+    @ui.page("/jobs/{job_id}", title="Stepwatch job")
+    async def job_page(job_id: str) -> None:
+        state = JobPageState(job_id)
+        view = JobView(state)
+
+        def on_retry(err: StepwatchError, delay: float) -> None:
+            state.reconnecting(f"cannot hear the orchestrator ({err.code.name}); "
+                               f"retrying in {delay:.1f} s")
+            view.render_connection()
+
+        async def follow() -> None:
+            async with Client(target) as client:
+                try:
+                    async for msg in client.watch(job_id, backoff=BACKOFF, on_retry=on_retry):
+                        view.render(state.apply(msg, time.monotonic()))
+                    state.closed()
+                except StepwatchError as err:
+                    state.failed(f"{err.code.name}: {err.message}")
+                view.render_connection()
+
+        task = background_tasks.create(follow(), name=f"watch-{job_id}")
+        # on_delete, not on_disconnect: a tab that briefly loses its socket keeps its stream.
+        ui.context.client.on_delete(task.cancel)
+        ui.timer(1.0, view.render_connection)

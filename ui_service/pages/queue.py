@@ -1,0 +1,129 @@
+"""The queue page: every job's header from WatchJobs, a Run control, cancel, a status filter."""
+
+from __future__ import annotations
+
+from nicegui import background_tasks, ui
+
+from stepwatch.client import Backoff, Client
+from stepwatch.errors import StepwatchError
+from stepwatch.v1 import orchestrator_pb2 as pb
+
+from .. import status_style
+from ..state import Connection, QueueState
+from .widgets import Badge, clock, duration
+
+# Whether a cancel button is offered: the server's value, looked up, not derived.
+CANCELLABLE = {pb.JOB_STATUS_PENDING, pb.JOB_STATUS_RUNNING}
+ALL = "all"
+
+
+class JobRow:
+    def __init__(self, job: pb.Job, on_cancel) -> None:  # type: ignore[no-untyped-def]
+        self.job_id = job.job_id
+        with ui.card().classes("w-full q-pa-sm").props(f"data-job-id={job.job_id}") as self.card:
+            self.card.mark(f"job-{job.job_id}")
+            with ui.row().classes("w-full items-center gap-4 no-wrap"):
+                ui.link(job.definition_name, f"/jobs/{job.job_id}").classes(
+                    "text-weight-bold w-48").mark(f"open-{job.job_id}")
+                ui.label(job.job_id[:8]).classes("font-mono text-grey-7 w-20")
+                self.badge = Badge(status_style.JOB, job.status)
+                self.counts = ui.label("").classes("text-sm w-96")
+                self.times = ui.label("").classes("text-xs text-grey-8")
+                ui.space()
+                self.cancel = ui.button("Cancel", color="negative",
+                                        on_click=lambda: on_cancel(job.job_id)).props("flat dense")
+                self.cancel.mark(f"cancel-{job.job_id}")
+        self.set(job)
+
+    def set(self, job: pb.Job) -> None:
+        self.status = job.status
+        self.card.props["data-status"] = status_style.value_name(status_style.JOB, job.status)
+        self.badge.set(job.status)
+        sc = job.step_counts
+        self.counts.set_text(
+            f"{sc.completed} completed · {sc.failed} failed · {sc.skipped} skipped · "
+            f"{sc.cancelled} cancelled · {sc.running} running · {sc.pending} pending")
+        self.times.set_text(f"created {clock(job.created_at)} · started {clock(job.started_at)} · "
+                            f"finished {clock(job.finished_at)} · "
+                            f"{duration(job.started_at, job.finished_at)}")
+        self.cancel.set_visibility(job.status in CANCELLABLE)
+
+
+def register(target: str) -> None:
+    @ui.page("/", title="Stepwatch")
+    async def queue_page() -> None:
+        state = QueueState()
+        rows: dict[str, JobRow] = {}
+        status_filter = {"value": ALL}
+
+        async def cancel(job_id: str) -> None:
+            try:
+                async with Client(target) as c:
+                    await c.cancel(job_id)
+            except StepwatchError as err:
+                ui.notify(f"cancel failed: {err.message}", type="negative")
+
+        async def run(name: str | None) -> None:
+            if not name:
+                return
+            try:
+                async with Client(target) as c:
+                    job = await c.submit(name)
+                ui.notify(f"submitted {name} ({job.job_id[:8]})", type="positive")
+            except StepwatchError as err:
+                ui.notify(f"submit failed: {err.message}", type="negative")
+
+        with ui.row().classes("w-full items-center gap-4"):
+            ui.label("Stepwatch").classes("text-h5")
+            definitions = ui.select([], label="definition").classes("w-64").mark("definition")
+            ui.button("Run", on_click=lambda: run(definitions.value)).mark("run")
+            options = {ALL: "all"} | {v.name: status_style.look(status_style.JOB, v.number).label
+                                      for v in status_style.JOB.values if v.number}
+            ui.select(options, value=ALL, label="status",
+                      on_change=lambda e: apply_filter(e.value)).classes("w-56").mark("filter")
+            ui.space()
+            connection = ui.label(Connection.CONNECTING.value).mark("connection")
+        with ui.column().classes("w-full gap-2").mark("jobs") as column:
+            pass
+
+        def visible(row: JobRow) -> bool:
+            wanted = status_filter["value"]
+            return wanted == ALL or status_style.value_name(status_style.JOB, row.status) == wanted
+
+        def apply_filter(value: str) -> None:
+            status_filter["value"] = value
+            for row in rows.values():
+                row.card.set_visibility(visible(row))
+
+        def render(changed: list[str]) -> None:
+            for job_id in changed:
+                job = state.jobs[job_id]
+                row = rows.get(job_id)
+                if row is None:
+                    with column:
+                        row = rows[job_id] = JobRow(job, cancel)
+                    row.card.move(column, target_index=0)  # newest first
+                else:
+                    row.set(job)
+                row.card.set_visibility(visible(row))
+            connection.set_text(state.connection.value)
+
+        def on_retry(err: StepwatchError, delay: float) -> None:
+            state.connection = Connection.RECONNECTING
+            connection.set_text(f"{Connection.RECONNECTING.value} ({err.code.name})")
+
+        async def follow() -> None:
+            async with Client(target) as c:
+                try:
+                    defs = await c.definitions()
+                    definitions.set_options([d.name for d in defs])
+                except StepwatchError as err:
+                    ui.notify(f"cannot list definitions: {err.message}", type="warning")
+                async for msg in c.watch_jobs(backoff=Backoff(0.3, 5.0), on_retry=on_retry):
+                    if msg.WhichOneof("kind") == "snapshot":
+                        for job_id in [j for j in rows if j not in {x.job_id for x in msg.snapshot.jobs}]:
+                            rows.pop(job_id).card.delete()
+                    render(state.apply(msg))
+
+        task = background_tasks.create(follow(), name="watch-jobs")
+        ui.context.client.on_delete(task.cancel)

@@ -1,0 +1,80 @@
+"""Small in-place-updatable elements shared by the pages."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+from google.protobuf.descriptor import EnumDescriptor
+from google.protobuf.timestamp_pb2 import Timestamp
+from nicegui import ui
+
+from .. import status_style
+
+CSS = """
+.sw-badge { display: inline-flex; align-items: center; gap: 4px; padding: 2px 10px;
+  border-radius: 12px; color: #fff; font-weight: 600; font-size: 0.85rem; white-space: nowrap; }
+.sw-animated .q-icon { animation: sw-spin 1.2s linear infinite; }
+.sw-animated { animation: sw-pulse 1.6s ease-in-out infinite; }
+@keyframes sw-spin { to { transform: rotate(360deg); } }
+@keyframes sw-pulse { 50% { opacity: 0.75; } }
+.sw-stale { filter: grayscale(1); opacity: 0.55; }
+.sw-bar { display: flex; height: 10px; width: 160px; background: #e0e0e0; border-radius: 5px;
+  overflow: hidden; }
+.sw-bar > div { height: 100%; }
+.sw-failure { color: #c62828; }
+"""
+
+
+class Badge:
+    """A status badge: label, colour and icon straight from the status table."""
+
+    def __init__(self, enum: EnumDescriptor, number: int) -> None:
+        self.enum = enum
+        with ui.element("span").classes("sw-badge") as self.element:
+            self.icon = ui.icon("help_outline").classes("text-base")
+            self.label = ui.label("")
+        self.set(number)
+
+    def set(self, number: int) -> None:
+        look = status_style.look(self.enum, number)
+        self.element.props["data-status"] = status_style.value_name(self.enum, number)
+        self.element.style["background-color"] = look.colour
+        if look.animated:
+            self.element.classes(add="sw-animated")
+        else:
+            self.element.classes(remove="sw-animated")
+        self.icon.set_name(look.icon)
+        self.label.set_text(look.label)
+
+
+class ChildBar:
+    """Completed / failed / running out of total, as the server counted them."""
+
+    def __init__(self) -> None:
+        with ui.row().classes("items-center gap-2 no-wrap"):
+            with ui.element("div").classes("sw-bar") as self.bar:
+                self.done = ui.element("div").style("background:#2e7d32")
+                self.failed = ui.element("div").style("background:#d32f2f")
+                self.running = ui.element("div").style("background:#1976d2")
+            self.text = ui.label("").classes("text-xs text-grey-8")
+
+    def set(self, completed: int, failed: int, running: int, total: int) -> None:
+        for el, n in ((self.done, completed), (self.failed, failed), (self.running, running)):
+            el.style["width"] = f"{100 * n / total:.2f}%" if total else "0%"
+        self.text.set_text(f"{completed} ok · {failed} failed · {running} running / {total}"
+                           if total else "no children")
+
+
+def clock(ts: Timestamp) -> str:
+    if not ts.ByteSize():
+        return "–"
+    return ts.ToDatetime(dt.UTC).astimezone().strftime("%H:%M:%S")
+
+
+def duration(start: Timestamp, end: Timestamp) -> str:
+    if not start.ByteSize():
+        return "–"
+    stop = end.ToMicroseconds() if end.ByteSize() else time.time_ns() // 1000
+    seconds = max(0.0, (stop - start.ToMicroseconds()) / 1e6)
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
