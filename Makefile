@@ -5,6 +5,7 @@ PY     := $(VENV)/bin/python
 BUF    := node_modules/.bin/buf
 ORCH_PORT ?= 50051
 UI_PORT   ?= 8080
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install proto proto-baseline lint run test bench clean system-deps
 
@@ -38,11 +39,11 @@ lint: install
 system-deps:
 	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
 		echo "installing chromium and chromium-driver"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	fi
 
 run: install
-	$(PY) -m stepwatch.devrun --orchestrator-port $(ORCH_PORT) --ui-port $(UI_PORT)
+	$(PY) scripts/run_all.py --orchestrator-port $(ORCH_PORT) --ui-port $(UI_PORT)
 
 test: install system-deps lint
 	$(PY) -m pytest

@@ -28,8 +28,10 @@ class Proc:
 
     def __init__(self, args: Sequence[str], cwd: Path, env: dict[str, str] | None = None) -> None:
         self.args = list(args)
+        child_env = {**os.environ, **(env or {})}
+        child_env.pop("PYTEST_CURRENT_TEST", None)  # a real process, not a test (NiceGUI checks it)
         self.popen = subprocess.Popen(
-            self.args, cwd=cwd, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+            self.args, cwd=cwd, env=child_env, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True, start_new_session=True)
         self.lines: list[str] = []
         self._cond = threading.Condition()

@@ -66,6 +66,17 @@ class JobPageState:
             return Changed(header=True, events=True)
         return Changed()  # a heartbeat: only "last heard" moved
 
+    def add_history(self, older: list[pb.JobEvent]) -> bool:
+        """Events from before the snapshot, for the event panel only (the job is not touched)."""
+        oldest = self.events[-1].seq if self.events else self.last_seq + 1
+        lines = [EventLine(e.seq, e.emitted_at.ToMicroseconds(), describe(e))
+                 for e in sorted(older, key=lambda e: -e.seq) if e.seq < oldest]
+        for line in lines:
+            if len(self.events) == self.events.maxlen:
+                break
+            self.events.append(line)
+        return bool(lines)
+
     def reconnecting(self, reason: str) -> None:
         self.connection = Connection.RECONNECTING
         self.error = reason
@@ -96,7 +107,10 @@ def describe(ev: pb.JobEvent) -> str:
         if s.children.total:
             text += f" ({s.children.completed} ok, {s.children.failed} failed of {s.children.total})"
         return text
-    return f"job: {status_style.look(status_style.JOB, ev.job_changed.status).label}"
+    j = ev.job_changed
+    c = j.step_counts
+    return (f"job: {status_style.look(status_style.JOB, j.status).label} "
+            f"({c.completed} completed, {c.failed} failed, {c.running} running of {c.total})")
 
 
 def last_heard_text(state: JobPageState, now: float) -> str:

@@ -32,7 +32,8 @@ Script = list[pb.WatchJobResponse | pb.WatchJobsResponse | Abort | Hold]
 
 class FakeOrchestrator(pb_grpc.OrchestratorServiceServicer):
     def __init__(self) -> None:
-        self.watch_scripts: list[Script] = []
+        # WatchJob scripts by the after_seq they answer, played in order.
+        self.watch_scripts: dict[int, list[Script]] = {}
         self.feed_scripts: list[Script] = []
         self.watch_requests: list[pb.WatchJobRequest] = []
         self.submitted: list[str] = []
@@ -53,7 +54,8 @@ class FakeOrchestrator(pb_grpc.OrchestratorServiceServicer):
 
     async def WatchJob(self, request, context):  # noqa: N802
         self.watch_requests.append(request)
-        script = self.watch_scripts.pop(0) if self.watch_scripts else [Hold()]
+        queued = self.watch_scripts.get(request.after_seq) or [[Hold()]]
+        script = queued.pop(0)
         async for item in self._play(script, context):
             yield item
             if item.WhichOneof("kind") == "event" and item.event.job_changed.status in (

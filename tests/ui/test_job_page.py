@@ -29,10 +29,10 @@ async def test_completed_with_failures_shows_the_failed_step_as_failed(
         user: User, fake: FakeOrchestrator) -> None:
     failed = step("architecture_notes", 1, pb.STEP_STATUS_FAILED, tolerated=True,
                   failure=pb.Failure(reason=pb.FAILURE_REASON_INIT_FAILED, message=NO_DOCS))
-    fake.watch_scripts.append([snapshot(job(
+    fake.watch_scripts[0] = [[snapshot(job(
         pb.JOB_STATUS_COMPLETED_WITH_FAILURES, step("summarize", 0, pb.STEP_STATUS_COMPLETED), failed,
         failure=pb.Failure(reason=pb.FAILURE_REASON_INIT_FAILED, message="step 'architecture_notes'")),
-        seq=9)])
+        seq=9)]]
     await user.open(JOB_URL)
     await user.should_see(f"Init failed: {NO_DOCS}")
     await user.should_see("tolerated — the job went on")
@@ -49,8 +49,7 @@ async def test_completed_with_failures_shows_the_failed_step_as_failed(
 
 
 async def test_an_unknown_status_number_shows_unknown(user: User, fake: FakeOrchestrator) -> None:
-    fake.watch_scripts.append([snapshot(job(pb.JOB_STATUS_RUNNING,
-                                            step("future", 0, 99)), seq=3)])
+    fake.watch_scripts[0] = [[snapshot(job(pb.JOB_STATUS_RUNNING, step("future", 0, 99)), seq=3)]]
     await user.open(JOB_URL)
     await user.should_see("Unknown (99)")
     assert status_of(user, "step-future") == "UNKNOWN_99"
@@ -60,11 +59,12 @@ async def test_a_broken_stream_reconnects_and_resumes_after_the_last_rendered_se
         user: User, fake: FakeOrchestrator) -> None:
     running = step("slow", 0, pb.STEP_STATUS_RUNNING)
     hold = Hold()
-    fake.watch_scripts += [
+    fake.watch_scripts[0] = [
         [snapshot(job(pb.JOB_STATUS_RUNNING, running), seq=5),
          step_event(6, step("slow", 0, pb.STEP_STATUS_RUNNING,
                             children=pb.ChildCounts(total=4, running=1, pending=3))),
-         Abort()],
+         Abort()]]
+    fake.watch_scripts[6] = [
         [hold, step_event(7, step("slow", 0, pb.STEP_STATUS_FAILED, failure=pb.Failure(
             reason=pb.FAILURE_REASON_TIMEOUT, message="too slow"))),
          job_event(8, job(pb.JOB_STATUS_FAILED))],
@@ -74,8 +74,11 @@ async def test_a_broken_stream_reconnects_and_resumes_after_the_last_rendered_se
     await eventually(lambda: connection.props.get("data-connection") == "RECONNECTING",
                      what="Reconnecting shown")
     await user.should_see("Reconnecting")
-    await eventually(lambda: len(fake.watch_requests) == 2, what="a second WatchJob call")
-    assert [r.after_seq for r in fake.watch_requests] == [0, 6]
+    # (after_seq 1 is the event panel's history read, not a resume)
+    await eventually(lambda: len([r for r in fake.watch_requests if r.after_seq != 1]) == 2,
+                     what="a second WatchJob call")
+    resumed = [r.after_seq for r in fake.watch_requests if r.after_seq != 1]
+    assert resumed == [0, 6]
     assert "sw-stale" in one(user, "job-badge").classes  # greyed while we cannot hear
     assert status_of(user, "step-slow") == "STEP_STATUS_RUNNING"
     hold.release.set()
@@ -86,7 +89,18 @@ async def test_a_broken_stream_reconnects_and_resumes_after_the_last_rendered_se
 
 
 async def test_unknown_job_says_not_found(user: User, fake: FakeOrchestrator) -> None:
-    fake.watch_scripts.append([Abort(grpc.StatusCode.NOT_FOUND, "job 'x' not found")])
+    fake.watch_scripts[0] = [[Abort(grpc.StatusCode.NOT_FOUND, "job 'x' not found")]]
     await user.open(JOB_URL)
     await user.should_see("NOT_FOUND: job 'x' not found")
     assert len(fake.watch_requests) == 1  # not retried: retrying cannot fix it
+
+
+async def test_the_event_panel_shows_the_events_before_the_snapshot(
+        user: User, fake: FakeOrchestrator) -> None:
+    done = job(pb.JOB_STATUS_COMPLETED, step("a", 0, pb.STEP_STATUS_COMPLETED))
+    fake.watch_scripts[0] = [[snapshot(done, seq=3)]]
+    fake.watch_scripts[1] = [[step_event(2, step("a", 0, pb.STEP_STATUS_RUNNING)),
+                              step_event(3, step("a", 0, pb.STEP_STATUS_COMPLETED))]]
+    await user.open(JOB_URL)
+    await user.should_see("step a: Running")
+    await user.should_see("step a: Completed")

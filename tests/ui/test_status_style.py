@@ -58,6 +58,16 @@ def test_page_state_replaces_and_never_computes() -> None:
     assert s.events[0].seq == 5 and "Completed" in s.events[0].text
 
 
+def test_history_fills_the_event_panel_below_live_events() -> None:
+    s = JobPageState("j")
+    s.apply(pb.WatchJobResponse(snapshot=pb.JobSnapshot(seq=3, job=pb.Job(job_id="j"))), now=0)
+    s.apply(pb.WatchJobResponse(event=pb.JobEvent(seq=4, job_changed=pb.Job(job_id="j"))), now=0)
+    older = [pb.JobEvent(seq=n, job_changed=pb.Job(job_id="j")) for n in (2, 3, 4)]
+    assert s.add_history(older)
+    assert [line.seq for line in s.events] == [4, 3, 2]
+    assert s.last_seq == 4 and not s.add_history(older)
+
+
 def test_queue_state_replaces_headers() -> None:
     q = QueueState()
     assert q.apply(pb.WatchJobsResponse(snapshot=pb.JobsSnapshot(jobs=[pb.Job(job_id="a")]))) == ["a"]

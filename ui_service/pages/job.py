@@ -148,17 +148,36 @@ def register(target: str) -> None:
                                f"retrying in {delay:.1f} s")
             view.render_connection()
 
+        async def history(client: Client, upto: int) -> None:
+            """Fill the event panel with the events just before the snapshot."""
+            older: list[pb.JobEvent] = []
+            if upto > 1:
+                try:
+                    async for msg in client.watch(job_id, after_seq=max(1, upto - EVENT_PANEL_SIZE),
+                                                  backoff=Backoff(max_tries=0)):
+                        if msg.WhichOneof("kind") == "event" and msg.event.seq <= upto:
+                            older.append(msg.event)
+                        if msg.WhichOneof("kind") == "event" and msg.event.seq >= upto:
+                            break
+                except StepwatchError:
+                    pass  # only the panel's history is missing; the page itself is live
+            if state.add_history(older):
+                view.render(Changed(events=True))
+
         async def follow() -> None:
             async with Client(target) as client:
                 try:
                     async for msg in client.watch(job_id, backoff=BACKOFF, on_retry=on_retry):
                         view.render(state.apply(msg, time.monotonic()))
+                        if msg.WhichOneof("kind") == "snapshot":
+                            tasks.append(background_tasks.create(
+                                history(client, msg.snapshot.seq), name=f"history-{job_id}"))
                     state.closed()
                 except StepwatchError as err:
                     state.failed(f"{err.code.name}: {err.message}")
                 view.render_connection()
 
-        task = background_tasks.create(follow(), name=f"watch-{job_id}")
+        tasks = [background_tasks.create(follow(), name=f"watch-{job_id}")]
         # on_delete, not on_disconnect: a tab that briefly loses its socket keeps its stream.
-        ui.context.client.on_delete(task.cancel)
+        ui.context.client.on_delete(lambda: [t.cancel() for t in tasks])
         ui.timer(1.0, view.render_connection)

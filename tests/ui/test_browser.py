@@ -1,0 +1,150 @@
+"""Real headless Chromium against the real orchestrator and UI processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+from stepwatch.v1 import orchestrator_pb2 as pb
+from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
+from tests.procs import READY, REPO, Orchestrator, Proc, free_port
+
+pytestmark = pytest.mark.browser
+OUTPUT = REPO / "test-output" / "ui"
+DEADLINE = 60
+TERMINAL = ("JOB_STATUS_COMPLETED", "JOB_STATUS_COMPLETED_WITH_FAILURES", "JOB_STATUS_FAILED",
+            "JOB_STATUS_CANCELLED")
+FAILED_RED = "rgb(211, 47, 47)"  # #d32f2f, the status table's FAILED colour
+
+
+class UI(Proc):
+    def __init__(self, target: str) -> None:
+        self.port = free_port()
+        super().__init__([sys.executable, "-m", "ui_service", "--port", str(self.port),
+                          "--target", target], cwd=REPO)
+        self.wait_for(READY)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+
+@pytest.fixture
+def browser() -> Iterator[webdriver.Chrome]:
+    for path in ("/usr/bin/chromium", "/usr/bin/chromedriver"):
+        assert os.path.exists(path), f"{path} missing: `make test` installs chromium + chromium-driver"
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = "/usr/bin/chromium"
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--window-size=1500,1000", f"--user-data-dir={tempfile.mkdtemp(prefix='sw-chrome-')}"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(options=opts, service=Service("/usr/bin/chromedriver"))
+    driver.set_page_load_timeout(DEADLINE)
+    yield driver
+    driver.quit()
+
+
+def data_status(driver: webdriver.Chrome, css: str) -> str | None:
+    found = driver.find_elements(By.CSS_SELECTOR, css)
+    return found[0].get_attribute("data-status") if found else None
+
+
+def get_job(target: str, job_id: str) -> pb.Job:
+    with grpc.insecure_channel(target) as ch:
+        return pb_grpc.OrchestratorServiceStub(ch).GetJob(pb.GetJobRequest(job_id=job_id),
+                                                          timeout=DEADLINE).job
+
+
+def submit(target: str, **source: str) -> pb.Job:
+    with grpc.insecure_channel(target) as ch:
+        return pb_grpc.OrchestratorServiceStub(ch).SubmitJob(pb.SubmitJobRequest(**source),
+                                                             timeout=DEADLINE).job
+
+
+@pytest.fixture
+def procs() -> Iterator[list[Proc]]:
+    """Processes a test starts; all stopped at the end, whatever happened."""
+    started: list[Proc] = []
+    yield started
+    for proc in reversed(started):
+        proc.stop()
+
+
+def test_codebase_assess_in_chromium(browser: webdriver.Chrome, tmp_path: Path,
+                                     procs: list[Proc]) -> None:
+    orch = Orchestrator(f"sqlite:///{tmp_path / 'b.db'}")
+    procs.append(orch)
+    ui = UI(orch.target)
+    procs.append(ui)
+    job = submit(orch.target, definition_name="codebase_assess")
+    browser.get(f"{ui.url}/jobs/{job.job_id}")
+    WebDriverWait(browser, DEADLINE).until(
+        lambda d: data_status(d, ".sw-badge[data-status^=JOB_STATUS]") in TERMINAL)
+    final = get_job(orch.target, job.job_id)
+    # Every step's DOM status is exactly the server's.
+    WebDriverWait(browser, DEADLINE).until(lambda d: all(
+        data_status(d, f"[data-step-id='{s.step_id}']") == pb.StepStatus.Name(s.status)
+        for s in final.steps))
+    failed = next(s for s in final.steps if s.name == "architecture_notes")
+    assert failed.status == pb.STEP_STATUS_FAILED
+    row = browser.find_element(By.CSS_SELECTOR, f"[data-step-id='{failed.step_id}']")
+    badge = row.find_element(By.CSS_SELECTOR, ".sw-badge")
+    computed = browser.execute_script(
+        "return getComputedStyle(arguments[0]).backgroundColor", badge)
+    assert computed == FAILED_RED
+    assert badge.text.strip().endswith("Failed")
+    assert "no documents found matching tags: ['architecture']" in row.text
+    assert "tolerated — the job went on" in row.text
+    job_badge = browser.find_element(By.CSS_SELECTOR, ".sw-badge[data-status^=JOB_STATUS]")
+    assert job_badge.get_attribute("data-status") == "JOB_STATUS_COMPLETED_WITH_FAILURES"
+    assert "Completed with failures" in job_badge.text
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(OUTPUT / "job_page.png"))
+    assert (OUTPUT / "job_page.png").stat().st_size > 10_000
+
+
+def test_page_catches_up_after_the_orchestrator_restarts(browser: webdriver.Chrome, tmp_path: Path,
+                                                         procs: list[Proc]) -> None:
+    db, port = f"sqlite:///{tmp_path / 'r.db'}", free_port()
+    flag = tmp_path / "first-attempt"
+    toml = (f'name = "restart"\n[steps.wait]\ntype = "shell"\nmax_attempts = 2\n'
+            f'commands = ["test -f {flag} || {{ touch {flag}; sleep 60; }}"]\n'
+            '[steps.after]\ntype = "shell"\ncommands = ["true"]\ndepends = ["wait"]\n')
+    orch = Orchestrator(db, port=port)
+    procs.append(orch)
+    ui = UI(orch.target)
+    procs.append(ui)
+    job = submit(orch.target, definition_toml=toml)
+    browser.get(f"{ui.url}/jobs/{job.job_id}")
+    WebDriverWait(browser, DEADLINE).until(
+        lambda d: "1 running" in d.find_element(By.CSS_SELECTOR, "[data-step-id]").text)
+    assert orch.stop(signal.SIGTERM) == 0  # a graceful stop: the watch stream ends UNAVAILABLE
+    connection = "[data-connection]"
+    WebDriverWait(browser, DEADLINE).until(lambda d: d.find_element(
+        By.CSS_SELECTOR, connection).get_attribute("data-connection") == "RECONNECTING")
+    assert "Reconnecting" in browser.find_element(By.CSS_SELECTOR, connection).text
+    badge = browser.find_element(By.CSS_SELECTOR, ".sw-badge[data-status^=JOB_STATUS]")
+    assert "sw-stale" in badge.get_attribute("class")  # greyed: it may be out of date
+    WebDriverWait(browser, DEADLINE).until(lambda d: "last heard" in d.page_source)
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(OUTPUT / "reconnecting.png"))
+
+    orch = Orchestrator(db, port=port)  # same database, same address
+    procs.append(orch)
+    WebDriverWait(browser, DEADLINE).until(
+        lambda d: data_status(d, ".sw-badge[data-status^=JOB_STATUS]") == "JOB_STATUS_COMPLETED")
+    final = get_job(orch.target, job.job_id)
+    for s in final.steps:
+        assert data_status(browser, f"[data-step-id='{s.step_id}']") == pb.StepStatus.Name(s.status)
+    assert [s.status for s in final.steps] == [pb.STEP_STATUS_COMPLETED] * 2
+    assert "sw-stale" not in browser.find_element(
+        By.CSS_SELECTOR, ".sw-badge[data-status^=JOB_STATUS]").get_attribute("class")
