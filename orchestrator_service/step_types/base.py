@@ -4,7 +4,8 @@ A step type validates its own options, then for each attempt:
 ``init(ctx)`` returns the step's children (raising fails the step with
 INIT_FAILED and the exception's text as the message), and ``run_child(ctx,
 child)`` does one child's work (raising fails that child; the text is kept; raising StepFailed fails the whole
-step with EXECUTION_FAILED).
+step with EXECUTION_FAILED). A stopped child (timeout, cancel) is a cancelled
+asyncio task: clean up in ``finally`` or ``except CancelledError``, then re-raise.
 A child may return documents to write; the engine persists them together with
 the child's status, in one transaction.
 """
@@ -91,9 +92,6 @@ class StepType:
 
     async def run_child(self, ctx: StepContext, child: Child) -> Sequence[DocumentPut] | None:
         raise NotImplementedError
-
-    async def stop_child(self, child: Child) -> None:  # noqa: B027 - optional hook
-        """Called when a running child is stopped (timeout, cancel); default: nothing."""
 
 
 def check_known(options: Mapping[str, Any], known: set[str], type_name: str) -> None:

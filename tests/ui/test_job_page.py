@@ -21,8 +21,12 @@ def one(user: User, marker: str) -> ui.element:
 
 
 def status_of(user: User, marker: str) -> str | None:
-    found = user.find(marker=marker).elements
-    return next(iter(found)).props.get("data-status") if found else None
+    """The element's data-status, or None while it is not on the page yet."""
+    try:
+        found = user.find(marker=marker).elements
+    except AssertionError:  # user.find raises when nothing matches
+        return None
+    return next(iter(found)).props.get("data-status")
 
 
 async def test_completed_with_failures_shows_the_failed_step_as_failed(
@@ -70,6 +74,8 @@ async def test_a_broken_stream_reconnects_and_resumes_after_the_last_rendered_se
          job_event(8, job(pb.JOB_STATUS_FAILED))],
     ]
     await user.open(JOB_URL)
+    await eventually(lambda: status_of(user, "step-slow") == "STEP_STATUS_RUNNING")
+    row = one(user, "step-slow")
     connection = one(user, "connection")
     await eventually(lambda: connection.props.get("data-connection") == "RECONNECTING",
                      what="Reconnecting shown")
@@ -86,6 +92,7 @@ async def test_a_broken_stream_reconnects_and_resumes_after_the_last_rendered_se
     await eventually(lambda: status_of(user, "job-badge") == "JOB_STATUS_FAILED", what="job failed")
     assert "sw-stale" not in one(user, "job-badge").classes
     await user.should_see("Timeout: too slow")
+    assert one(user, "step-slow") is row  # the row was updated in place, not rebuilt
 
 
 async def test_unknown_job_says_not_found(user: User, fake: FakeOrchestrator) -> None:

@@ -18,8 +18,12 @@ def header(job_id: str, status: int, **counts: int) -> pb.Job:
 
 
 def status_of(user: User, job_id: str) -> str | None:
-    found = user.find(marker=f"job-{job_id}").elements
-    return next(iter(found)).props.get("data-status") if found else None
+    """The row's data-status, or None while it is not on the page yet."""
+    try:
+        found = user.find(marker=f"job-{job_id}").elements
+    except AssertionError:  # user.find raises when nothing matches
+        return None
+    return next(iter(found)).props.get("data-status")
 
 
 async def test_queue_renders_the_feed_and_updates_rows_in_place(user: User, fake: FakeOrchestrator) -> None:
