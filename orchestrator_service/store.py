@@ -122,9 +122,10 @@ class Store:
     async def get_job(self, job_id: str) -> JobState:
         return await self._run(self._get_job, job_id)
 
-    async def head(self, job_id: str) -> tuple[int, JobStatus]:
-        """The job's head seq and status, without reading its steps."""
-        return await self._run(self._head, job_id)
+    async def resume(self, job_id: str, after_seq: int,
+                     limit: int) -> tuple[int, JobStatus, list[Event]]:
+        """Head seq, status and the first events after ``after_seq``, read in one transaction."""
+        return await self._run(self._resume, job_id, after_seq, limit)
 
     async def events_after(self, job_id: str, after_seq: int, limit: int) -> list[Event]:
         return await self._run(self._events_after, job_id, after_seq, limit)
@@ -263,20 +264,26 @@ class Store:
                 raise JobNotFound(job_id)
             return _job_state(job, self._step_rows(s, job_id))
 
-    def _head(self, job_id: str) -> tuple[int, JobStatus]:
+    def _resume(self, job_id: str, after_seq: int,
+                limit: int) -> tuple[int, JobStatus, list[Event]]:
         with Session(self.engine) as s, s.begin():
             row = s.execute(select(JobRow.head_seq, JobRow.status)
                             .where(JobRow.job_id == job_id)).first()
             if row is None:
                 raise JobNotFound(job_id)
-            return row[0], JobStatus(row[1])
+            head = row[0]
+            events = self._read_events(s, job_id, after_seq, limit) if after_seq < head else []
+            return head, JobStatus(row[1]), events
 
     def _events_after(self, job_id: str, after_seq: int, limit: int) -> list[Event]:
         with Session(self.engine) as s, s.begin():
-            rows = s.scalars(select(EventRow).where(EventRow.job_id == job_id,
-                                                    EventRow.seq > after_seq)
-                             .order_by(EventRow.seq).limit(limit))
-            return [_event(r) for r in rows]
+            return self._read_events(s, job_id, after_seq, limit)
+
+    @staticmethod
+    def _read_events(s: Session, job_id: str, after_seq: int, limit: int) -> list[Event]:
+        rows = s.scalars(select(EventRow).where(EventRow.job_id == job_id, EventRow.seq > after_seq)
+                         .order_by(EventRow.seq).limit(limit))
+        return [_event(r) for r in rows]
 
     def _list_jobs(self, limit: int, before: int | None,
                    status: JobStatus | None) -> tuple[list[JobState], int | None]:

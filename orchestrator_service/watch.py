@@ -45,16 +45,23 @@ class JobsSnapshot:
 async def follow_job(store: Store, broker: Broker, job_id: str, after_seq: int,
                      heartbeat_s: float) -> AsyncIterator[Snapshot | Event | Heartbeat]:
     with broker.subscribe(job_id) as sub:
-        # Raises JobNotFound. A resume needs only the head; a snapshot needs the whole job.
+        # Raises JobNotFound. A snapshot reads the whole job; a resume reads the head
+        # and the first page of the backlog in the same transaction.
+        backlog: list[Event] = []
         if after_seq == 0:
             job = await store.get_job(job_id)
             head, status = job.head_seq, job.status
             yield Snapshot(job)
         else:
-            head, status = await store.head(job_id)
+            head, status, backlog = await store.resume(job_id, after_seq, PAGE)
             if after_seq > head:
                 raise AfterSeqOutOfRange(after_seq, head)
         last = after_seq or head
+        for ev in backlog:
+            yield ev
+            last = ev.seq
+            if ev.ends_job:
+                return
         if status.terminal and last == head:
             return
         need_log = last < head

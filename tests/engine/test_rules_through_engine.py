@@ -130,15 +130,17 @@ async def test_all_steps_completed_completes_the_job(harness: Harness) -> None:
 
 
 async def test_non_utf8_files_fail_their_child(harness: Harness) -> None:
-    (harness.workspace / "bin.txt").write_bytes(b"\xff\xfe\x00bad")
-    (harness.workspace / "ok.txt").write_text("fine\n")
+    (harness.workspace / "a_ok.txt").write_text("fine\n")  # sorted first, and one at a time
+    (harness.workspace / "b_bin.txt").write_bytes(b"\xff\xfe\x00bad")
+    (harness.workspace / "c_later.txt").write_text("never summarized\n")
     j = await harness.submit(job(
         "continue", '[steps.scan]\ntype = "scan_files"\ninclude = ["*.txt"]\n',
-        '[steps.sum]\ntype = "summarize"\ndepends = ["scan"]\n'))
+        '[steps.sum]\ntype = "summarize"\ndepends = ["scan"]\nconcurrency = 1\n'))
     done = await harness.finish(j.job_id)
     s = done.step("sum")
     assert s.status == StepStatus.FAILED and "not UTF-8" in s.failure.message
-    assert (s.children.completed, s.children.failed) == (1, 1)
+    # Over its tolerance the step stops at once: the child after the failure never ran.
+    assert (s.children.completed, s.children.failed, s.children.cancelled) == (1, 1, 1)
 
 
 async def test_cancel_stops_running_steps_and_cancels_the_rest(harness: Harness) -> None:
