@@ -137,3 +137,8 @@ class QueueState:
             self.jobs[msg.job_changed.job_id] = msg.job_changed
             return [msg.job_changed.job_id]
         return []
+
+    def order(self) -> list[str]:
+        """Job ids newest first, by the server's created_at."""
+        return sorted(self.jobs, key=lambda i: (self.jobs[i].created_at.ToMicroseconds(), i),
+                      reverse=True)

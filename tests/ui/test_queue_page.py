@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from google.protobuf.timestamp_pb2 import Timestamp
 from nicegui.testing.user import User
 
 from stepwatch.v1 import orchestrator_pb2 as pb
@@ -12,9 +13,15 @@ from .fake_orchestrator import FakeOrchestrator, Hold
 A, B = "a" * 32, "b" * 32
 
 
-def header(job_id: str, status: int, **counts: int) -> pb.Job:
+def header(job_id: str, status: int, created: int = 0, **counts: int) -> pb.Job:
     return pb.Job(job_id=job_id, definition_name=f"def-{job_id[0]}", status=status,
+                  created_at=Timestamp(seconds=1_764_000_000 + created),
                   step_counts=pb.StepCounts(**counts))
+
+
+def shown_order(user: User) -> list[str]:
+    column = next(iter(user.find(marker="jobs").elements))
+    return [c.props.get("data-job-id") for c in column.default_slot.children]
 
 
 def status_of(user: User, job_id: str) -> str | None:
@@ -34,7 +41,7 @@ async def test_queue_renders_the_feed_and_updates_rows_in_place(user: User, fake
         hold,
         pb.WatchJobsResponse(job_changed=header(
             A, pb.JOB_STATUS_COMPLETED_WITH_FAILURES, total=3, completed=2, failed=1)),
-        pb.WatchJobsResponse(job_changed=header(B, pb.JOB_STATUS_PENDING, total=1, pending=1)),
+        pb.WatchJobsResponse(job_changed=header(B, pb.JOB_STATUS_PENDING, 1, total=1, pending=1)),
     ])
     await user.open("/")
     await user.should_see("def-a")
@@ -46,8 +53,7 @@ async def test_queue_renders_the_feed_and_updates_rows_in_place(user: User, fake
     await eventually(lambda: status_of(user, B) == "JOB_STATUS_PENDING")
     assert next(iter(user.find(marker=f"job-{A}").elements)) is row  # updated, not rebuilt
     await user.should_see("Completed with failures")
-    column = next(iter(user.find(marker="jobs").elements))
-    assert [c.props.get("data-job-id") for c in column.default_slot.children] == [B, A]  # newest first
+    assert shown_order(user) == [B, A]  # newest first
 
     # Filter by the server's status value.
     user.find(marker="filter").elements.pop().set_value("JOB_STATUS_PENDING")
@@ -79,3 +85,13 @@ async def test_a_job_name_opens_its_page(user: User, fake: FakeOrchestrator) -> 
     user.find(marker=f"open-{A}").click()
     await eventually(lambda: len(fake.watch_requests) >= 1, what="the job page watches the job")
     assert fake.watch_requests[0].job_id == A and fake.watch_requests[0].after_seq == 0
+
+
+async def test_a_snapshot_of_many_jobs_is_shown_newest_first(user: User, fake: FakeOrchestrator) -> None:
+    C = "c" * 32
+    fake.feed_scripts.append([pb.WatchJobsResponse(snapshot=pb.JobsSnapshot(jobs=[
+        header(C, pb.JOB_STATUS_RUNNING, 2), header(B, pb.JOB_STATUS_COMPLETED, 1),
+        header(A, pb.JOB_STATUS_FAILED, 0)]))])
+    await user.open("/")
+    await user.should_see("def-c")
+    assert shown_order(user) == [C, B, A]

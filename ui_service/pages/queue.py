@@ -27,7 +27,7 @@ class JobRow:
                     "text-weight-bold w-48").mark(f"open-{job.job_id}")
                 ui.label(job.job_id[:8]).classes("font-mono text-grey-7 w-20")
                 self.badge = Badge(status_style.JOB, job.status)
-                self.counts = ui.label("").classes("text-sm w-96")
+                self.counts = ui.label("").classes("text-sm whitespace-nowrap")
                 self.times = ui.label("").classes("text-xs text-grey-8")
                 ui.space()
                 self.cancel = ui.button("Cancel", color="negative",
@@ -96,16 +96,20 @@ def register(target: str) -> None:
                 row.card.set_visibility(visible(row))
 
         def render(changed: list[str]) -> None:
+            added = False
             for job_id in changed:
                 job = state.jobs[job_id]
                 row = rows.get(job_id)
                 if row is None:
                     with column:
                         row = rows[job_id] = JobRow(job, cancel)
-                    row.card.move(column, target_index=0)  # newest first
+                    added = True
                 else:
                     row.set(job)
                 row.card.set_visibility(visible(row))
+            if added:  # newest first; existing rows only move when a new one arrives
+                for index, job_id in enumerate(state.order()):
+                    rows[job_id].card.move(column, target_index=index)
             connection.set_text(state.connection.value)
 
         def on_retry(err: StepwatchError, delay: float) -> None:
