@@ -217,3 +217,43 @@ async def test_a_command_not_found_fails_the_whole_step_with_execution_failed(ha
     assert s.failure.reason == FailureReason.EXECUTION_FAILED
     assert "command not found (exit code 127)" in s.failure.message
     assert s.children.cancelled == 1  # the other command was stopped, not awaited
+
+
+async def test_a_slow_watcher_whose_buffer_overflows_still_gets_every_seq(
+        harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator_service import broker as broker_mod
+    from orchestrator_service.broker import Broker
+    from orchestrator_service.model import Event
+    from orchestrator_service.watch import follow_job
+
+    overflows = []
+    push = broker_mod.Subscription.push
+
+    def counting_push(self, event):  # type: ignore[no-untyped-def]
+        push(self, event)
+        if self._overflowed:
+            overflows.append(event.seq)
+
+    monkeypatch.setattr(broker_mod.Subscription, "push", counting_push)
+
+    harness.broker = Broker(buffer=2)  # tiny: any burst overflows it
+    harness.store.set_listener(harness.broker.publish)
+    j = await harness.submit(job("continue", *(shell(f"s{i}", "true") for i in range(6))))
+    stream = follow_job(harness.store, harness.broker, j.job_id, 1, 5.0)
+    first = await anext(stream)  # subscribed; now fall behind while the job runs
+    assert isinstance(first, Event) and first.seq == 2
+    done = await harness.finish(j.job_id)
+    seen = [first.seq] + [ev.seq async for ev in stream if isinstance(ev, Event)]
+    assert seen == list(range(2, done.head_seq + 1))
+    assert overflows, "the buffer must have overflowed for this test to mean anything"
+
+
+async def test_a_job_left_pending_starts_at_the_next_start(harness: Harness) -> None:
+    from orchestrator_service.definitions import parse_definition
+
+    toml = job("stop", shell("s", "true"))
+    # Created but never launched: as if the process died right after committing it.
+    j = await harness.store.create_job(parse_definition(toml, harness.types), toml)
+    await harness.restart()
+    done = await harness.finish(j.job_id)
+    assert done.status == JobStatus.COMPLETED and done.step("s").status == StepStatus.COMPLETED
