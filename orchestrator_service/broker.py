@@ -96,7 +96,3 @@ class Broker:
         self._closed = True
         for sub in [*self._feed, *(s for g in self._by_job.values() for s in g)]:
             sub.close()
-
-    @property
-    def watcher_count(self) -> int:
-        return len(self._feed) + sum(len(g) for g in self._by_job.values())

@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, bindparam, create_engine, event, func, insert, select, update
@@ -321,21 +321,17 @@ class Store:
                 JobRow.status.in_([JobStatus.PENDING, JobStatus.RUNNING])).order_by(JobRow.id)))
 
 
+@dataclass(frozen=True, slots=True)
 class ProgressBatch:
     """Child transitions of one step attempt, written in one transaction."""
 
-    __slots__ = ("step_id", "attempt", "children", "documents", "counts", "document_delta", "emit")
-
-    def __init__(self, step_id: str, attempt: int, children: list[tuple[int, int, str | None]],
-                 documents: list[DocumentPut], counts: ChildCounts, document_delta: int,
-                 emit: bool) -> None:
-        self.step_id = step_id
-        self.attempt = attempt
-        self.children = children
-        self.documents = documents
-        self.counts = counts
-        self.document_delta = document_delta
-        self.emit = emit
+    step_id: str
+    attempt: int
+    children: list[tuple[int, int, str | None]]  # (child index, ChildStatus, error)
+    documents: list[DocumentPut]
+    counts: ChildCounts
+    document_delta: int
+    emit: bool  # append a step event carrying the new counts
 
 
 def _put_documents(s: Session, job_id: str, puts: Iterable[DocumentPut]) -> None:
