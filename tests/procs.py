@@ -17,6 +17,18 @@ REPO = Path(__file__).resolve().parent.parent
 READY = re.compile(r"listening on ([\w.\-]+):(\d+)")
 
 
+def kill_process_groups_matching(marker: str) -> None:
+    """A SIGKILLed server cannot stop its children; a test cleans up after it."""
+    out = subprocess.run(["ps", "-eww", "-o", "pgid=,args="], capture_output=True, text=True).stdout
+    for line in out.splitlines():  # no header with "pgid=,args="
+        pgid, _, args = line.strip().partition(" ")
+        if marker in args:
+            try:
+                os.killpg(int(pgid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

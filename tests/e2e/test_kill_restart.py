@@ -8,8 +8,6 @@ the job through the crash sees every seq exactly once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import signal
 import uuid
 from pathlib import Path
@@ -17,18 +15,9 @@ from pathlib import Path
 from stepwatch.client import Backoff, Client
 from stepwatch.jobview import apply_event
 from stepwatch.v1 import orchestrator_pb2 as pb
-from tests.procs import Orchestrator, free_port
+from tests.procs import Orchestrator, free_port, kill_process_groups_matching
 
 DEADLINE = 60
-
-
-def kill_leftovers(marker: str) -> None:
-    """A SIGKILLed server cannot stop its children; the test cleans up after it."""
-    for line in os.popen("ps -eo pid,pgid,args").read().splitlines()[1:]:
-        pid, pgid, args = line.split(None, 2)
-        if marker in args:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(int(pgid), signal.SIGKILL)
 
 
 async def test_sigkill_mid_job_then_restart(tmp_path: Path) -> None:
@@ -84,7 +73,7 @@ depends = ["killed"]
             final = await client.get_job(job.job_id)
     finally:
         server.stop()
-        kill_leftovers(marker)
+        kill_process_groups_matching(marker)
 
     # The watcher saw each seq once, in order, from its snapshot to the head.
     assert seen[0].WhichOneof("kind") == "snapshot"

@@ -61,7 +61,7 @@ async def test_a_step_past_its_timeout_fails_and_its_children_are_stopped(harnes
     s = done.step("slow")
     assert s.status == StepStatus.FAILED and s.failure.reason == FailureReason.TIMEOUT
     assert s.children.cancelled == 2 and s.children.running == 0
-    assert not [p for p in os.popen("ps -eo args").read().splitlines() if marker in p]
+    assert not [p for p in os.popen("ps -eww -o args=").read().splitlines() if marker in p]
 
 
 async def test_a_failed_attempt_with_attempts_left_stays_running(harness: Harness) -> None:
