@@ -57,19 +57,15 @@ async def follow_job(store: Store, broker: Broker, job_id: str, after_seq: int,
             if after_seq > head:
                 raise AfterSeqOutOfRange(after_seq, head)
         last = after_seq or head
-        for ev in backlog:
-            yield ev
-            last = ev.seq
-            if ev.ends_job:
-                return
         if status.terminal and last == head:
             return
-        need_log = last < head
+        need_log = last < head  # with after_seq > 0 this is when the backlog holds a page
         while True:
             if need_log:
                 need_log = False
                 while True:
-                    batch = await store.events_after(job_id, last, PAGE)
+                    batch = backlog or await store.events_after(job_id, last, PAGE)
+                    backlog = []  # the page read with the head serves once
                     for ev in batch:
                         yield ev
                         last = ev.seq
