@@ -12,6 +12,7 @@ from stepwatch.v1 import orchestrator_pb2 as pb
 from . import status_style
 
 EVENT_PANEL_SIZE = 30
+ALL = "all"
 
 
 class Connection(Enum):
@@ -125,6 +126,7 @@ class QueueState:
 
     jobs: dict[str, pb.Job] = field(default_factory=dict)
     connection: Connection = Connection.CONNECTING
+    status_filter: str = ALL  # a JobStatus value name, or ALL
 
     def apply(self, msg: pb.WatchJobsResponse) -> list[str]:
         """Replace what the message carries; returns the job ids whose rows change."""
@@ -137,6 +139,11 @@ class QueueState:
             self.jobs[msg.job_changed.job_id] = msg.job_changed
             return [msg.job_changed.job_id]
         return []
+
+    def shows(self, job_id: str) -> bool:
+        """Whether the filter lets the job's row show: the server's value, compared by name."""
+        name = status_style.value_name(status_style.JOB, self.jobs[job_id].status)
+        return self.status_filter in (ALL, name)
 
     def order(self) -> list[str]:
         """Job ids newest first, by the server's created_at."""

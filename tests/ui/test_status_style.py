@@ -73,6 +73,11 @@ def test_queue_state_replaces_headers() -> None:
     assert q.apply(pb.WatchJobsResponse(snapshot=pb.JobsSnapshot(jobs=[pb.Job(job_id="a")]))) == ["a"]
     q.apply(pb.WatchJobsResponse(job_changed=pb.Job(job_id="a", status=pb.JOB_STATUS_FAILED)))
     assert q.jobs["a"].status == pb.JOB_STATUS_FAILED
+    assert q.shows("a")
+    q.status_filter = "JOB_STATUS_RUNNING"
+    assert not q.shows("a")
+    q.status_filter = "JOB_STATUS_FAILED"
+    assert q.shows("a")
 
 
 IMPORT = re.compile(r"^\s*(from|import)\s+(orchestrator_service|sqlalchemy)\b", re.M)

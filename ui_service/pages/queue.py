@@ -9,12 +9,11 @@ from stepwatch.errors import StepwatchError
 from stepwatch.v1 import orchestrator_pb2 as pb
 
 from .. import status_style
-from ..state import Connection, QueueState
+from ..state import ALL, Connection, QueueState
 from .widgets import Badge, clock, duration
 
 # Whether a cancel button is offered: the server's value, looked up, not derived.
 CANCELLABLE = {pb.JOB_STATUS_PENDING, pb.JOB_STATUS_RUNNING}
-ALL = "all"
 
 
 class JobRow:
@@ -36,7 +35,6 @@ class JobRow:
         self.set(job)
 
     def set(self, job: pb.Job) -> None:
-        self.status = job.status
         self.card.props["data-status"] = status_style.value_name(status_style.JOB, job.status)
         self.badge.set(job.status)
         sc = job.step_counts
@@ -54,7 +52,6 @@ def register(target: str) -> None:
     async def queue_page() -> None:
         state = QueueState()
         rows: dict[str, JobRow] = {}
-        status_filter = {"value": ALL}
 
         async def cancel(job_id: str) -> None:
             try:
@@ -86,14 +83,10 @@ def register(target: str) -> None:
         with ui.column().classes("w-full gap-2").mark("jobs") as column:
             pass
 
-        def visible(row: JobRow) -> bool:
-            wanted = status_filter["value"]
-            return wanted == ALL or status_style.value_name(status_style.JOB, row.status) == wanted
-
         def apply_filter(value: str) -> None:
-            status_filter["value"] = value
-            for row in rows.values():
-                row.card.set_visibility(visible(row))
+            state.status_filter = value
+            for job_id, row in rows.items():
+                row.card.set_visibility(state.shows(job_id))
 
         def render(changed: list[str]) -> None:
             added = False
@@ -106,7 +99,7 @@ def register(target: str) -> None:
                     added = True
                 else:
                     row.set(job)
-                row.card.set_visibility(visible(row))
+                row.card.set_visibility(state.shows(job_id))
             if added:  # newest first; existing rows only move when a new one arrives
                 for index, job_id in enumerate(state.order()):
                     rows[job_id].card.move(column, target_index=index)
