@@ -43,3 +43,12 @@ async def eventually(check: Callable[[], bool], timeout: float = 10.0, what: str
         if time.monotonic() > deadline:
             raise AssertionError(f"not reached within {timeout} s: {what}")
         await asyncio.sleep(0.02)
+
+
+def data_status(user: User, marker: str) -> str | None:
+    """The marked element's data-status, or None while it is not on the page yet."""
+    try:
+        found = user.find(marker=marker).elements
+    except AssertionError:  # user.find raises when nothing matches
+        return None
+    return next(iter(found)).props.get("data-status")

@@ -8,7 +8,7 @@ from nicegui.testing.user import User
 
 from stepwatch.v1 import orchestrator_pb2 as pb
 
-from .conftest import eventually
+from .conftest import data_status, eventually
 from .fake_orchestrator import Abort, FakeOrchestrator, Hold, job, job_event, snapshot, step, step_event
 
 JOB_URL = "/jobs/" + "a" * 32
@@ -18,15 +18,6 @@ NO_DOCS = "no documents found matching tags: ['architecture']"
 def one(user: User, marker: str) -> ui.element:
     (el,) = user.find(marker=marker).elements
     return el
-
-
-def status_of(user: User, marker: str) -> str | None:
-    """The element's data-status, or None while it is not on the page yet."""
-    try:
-        found = user.find(marker=marker).elements
-    except AssertionError:  # user.find raises when nothing matches
-        return None
-    return next(iter(found)).props.get("data-status")
 
 
 async def test_completed_with_failures_shows_the_failed_step_as_failed(
@@ -40,9 +31,9 @@ async def test_completed_with_failures_shows_the_failed_step_as_failed(
     await user.open(JOB_URL)
     await user.should_see(f"Init failed: {NO_DOCS}")
     await user.should_see("tolerated — the job went on")
-    assert status_of(user, "step-architecture_notes") == "STEP_STATUS_FAILED"
-    assert status_of(user, "step-summarize") == "STEP_STATUS_COMPLETED"
-    assert status_of(user, "job-badge") == "JOB_STATUS_COMPLETED_WITH_FAILURES"
+    assert data_status(user, "step-architecture_notes") == "STEP_STATUS_FAILED"
+    assert data_status(user, "step-summarize") == "STEP_STATUS_COMPLETED"
+    assert data_status(user, "job-badge") == "JOB_STATUS_COMPLETED_WITH_FAILURES"
     await user.should_see("Completed with failures")
     badges = [el for el in user.find(marker="step-architecture_notes").elements][0]
     assert "Failed" in {lbl.text for lbl in badges.descendants() if isinstance(lbl, ui.label)}
@@ -56,7 +47,7 @@ async def test_an_unknown_status_number_shows_unknown(user: User, fake: FakeOrch
     fake.watch_scripts[0] = [[snapshot(job(pb.JOB_STATUS_RUNNING, step("future", 0, 99)), seq=3)]]
     await user.open(JOB_URL)
     await user.should_see("Unknown (99)")
-    assert status_of(user, "step-future") == "UNKNOWN_99"
+    assert data_status(user, "step-future") == "UNKNOWN_99"
 
 
 async def test_a_broken_stream_reconnects_and_resumes_after_the_last_rendered_seq(
@@ -74,7 +65,7 @@ async def test_a_broken_stream_reconnects_and_resumes_after_the_last_rendered_se
          job_event(8, job(pb.JOB_STATUS_FAILED))],
     ]
     await user.open(JOB_URL)
-    await eventually(lambda: status_of(user, "step-slow") == "STEP_STATUS_RUNNING")
+    await eventually(lambda: data_status(user, "step-slow") == "STEP_STATUS_RUNNING")
     row = one(user, "step-slow")
     connection = one(user, "connection")
     await eventually(lambda: connection.props.get("data-connection") == "RECONNECTING",
@@ -86,10 +77,10 @@ async def test_a_broken_stream_reconnects_and_resumes_after_the_last_rendered_se
     resumed = [r.after_seq for r in fake.watch_requests if r.after_seq != 1]
     assert resumed == [0, 6]
     assert "sw-stale" in one(user, "job-badge").classes  # greyed while we cannot hear
-    assert status_of(user, "step-slow") == "STEP_STATUS_RUNNING"
+    assert data_status(user, "step-slow") == "STEP_STATUS_RUNNING"
     hold.release.set()
-    await eventually(lambda: status_of(user, "step-slow") == "STEP_STATUS_FAILED", what="resumed")
-    await eventually(lambda: status_of(user, "job-badge") == "JOB_STATUS_FAILED", what="job failed")
+    await eventually(lambda: data_status(user, "step-slow") == "STEP_STATUS_FAILED", what="resumed")
+    await eventually(lambda: data_status(user, "job-badge") == "JOB_STATUS_FAILED", what="job failed")
     assert "sw-stale" not in one(user, "job-badge").classes
     await user.should_see("Timeout: too slow")
     assert one(user, "step-slow") is row  # the row was updated in place, not rebuilt

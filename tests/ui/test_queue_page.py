@@ -7,7 +7,7 @@ from nicegui.testing.user import User
 
 from stepwatch.v1 import orchestrator_pb2 as pb
 
-from .conftest import eventually
+from .conftest import data_status, eventually
 from .fake_orchestrator import FakeOrchestrator, Hold
 
 A, B = "a" * 32, "b" * 32
@@ -25,12 +25,7 @@ def shown_order(user: User) -> list[str]:
 
 
 def status_of(user: User, job_id: str) -> str | None:
-    """The row's data-status, or None while it is not on the page yet."""
-    try:
-        found = user.find(marker=f"job-{job_id}").elements
-    except AssertionError:  # user.find raises when nothing matches
-        return None
-    return next(iter(found)).props.get("data-status")
+    return data_status(user, f"job-{job_id}")
 
 
 async def test_queue_renders_the_feed_and_updates_rows_in_place(user: User, fake: FakeOrchestrator) -> None:
