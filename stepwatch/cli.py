@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -65,6 +65,16 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
         raise typer.Exit(2) from None
 
 
+def _call(method: Callable[[Client], Awaitable[T]]) -> T:
+    """One request to the server, with errors printed as _run prints them."""
+
+    async def go() -> T:
+        async with Client(state.target) as client:
+            return await method(client)
+
+    return _run(go())
+
+
 def styled(enum: Any, number: int) -> Text:
     name = status.value_name(enum, number)
     return Text(status.label(enum, number), style=STYLE.get(name or "", "dim italic"))
@@ -109,12 +119,8 @@ def job_view(job: pb.Job) -> Group:
 def definitions() -> None:
     """List the server's job definitions."""
 
-    async def go() -> list[pb.JobDefinitionInfo]:
-        async with Client(state.target) as c:
-            return await c.definitions()
-
     table = Table("name", "policy", "steps", "description")
-    for d in _run(go()):
+    for d in _call(lambda c: c.definitions()):
         table.add_row(d.name, d.on_step_failure, ", ".join(d.step_names), d.description)
     console.print(table)
 
@@ -128,13 +134,11 @@ def submit(name: Annotated[str | None, typer.Argument(help="a definition name on
         err_console.print("give a definition NAME or --file, not both")
         raise typer.Exit(2)
 
-    async def go() -> pb.Job:
-        async with Client(state.target) as c:
-            if file is not None:
-                return await c.submit(definition_toml=file.read_text(encoding="utf-8"))
-            return await c.submit(name)
-
-    job = _run(go())
+    if file is not None:
+        text = file.read_text(encoding="utf-8")
+        job = _call(lambda c: c.submit(definition_toml=text))
+    else:
+        job = _call(lambda c: c.submit(name))
     console.print(f"submitted {job.job_id}")
     if watch_:
         watch(job.job_id)
@@ -154,12 +158,9 @@ def jobs(status_filter: Annotated[str | None, typer.Option(
             raise typer.Exit(2)
         number = value.number
 
-    async def go() -> list[pb.Job]:
-        async with Client(state.target) as c:
-            return (await c.list_jobs(page_size=limit, status=number))[0]
-
     table = Table("job", "definition", "status", "steps done/failed/total", "created", "duration")
-    for j in _run(go()):
+    jobs_page, _ = _call(lambda c: c.list_jobs(page_size=limit, status=number))
+    for j in jobs_page:
         sc = j.step_counts
         table.add_row(j.job_id[:8], j.definition_name, styled(status.JOB, j.status),
                       f"{sc.completed}/{sc.failed}/{sc.total}", _time(j.created_at),
@@ -171,11 +172,7 @@ def jobs(status_filter: Annotated[str | None, typer.Option(
 def show(job_id: str) -> None:
     """Show a job and its steps."""
 
-    async def go() -> pb.Job:
-        async with Client(state.target) as c:
-            return await c.get_job(job_id)
-
-    console.print(job_view(_run(go())))
+    console.print(job_view(_call(lambda c: c.get_job(job_id))))
 
 
 @app.command()
@@ -207,11 +204,7 @@ def watch(job_id: str) -> None:
 def cancel(job_id: str) -> None:
     """Cancel a running job."""
 
-    async def go() -> pb.Job:
-        async with Client(state.target) as c:
-            return await c.cancel(job_id)
-
-    console.print(job_view(_run(go())))
+    console.print(job_view(_call(lambda c: c.cancel(job_id))))
 
 
 if __name__ == "__main__":
