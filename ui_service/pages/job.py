@@ -155,9 +155,10 @@ def register(target: str) -> None:
                 try:
                     async for msg in client.watch(job_id, after_seq=max(1, upto - EVENT_PANEL_SIZE),
                                                   backoff=Backoff(max_tries=0)):
-                        if msg.WhichOneof("kind") == "event" and msg.event.seq <= upto:
-                            older.append(msg.event)
-                        if msg.WhichOneof("kind") == "event" and msg.event.seq >= upto:
+                        if msg.WhichOneof("kind") != "event":
+                            continue
+                        older.append(msg.event)  # contiguous from below upto, so stop at upto
+                        if msg.event.seq >= upto:
                             break
                 except StepwatchError:
                     pass  # only the panel's history is missing; the page itself is live
