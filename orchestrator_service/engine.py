@@ -1,8 +1,10 @@
-"""Runs jobs: schedules steps, runs their children, asks the rules, records changes.
+"""Runs jobs: the registry and lifecycle (``Engine``), one ``JobRun`` per running job.
 
-The engine never writes a status itself: it asks ``rules`` what a situation
-means and hands the answer to ``Store.apply``, which writes the rows and their
-events in one transaction and refuses to move a terminal status.
+The engine never decides a status: it asks ``rules`` and hands the typed answer
+to the store, which writes rows and events in one transaction, fenced by the
+attempt the write belongs to. A run keeps its steps as last written (each write
+returns the stored step), so scheduling costs O(what changed), never a reread
+of the whole job.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +21,12 @@ from . import rules
 from .definitions import JobDefinition
 from .model import Failure, JobState, StepState
 from .progress import ProgressRecorder
-from .rules import Changes
+from .rules import Decision, StepTransition
 from .statuses import FailureReason, JobStatus, Policy, StepStatus
 from .step_types.base import Child, Document, StepContext, StepFailed, StepType
-from .store import Store, now_us
+from .store import ProgressBatch, StaleWrite, StepWrite, Store, StoreUnavailable, now_us
+
+__all__ = ["Engine", "JobAlreadyFinished"]
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +52,23 @@ class JobDocuments:
         return await self._store.documents(self._job_id, tags)
 
 
+@dataclass(frozen=True)
+class EngineConfig:
+    store: Store
+    step_types: Mapping[str, StepType]
+    workspace: Path
+    progress_interval: float
+
+
 class Engine:
+    """The registry of running jobs: submit, cancel, recover, stop."""
+
     def __init__(self, store: Store, step_types: Mapping[str, StepType], workspace: Path,
                  progress_interval: float = 0.1) -> None:
         self.store = store
         self.step_types = step_types
         self.workspace = workspace
-        self.progress_interval = progress_interval
+        self.config = EngineConfig(store, step_types, workspace, progress_interval)
         self._runs: dict[str, asyncio.Task[None]] = {}
 
     # -- lifecycle -----------------------------------------------------------
@@ -61,7 +76,7 @@ class Engine:
     async def recover(self) -> None:
         """At start: interrupted steps get a new attempt or FAILED; unfinished jobs go on."""
         for job_id in await self.store.unfinished_jobs():
-            await self.store.apply(job_id, _interrupted)
+            await self.store.decide_job(job_id, lambda j: rules.interrupted_job(j, now_us()))
             self._launch(job_id)
 
     async def stop(self) -> None:
@@ -88,12 +103,12 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-        def decide(current: JobState) -> Changes:
+        def decide(current: JobState) -> Decision:
             if current.status.terminal:
                 raise JobAlreadyFinished(current)
-            return rules.cancel(current, now_us())
+            return rules.cancel(current.steps, now_us())
 
-        return await self.store.apply(job_id, decide)
+        return await self.store.decide_job(job_id, decide)
 
     async def wait(self, job_id: str) -> None:
         """Until the job's runner is done (for tests and benchmarks)."""
@@ -101,6 +116,10 @@ class Engine:
         if task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(task)
+
+    @property
+    def running(self) -> int:
+        return len(self._runs)
 
     # -- running a job -------------------------------------------------------
 
@@ -113,106 +132,190 @@ class Engine:
         if self._runs.get(job_id) is task:
             del self._runs[job_id]
         if not task.cancelled() and task.exception() is not None:
-            log.error("job %s runner crashed", job_id, exc_info=task.exception())
+            log.error("job %s: runner ended with an error", job_id, exc_info=task.exception())
 
     async def _run_job(self, job_id: str) -> None:
-        job = await self.store.get_job(job_id)
-        if job.status == JobStatus.PENDING:
-            job = await self.store.apply(job_id, _start_job)
-        policy = Policy(job.on_step_failure)
-        options = await self.store.step_options(job_id)
-        tasks: dict[str, asyncio.Task[StepState]] = {}
         try:
-            while True:
-                job = await self.store.get_job(job_id)
-                if job.status.terminal:
-                    return
-                by_name = {s.name: s for s in job.steps}
-                failed = next((s for s in job.steps if s.status == StepStatus.FAILED), None)
-                if failed is not None and policy == Policy.STOP:
-                    await _cancel_all(tasks)
-                    await self.store.apply(job_id, lambda j, f=failed: rules.stop_job(j, f, now_us()))
-                    return
-                skips = _dependency_skips(job.steps, by_name)
-                if skips:
-                    await self.store.apply(job_id, lambda _j, c=skips: Changes(steps=c))
-                    continue
-                for s in job.steps:
-                    if s.step_id not in tasks and (
-                        rules.ready(s, by_name) or s.status == StepStatus.RUNNING
-                    ):
-                        tasks[s.step_id] = asyncio.create_task(
-                            self._run_step(s, policy, *options[s.step_id]), name=f"step-{s.name}")
-                if not tasks:
-                    await self.store.apply(job_id, lambda j: rules.finish_job(j, now_us()))
-                    return
-                done, _ = await asyncio.wait(tasks.values(), return_when=asyncio.FIRST_COMPLETED)
-                for step_id in [k for k, t in tasks.items() if t in done]:
-                    tasks.pop(step_id).result()
-        finally:
-            await _cancel_all(tasks)
+            await JobRun(self.config, job_id).run()
+        except StaleWrite as exc:
+            # Another decision ended the job or the attempt (e.g. a cancel): nothing to do.
+            log.info("job %s: runner stopped: %s", job_id, exc)
+        except Exception as exc:  # a store that kept failing, or a bug: never leave it RUNNING
+            log.exception("job %s: runner crashed", job_id)
+            await self._record_internal_error(job_id, exc)
 
-    async def _run_step(self, step: StepState, policy: Policy, options: Mapping[str, Any],
-                        concurrency: int) -> StepState:
+    async def _record_internal_error(self, job_id: str, exc: Exception) -> None:
+        message = _text(exc) if isinstance(exc, StoreUnavailable) else (
+            f"{type(exc).__name__}: {_text(exc)}")
+
+        def decide(job: JobState) -> Decision:
+            if job.status.terminal:
+                return Decision()
+            return rules.internal_error(job.steps, message[:500], now_us())
+
+        try:
+            await self.store.decide_job(job_id, decide)
+        except Exception:
+            log.exception("job %s: could not record its internal error either; the next start "
+                          "recovers it", job_id)
+
+
+class JobRun:
+    """One running job: its policy, its steps as last written, its running step tasks."""
+
+    def __init__(self, config: EngineConfig, job_id: str) -> None:
+        self.config = config
+        self.store = config.store
+        self.job_id = job_id
+        self.policy = Policy.STOP
+        self.steps: dict[str, StepState] = {}
+        self.dependents: dict[str, list[str]] = {}
+        self.options: dict[str, tuple[dict[str, Any], int]] = {}
+        self.tasks: dict[str, asyncio.Task[StepState]] = {}
+
+    async def run(self) -> None:
+        job = await self.store.get_job(self.job_id)
+        if job.status.terminal:
+            return
+        if job.status == JobStatus.PENDING:
+            job = await self.store.decide_job(self.job_id, lambda j: rules.start_job(j, now_us()))
+        self.policy = Policy(job.on_step_failure)
+        self.steps = {s.name: s for s in job.steps}
+        for s in job.steps:
+            for dep in s.depends_on:
+                self.dependents.setdefault(dep, []).append(s.name)
+        self.options = await self.store.step_options(self.job_id)
+        try:
+            await self._schedule()
+        finally:
+            await _cancel_all(self.tasks)
+
+    async def _schedule(self) -> None:
+        failed = next((s for s in self.steps.values() if s.status == StepStatus.FAILED), None)
+        if failed is not None and self.policy == Policy.STOP:
+            await self._stop(failed)
+            return
+        blocked = [s for s in self.steps.values() if s.status.terminal
+                   and s.status != StepStatus.COMPLETED]
+        await self._skip_dependents(blocked)
+        for s in list(self.steps.values()):
+            if s.status == StepStatus.RUNNING or rules.ready(s, self.steps):
+                self._launch(s)
+        while self.tasks:
+            done, _ = await asyncio.wait(self.tasks.values(), return_when=asyncio.FIRST_COMPLETED)
+            for name in [n for n, t in self.tasks.items() if t in done]:
+                step = self.tasks.pop(name).result()
+                self.steps[name] = step
+                if step.status == StepStatus.FAILED and self.policy == Policy.STOP:
+                    await self._stop(step)
+                    return
+                if step.status != StepStatus.COMPLETED:
+                    await self._skip_dependents([step])
+                for d in self.dependents.get(name, ()):
+                    if rules.ready(self.steps[d], self.steps) and d not in self.tasks:
+                        self._launch(self.steps[d])
+        await self.store.decide_job(self.job_id, lambda j: rules.finish_job(j.steps, now_us()))
+
+    async def _stop(self, failed: StepState) -> None:
+        await _cancel_all(self.tasks)
+        self.tasks.clear()
+        await self.store.decide_job(self.job_id,
+                                    lambda j: rules.stop_job(j.steps, failed, now_us()))
+
+    async def _skip_dependents(self, blocked: Sequence[StepState]) -> None:
+        """Steps that depend, directly or not, on a step that did not complete are SKIPPED."""
+        layer = list(blocked)
+        while layer:
+            writes: dict[str, StepWrite] = {}
+            for dep in layer:
+                for name in self.dependents.get(dep.name, ()):
+                    s = self.steps[name]
+                    if s.status == StepStatus.PENDING and s.step_id not in writes:
+                        writes[s.step_id] = StepWrite(s.step_id, s.attempt, _skip_for(dep))
+            if not writes:
+                return
+            layer = await self.store.write_steps(self.job_id, list(writes.values()))
+            for s in layer:
+                self.steps[s.name] = s
+
+    def _launch(self, step: StepState) -> None:
+        self.tasks[step.name] = asyncio.create_task(self._run_step(step), name=f"step-{step.name}")
+
+    async def _run_step(self, step: StepState) -> StepState:
         if step.status == StepStatus.PENDING:
-            step = await self._update_step(step, {
-                "status": StepStatus.RUNNING, "attempt": 1, "started_at": now_us()})
+            step = await self._write(step, lambda s: rules.start_attempt(s, now_us()))
         while True:
-            failure = await self._attempt(step, options, concurrency)
+            failure, batch = await self._attempt(step)
             if failure is None:
-                return await self._update_step(step, {
-                    "status": StepStatus.COMPLETED, "finished_at": now_us(),
-                    "previous_attempt_failure": None})
-            fields = rules.attempt_failure(step, failure, now_us())
-            if fields["status"] == StepStatus.FAILED:
-                fields["tolerated"] = rules.tolerated(policy)
-            step = await self._update_step(step, fields)
+                step = await self._write(step, lambda s: rules.attempt_succeeded(s, now_us()), batch)
+            else:
+                step = await self._write(
+                    step, lambda s, f=failure: rules.attempt_failed(s, f, self.policy, now_us()),
+                    batch)
             if step.status.terminal:
                 return step
 
-    async def _update_step(self, step: StepState, fields: dict[str, Any]) -> StepState:
-        job = await self.store.apply(step.job_id, lambda _j: Changes(steps={step.step_id: fields}))
-        return job.step(step.name)
+    async def _write(self, step: StepState, decide: Callable[[StepState], StepTransition],
+                     progress: ProgressBatch | None = None) -> StepState:
+        [written] = await self.store.write_steps(
+            self.job_id, [StepWrite(step.step_id, step.attempt, decide, progress)])
+        return written
 
-    async def _attempt(self, step: StepState, options: Mapping[str, Any],
-                       concurrency: int) -> Failure | None:
-        """One attempt: init, then children. None when it succeeded, else why it failed."""
-        step_type = self.step_types.get(step.type)
+    async def _attempt(self, step: StepState) -> tuple[Failure | None, ProgressBatch | None]:
+        """One attempt: init, then children. (None, last batch) when it succeeded."""
+        cfg = self.config
+        step_type = cfg.step_types.get(step.type)
         if step_type is None:
-            return rules.init_failed(f"step type {step.type!r} is not installed on this server")
-        ctx = StepContext(step.job_id, step.name, options, self.workspace,
+            return rules.init_failed(f"step type {step.type!r} is not installed on this server"), None
+        options, concurrency = self.options[step.step_id]
+        ctx = StepContext(step.job_id, step.name, options, cfg.workspace,
                           JobDocuments(self.store, step.job_id))
         recorder: ProgressRecorder | None = None
+        outcome: Failure | None
         try:
             async with asyncio.timeout(step.timeout_seconds):
                 try:
                     children = list(await step_type.init(ctx))
+                except (StaleWrite, StoreUnavailable):
+                    raise
                 except Exception as exc:  # the handler's own failure, reported verbatim
-                    return rules.init_failed(_text(exc))
+                    return rules.init_failed(_text(exc)), None
                 await self.store.start_children(step.step_id, step.attempt,
                                                 [c.key for c in children])
                 recorder = ProgressRecorder(self.store, step.step_id, step.attempt,
-                                            len(children), self.progress_interval)
+                                            len(children), cfg.progress_interval)
                 recorder.start()
                 await _run_children(step_type, ctx, children, recorder, step.max_child_failures,
                                     concurrency)
-                return rules.children_outcome(recorder.counts.failed, step.max_child_failures,
-                                              recorder.errors)
+                outcome = rules.children_outcome(recorder.counts.failed, step.max_child_failures,
+                                                 recorder.errors)
         except TimeoutError:
-            return rules.timed_out(step.timeout_seconds or 0)
+            outcome = rules.timed_out(step.timeout_seconds or 0)
         except StepFailed as exc:
-            return Failure(FailureReason.EXECUTION_FAILED, _text(exc))
+            outcome = Failure(FailureReason.EXECUTION_FAILED, _text(exc))
         except _TooManyChildFailures:
             assert recorder is not None
-            return rules.children_outcome(recorder.counts.failed, step.max_child_failures,
-                                          recorder.errors)
+            outcome = rules.children_outcome(recorder.counts.failed, step.max_child_failures,
+                                             recorder.errors)
+        except (StaleWrite, StoreUnavailable):
+            raise
+        except asyncio.CancelledError:
+            # Stopped from outside (cancel, stop policy, shutdown): what the children did so far
+            # is written; the decision that follows closes the attempt out.
+            if recorder is not None:
+                batch = await recorder.finish()
+                if not batch.empty:
+                    with contextlib.suppress(StaleWrite):
+                        await self.store.record_progress(batch)
+            raise
         except Exception as exc:
             log.exception("step %s attempt %s failed", step.name, step.attempt)
-            return Failure(FailureReason.EXECUTION_FAILED, _text(exc))
-        finally:
-            if recorder is not None:
-                recorder.cancel_unfinished()
-                await recorder.close()
+            outcome = Failure(FailureReason.EXECUTION_FAILED, _text(exc))
+        return outcome, (await recorder.finish() if recorder is not None else None)
+
+
+def _skip_for(dep: StepState) -> Callable[[StepState], StepTransition]:
+    return lambda s: rules.dependency_skipped(s, dep, now_us())
 
 
 async def _run_children(step_type: StepType, ctx: StepContext, children: list[Child],
@@ -248,35 +351,6 @@ async def _cancel_all(tasks: Mapping[str, asyncio.Task[Any]]) -> None:
     for t in tasks.values():
         t.cancel()
     await asyncio.gather(*tasks.values(), return_exceptions=True)
-
-
-def _dependency_skips(steps: Sequence[StepState],
-                      by_name: dict[str, StepState]) -> dict[str, dict[str, Any]]:
-    now = now_us()
-    out = {}
-    for s in steps:
-        if s.status == StepStatus.PENDING and (dep := rules.blocking_dependency(s, by_name)):
-            out[s.step_id] = rules.dependency_skip(dep, now)
-    return out
-
-
-def _start_job(job: JobState) -> Changes:
-    if job.status != JobStatus.PENDING:
-        return Changes()
-    return Changes(job={"status": JobStatus.RUNNING, "started_at": now_us()})
-
-
-def _interrupted(job: JobState) -> Changes:
-    now = now_us()
-    policy = Policy(job.on_step_failure)
-    steps = {}
-    for s in job.steps:
-        if s.status == StepStatus.RUNNING:
-            fields = rules.interrupted(s, now)
-            if fields["status"] == StepStatus.FAILED:
-                fields["tolerated"] = rules.tolerated(policy)
-            steps[s.step_id] = fields
-    return Changes(steps=steps)
 
 
 def _text(exc: BaseException) -> str:

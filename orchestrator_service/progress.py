@@ -3,20 +3,30 @@
 Child transitions are buffered and written at most every ``interval`` seconds
 in one transaction with the step's counts and one step event, so a step with
 thousands of children costs a few writes a second, not one per child. A step
-status transition never goes through here: the engine writes it on its own.
+status transition never goes through here: the attempt's last batch is handed
+back by ``finish()`` and committed together with the attempt's new status.
+
+Nothing taken from the buffer is ever dropped: the periodic flush is never
+cancelled mid-write (store writes are shielded, and ``finish`` waits for a
+flush in flight), and a flush that fails puts its batch back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Sequence
 from dataclasses import replace
 
 from .model import ChildCounts
 from .statuses import ChildStatus
 from .step_types.base import DocumentPut
-from .store import ProgressBatch, Store
+from .store import ProgressBatch, StaleWrite, Store
+
+__all__ = ["ProgressRecorder"]
+
+log = logging.getLogger(__name__)
 
 
 class ProgressRecorder:
@@ -31,12 +41,12 @@ class ProgressRecorder:
         self._changes: list[tuple[int, int, str | None]] = []
         self._docs: list[DocumentPut] = []
         self._doc_delta = 0
-        self._dirty = False
+        self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.errors: list[str] = []
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._flush_loop())
+        self._task = asyncio.create_task(self._flush_loop(), name=f"progress-{self._step_id}")
 
     def running(self, i: int) -> None:
         self._move(i, ChildStatus.RUNNING, None)
@@ -50,18 +60,17 @@ class ProgressRecorder:
         self.errors.append(error)
         self._move(i, ChildStatus.FAILED, error)
 
-    def cancel_unfinished(self) -> None:
-        for i, st in enumerate(self._status):
-            if st in (ChildStatus.PENDING, ChildStatus.RUNNING):
-                self._move(i, ChildStatus.CANCELLED, None)
+    async def finish(self) -> ProgressBatch:
+        """Stop the periodic flush (waiting for one in flight) and take what is left.
 
-    async def close(self) -> None:
-        """Stop the periodic flush and write what is left (no event: the status write follows)."""
+        The caller commits the returned batch with the attempt's new status.
+        """
+        self._stopping.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self._flush(emit=False)
+            with contextlib.suppress(Exception):
+                # Shielded: a cancelled caller must not cancel the flush it waits for.
+                await asyncio.shield(self._task)
+        return self._take()
 
     def _move(self, i: int, new: ChildStatus, error: str | None) -> None:
         old = self._status[i]
@@ -72,20 +81,35 @@ class ProgressRecorder:
         fields = {_FIELD[old]: getattr(c, _FIELD[old]) - 1, _FIELD[new]: getattr(c, _FIELD[new]) + 1}
         self.counts = replace(c, **fields)
         self._changes.append((i, int(new), error))
-        self._dirty = True
+
+    def _take(self) -> ProgressBatch:
+        batch = ProgressBatch(self._step_id, self._attempt, self._changes, self._docs,
+                              self.counts, self._doc_delta)
+        self._changes, self._docs, self._doc_delta = [], [], 0
+        return batch
+
+    def _put_back(self, batch: ProgressBatch) -> None:
+        self._changes = batch.children + self._changes
+        self._docs = batch.documents + self._docs
+        self._doc_delta += batch.document_delta
 
     async def _flush_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)  # a pacing interval, not a wait for an event
-            await self._flush(emit=True)
-
-    async def _flush(self, emit: bool) -> None:
-        if not self._dirty:
-            return
-        batch = ProgressBatch(self._step_id, self._attempt, self._changes, self._docs,
-                              self.counts, self._doc_delta, emit)
-        self._changes, self._docs, self._doc_delta, self._dirty = [], [], 0, False
-        await self._store.record_progress(batch)
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                # A pacing interval that ends early when the attempt finishes.
+                await asyncio.wait_for(self._stopping.wait(), self._interval)
+            if self._stopping.is_set() or not self._changes and not self._docs:
+                continue
+            batch = self._take()
+            try:
+                await self._store.record_progress(batch)
+            except StaleWrite:
+                return  # the attempt is over (decided elsewhere): nothing more to write
+            except Exception:
+                self._put_back(batch)  # the attempt's final write carries it
+                log.warning("progress write for step %s failed; kept for the attempt's end",
+                            self._step_id, exc_info=True)
+                return
 
 
 _FIELD = {

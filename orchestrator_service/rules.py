@@ -1,42 +1,94 @@
-"""The status rules (DESIGN.md, "Status rules"). Pure: state in, decisions out.
+"""The status rules (DESIGN.md, "Status rules"). Pure: state in, typed decisions out.
 
-Each function answers one row of the table. The engine asks; the store applies
-the answer under the job's lock, and refuses to move a terminal status.
+Every status decision of the orchestrator is made here and returned as a
+frozen value: a ``StepTransition`` (the whole new status of one step) or a
+``Decision`` (several steps and the job header, written in one transaction).
+The engine asks; the store applies the answer under the job's lock, fenced by
+the attempt it names, and refuses to move a terminal status.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from .model import Failure, JobState, StepState
 from .statuses import FailureReason, JobStatus, Policy, StepStatus
+
+__all__ = [
+    "Decision", "JobTransition", "StepTransition", "TerminalStatusError",
+    "attempt_failed", "attempt_succeeded", "blocking_dependency", "cancel", "check_job_transition",
+    "check_step_transition", "children_outcome", "dependency_skipped", "finish_job",
+    "init_failed", "internal_error", "interrupted", "interrupted_job", "ready", "start_attempt", "start_job",
+    "stop_job", "timed_out", "tolerated",
+]
 
 
 class TerminalStatusError(Exception):
     """An attempt to move a status that is already terminal."""
 
 
-@dataclass(frozen=True)
-class Changes:
-    """What to write in one transaction: field updates per step_id, and for the job."""
+@dataclass(frozen=True, slots=True)
+class StepTransition:
+    """The whole new status of one step. ``attempt`` is the attempt it moves to."""
 
-    steps: dict[str, dict[str, Any]] = field(default_factory=dict)
-    job: dict[str, Any] = field(default_factory=dict)
+    step_id: str
+    status: StepStatus
+    attempt: int
+    failure: Failure | None
+    previous_attempt_failure: Failure | None
+    tolerated: bool
+    started_at: int | None
+    finished_at: int | None
+
+    @property
+    def ends_attempt(self) -> bool:
+        """True when the attempt named by the write is over (terminal, or a new attempt)."""
+        return self.status.terminal
+
+    @classmethod
+    def of(cls, step: StepState, status: StepStatus, *, attempt: int | None = None,
+           failure: Failure | None = None, previous: Failure | None = None,
+           tolerated: bool = False, started_at: int | None = None,
+           finished_at: int | None = None) -> StepTransition:
+        return cls(step.step_id, status, step.attempt if attempt is None else attempt, failure,
+                   previous, tolerated,
+                   step.started_at if started_at is None else started_at, finished_at)
+
+
+@dataclass(frozen=True, slots=True)
+class JobTransition:
+    """The job header's new status."""
+
+    status: JobStatus
+    failure: Failure | None
+    started_at: int | None
+    finished_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What one transaction writes: step transitions and, maybe, the job's."""
+
+    steps: tuple[StepTransition, ...] = ()
+    job: JobTransition | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not self.steps and self.job is None
 
 
 def check_step_transition(old: StepStatus, new: StepStatus) -> None:
-    if old.terminal and new != old:
+    if old.terminal:
         raise TerminalStatusError(f"step status {old.name} is terminal; refused {new.name}")
 
 
 def check_job_transition(old: JobStatus, new: JobStatus) -> None:
-    if old.terminal and new != old:
+    if old.terminal:
         raise TerminalStatusError(f"job status {old.name} is terminal; refused {new.name}")
 
 
-# -- one step -----------------------------------------------------------------
+# -- why an attempt failed ------------------------------------------------------
 
 def init_failed(message: str) -> Failure:
     """Init of a step's handler raised: the handler's message, verbatim."""
@@ -45,7 +97,7 @@ def init_failed(message: str) -> Failure:
 
 def children_outcome(failed: int, max_child_failures: int,
                      first_errors: Iterable[str] = ()) -> Failure | None:
-    """None: the step COMPLETED (failed count stays visible). Else why it FAILED."""
+    """None: the attempt succeeded (failed count stays visible). Else why it failed."""
     if failed <= max_child_failures:
         return None
     shown = "; ".join(list(first_errors)[:3])
@@ -61,25 +113,43 @@ def timed_out(timeout_seconds: float) -> Failure:
                    f"step ran past its timeout of {timeout_seconds:g} s; children were stopped")
 
 
-def should_retry(attempt: int, max_attempts: int) -> bool:
-    """An attempt failed: with attempts left the step stays RUNNING, attempt + 1."""
-    return attempt < max_attempts
+# -- one step ---------------------------------------------------------------------
+
+def tolerated(policy: Policy) -> bool:
+    """A FAILED step is tolerated when the policy lets the job go on."""
+    return policy == Policy.CONTINUE
 
 
-def attempt_failure(step: StepState, failure: Failure, now: int) -> dict[str, Any]:
-    """The step's update after an attempt failed: a retry, or FAILED."""
-    if should_retry(step.attempt, step.max_attempts):
-        return {"status": StepStatus.RUNNING, "attempt": step.attempt + 1,
-                "previous_attempt_failure": failure}
-    return {"status": StepStatus.FAILED, "failure": failure, "finished_at": now,
-            "previous_attempt_failure": None}
+def start_attempt(step: StepState, now: int) -> StepTransition:
+    """A ready PENDING step starts its first attempt."""
+    return StepTransition.of(step, StepStatus.RUNNING, attempt=1, started_at=now)
 
 
-def interrupted(step: StepState, now: int) -> dict[str, Any]:
+def attempt_succeeded(step: StepState, now: int) -> StepTransition:
+    return StepTransition.of(step, StepStatus.COMPLETED, finished_at=now)
+
+
+def attempt_failed(step: StepState, failure: Failure, policy: Policy, now: int) -> StepTransition:
+    """With attempts left the step stays RUNNING, attempt + 1, the failure kept; else FAILED."""
+    if step.attempt < step.max_attempts:
+        return StepTransition.of(step, StepStatus.RUNNING, attempt=step.attempt + 1,
+                                 previous=failure)
+    return StepTransition.of(step, StepStatus.FAILED, failure=failure,
+                             tolerated=tolerated(policy), finished_at=now)
+
+
+def interrupted(step: StepState, policy: Policy, now: int) -> StepTransition:
     """The process died while the step ran: a new attempt, or FAILED."""
-    return attempt_failure(step, Failure(
+    return attempt_failed(step, Failure(
         FailureReason.ORCHESTRATOR_RESTARTED,
-        f"the orchestrator stopped while attempt {step.attempt} ran"), now)
+        f"the orchestrator stopped while attempt {step.attempt} ran"), policy, now)
+
+
+def interrupted_job(job: JobState, now: int) -> Decision:
+    """Recovery after the process died: each step that was RUNNING, by ``interrupted``."""
+    policy = Policy(job.on_step_failure)
+    return Decision(tuple(interrupted(s, policy, now) for s in job.steps
+                          if s.status == StepStatus.RUNNING))
 
 
 def blocking_dependency(step: StepState, by_name: dict[str, StepState]) -> StepState | None:
@@ -97,57 +167,66 @@ def ready(step: StepState, by_name: dict[str, StepState]) -> bool:
         by_name[d].status == StepStatus.COMPLETED for d in step.depends_on)
 
 
-def dependency_skip(dep: StepState, now: int) -> dict[str, Any]:
-    return {"status": StepStatus.SKIPPED, "finished_at": now, "failure": Failure(
+def dependency_skipped(step: StepState, dep: StepState, now: int) -> StepTransition:
+    return StepTransition.of(step, StepStatus.SKIPPED, finished_at=now, failure=Failure(
         FailureReason.DEPENDENCY_FAILED,
-        f"skipped: step {dep.name!r} it depends on ended {dep.status.name}")}
+        f"skipped: step {dep.name!r} it depends on ended {dep.status.name}"))
 
 
-# -- the job ------------------------------------------------------------------
+# -- the job --------------------------------------------------------------------------
 
-def tolerated(policy: Policy) -> bool:
-    """A FAILED step is tolerated when the policy lets the job go on."""
-    return policy == Policy.CONTINUE
+def start_job(job: JobState, now: int) -> Decision:
+    if job.status != JobStatus.PENDING:
+        return Decision()
+    return Decision(job=JobTransition(JobStatus.RUNNING, None, now, None))
 
 
-def stop_job(job: JobState, failed: StepState, now: int) -> Changes:
+def stop_job(steps: Sequence[StepState], failed: StepState, now: int) -> Decision:
     """Policy `stop` and a step failed: the rest SKIPPED or stopped; the job FAILED."""
     why = Failure(FailureReason.JOB_STOPPED, f"job stopped: step {failed.name!r} failed")
-    steps: dict[str, dict[str, Any]] = {}
-    for s in job.steps:
+    out = []
+    for s in steps:
         if s.status == StepStatus.PENDING:
-            steps[s.step_id] = {"status": StepStatus.SKIPPED, "failure": why, "finished_at": now}
+            out.append(StepTransition.of(s, StepStatus.SKIPPED, failure=why, finished_at=now))
         elif s.status == StepStatus.RUNNING:
-            steps[s.step_id] = {"status": StepStatus.CANCELLED, "failure": why, "finished_at": now}
-    return Changes(steps=steps, job={
-        "status": JobStatus.FAILED, "finished_at": now, "failure": _step_failure(failed)})
+            out.append(StepTransition.of(s, StepStatus.CANCELLED, failure=why, finished_at=now))
+    return Decision(tuple(out), _job_ends(JobStatus.FAILED, _step_failure(failed), now))
 
 
-def cancel(job: JobState, now: int) -> Changes:
+def cancel(steps: Sequence[StepState], now: int) -> Decision:
     """CancelJob: non-terminal steps CANCELLED_BY_USER; the job CANCELLED."""
     why = Failure(FailureReason.CANCELLED_BY_USER, "cancelled by user")
-    steps = {s.step_id: {"status": StepStatus.CANCELLED, "failure": why, "finished_at": now}
-             for s in job.steps if not s.status.terminal}
-    return Changes(steps=steps, job={"status": JobStatus.CANCELLED, "finished_at": now,
-                                     "failure": why})
+    out = tuple(StepTransition.of(s, StepStatus.CANCELLED, failure=why, finished_at=now)
+                for s in steps if not s.status.terminal)
+    return Decision(out, _job_ends(JobStatus.CANCELLED, why, now))
 
 
-def final_job_status(steps: Iterable[StepState]) -> JobStatus:
-    """Every step terminal: COMPLETED, or COMPLETED_WITH_FAILURES when any did not complete."""
-    statuses = [s.status for s in steps]
-    assert all(s.terminal for s in statuses), "final_job_status needs every step terminal"
-    if all(s == StepStatus.COMPLETED for s in statuses):
-        return JobStatus.COMPLETED
-    return JobStatus.COMPLETED_WITH_FAILURES
+def internal_error(steps: Sequence[StepState], message: str, now: int) -> Decision:
+    """The orchestrator could not go on with the job: say so rather than leave it RUNNING."""
+    why = Failure(FailureReason.INTERNAL_ERROR, f"internal error in the orchestrator: {message}")
+    stopped = Failure(FailureReason.JOB_STOPPED, "job stopped by an internal error")
+    out = []
+    for s in steps:
+        if s.status == StepStatus.RUNNING:
+            out.append(StepTransition.of(s, StepStatus.FAILED, failure=why, finished_at=now))
+        elif s.status == StepStatus.PENDING:
+            out.append(StepTransition.of(s, StepStatus.SKIPPED, failure=stopped, finished_at=now))
+    return Decision(tuple(out), _job_ends(JobStatus.FAILED, why, now))
 
 
-def finish_job(job: JobState, now: int) -> Changes:
-    status = final_job_status(job.steps)
-    failure = None
-    if status == JobStatus.COMPLETED_WITH_FAILURES:
-        first = next(s for s in job.steps if s.status != StepStatus.COMPLETED)
-        failure = _step_failure(first)
-    return Changes(job={"status": status, "finished_at": now, "failure": failure})
+def finish_job(steps: Sequence[StepState], now: int) -> Decision:
+    """Every step terminal: COMPLETED, or COMPLETED_WITH_FAILURES naming the first that did not."""
+    if any(not s.status.terminal for s in steps):
+        raise ValueError("finish_job needs every step terminal")
+    first = next((s for s in steps if s.status != StepStatus.COMPLETED), None)
+    if first is None:
+        return Decision(job=_job_ends(JobStatus.COMPLETED, None, now))
+    return Decision(job=_job_ends(JobStatus.COMPLETED_WITH_FAILURES, _step_failure(first), now))
+
+
+def _job_ends(status: JobStatus, failure: Failure | None, now: int) -> JobTransition:
+    # started_at None keeps the stored value (the store never clears it).
+    return JobTransition(status, failure, None, now)
 
 
 def _step_failure(step: StepState) -> Failure:

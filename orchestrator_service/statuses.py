@@ -41,6 +41,7 @@ class FailureReason(IntEnum):
     JOB_STOPPED = 6
     CANCELLED_BY_USER = 7
     ORCHESTRATOR_RESTARTED = 8
+    INTERNAL_ERROR = 9
 
 
 class ChildStatus(IntEnum):

@@ -1,28 +1,49 @@
-"""Persistence: SQLAlchemy models in tables.py, and the one write path.
+"""Persistence: the one write path, fenced, costing O(what changed).
 
-Every change commits the row update and its event together, with ``seq``
+Every change commits the rows it changes and its events together, with ``seq``
 allocated under the job's row lock (SELECT ... FOR UPDATE; SQLite serialises
 writers anyway). Committed events are handed to the listener (the broker) on
 the event loop, in commit order, and only after the commit.
 
-All database work runs on one worker thread so the event loop never blocks on
-I/O and SQLite sees a single writer. Queries are portable SQL (no SQLite-only
-constructs) so the same store runs on PostgreSQL.
+Fencing: a step write names the attempt it belongs to. A write for another
+attempt, to a terminal step, or to a terminal job is refused (``StaleWrite``),
+so nothing follows a job's terminal event. When an attempt ends, its last child
+changes commit with its new status, and any child still PENDING or RUNNING is
+closed out (CANCELLED) and counted in that same transaction: a step never
+leaves an attempt with unfinished children, and the counts in every event
+equal the child rows as of its commit.
+
+Writes run on one thread (SQLite sees a single writer) and are shielded from
+the caller's cancellation: a write once asked for is never dropped. Reads run
+on their own threads so a busy writer does not hold them up.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, bindparam, create_engine, event, func, insert, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Row,
+    bindparam,
+    create_engine,
+    event,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from . import rules
 from .definitions import JobDefinition
@@ -37,18 +58,50 @@ from .model import (
     step_from_json,
     to_json,
 )
-from .rules import Changes
+from .rules import Decision, JobTransition, StepTransition
 from .statuses import ChildStatus, FailureReason, JobStatus, StepStatus
 from .step_types.base import Document, DocumentPut
 from .tables import ChildRow, DocumentRow, EventRow, JobRow, StepRow
 
+__all__ = [
+    "JobNotFound", "ProgressBatch", "StaleWrite", "StepWrite", "Store", "StoreUnavailable",
+    "new_id", "now_us",
+]
+
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 Listener = Callable[[list[Event]], None]
 IN_CHUNK = 500  # bound for IN (...) lists
+RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)  # transient store errors, then give up
+
+J = JobRow.__table__
+S = StepRow.__table__
+C = ChildRow.__table__
+D = DocumentRow.__table__
+E = EventRow.__table__
+
+_COUNT_COLUMN = {
+    StepStatus.PENDING: "steps_pending", StepStatus.RUNNING: "steps_running",
+    StepStatus.COMPLETED: "steps_completed", StepStatus.FAILED: "steps_failed",
+    StepStatus.SKIPPED: "steps_skipped", StepStatus.CANCELLED: "steps_cancelled",
+}
+_UNFINISHED_CHILD = (int(ChildStatus.PENDING), int(ChildStatus.RUNNING))
 
 
 class JobNotFound(LookupError):
     pass
+
+
+class StaleWrite(Exception):
+    """A write for an attempt that is not the step's current one, or to a terminal step or job."""
+
+
+class StoreUnavailable(Exception):
+    """The store kept failing after retries; ``reason`` is the database's own word."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"storage unavailable: {reason}")
+        self.reason = reason
 
 
 def now_us() -> int:
@@ -57,6 +110,37 @@ def now_us() -> int:
 
 def new_id() -> str:
     return uuid.uuid4().hex
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressBatch:
+    """Child transitions of one step attempt since the last write, with the counts after them."""
+
+    step_id: str
+    attempt: int
+    children: list[tuple[int, int, str | None]]  # (child index, ChildStatus, error)
+    documents: list[DocumentPut]
+    counts: ChildCounts
+    document_delta: int
+
+    @property
+    def empty(self) -> bool:
+        return not self.children and not self.documents and not self.document_delta
+
+
+@dataclass(frozen=True, slots=True)
+class StepWrite:
+    """One step's transition, fenced by the attempt it belongs to (0: not started yet).
+
+    ``decide`` gets the step as stored, under the job's lock, and returns its new
+    status (a rule). ``progress`` is the attempt's last child changes, committed
+    with the transition.
+    """
+
+    step_id: str
+    attempt: int
+    decide: Callable[[StepState], StepTransition]
+    progress: ProgressBatch | None = None
 
 
 def make_engine(url: str) -> Engine:
@@ -75,13 +159,23 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+def _is_memory(url: str) -> bool:
+    return url.startswith("sqlite") and (":memory:" in url or url.rstrip("/") in ("sqlite:", "sqlite:/"))
+
+
 class Store:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, before_write: Callable[[str], None] | None = None) -> None:
         self.url = url
         self.engine = make_engine(url)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-write")
+        # An in-memory SQLite database is one per connection: read it on the writer's thread.
+        self._reader = (self._writer if _is_memory(url)
+                        else ThreadPoolExecutor(max_workers=2, thread_name_prefix="store-read"))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listener: Listener | None = None
+        #: Called on the writer thread before each write, with its name (tests delay it).
+        self.before_write = before_write
+        self._closed = threading.Event()
 
     def migrate(self) -> None:
         from .migrations import upgrade_to_head
@@ -93,12 +187,41 @@ class Store:
         self._listener = listener
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True)
+        self._closed.set()
+        self._writer.shutdown(wait=True)
+        if self._reader is not self._writer:
+            self._reader.shutdown(wait=True)
         self.engine.dispose()
 
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
         self._loop = asyncio.get_running_loop()
-        return await self._loop.run_in_executor(self._executor, fn, *args)
+        return await self._loop.run_in_executor(self._reader, fn, *args)
+
+    async def _write(self, name: str, fn: Callable[..., T], *args: Any) -> T:
+        """Run a write transaction on the writer thread, retrying transient errors.
+
+        Shielded: cancelling the caller does not cancel the write (a queued write
+        cancelled before it ran would silently lose what it carried).
+        """
+        self._loop = asyncio.get_running_loop()
+        fut = self._loop.run_in_executor(self._writer, self._retrying, name, fn, args)
+        return await asyncio.shield(fut)
+
+    def _retrying(self, name: str, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        for delay in (*RETRY_DELAYS, None):
+            if self.before_write is not None:
+                self.before_write(name)
+            try:
+                return fn(*args)
+            except DBAPIError as exc:
+                if not isinstance(exc, OperationalError) and not exc.connection_invalidated:
+                    raise
+                if not _transient(exc) or delay is None or self._closed.is_set():
+                    raise StoreUnavailable(_reason(exc)) from exc
+                log.warning("store write %s failed (%s); retrying in %.2f s", name, _reason(exc),
+                            delay)
+                time.sleep(delay)
+        raise AssertionError("unreachable")
 
     def _committed(self, events: list[Event]) -> None:
         if events and self._listener is not None and self._loop is not None:
@@ -107,203 +230,201 @@ class Store:
     # -- public, async -------------------------------------------------------
 
     async def create_job(self, definition: JobDefinition, source_toml: str) -> JobState:
-        return await self._run(self._create_job, definition, source_toml)
+        return await self._write("create_job", self._create_job, definition, source_toml)
 
-    async def apply(self, job_id: str, decide: Callable[[JobState], Changes]) -> JobState:
-        """Read the job under its lock, let ``decide`` (pure rules) say what changes, write it."""
-        return await self._run(self._apply, job_id, decide)
+    async def write_steps(self, job_id: str, writes: Sequence[StepWrite]) -> list[StepState]:
+        """Step transitions of one job in one transaction; each fenced by its attempt."""
+        return await self._write("write_steps", self._write_steps, job_id, writes)
 
-    async def start_children(self, step_id: str, attempt: int, keys: Sequence[str]) -> None:
-        await self._run(self._start_children, step_id, attempt, keys)
+    async def decide_job(self, job_id: str, decide: Callable[[JobState], Decision]) -> JobState:
+        """Read the whole job under its lock, let ``decide`` (a rule) say what changes, write it.
+
+        For the decisions taken once per job (start, stop, cancel, finish, recovery).
+        """
+        return await self._write("decide_job", self._decide_job, job_id, decide)
+
+    async def start_children(self, step_id: str, attempt: int, keys: Sequence[str]) -> StepState:
+        return await self._write("start_children", self._start_children, step_id, attempt, keys)
 
     async def record_progress(self, progress: ProgressBatch) -> None:
-        await self._run(self._record_progress, progress)
+        await self._write("record_progress", self._record_progress, progress)
 
     async def get_job(self, job_id: str) -> JobState:
-        return await self._run(self._get_job, job_id)
+        return await self._read(self._get_job, job_id)
 
     async def resume(self, job_id: str, after_seq: int,
                      limit: int) -> tuple[int, JobStatus, list[Event]]:
         """Head seq, status and the first events after ``after_seq``, read in one transaction."""
-        return await self._run(self._resume, job_id, after_seq, limit)
+        return await self._read(self._resume, job_id, after_seq, limit)
 
     async def events_after(self, job_id: str, after_seq: int, limit: int) -> list[Event]:
-        return await self._run(self._events_after, job_id, after_seq, limit)
+        return await self._read(self._events_after, job_id, after_seq, limit)
 
     async def list_jobs(self, limit: int, before: int | None = None,
                         status: JobStatus | None = None) -> tuple[list[JobState], int | None]:
-        return await self._run(self._list_jobs, limit, before, status)
+        return await self._read(self._list_jobs, limit, before, status)
 
     async def documents(self, job_id: str, tags: Sequence[str] | None = None) -> list[Document]:
-        return await self._run(self._documents, job_id, tags)
+        return await self._read(self._documents, job_id, tags)
 
     async def unfinished_jobs(self) -> list[str]:
-        return await self._run(self._unfinished_jobs)
+        return await self._read(self._unfinished_jobs)
 
     async def step_options(self, job_id: str) -> dict[str, tuple[dict[str, Any], int]]:
         """step_id -> (the step type's validated options, concurrency)."""
-        return await self._run(self._step_options, job_id)
+        return await self._read(self._step_options, job_id)
 
     # -- writes --------------------------------------------------------------
 
     def _create_job(self, definition: JobDefinition, source_toml: str) -> JobState:
         now = now_us()
         job_id = new_id()
-        with Session(self.engine) as s, s.begin():
-            job = JobRow(job_id=job_id, definition_name=definition.name,
-                         description=definition.description, definition_toml=source_toml,
-                         on_step_failure=definition.on_step_failure.value,
-                         status=JobStatus.PENDING, head_seq=0, created_at=now)
-            s.add(job)
-            steps = [
-                StepRow(step_id=new_id(), job_id=job_id, idx=i, name=d.name, type=d.type,
-                        depends_on=json.dumps(list(d.depends)), options=json.dumps(d.options),
-                        max_attempts=d.max_attempts, max_child_failures=d.max_child_failures,
-                        timeout_seconds=d.timeout, concurrency=d.concurrency,
-                        status=StepStatus.PENDING, tolerated=False, attempt=0, created_at=now,
-                        document_count=0, children_total=0, children_pending=0,
-                        children_running=0, children_completed=0, children_failed=0,
-                        children_cancelled=0)
+        n = len(definition.steps)
+        with self.engine.begin() as c:
+            c.execute(insert(J).values(
+                job_id=job_id, definition_name=definition.name, description=definition.description,
+                definition_toml=source_toml, on_step_failure=definition.on_step_failure.value,
+                status=int(JobStatus.PENDING), head_seq=0, created_at=now,
+                steps_total=n, steps_pending=n, steps_running=0, steps_completed=0,
+                steps_failed=0, steps_skipped=0, steps_cancelled=0))
+            step_rows = [
+                {"step_id": new_id(), "job_id": job_id, "idx": i, "name": d.name, "type": d.type,
+                 "depends_on": json.dumps(list(d.depends)), "options": json.dumps(d.options),
+                 "max_attempts": d.max_attempts, "max_child_failures": d.max_child_failures,
+                 "timeout_seconds": d.timeout, "concurrency": d.concurrency,
+                 "status": int(StepStatus.PENDING), "tolerated": False, "attempt": 0,
+                 "created_at": now, "document_count": 0, "children_total": 0,
+                 "children_pending": 0, "children_running": 0, "children_completed": 0,
+                 "children_failed": 0, "children_cancelled": 0,
+                 "failure_reason": None, "failure_message": None, "previous_failure_reason": None,
+                 "previous_failure_message": None, "started_at": None, "finished_at": None}
                 for i, d in enumerate(definition.steps)
             ]
-            s.add_all(steps)
-            s.flush()
-            events = [self._append(s, job, header=_header(job, [st.status for st in steps]))]
-            events += [self._append(s, job, step=_step_state(st)) for st in steps]
-            state = _job_state(job, steps)
+            c.execute(insert(S), step_rows)
+            log_ = _Log(c, self._lock_job(c, job_id))
+            log_.header()
+            steps = [_step_from_values(r) for r in step_rows]
+            for st in steps:
+                log_.step(st)
+            events = log_.flush()
+            state = replace(log_.state(), steps=tuple(steps))
         self._committed(events)
         return state
 
-    def _apply(self, job_id: str, decide: Callable[[JobState], Changes]) -> JobState:
-        with Session(self.engine) as s, s.begin():
-            job = self._lock_job(s, job_id)
-            steps = self._step_rows(s, job_id)
-            changes = decide(_job_state(job, steps))
-            events: list[Event] = []
-            status_moved = False
-            by_id = {st.step_id: st for st in steps}
-            for step_id, fields in changes.steps.items():
-                row = by_id[step_id]
-                if "status" in fields:
-                    rules.check_step_transition(StepStatus(row.status), fields["status"])
-                    status_moved |= fields["status"] != row.status
-                _set_step_fields(row, fields)
-                events.append(self._append(s, job, step=_step_state(row)))
-            if changes.job:
-                rules.check_job_transition(JobStatus(job.status), changes.job["status"])
-                _set_job_fields(job, changes.job)
-            if status_moved or changes.job:
-                events.append(self._append(s, job, header=_header(job, [st.status for st in steps])))
-            state = _job_state(job, steps)
+    def _write_steps(self, job_id: str, writes: Sequence[StepWrite]) -> list[StepState]:
+        with self.engine.begin() as c:
+            log_ = _Log(c, self._lock_job(c, job_id))
+            log_.refuse_if_terminal()
+            out = []
+            for w in writes:
+                row = c.execute(select(S).where(S.c.step_id == w.step_id,
+                                                S.c.job_id == job_id)).first()
+                if row is None:
+                    raise StaleWrite(f"step {w.step_id} is not a step of job {job_id}")
+                current = _step_state(row)
+                _fence(current, w.attempt)
+                if w.progress is not None:
+                    current = _apply_progress(c, current, w.progress)
+                out.append(_transition(c, log_, current, w.decide(current)))
+            events = log_.flush()
+        self._committed(events)
+        return out
+
+    def _decide_job(self, job_id: str, decide: Callable[[JobState], Decision]) -> JobState:
+        with self.engine.begin() as c:
+            log_ = _Log(c, self._lock_job(c, job_id))
+            steps = {r.step_id: _step_state(r) for r in
+                     c.execute(select(S).where(S.c.job_id == job_id).order_by(S.c.idx))}
+            decision = decide(replace(log_.state(), steps=tuple(steps.values())))
+            if not decision.empty:
+                log_.refuse_if_terminal()
+            for t in decision.steps:
+                steps[t.step_id] = _transition(c, log_, steps[t.step_id], t)
+            if decision.job is not None:
+                log_.set_job(decision.job)
+            events = log_.flush()
+            state = replace(log_.state(), steps=tuple(steps.values()))
         self._committed(events)
         return state
 
-    def _start_children(self, step_id: str, attempt: int, keys: Sequence[str]) -> None:
-        with Session(self.engine) as s, s.begin():
-            row = s.get(StepRow, step_id)
-            job = self._lock_job(s, row.job_id)
-            if row.status != StepStatus.RUNNING or row.attempt != attempt:
-                return
+    def _start_children(self, step_id: str, attempt: int, keys: Sequence[str]) -> StepState:
+        with self.engine.begin() as c:
+            job_id = c.execute(select(S.c.job_id).where(S.c.step_id == step_id)).scalar_one()
+            log_ = _Log(c, self._lock_job(c, job_id))
+            log_.refuse_if_terminal()
+            step = _step_state(c.execute(select(S).where(S.c.step_id == step_id)).one())
+            _fence(step, attempt)
             if keys:
-                s.execute(insert(ChildRow), [
+                c.execute(insert(C), [
                     {"step_id": step_id, "attempt": attempt, "idx": i, "key": k,
-                     "status": ChildStatus.PENDING, "error": None} for i, k in enumerate(keys)])
-            _set_counts(row, ChildCounts(total=len(keys), pending=len(keys)))
-            events = [self._append(s, job, step=_step_state(row))]
+                     "status": int(ChildStatus.PENDING), "error": None} for i, k in enumerate(keys)])
+            counts = ChildCounts(total=len(keys), pending=len(keys))
+            c.execute(update(S).where(S.c.step_id == step_id).values(**_count_values(counts)))
+            step = replace(step, children=counts)
+            log_.step(step)
+            events = log_.flush()
         self._committed(events)
+        return step
 
     def _record_progress(self, p: ProgressBatch) -> None:
-        with Session(self.engine) as s, s.begin():
-            row = s.get(StepRow, p.step_id)
-            job = self._lock_job(s, row.job_id)
-            # A stopped attempt's late progress is dropped: nothing follows a terminal status.
-            if row.status != StepStatus.RUNNING or row.attempt != p.attempt:
-                return
-            if p.children:
-                t = ChildRow.__table__
-                s.execute(
-                    update(t).where(t.c.step_id == p.step_id, t.c.attempt == p.attempt,
-                                    t.c.idx == bindparam("b_idx"))
-                    .values(status=bindparam("b_status"), error=bindparam("b_error")),
-                    [{"b_idx": i, "b_status": st, "b_error": err} for i, st, err in p.children])
-            if p.documents:
-                _put_documents(s, row.job_id, p.documents)
-            _set_counts(row, p.counts)
-            row.document_count += p.document_delta
-            events = [self._append(s, job, step=_step_state(row))] if p.emit else []
+        with self.engine.begin() as c:
+            job_id = c.execute(select(S.c.job_id).where(S.c.step_id == p.step_id)).scalar_one()
+            log_ = _Log(c, self._lock_job(c, job_id))
+            log_.refuse_if_terminal()
+            step = _step_state(c.execute(select(S).where(S.c.step_id == p.step_id)).one())
+            _fence(step, p.attempt)
+            log_.step(_apply_progress(c, step, p))
+            events = log_.flush()
         self._committed(events)
 
-    def _append(self, s: Session, job: JobRow, *, step: StepState | None = None,
-                header: JobState | None = None) -> Event:
-        job.head_seq += 1
-        now = now_us()
-        if header is not None:
-            header = replace(header, head_seq=job.head_seq)
-        s.add(EventRow(job_id=job.job_id, seq=job.head_seq, emitted_at=now,
-                       kind="step" if step is not None else "job",
-                       payload=json.dumps(to_json(step if step is not None else header))))
-        return Event(job.job_id, job.head_seq, now, step=step, job=header)
-
     @staticmethod
-    def _lock_job(s: Session, job_id: str) -> JobRow:
-        job = s.scalars(select(JobRow).where(JobRow.job_id == job_id).with_for_update()).first()
+    def _lock_job(c: Connection, job_id: str) -> Row[Any]:
+        job = c.execute(select(J).where(J.c.job_id == job_id).with_for_update()).first()
         if job is None:
             raise JobNotFound(job_id)
         return job
 
-    @staticmethod
-    def _step_rows(s: Session, job_id: str) -> list[StepRow]:
-        return list(s.scalars(select(StepRow).where(StepRow.job_id == job_id).order_by(StepRow.idx)))
-
     # -- reads ---------------------------------------------------------------
 
     def _get_job(self, job_id: str) -> JobState:
-        with Session(self.engine) as s, s.begin():
-            job = s.scalars(select(JobRow).where(JobRow.job_id == job_id)).first()
+        with self.engine.begin() as c:
+            job = c.execute(select(J).where(J.c.job_id == job_id)).first()
             if job is None:
                 raise JobNotFound(job_id)
-            return _job_state(job, self._step_rows(s, job_id))
+            steps = c.execute(select(S).where(S.c.job_id == job_id).order_by(S.c.idx))
+            return replace(_header(job), steps=tuple(_step_state(r) for r in steps))
 
     def _resume(self, job_id: str, after_seq: int,
                 limit: int) -> tuple[int, JobStatus, list[Event]]:
-        with Session(self.engine) as s, s.begin():
-            row = s.execute(select(JobRow.head_seq, JobRow.status)
-                            .where(JobRow.job_id == job_id)).first()
+        with self.engine.begin() as c:
+            row = c.execute(select(J.c.head_seq, J.c.status).where(J.c.job_id == job_id)).first()
             if row is None:
                 raise JobNotFound(job_id)
             head = row[0]
-            events = self._read_events(s, job_id, after_seq, limit) if after_seq < head else []
+            events = _read_events(c, job_id, after_seq, limit) if after_seq < head else []
             return head, JobStatus(row[1]), events
 
     def _events_after(self, job_id: str, after_seq: int, limit: int) -> list[Event]:
-        with Session(self.engine) as s, s.begin():
-            return self._read_events(s, job_id, after_seq, limit)
-
-    @staticmethod
-    def _read_events(s: Session, job_id: str, after_seq: int, limit: int) -> list[Event]:
-        rows = s.scalars(select(EventRow).where(EventRow.job_id == job_id, EventRow.seq > after_seq)
-                         .order_by(EventRow.seq).limit(limit))
-        return [_event(r) for r in rows]
+        with self.engine.begin() as c:
+            return _read_events(c, job_id, after_seq, limit)
 
     def _list_jobs(self, limit: int, before: int | None,
                    status: JobStatus | None) -> tuple[list[JobState], int | None]:
-        with Session(self.engine) as s, s.begin():
-            q = select(JobRow).order_by(JobRow.id.desc()).limit(limit + 1)
+        with self.engine.begin() as c:
+            q = select(J).order_by(J.c.id.desc()).limit(limit + 1)
             if before is not None:
-                q = q.where(JobRow.id < before)
+                q = q.where(J.c.id < before)
             if status is not None:
-                q = q.where(JobRow.status == int(status))
-            jobs = list(s.scalars(q))
+                q = q.where(J.c.status == int(status))
+            jobs = list(c.execute(q))
             more = len(jobs) > limit
             jobs = jobs[:limit]
-            counts = _statuses_by_job(s, [j.job_id for j in jobs])
-            headers = [_header(j, counts.get(j.job_id, [])) for j in jobs]
-            return headers, (jobs[-1].id if more else None)
+            return [_header(j) for j in jobs], (jobs[-1].id if more else None)
 
     def _documents(self, job_id: str, tags: Sequence[str] | None) -> list[Document]:
-        with Session(self.engine) as s, s.begin():
-            rows = s.scalars(select(DocumentRow).where(DocumentRow.job_id == job_id)
-                             .order_by(DocumentRow.path))
+        with self.engine.begin() as c:
+            rows = c.execute(select(D.c.path, D.c.tags, D.c.attrs).where(D.c.job_id == job_id)
+                             .order_by(D.c.path))
             docs = [Document(r.path, tuple(json.loads(r.tags)), json.loads(r.attrs)) for r in rows]
         if tags is None:
             return docs
@@ -311,30 +432,183 @@ class Store:
         return [d for d in docs if wanted.intersection(d.tags)]
 
     def _step_options(self, job_id: str) -> dict[str, tuple[dict[str, Any], int]]:
-        with Session(self.engine) as s, s.begin():
-            return {r.step_id: (json.loads(r.options), r.concurrency)
-                    for r in self._step_rows(s, job_id)}
+        with self.engine.begin() as c:
+            rows = c.execute(select(S.c.step_id, S.c.options, S.c.concurrency)
+                             .where(S.c.job_id == job_id))
+            return {r.step_id: (json.loads(r.options), r.concurrency) for r in rows}
 
     def _unfinished_jobs(self) -> list[str]:
-        with Session(self.engine) as s, s.begin():
-            return list(s.scalars(select(JobRow.job_id).where(
-                JobRow.status.in_([JobStatus.PENDING, JobStatus.RUNNING])).order_by(JobRow.id)))
+        with self.engine.begin() as c:
+            return list(c.execute(select(J.c.job_id).where(
+                J.c.status.in_([int(JobStatus.PENDING), int(JobStatus.RUNNING)]))
+                .order_by(J.c.id)).scalars())
 
 
-@dataclass(frozen=True, slots=True)
-class ProgressBatch:
-    """Child transitions of one step attempt, written in one transaction."""
-
-    step_id: str
-    attempt: int
-    children: list[tuple[int, int, str | None]]  # (child index, ChildStatus, error)
-    documents: list[DocumentPut]
-    counts: ChildCounts
-    document_delta: int
-    emit: bool  # append a step event carrying the new counts
+# -- the write path's pieces ---------------------------------------------------------
 
 
-def _put_documents(s: Session, job_id: str, puts: Iterable[DocumentPut]) -> None:
+class _Log:
+    """The locked job row of one transaction: its header, counts and new events."""
+
+    def __init__(self, c: Connection, job: Row[Any]) -> None:
+        self.c = c
+        self.job_id: str = job.job_id
+        self.values: dict[str, Any] = dict(job._mapping)
+        self.head = self.values["head_seq"]
+        self.events: list[Event] = []
+        self.rows: list[dict[str, Any]] = []
+        self.dirty: dict[str, Any] = {}
+        self._header_due = False
+
+    def refuse_if_terminal(self) -> None:
+        status = JobStatus(self.values["status"])
+        if status.terminal:
+            raise StaleWrite(f"job {self.job_id} is {status.name}: nothing follows its terminal event")
+
+    def step(self, step: StepState) -> None:
+        self._append(step=step)
+
+    def step_moved(self, old: StepStatus, new: StepStatus) -> None:
+        """A step's status changed: move the job's counts; a header event follows its step's."""
+        if old != new:
+            for status, delta in ((old, -1), (new, +1)):
+                col = _COUNT_COLUMN[status]
+                self.values[col] += delta
+                self.dirty[col] = self.values[col]
+            self._header_due = True
+
+    def set_job(self, t: JobTransition) -> None:
+        rules.check_job_transition(JobStatus(self.values["status"]), t.status)
+        fields = {"status": int(t.status), "finished_at": t.finished_at,
+                  "failure_reason": None if t.failure is None else int(t.failure.reason),
+                  "failure_message": None if t.failure is None else t.failure.message}
+        if t.started_at is not None:
+            fields["started_at"] = t.started_at
+        self.values.update(fields)
+        self.dirty.update(fields)
+        self._header_due = True
+
+    def header(self) -> None:
+        self._append(header=True)
+
+    def state(self) -> JobState:
+        return _header(self.values)
+
+    def flush(self) -> list[Event]:
+        """Write the job row and the events; returns the events to publish after commit."""
+        if self._header_due:
+            self._append(header=True)
+        if self.rows:
+            self.dirty["head_seq"] = self.head
+            self.c.execute(insert(E), self.rows)
+        if self.dirty:
+            self.c.execute(update(J).where(J.c.job_id == self.job_id).values(**self.dirty))
+        return self.events
+
+    def _append(self, *, step: StepState | None = None, header: bool = False) -> None:
+        if step is not None and self._header_due:
+            # Each step transition's header follows it, before the next step's event.
+            self._header_due = False
+            self._append(header=True)
+        self.head += 1
+        self.values["head_seq"] = self.head
+        now = now_us()
+        if header:
+            self._header_due = False
+            job = _header(self.values)
+            self.rows.append({"job_id": self.job_id, "seq": self.head, "emitted_at": now,
+                              "kind": "job", "payload": json.dumps(to_json(job))})
+            self.events.append(Event(self.job_id, self.head, now, job=job))
+        else:
+            assert step is not None
+            self.rows.append({"job_id": self.job_id, "seq": self.head, "emitted_at": now,
+                              "kind": "step", "payload": json.dumps(to_json(step))})
+            self.events.append(Event(self.job_id, self.head, now, step=step))
+
+
+def _fence(step: StepState, attempt: int) -> None:
+    if step.status.terminal:
+        raise StaleWrite(f"step {step.name!r} is {step.status.name}: refused a write for "
+                         f"attempt {attempt}")
+    if step.attempt != attempt:
+        raise StaleWrite(f"step {step.name!r} is at attempt {step.attempt}: refused a write for "
+                         f"attempt {attempt}")
+
+
+def _apply_progress(c: Connection, step: StepState, p: ProgressBatch) -> StepState:
+    if p.children:
+        c.execute(
+            update(C).where(C.c.step_id == p.step_id, C.c.attempt == p.attempt,
+                            C.c.idx == bindparam("b_idx"))
+            .values(status=bindparam("b_status"), error=bindparam("b_error")),
+            [{"b_idx": i, "b_status": st, "b_error": err} for i, st, err in p.children])
+    if p.documents:
+        _put_documents(c, step.job_id, p.documents)
+    docs = step.document_count + p.document_delta
+    c.execute(update(S).where(S.c.step_id == step.step_id)
+              .values(document_count=docs, **_count_values(p.counts)))
+    return replace(step, children=p.counts, document_count=docs)
+
+
+def _transition(c: Connection, log_: _Log, step: StepState, t: StepTransition) -> StepState:
+    """Write one step's new status; close out its attempt's children when the attempt ends."""
+    rules.check_step_transition(step.status, t.status)
+    counts, docs = step.children, step.document_count
+    attempt_ends = step.status == StepStatus.RUNNING and (t.status.terminal or t.attempt != step.attempt)
+    if attempt_ends and step.attempt > 0:
+        counts = _close_out_children(c, step.step_id, step.attempt)
+        if t.attempt != step.attempt:
+            # A new attempt: first the old attempt's final counts, then the new one from zero.
+            log_.step(replace(step, children=counts))
+            counts, docs = ChildCounts(), 0
+    values = {
+        "status": int(t.status), "attempt": t.attempt, "tolerated": t.tolerated,
+        "failure_reason": None if t.failure is None else int(t.failure.reason),
+        "failure_message": None if t.failure is None else t.failure.message,
+        "previous_failure_reason": (None if t.previous_attempt_failure is None
+                                    else int(t.previous_attempt_failure.reason)),
+        "previous_failure_message": (None if t.previous_attempt_failure is None
+                                     else t.previous_attempt_failure.message),
+        "started_at": t.started_at, "finished_at": t.finished_at, "document_count": docs,
+        **_count_values(counts),
+    }
+    c.execute(update(S).where(S.c.step_id == step.step_id).values(**values))
+    new = replace(step, status=t.status, attempt=t.attempt, failure=t.failure,
+                  previous_attempt_failure=t.previous_attempt_failure, tolerated=t.tolerated,
+                  started_at=t.started_at, finished_at=t.finished_at, children=counts,
+                  document_count=docs)
+    log_.step(new)
+    log_.step_moved(step.status, t.status)
+    return new
+
+
+def _close_out_children(c: Connection, step_id: str, attempt: int) -> ChildCounts:
+    """Children still PENDING or RUNNING when their attempt ends are CANCELLED; recount them."""
+    c.execute(update(C).where(C.c.step_id == step_id, C.c.attempt == attempt,
+                              C.c.status.in_(_UNFINISHED_CHILD))
+              .values(status=int(ChildStatus.CANCELLED)))
+    return child_counts(c, step_id, attempt)
+
+
+def child_counts(c: Connection, step_id: str, attempt: int) -> ChildCounts:
+    """The counts of an attempt's child rows, by status (the truth the step's counts mirror)."""
+    from sqlalchemy import func
+
+    by: dict[int, int] = dict(c.execute(select(C.c.status, func.count()).where(
+        C.c.step_id == step_id, C.c.attempt == attempt).group_by(C.c.status)).all())
+    n = {s: int(by.get(int(s), 0)) for s in ChildStatus}
+    return ChildCounts(total=sum(n.values()), pending=n[ChildStatus.PENDING],
+                       running=n[ChildStatus.RUNNING], completed=n[ChildStatus.COMPLETED],
+                       failed=n[ChildStatus.FAILED], cancelled=n[ChildStatus.CANCELLED])
+
+
+def _count_values(c: ChildCounts) -> dict[str, int]:
+    return {"children_total": c.total, "children_pending": c.pending,
+            "children_running": c.running, "children_completed": c.completed,
+            "children_failed": c.failed, "children_cancelled": c.cancelled}
+
+
+def _put_documents(c: Connection, job_id: str, puts: Iterable[DocumentPut]) -> None:
     merged: dict[str, DocumentPut] = {}
     for p in puts:
         old = merged.get(p.path)
@@ -342,50 +616,47 @@ def _put_documents(s: Session, job_id: str, puts: Iterable[DocumentPut]) -> None
             p.path, old.tags + tuple(t for t in p.tags if t not in old.tags),
             {**old.attrs, **p.attrs})
     paths = list(merged)
-    existing: dict[str, DocumentRow] = {}
+    existing: dict[str, Row[Any]] = {}
     for i in range(0, len(paths), IN_CHUNK):
-        chunk = paths[i:i + IN_CHUNK]
-        for row in s.scalars(select(DocumentRow).where(DocumentRow.job_id == job_id,
-                                                       DocumentRow.path.in_(chunk))):
+        for row in c.execute(select(D.c.id, D.c.path, D.c.tags, D.c.attrs).where(
+                D.c.job_id == job_id, D.c.path.in_(paths[i:i + IN_CHUNK]))):
             existing[row.path] = row
-    new_rows = []
+    new_rows, changed = [], []
     for path, put in merged.items():
         row = existing.get(path)
         if row is None:
             new_rows.append({"job_id": job_id, "path": path, "tags": json.dumps(list(put.tags)),
                              "attrs": json.dumps(dict(put.attrs))})
             continue
-        if put.tags:
-            tags = json.loads(row.tags)
-            row.tags = json.dumps(tags + [t for t in put.tags if t not in tags])
-        if put.attrs:
-            row.attrs = json.dumps({**json.loads(row.attrs), **put.attrs})
+        tags = json.loads(row.tags)
+        changed.append({"b_id": row.id, "b_tags": json.dumps(tags + [t for t in put.tags
+                                                                      if t not in tags]),
+                        "b_attrs": json.dumps({**json.loads(row.attrs), **put.attrs})})
     if new_rows:
-        s.execute(insert(DocumentRow), new_rows)
+        c.execute(insert(D), new_rows)
+    if changed:
+        c.execute(update(D).where(D.c.id == bindparam("b_id"))
+                  .values(tags=bindparam("b_tags"), attrs=bindparam("b_attrs")), changed)
 
 
-def _statuses_by_job(s: Session, job_ids: list[str]) -> dict[str, list[StepStatus]]:
-    out: dict[str, list[StepStatus]] = {}
-    if not job_ids:
-        return out
-    q = (select(StepRow.job_id, StepRow.status, func.count())
-         .where(StepRow.job_id.in_(job_ids)).group_by(StepRow.job_id, StepRow.status))
-    for job_id, status, n in s.execute(q):
-        out.setdefault(job_id, []).extend([StepStatus(status)] * n)
-    return out
+def _read_events(c: Connection, job_id: str, after_seq: int, limit: int) -> list[Event]:
+    rows = c.execute(select(E.c.job_id, E.c.seq, E.c.emitted_at, E.c.kind, E.c.payload)
+                     .where(E.c.job_id == job_id, E.c.seq > after_seq)
+                     .order_by(E.c.seq).limit(limit))
+    return [_event(r) for r in rows]
 
 
 def _failure(reason: int | None, message: str | None) -> Failure | None:
     return None if reason is None else Failure(FailureReason(reason), message or "")
 
 
-def _step_state(r: StepRow) -> StepState:
+def _step_state(r: Any) -> StepState:
     return StepState(
         step_id=r.step_id, job_id=r.job_id, index=r.idx, name=r.name, type=r.type,
         depends_on=tuple(json.loads(r.depends_on)), status=StepStatus(r.status),
         max_attempts=r.max_attempts, max_child_failures=r.max_child_failures,
         timeout_seconds=r.timeout_seconds, created_at=r.created_at,
-        failure=_failure(r.failure_reason, r.failure_message), tolerated=r.tolerated,
+        failure=_failure(r.failure_reason, r.failure_message), tolerated=bool(r.tolerated),
         children=ChildCounts(r.children_total, r.children_pending, r.children_running,
                              r.children_completed, r.children_failed, r.children_cancelled),
         document_count=r.document_count, attempt=r.attempt, started_at=r.started_at,
@@ -394,60 +665,40 @@ def _step_state(r: StepRow) -> StepState:
     )
 
 
-def _header(j: JobRow, statuses: list[StepStatus] | list[int]) -> JobState:
+def _step_from_values(values: Mapping[str, Any]) -> StepState:
+    return _step_state(SimpleNamespace(**values))
+
+
+def _header(j: Any) -> JobState:
+    g = j.get if isinstance(j, dict) else j._mapping.get
     return JobState(
-        job_id=j.job_id, definition_name=j.definition_name, description=j.description,
-        on_step_failure=j.on_step_failure, status=JobStatus(j.status), created_at=j.created_at,
-        head_seq=j.head_seq, failure=_failure(j.failure_reason, j.failure_message),
-        step_counts=StepCounts.of([StepStatus(x) for x in statuses]),
-        started_at=j.started_at, finished_at=j.finished_at)
+        job_id=g("job_id"), definition_name=g("definition_name"), description=g("description"),
+        on_step_failure=g("on_step_failure"), status=JobStatus(g("status")),
+        created_at=g("created_at"), head_seq=g("head_seq"),
+        failure=_failure(g("failure_reason"), g("failure_message")),
+        step_counts=StepCounts(
+            total=g("steps_total"), pending=g("steps_pending"), running=g("steps_running"),
+            completed=g("steps_completed"), failed=g("steps_failed"),
+            skipped=g("steps_skipped"), cancelled=g("steps_cancelled")),
+        started_at=g("started_at"), finished_at=g("finished_at"))
 
 
-def _job_state(j: JobRow, steps: list[StepRow]) -> JobState:
-    return replace(_header(j, [st.status for st in steps]),
-                   steps=tuple(_step_state(st) for st in steps))
-
-
-def _set_counts(row: StepRow, c: ChildCounts) -> None:
-    row.children_total, row.children_pending, row.children_running = c.total, c.pending, c.running
-    row.children_completed, row.children_failed = c.completed, c.failed
-    row.children_cancelled = c.cancelled
-
-
-def _set_step_fields(row: StepRow, fields: dict[str, Any]) -> None:
-    for key, value in fields.items():
-        if key == "failure":
-            row.failure_reason = None if value is None else int(value.reason)
-            row.failure_message = None if value is None else value.message
-        elif key == "previous_attempt_failure":
-            row.previous_failure_reason = None if value is None else int(value.reason)
-            row.previous_failure_message = None if value is None else value.message
-        elif key == "children":
-            _set_counts(row, value)
-        elif key == "status":
-            row.status = int(value)
-        elif key in {"tolerated", "attempt", "started_at", "finished_at", "document_count"}:
-            setattr(row, key, value)
-        else:
-            raise KeyError(f"not a writable step field: {key}")
-
-
-def _set_job_fields(job: JobRow, fields: dict[str, Any]) -> None:
-    for key, value in fields.items():
-        if key == "failure":
-            job.failure_reason = None if value is None else int(value.reason)
-            job.failure_message = None if value is None else value.message
-        elif key == "status":
-            job.status = int(value)
-        elif key in {"started_at", "finished_at"}:
-            setattr(job, key, value)
-        else:
-            raise KeyError(f"not a writable job field: {key}")
-
-
-def _event(r: EventRow) -> Event:
+def _event(r: Any) -> Event:
     data = json.loads(r.payload)
     if r.kind == "step":
         return Event(r.job_id, r.seq, r.emitted_at, step=step_from_json(data))
     return Event(r.job_id, r.seq, r.emitted_at, job=job_from_json(data))
 
+
+def _transient(exc: DBAPIError) -> bool:
+    """Errors worth retrying: a busy or reconnecting database, not a bad statement."""
+    if exc.connection_invalidated:
+        return True
+    text = str(exc.orig).lower() if exc.orig is not None else str(exc).lower()
+    return any(w in text for w in ("locked", "busy", "disk i/o", "connection", "server closed",
+                                   "terminating", "could not serialize", "deadlock"))
+
+
+def _reason(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    return str(orig if orig is not None else exc).strip().splitlines()[0][:200]

@@ -35,6 +35,14 @@ class JobRow(Base):
     created_at: Mapped[int] = mapped_column(BigInteger)
     started_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     finished_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # Step counts by status, kept in the same transaction as every step status write.
+    steps_total: Mapped[int] = mapped_column(Integer, server_default="0")
+    steps_pending: Mapped[int] = mapped_column(Integer, server_default="0")
+    steps_running: Mapped[int] = mapped_column(Integer, server_default="0")
+    steps_completed: Mapped[int] = mapped_column(Integer, server_default="0")
+    steps_failed: Mapped[int] = mapped_column(Integer, server_default="0")
+    steps_skipped: Mapped[int] = mapped_column(Integer, server_default="0")
+    steps_cancelled: Mapped[int] = mapped_column(Integer, server_default="0")
 
 
 class StepRow(Base):

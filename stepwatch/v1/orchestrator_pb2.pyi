@@ -41,6 +41,7 @@ class FailureReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FAILURE_REASON_JOB_STOPPED: _ClassVar[FailureReason]
     FAILURE_REASON_CANCELLED_BY_USER: _ClassVar[FailureReason]
     FAILURE_REASON_ORCHESTRATOR_RESTARTED: _ClassVar[FailureReason]
+    FAILURE_REASON_INTERNAL_ERROR: _ClassVar[FailureReason]
 STEP_STATUS_UNSPECIFIED: StepStatus
 STEP_STATUS_PENDING: StepStatus
 STEP_STATUS_RUNNING: StepStatus
@@ -64,6 +65,7 @@ FAILURE_REASON_DEPENDENCY_FAILED: FailureReason
 FAILURE_REASON_JOB_STOPPED: FailureReason
 FAILURE_REASON_CANCELLED_BY_USER: FailureReason
 FAILURE_REASON_ORCHESTRATOR_RESTARTED: FailureReason
+FAILURE_REASON_INTERNAL_ERROR: FailureReason
 
 class Failure(_message.Message):
     __slots__ = ("reason", "message")

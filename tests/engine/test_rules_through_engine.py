@@ -7,8 +7,9 @@ import uuid
 
 import pytest
 
-from orchestrator_service.rules import Changes, TerminalStatusError
+from orchestrator_service import rules
 from orchestrator_service.statuses import FailureReason, JobStatus, StepStatus
+from orchestrator_service.store import StaleWrite, StepWrite
 
 from .conftest import Harness
 
@@ -184,11 +185,13 @@ async def test_the_store_refuses_to_move_a_terminal_status(harness: Harness) -> 
     j = await harness.submit(job("stop", shell("s", "true")))
     done = await harness.finish(j.job_id)
     step_id = done.step("s").step_id
-    with pytest.raises(TerminalStatusError):
-        await harness.store.apply(j.job_id, lambda _j: Changes(
-            steps={step_id: {"status": StepStatus.FAILED}}))
-    with pytest.raises(TerminalStatusError):
-        await harness.store.apply(j.job_id, lambda _j: Changes(job={"status": JobStatus.RUNNING}))
+    s = done.step("s")
+    with pytest.raises(StaleWrite):
+        await harness.store.write_steps(j.job_id, [StepWrite(step_id, s.attempt, lambda st: (
+            rules.StepTransition.of(st, StepStatus.FAILED)))])
+    with pytest.raises(StaleWrite):
+        await harness.store.decide_job(j.job_id, lambda _j: rules.Decision(
+            job=rules.JobTransition(JobStatus.RUNNING, None, None, None)))
     after = await harness.store.get_job(j.job_id)
     assert after == done  # nothing was written
 

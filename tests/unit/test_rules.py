@@ -30,29 +30,53 @@ def test_children_outcome(failed: int, allowed: int, reason: FailureReason | Non
         assert f"{failed} children failed" in out.message and "x: exit code 1" in out.message
 
 
-@pytest.mark.parametrize(("attempt", "max_attempts", "status", "next_attempt"), [
-    (1, 1, StepStatus.FAILED, 1), (1, 3, StepStatus.RUNNING, 2), (2, 3, StepStatus.RUNNING, 3),
-    (3, 3, StepStatus.FAILED, 3),
+@pytest.mark.parametrize(("attempt", "max_attempts", "policy", "status", "next_attempt", "tolerated"), [
+    (1, 1, Policy.STOP, StepStatus.FAILED, 1, False),
+    (1, 1, Policy.CONTINUE, StepStatus.FAILED, 1, True),
+    (1, 3, Policy.CONTINUE, StepStatus.RUNNING, 2, False),
+    (2, 3, Policy.STOP, StepStatus.RUNNING, 3, False),
+    (3, 3, Policy.CONTINUE, StepStatus.FAILED, 3, True),
 ])
-def test_attempt_failure_retries_while_attempts_remain(attempt: int, max_attempts: int,
-                                                       status: StepStatus, next_attempt: int) -> None:
+def test_attempt_failed_retries_while_attempts_remain(
+        attempt: int, max_attempts: int, policy: Policy, status: StepStatus, next_attempt: int,
+        tolerated: bool) -> None:
     why = Failure(FailureReason.EXECUTION_FAILED, "boom")
-    fields = rules.attempt_failure(mk_step("a", StepStatus.RUNNING, attempt, max_attempts), why, 7)
-    assert fields["status"] == status
-    assert fields.get("attempt", attempt) == next_attempt
+    step = mk_step("a", StepStatus.RUNNING, attempt, max_attempts)
+    t = rules.attempt_failed(step, why, policy, 7)
+    assert (t.step_id, t.status, t.attempt, t.tolerated) == ("id-a", status, next_attempt, tolerated)
     if status == StepStatus.RUNNING:
-        assert fields["previous_attempt_failure"] == why and "failure" not in fields
+        assert t.previous_attempt_failure == why and t.failure is None and t.finished_at is None
     else:
-        assert fields["failure"] == why and fields["finished_at"] == 7
+        assert t.failure == why and t.finished_at == 7 and t.previous_attempt_failure is None
+
+
+def test_start_and_success_of_an_attempt() -> None:
+    started = rules.start_attempt(mk_step("a", StepStatus.PENDING, 0), 5)
+    assert (started.status, started.attempt, started.started_at) == (StepStatus.RUNNING, 1, 5)
+    retried = StepState(**{**mk_step("a", StepStatus.RUNNING, 2, 3).__dict__, "started_at": 5,
+                           "previous_attempt_failure": Failure(FailureReason.TIMEOUT, "slow")})
+    done = rules.attempt_succeeded(retried, 9)
+    assert (done.status, done.attempt, done.started_at, done.finished_at) == (
+        StepStatus.COMPLETED, 2, 5, 9)
+    assert done.failure is None and done.previous_attempt_failure is None
 
 
 @pytest.mark.parametrize(("attempt", "max_attempts", "status"), [
     (1, 1, StepStatus.FAILED), (1, 2, StepStatus.RUNNING)])
 def test_interrupted_step(attempt: int, max_attempts: int, status: StepStatus) -> None:
-    fields = rules.interrupted(mk_step("a", StepStatus.RUNNING, attempt, max_attempts), 1)
-    assert fields["status"] == status
-    why = fields.get("failure") or fields.get("previous_attempt_failure")
-    assert why.reason == FailureReason.ORCHESTRATOR_RESTARTED
+    t = rules.interrupted(mk_step("a", StepStatus.RUNNING, attempt, max_attempts), Policy.STOP, 1)
+    assert t.status == status
+    why = t.failure or t.previous_attempt_failure
+    assert why is not None and why.reason == FailureReason.ORCHESTRATOR_RESTARTED
+
+
+def test_interrupted_job_touches_only_running_steps() -> None:
+    job = mk_job(mk_step("a", StepStatus.RUNNING), mk_step("b", StepStatus.PENDING, 0),
+                 mk_step("c", StepStatus.COMPLETED), policy=Policy.CONTINUE)
+    d = rules.interrupted_job(job, 4)
+    assert [(t.step_id, t.status, t.tolerated) for t in d.steps] == [
+        ("id-a", StepStatus.FAILED, True)]
+    assert d.job is None
 
 
 def test_stop_policy_skips_pending_and_stops_running_steps() -> None:
@@ -60,23 +84,36 @@ def test_stop_policy_skips_pending_and_stops_running_steps() -> None:
     failed = StepState(**{**failed.__dict__, "failure": Failure(FailureReason.TIMEOUT, "slow")})
     job = mk_job(failed, mk_step("b", StepStatus.RUNNING), mk_step("c", StepStatus.PENDING, 0),
                  mk_step("d", StepStatus.COMPLETED))
-    ch = rules.stop_job(job, failed, 9)
-    assert ch.steps["id-b"]["status"] == StepStatus.CANCELLED
-    assert ch.steps["id-c"]["status"] == StepStatus.SKIPPED
-    assert {f["failure"].reason for f in ch.steps.values()} == {FailureReason.JOB_STOPPED}
-    assert "id-a" not in ch.steps and "id-d" not in ch.steps
-    assert ch.job["status"] == JobStatus.FAILED
-    assert ch.job["failure"] == Failure(FailureReason.TIMEOUT, "step 'a': slow")
+    d = rules.stop_job(job.steps, failed, 9)
+    by = {t.step_id: t for t in d.steps}
+    assert by["id-b"].status == StepStatus.CANCELLED
+    assert by["id-c"].status == StepStatus.SKIPPED
+    assert {t.failure.reason for t in d.steps if t.failure} == {FailureReason.JOB_STOPPED}
+    assert set(by) == {"id-b", "id-c"}
+    assert d.job is not None and d.job.status == JobStatus.FAILED and d.job.finished_at == 9
+    assert d.job.failure == Failure(FailureReason.TIMEOUT, "step 'a': slow")
 
 
 def test_cancel_touches_only_non_terminal_steps() -> None:
     job = mk_job(mk_step("a", StepStatus.COMPLETED), mk_step("b", StepStatus.RUNNING),
                  mk_step("c", StepStatus.PENDING, 0), mk_step("d", StepStatus.FAILED))
-    ch = rules.cancel(job, 3)
-    assert set(ch.steps) == {"id-b", "id-c"}
-    assert all(f["status"] == StepStatus.CANCELLED and
-               f["failure"].reason == FailureReason.CANCELLED_BY_USER for f in ch.steps.values())
-    assert ch.job["status"] == JobStatus.CANCELLED
+    d = rules.cancel(job.steps, 3)
+    assert {t.step_id for t in d.steps} == {"id-b", "id-c"}
+    assert all(t.status == StepStatus.CANCELLED and t.failure is not None and
+               t.failure.reason == FailureReason.CANCELLED_BY_USER for t in d.steps)
+    assert d.job is not None and d.job.status == JobStatus.CANCELLED
+
+
+def test_internal_error_fails_the_job_and_says_so() -> None:
+    job = mk_job(mk_step("a", StepStatus.COMPLETED), mk_step("b", StepStatus.RUNNING),
+                 mk_step("c", StepStatus.PENDING, 0))
+    d = rules.internal_error(job.steps, "disk I/O error", 3)
+    by = {t.step_id: t for t in d.steps}
+    assert by["id-b"].status == StepStatus.FAILED and by["id-c"].status == StepStatus.SKIPPED
+    assert by["id-b"].failure is not None
+    assert by["id-b"].failure.reason == FailureReason.INTERNAL_ERROR
+    assert d.job is not None and d.job.status == JobStatus.FAILED
+    assert d.job.failure is not None and "disk I/O error" in d.job.failure.message
 
 
 @pytest.mark.parametrize(("statuses", "expected"), [
@@ -84,8 +121,15 @@ def test_cancel_touches_only_non_terminal_steps() -> None:
     ([StepStatus.COMPLETED, StepStatus.FAILED], JobStatus.COMPLETED_WITH_FAILURES),
     ([StepStatus.FAILED, StepStatus.SKIPPED], JobStatus.COMPLETED_WITH_FAILURES),
 ])
-def test_final_job_status(statuses: list[StepStatus], expected: JobStatus) -> None:
-    assert rules.final_job_status(mk_step(str(i), s) for i, s in enumerate(statuses)) == expected
+def test_finish_job(statuses: list[StepStatus], expected: JobStatus) -> None:
+    d = rules.finish_job([mk_step(str(i), s) for i, s in enumerate(statuses)], 8)
+    assert d.job is not None and d.job.status == expected and not d.steps
+    assert (d.job.failure is None) == (expected == JobStatus.COMPLETED)
+
+
+def test_finish_job_refuses_unfinished_steps() -> None:
+    with pytest.raises(ValueError):
+        rules.finish_job([mk_step("a", StepStatus.RUNNING)], 1)
 
 
 def test_dependency_rules() -> None:
@@ -96,17 +140,16 @@ def test_dependency_rules() -> None:
     by = {s.name: s for s in (a, b, c, d)}
     assert rules.blocking_dependency(b, by) is a and not rules.ready(b, by)
     assert rules.blocking_dependency(d, by) is None and rules.ready(d, by)
-    assert rules.dependency_skip(a, 1)["failure"].reason == FailureReason.DEPENDENCY_FAILED
+    skip = rules.dependency_skipped(b, a, 1)
+    assert skip.status == StepStatus.SKIPPED and skip.failure is not None
+    assert skip.failure.reason == FailureReason.DEPENDENCY_FAILED and "'a'" in skip.failure.message
 
 
 @pytest.mark.parametrize("old", [s for s in StepStatus if s.terminal])
 @pytest.mark.parametrize("new", list(StepStatus))
 def test_a_terminal_step_status_never_changes(old: StepStatus, new: StepStatus) -> None:
-    if new == old:
+    with pytest.raises(rules.TerminalStatusError):
         rules.check_step_transition(old, new)
-    else:
-        with pytest.raises(rules.TerminalStatusError):
-            rules.check_step_transition(old, new)
 
 
 @pytest.mark.parametrize("old", [s for s in JobStatus if s.terminal])
