@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
 from .broker import Broker
 from .catalog import Catalog
 from .engine import Engine
+from .ownership import AlreadyOwned, Ownership, acquire
 from .service import OrchestratorServicer
 from .step_types import load_step_types
 from .store import Store
@@ -29,6 +31,12 @@ from .store import Store
 log = logging.getLogger("orchestrator_service")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["OrchestratorService"].full_name
 DEFAULT_DB_URL = "sqlite:///stepwatch.db"
+# No SO_REUSEPORT: a second server on a taken port must fail, not split the clients.
+SERVER_OPTIONS = [("grpc.so_reuseport", 0)]
+
+
+class StartupError(Exception):
+    """The server cannot start; the message says why (exit code 2)."""
 
 
 @dataclass(frozen=True)
@@ -54,10 +62,15 @@ class Orchestrator:
         self.engine = Engine(self.store, step_types, settings.workspace.resolve())
         self.catalog = Catalog(settings.jobs_dir, step_types)
         self.health = health_aio.HealthServicer()
-        self.server = grpc.aio.server()
+        self.server = grpc.aio.server(options=SERVER_OPTIONS)
         self.port = 0
+        self.ownership: Ownership | None = None
 
     async def start(self) -> int:
+        try:
+            self.ownership = acquire(self.settings.db_url)
+        except AlreadyOwned as exc:
+            raise StartupError(str(exc)) from None
         await asyncio.to_thread(self.store.migrate)
         pb_grpc.add_OrchestratorServiceServicer_to_server(
             OrchestratorServicer(self.engine, self.catalog, self.broker, self.settings.heartbeat_s),
@@ -66,9 +79,14 @@ class Orchestrator:
         reflection.enable_server_reflection(
             [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
              reflection.SERVICE_NAME], self.server)
-        self.port = self.server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
+        address = f"{self.settings.host}:{self.settings.port}"
+        try:
+            self.port = self.server.add_insecure_port(address)
+        except RuntimeError:
+            self.port = 0
         if self.port == 0:
-            raise OSError(f"cannot listen on {self.settings.host}:{self.settings.port}")
+            raise StartupError(f"cannot listen on {address}: the address is in use or not "
+                               "available (is another server running there? choose --port)")
         await self.engine.recover()
         await self.server.start()
         await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
@@ -81,11 +99,21 @@ class Orchestrator:
         await self.server.stop(self.settings.shutdown_grace_s)
         await self.engine.stop()
         self.store.close()
+        self.release()
+
+    def release(self) -> None:
+        if self.ownership is not None:
+            self.ownership.release()
+            self.ownership = None
 
 
 async def serve(settings: Settings, on_ready: Callable[[int], None] | None = None) -> None:
     orch = Orchestrator(settings)
-    port = await orch.start()
+    try:
+        port = await orch.start()
+    except BaseException:
+        orch.release()
+        raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -131,4 +159,8 @@ def main(argv: list[str] | None = None) -> None:
         # Tests and scripts read this line to learn the port.
         print(f"stepwatch orchestrator listening on {settings.host}:{port}", flush=True)
 
-    asyncio.run(serve(settings, ready))
+    try:
+        asyncio.run(serve(settings, ready))
+    except StartupError as exc:
+        print(f"stepwatch orchestrator: {exc}", file=sys.stderr, flush=True)
+        sys.exit(2)

@@ -1,0 +1,99 @@
+"""Who may write a database: exactly one orchestrator process at a time.
+
+SQLite: an OS lock (``flock``) on ``<db file>.lock``, held for the process's
+life; the kernel drops it when the process dies, however it dies, so a
+crashed orchestrator never blocks its successor. PostgreSQL: a session-level
+``pg_advisory_lock`` on a dedicated connection, the same guarantee until
+replicas share a database through per-job leases.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import create_engine, make_url, text
+from sqlalchemy.pool import NullPool
+
+__all__ = ["AlreadyOwned", "Ownership", "acquire"]
+
+# "Stepwatc" as a 64-bit number: the advisory lock key of an orchestrator.
+PG_LOCK_KEY = 0x5374657077617463
+
+
+class AlreadyOwned(Exception):
+    """Another live orchestrator holds the database."""
+
+
+@dataclass
+class Ownership:
+    """Held until ``release`` (or the process's end)."""
+
+    what: str
+    _fd: int | None = None
+    _conn: Any = None
+    _engine: Any = field(default=None, repr=False)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+                os.close(self._fd)
+            self._fd = None
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+                self._engine.dispose()
+            self._conn = None
+
+
+def acquire(db_url: str) -> Ownership:
+    url = make_url(db_url)
+    if url.get_backend_name() == "sqlite":
+        if not url.database or url.database == ":memory:":
+            return Ownership("an in-memory database")
+        return _lock_file(os.path.abspath(url.database))
+    if url.get_backend_name() == "postgresql":
+        return _advisory_lock(db_url)
+    return Ownership(f"a {url.get_backend_name()} database (not locked)")
+
+
+def _lock_file(db_path: str) -> Ownership:
+    lock_path = f"{db_path}.lock"
+    # CLOEXEC: a command the orchestrator starts must not inherit (and keep) the lock.
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _read_pid(fd)
+        os.close(fd)
+        raise AlreadyOwned(
+            f"another orchestrator{holder} is using the database {db_path} (it holds the lock "
+            f"{lock_path}); stop it, or give this one its own --db-url") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return Ownership(db_path, _fd=fd)
+
+
+def _read_pid(fd: int) -> str:
+    with contextlib.suppress(OSError, ValueError):
+        pid = int(os.pread(fd, 32, 0).decode().strip())
+        return f" (pid {pid})"
+    return ""
+
+
+def _advisory_lock(db_url: str) -> Ownership:
+    engine = create_engine(db_url, poolclass=NullPool)
+    conn = engine.connect()
+    got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": PG_LOCK_KEY}).scalar()
+    conn.commit()
+    if not got:
+        conn.close()
+        engine.dispose()
+        raise AlreadyOwned(
+            f"another orchestrator is using the database {make_url(db_url).render_as_string()} "
+            "(it holds the advisory lock); stop it, or give this one its own --db-url")
+    return Ownership(make_url(db_url).render_as_string(), _conn=conn, _engine=engine)
