@@ -308,9 +308,8 @@ class JobRun:
                     with contextlib.suppress(StaleWrite):
                         await self.store.record_progress(batch)
             raise
-        except Exception as exc:
-            log.exception("step %s attempt %s failed", step.name, step.attempt)
-            outcome = Failure(FailureReason.EXECUTION_FAILED, _text(exc))
+        # Anything else is the orchestrator's own error, not the step's: the runner records
+        # it as INTERNAL_ERROR (step code only runs in init and run_child, both caught above).
         return outcome, (await recorder.finish() if recorder is not None else None)
 
 

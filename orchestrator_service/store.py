@@ -209,9 +209,9 @@ class Store:
 
     def _retrying(self, name: str, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         for delay in (*RETRY_DELAYS, None):
-            if self.before_write is not None:
-                self.before_write(name)
             try:
+                if self.before_write is not None:
+                    self.before_write(name)
                 return fn(*args)
             except DBAPIError as exc:
                 if not isinstance(exc, OperationalError) and not exc.connection_invalidated:

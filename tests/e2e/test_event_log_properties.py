@@ -4,7 +4,10 @@
 (the snapshot stands for seqs 1..snapshot.seq, and the log from seq 1 is checked too);
 (b) the snapshot plus the events equals the final GetJob;
 (c) resuming from every k in 0..head gives exactly events k+1..head (k = 0: the snapshot at head);
-(d) no step or job status leaves a terminal value.
+(d) no step or job status leaves a terminal value;
+(e) with random cancels and timeouts too: counts add up in every event, a terminal
+step has no pending or running child, the final counts equal the child rows, and
+nothing follows the job's terminal event.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ from hypothesis import strategies as st
 
 from orchestrator_service.server import Orchestrator, Settings
 from stepwatch.client import Client
+from stepwatch.errors import FailedPrecondition
 from stepwatch.jobview import apply_event
 from stepwatch.v1 import orchestrator_pb2 as pb
+from tests.invariants import child_rows, job_problems, rows_problems, step_problems
 
 TERMINAL_STEP = {pb.STEP_STATUS_COMPLETED, pb.STEP_STATUS_FAILED, pb.STEP_STATUS_SKIPPED,
                  pb.STEP_STATUS_CANCELLED}
@@ -33,13 +38,15 @@ def definitions(draw: st.DrawFn) -> str:
     policy = draw(st.sampled_from(["stop", "continue"]))
     lines = [f'name = "prop"\n[policy]\non_step_failure = "{policy}"']
     for i in range(n):
-        commands = draw(st.lists(st.sampled_from(["true", "false"]), min_size=1, max_size=3))
+        commands = draw(st.lists(st.sampled_from(["true", "false", "sleep 0.05", "sleep 5"]),
+                                 min_size=1, max_size=3))
+        timeout = draw(st.sampled_from(["", "timeout = 0.4\n"]))
         depends = draw(st.lists(st.integers(0, i - 1), unique=True, max_size=2)) if i else []
         lines.append(
             f"[steps.s{i}]\ntype = \"shell\"\n"
             f"commands = [{', '.join(repr(c).replace(chr(39), chr(34)) for c in commands)}]\n"
             f"depends = [{', '.join(f'{chr(34)}s{d}{chr(34)}' for d in depends)}]\n"
-            f"max_child_failures = {draw(st.integers(0, 2))}\n"
+            f"{timeout}max_child_failures = {draw(st.integers(0, 2))}\n"
             f"max_attempts = {draw(st.integers(1, 2))}")
     return "\n".join(lines) + "\n"
 
@@ -57,14 +64,22 @@ def assert_terminal_values_stay(events: list[pb.JobEvent]) -> None:
             terminal[key] = value
 
 
-async def scenario(toml: str, workdir: Path) -> None:
+async def scenario(toml: str, workdir: Path, cancel_at: int | None) -> None:
     orch = Orchestrator(Settings(port=0, db_url=f"sqlite:///{workdir / 'p.db'}", jobs_dir=None,
                                  workspace=workdir, heartbeat_s=1.0))
     port = await orch.start()
     try:
         async with Client(f"127.0.0.1:{port}") as client, asyncio.timeout(60):
             job = await client.submit(definition_toml=toml)
-            live = [m async for m in client.watch(job.job_id)]
+            live = []
+            async for m in client.watch(job.job_id):
+                live.append(m)
+                if cancel_at is not None and m.WhichOneof("kind") == "event" and \
+                        m.event.seq == cancel_at:
+                    try:
+                        await client.cancel(job.job_id)
+                    except FailedPrecondition:
+                        pass  # it finished first: a cancel of a finished job is refused
             final = await client.get_job(job.job_id)
             head = final.head_seq
 
@@ -94,12 +109,21 @@ async def scenario(toml: str, workdir: Path) -> None:
             assert all(s.status in TERMINAL_STEP for s in final.steps)
             all_completed = all(s.status == pb.STEP_STATUS_COMPLETED for s in final.steps)
             assert (final.status == pb.JOB_STATUS_COMPLETED) == all_completed
+            # (e)
+            problems = [p for e in log if e.HasField("step_changed")
+                        for p in step_problems(e.step_changed, f"seq {e.seq}")]
+            problems += job_problems(final, "final")
+            problems += rows_problems(final, child_rows(workdir / "p.db"), "final")
+            assert not problems, "\n".join(problems)
+            ends = [e.seq for e in log if e.HasField("job_changed")
+                    and e.job_changed.status in TERMINAL_JOB]
+            assert ends == [head], f"terminal events at {ends}, head {head}"
     finally:
         await orch.stop()
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(toml=definitions())
-def test_event_log_is_exact_for_random_dags(toml: str) -> None:
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(toml=definitions(), cancel_at=st.one_of(st.none(), st.integers(2, 12)))
+def test_event_log_is_exact_for_random_dags(toml: str, cancel_at: int | None) -> None:
     with tempfile.TemporaryDirectory() as d:
-        asyncio.run(scenario(toml, Path(d)))
+        asyncio.run(scenario(toml, Path(d), cancel_at))
