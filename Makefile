@@ -5,6 +5,9 @@ PY     := $(VENV)/bin/python
 BUF    := node_modules/.bin/buf
 ORCH_PORT ?= 50051
 UI_PORT   ?= 8080
+# Pure logic, checked with mypy --strict; the rest of the packages at mypy's default level.
+STRICT_TYPED := orchestrator_service/rules.py orchestrator_service/definitions.py \
+	orchestrator_service/model.py orchestrator_service/statuses.py
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install proto proto-baseline lint run test bench clean system-deps
@@ -34,6 +37,8 @@ lint: install
 	$(BUF) lint protos
 	$(BUF) breaking protos --against protos/baseline.binpb
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy --strict $(STRICT_TYPED)
 
 # Chromium + chromedriver for the browser tests (Debian packages).
 system-deps:

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from enum import IntEnum
+from typing import Any
+
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from stepwatch.v1 import orchestrator_pb2 as pb
 
 from .definitions import JobDefinition
 from .model import ChildCounts, Event, Failure, JobState, StepCounts, StepState
+
+
+def _enum(value: IntEnum) -> Any:
+    """A domain enum as the proto's number (the numbers are equal, a unit test holds them)."""
+    return int(value)
 
 
 def timestamp(us: int | None) -> Timestamp | None:
@@ -19,7 +27,7 @@ def timestamp(us: int | None) -> Timestamp | None:
 
 
 def failure(f: Failure | None) -> pb.Failure | None:
-    return None if f is None else pb.Failure(reason=int(f.reason), message=f.message)
+    return None if f is None else pb.Failure(reason=_enum(f.reason), message=f.message)
 
 
 def child_counts(c: ChildCounts) -> pb.ChildCounts:
@@ -36,7 +44,7 @@ def step_counts(c: StepCounts) -> pb.StepCounts:
 def step(s: StepState) -> pb.Step:
     return pb.Step(
         step_id=s.step_id, index=s.index, name=s.name, type=s.type, depends_on=s.depends_on,
-        status=int(s.status), failure=failure(s.failure), tolerated=s.tolerated,
+        status=_enum(s.status), failure=failure(s.failure), tolerated=s.tolerated,
         children=child_counts(s.children), document_count=s.document_count, attempt=s.attempt,
         max_attempts=s.max_attempts, created_at=timestamp(s.created_at),
         started_at=timestamp(s.started_at), finished_at=timestamp(s.finished_at),
@@ -48,7 +56,7 @@ def step(s: StepState) -> pb.Step:
 def job(j: JobState) -> pb.Job:
     return pb.Job(
         job_id=j.job_id, definition_name=j.definition_name, description=j.description,
-        status=int(j.status), failure=failure(j.failure), steps=[step(s) for s in j.steps],
+        status=_enum(j.status), failure=failure(j.failure), steps=[step(s) for s in j.steps],
         step_counts=step_counts(j.step_counts), on_step_failure=j.on_step_failure,
         created_at=timestamp(j.created_at), started_at=timestamp(j.started_at),
         finished_at=timestamp(j.finished_at), head_seq=j.head_seq,

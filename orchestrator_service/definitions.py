@@ -146,7 +146,7 @@ def _step(name: str, raw: Any, step_types: Mapping[str, StepType],
     if len(errors) > before:
         return None
     return StepDefinition(
-        name=name, type=type_name, depends=tuple(depends), max_child_failures=max_child_failures,
+        name=name, type=str(type_name), depends=tuple(depends), max_child_failures=max_child_failures,
         max_attempts=max_attempts, timeout=float(timeout) if timeout is not None else None,
         concurrency=concurrency, options=options,
     )

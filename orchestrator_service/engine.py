@@ -246,14 +246,14 @@ class JobRun:
             step = await self._write(step, lambda s: rules.start_attempt(s, now_us()))
         while True:
             failure, batch = await self._attempt(step)
-            if failure is None:
-                step = await self._write(step, lambda s: rules.attempt_succeeded(s, now_us()), batch)
-            else:
-                step = await self._write(
-                    step, lambda s, f=failure: rules.attempt_failed(s, f, self.policy, now_us()),
-                    batch)
+            step = await self._write(step, self._outcome(failure), batch)
             if step.status.terminal:
                 return step
+
+    def _outcome(self, failure: Failure | None) -> Callable[[StepState], StepTransition]:
+        if failure is None:
+            return lambda s: rules.attempt_succeeded(s, now_us())
+        return lambda s: rules.attempt_failed(s, failure, self.policy, now_us())
 
     async def _write(self, step: StepState, decide: Callable[[StepState], StepTransition],
                      progress: ProgressBatch | None = None) -> StepState:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
 import grpc
 
@@ -53,10 +54,10 @@ def _errors() -> Iterator[None]:
                        "server is shutting down; resume with after_seq = the last seq received") from None
 
 
-def _rpc(method):  # type: ignore[no-untyped-def]
+def _rpc(method: Callable[[Any, Any, Any], Awaitable[Any]]) -> Callable[[Any, Any, Any], Awaitable[Any]]:
     """Unary method wrapper: RpcError -> abort with its status."""
 
-    async def wrapper(self, request, context):  # type: ignore[no-untyped-def]
+    async def wrapper(self: Any, request: Any, context: Any) -> Any:
         try:
             with _errors():
                 return await method(self, request, context)
@@ -67,10 +68,11 @@ def _rpc(method):  # type: ignore[no-untyped-def]
     return wrapper
 
 
-def _stream(method):  # type: ignore[no-untyped-def]
+def _stream(method: Callable[[Any, Any, Any], AsyncIterator[Any]],
+            ) -> Callable[[Any, Any, Any], AsyncIterator[Any]]:
     """Server-streaming wrapper: RpcError -> abort with its status."""
 
-    async def wrapper(self, request, context):  # type: ignore[no-untyped-def]
+    async def wrapper(self: Any, request: Any, context: Any) -> AsyncIterator[Any]:
         try:
             with _errors():
                 async for item in method(self, request, context):

@@ -30,12 +30,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from types import SimpleNamespace
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import (
     Connection,
     Engine,
     Row,
+    Table,
     bindparam,
     create_engine,
     event,
@@ -74,11 +75,11 @@ Listener = Callable[[list[Event]], None]
 IN_CHUNK = 500  # bound for IN (...) lists
 RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)  # transient store errors, then give up
 
-J = JobRow.__table__
-S = StepRow.__table__
-C = ChildRow.__table__
-D = DocumentRow.__table__
-E = EventRow.__table__
+J = cast(Table, JobRow.__table__)
+S = cast(Table, StepRow.__table__)
+C = cast(Table, ChildRow.__table__)
+D = cast(Table, DocumentRow.__table__)
+E = cast(Table, EventRow.__table__)
 
 _COUNT_COLUMN = {
     StepStatus.PENDING: "steps_pending", StepStatus.RUNNING: "steps_running",
@@ -149,11 +150,19 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # The driver's own transaction handling starts a transaction only at the first
+            # write, so two SELECTs meant as one read would see two snapshots: take
+            # transactions over and begin them ourselves (SQLAlchemy's documented recipe).
+            dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN")
 
         return engine
     return create_engine(url, pool_pre_ping=True)
@@ -616,22 +625,23 @@ def _put_documents(c: Connection, job_id: str, puts: Iterable[DocumentPut]) -> N
             p.path, old.tags + tuple(t for t in p.tags if t not in old.tags),
             {**old.attrs, **p.attrs})
     paths = list(merged)
-    existing: dict[str, Row[Any]] = {}
+    existing: dict[str, Any] = {}
     for i in range(0, len(paths), IN_CHUNK):
         for row in c.execute(select(D.c.id, D.c.path, D.c.tags, D.c.attrs).where(
                 D.c.job_id == job_id, D.c.path.in_(paths[i:i + IN_CHUNK]))):
             existing[row.path] = row
-    new_rows, changed = [], []
+    new_rows: list[dict[str, Any]] = []
+    changed: list[dict[str, Any]] = []
     for path, put in merged.items():
-        row = existing.get(path)
-        if row is None:
+        found = existing.get(path)
+        if found is None:
             new_rows.append({"job_id": job_id, "path": path, "tags": json.dumps(list(put.tags)),
                              "attrs": json.dumps(dict(put.attrs))})
             continue
-        tags = json.loads(row.tags)
-        changed.append({"b_id": row.id, "b_tags": json.dumps(tags + [t for t in put.tags
+        tags = json.loads(found.tags)
+        changed.append({"b_id": found.id, "b_tags": json.dumps(tags + [t for t in put.tags
                                                                       if t not in tags]),
-                        "b_attrs": json.dumps({**json.loads(row.attrs), **put.attrs})})
+                        "b_attrs": json.dumps({**json.loads(found.attrs), **put.attrs})})
     if new_rows:
         c.execute(insert(D), new_rows)
     if changed:
@@ -669,18 +679,18 @@ def _step_from_values(values: Mapping[str, Any]) -> StepState:
     return _step_state(SimpleNamespace(**values))
 
 
-def _header(j: Any) -> JobState:
-    g = j.get if isinstance(j, dict) else j._mapping.get
+def _header(j: Mapping[str, Any] | Row[Any]) -> JobState:
+    g = cast(Mapping[str, Any], j if isinstance(j, Mapping) else j._mapping)
     return JobState(
-        job_id=g("job_id"), definition_name=g("definition_name"), description=g("description"),
-        on_step_failure=g("on_step_failure"), status=JobStatus(g("status")),
-        created_at=g("created_at"), head_seq=g("head_seq"),
-        failure=_failure(g("failure_reason"), g("failure_message")),
+        job_id=g["job_id"], definition_name=g["definition_name"], description=g["description"],
+        on_step_failure=g["on_step_failure"], status=JobStatus(g["status"]),
+        created_at=g["created_at"], head_seq=g["head_seq"],
+        failure=_failure(g["failure_reason"], g["failure_message"]),
         step_counts=StepCounts(
-            total=g("steps_total"), pending=g("steps_pending"), running=g("steps_running"),
-            completed=g("steps_completed"), failed=g("steps_failed"),
-            skipped=g("steps_skipped"), cancelled=g("steps_cancelled")),
-        started_at=g("started_at"), finished_at=g("finished_at"))
+            total=g["steps_total"], pending=g["steps_pending"], running=g["steps_running"],
+            completed=g["steps_completed"], failed=g["steps_failed"],
+            skipped=g["steps_skipped"], cancelled=g["steps_cancelled"]),
+        started_at=g["started_at"], finished_at=g["finished_at"])
 
 
 def _event(r: Any) -> Event:

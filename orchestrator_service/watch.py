@@ -74,18 +74,18 @@ async def follow_job(store: Store, broker: Broker, job_id: str, after_seq: int,
                     if len(batch) < PAGE:
                         break
             try:
-                ev = await sub.next(heartbeat_s)
+                got = await sub.next(heartbeat_s)
             except Overflowed:
                 need_log = True
                 continue
-            if ev is None:
+            if got is None:
                 yield Heartbeat(last, time.time_ns() // 1000)
-            elif ev.seq > last + 1:
+            elif got.seq > last + 1:
                 need_log = True
-            elif ev.seq == last + 1:
-                yield ev
-                last = ev.seq
-                if ev.ends_job:
+            elif got.seq == last + 1:
+                yield got
+                last = got.seq
+                if got.ends_job:
                     return
 
 

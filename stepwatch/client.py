@@ -12,6 +12,7 @@ import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any, cast
 
 import grpc
 
@@ -61,7 +62,8 @@ class Client:
     async def close(self) -> None:
         await self._channel.close()
 
-    async def _call(self, method: Callable, request: object, timeout: float | None = 30) -> object:
+    async def _call(self, method: Callable[..., Any], request: object,
+                    timeout: float | None = 30) -> Any:
         try:
             return await method(request, timeout=timeout)
         except grpc.aio.AioRpcError as err:
@@ -85,7 +87,7 @@ class Client:
     async def list_jobs(self, page_size: int = 0, page_token: str = "",
                         status: int = 0) -> tuple[list[pb.Job], str]:
         resp = await self._call(self._stub.ListJobs, pb.ListJobsRequest(
-            page_size=page_size, page_token=page_token, status=status))
+            page_size=page_size, page_token=page_token, status=cast(Any, status)))
         return list(resp.jobs), resp.next_page_token
 
     async def cancel(self, job_id: str) -> pb.Job:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
@@ -49,7 +50,7 @@ _BY_CODE = {cls.code: cls for cls in (InvalidArgument, NotFound, FailedPrecondit
                                       Unavailable)}
 
 
-def bad_request(trailing_metadata: object) -> list[FieldViolation]:
+def bad_request(trailing_metadata: Any) -> list[FieldViolation]:
     """The BadRequest field violations carried in a call's trailers, if any."""
     out: list[FieldViolation] = []
     for key, value in trailing_metadata or ():

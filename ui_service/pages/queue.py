@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from nicegui import background_tasks, ui
 
 from stepwatch.client import Backoff, Client
@@ -17,7 +19,7 @@ CANCELLABLE = {pb.JOB_STATUS_PENDING, pb.JOB_STATUS_RUNNING}
 
 
 class JobRow:
-    def __init__(self, job: pb.Job, on_cancel) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, job: pb.Job, on_cancel: Callable[[str], object]) -> None:
         self.job_id = job.job_id
         with ui.card().classes("w-full q-pa-sm").props(f"data-job-id={job.job_id}") as self.card:
             self.card.mark(f"job-{job.job_id}")
