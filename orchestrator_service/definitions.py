@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -178,23 +178,26 @@ def _check_depends(steps: list[StepDefinition], names: set[str], errors: list[Vi
 
 
 def find_cycle(graph: Mapping[str, list[str]]) -> list[str] | None:
-    """A cycle in the depends graph as a closed path of names, or None."""
+    """A cycle in the depends graph as a closed path of names, or None.
+
+    Iterative depth-first search: a chain of any length costs no recursion.
+    """
     state: dict[str, int] = {}  # 1 = on the current path, 2 = done
-    stack: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        state[node] = 1
-        stack.append(node)
-        for nxt in graph.get(node, []):
-            if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
-            if nxt not in state and (found := visit(nxt)):
-                return found
-        stack.pop()
-        state[node] = 2
-        return None
-
-    for node in graph:
-        if node not in state and (found := visit(node)):
-            return found
+    for root in graph:
+        if root in state:
+            continue
+        path: list[str] = [root]
+        edges: list[Iterator[str]] = [iter(graph.get(root, []))]
+        state[root] = 1
+        while path:
+            nxt = next(edges[-1], None)
+            if nxt is None:
+                state[path.pop()] = 2
+                edges.pop()
+            elif state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            elif nxt not in state:
+                state[nxt] = 1
+                path.append(nxt)
+                edges.append(iter(graph.get(nxt, [])))
     return None

@@ -58,17 +58,20 @@ class EngineConfig:
     step_types: Mapping[str, StepType]
     workspace: Path
     progress_interval: float
+    #: Step attempts running at once across all jobs; a ready step waits PENDING for a slot.
+    slots: asyncio.Semaphore
 
 
 class Engine:
     """The registry of running jobs: submit, cancel, recover, stop."""
 
     def __init__(self, store: Store, step_types: Mapping[str, StepType], workspace: Path,
-                 progress_interval: float = 0.1) -> None:
+                 progress_interval: float = 0.1, max_running_steps: int = 64) -> None:
         self.store = store
         self.step_types = step_types
         self.workspace = workspace
-        self.config = EngineConfig(store, step_types, workspace, progress_interval)
+        self.config = EngineConfig(store, step_types, workspace, progress_interval,
+                                   asyncio.Semaphore(max_running_steps))
         self._runs: dict[str, asyncio.Task[None]] = {}
 
     # -- lifecycle -----------------------------------------------------------
@@ -172,6 +175,9 @@ class JobRun:
         self.dependents: dict[str, list[str]] = {}
         self.options: dict[str, tuple[dict[str, Any], int]] = {}
         self.tasks: dict[str, asyncio.Task[StepState]] = {}
+        # Finished step tasks, in the order they finished: O(1) per completion, whatever
+        # the number of steps running (asyncio.wait over every task would be O(running)).
+        self.done: asyncio.Queue[asyncio.Task[StepState]] = asyncio.Queue()
 
     async def run(self) -> None:
         job = await self.store.get_job(self.job_id)
@@ -202,18 +208,19 @@ class JobRun:
             if s.status == StepStatus.RUNNING or rules.ready(s, self.steps):
                 self._launch(s)
         while self.tasks:
-            done, _ = await asyncio.wait(self.tasks.values(), return_when=asyncio.FIRST_COMPLETED)
-            for name in [n for n, t in self.tasks.items() if t in done]:
-                step = self.tasks.pop(name).result()
-                self.steps[name] = step
-                if step.status == StepStatus.FAILED and self.policy == Policy.STOP:
-                    await self._stop(step)
-                    return
-                if step.status != StepStatus.COMPLETED:
-                    await self._skip_dependents([step])
-                for d in self.dependents.get(name, ()):
-                    if rules.ready(self.steps[d], self.steps) and d not in self.tasks:
-                        self._launch(self.steps[d])
+            task = await self.done.get()
+            step = task.result()
+            name = step.name
+            del self.tasks[name]
+            self.steps[name] = step
+            if step.status == StepStatus.FAILED and self.policy == Policy.STOP:
+                await self._stop(step)
+                return
+            if step.status != StepStatus.COMPLETED:
+                await self._skip_dependents([step])
+            for d in self.dependents.get(name, ()):
+                if rules.ready(self.steps[d], self.steps) and d not in self.tasks:
+                    self._launch(self.steps[d])
         await self.store.decide_job(self.job_id, lambda j: rules.finish_job(j.steps, now_us()))
 
     async def _stop(self, failed: StepState) -> None:
@@ -239,9 +246,15 @@ class JobRun:
                 self.steps[s.name] = s
 
     def _launch(self, step: StepState) -> None:
-        self.tasks[step.name] = asyncio.create_task(self._run_step(step), name=f"step-{step.name}")
+        task = asyncio.create_task(self._run_step(step), name=f"step-{step.name}")
+        task.add_done_callback(self.done.put_nowait)
+        self.tasks[step.name] = task
 
     async def _run_step(self, step: StepState) -> StepState:
+        async with self.config.slots:
+            return await self._run_attempts(step)
+
+    async def _run_attempts(self, step: StepState) -> StepState:
         if step.status == StepStatus.PENDING:
             step = await self._write(step, lambda s: rules.start_attempt(s, now_us()))
         while True:

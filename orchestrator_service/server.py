@@ -48,6 +48,7 @@ class Settings:
     workspace: Path = Path(".")
     heartbeat_s: float = 5.0
     shutdown_grace_s: float = 5.0
+    max_running_steps: int = 64
 
 
 class Orchestrator:
@@ -59,7 +60,8 @@ class Orchestrator:
         self.broker = Broker()
         self.store.set_listener(self.broker.publish)
         step_types = load_step_types()
-        self.engine = Engine(self.store, step_types, settings.workspace.resolve())
+        self.engine = Engine(self.store, step_types, settings.workspace.resolve(),
+                             max_running_steps=settings.max_running_steps)
         self.catalog = Catalog(settings.jobs_dir, step_types)
         self.health = health_aio.HealthServicer()
         self.server = grpc.aio.server(options=SERVER_OPTIONS)
@@ -141,6 +143,10 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     p.add_argument("--heartbeat-interval", type=float,
                    default=float(env("STEPWATCH_HEARTBEAT_INTERVAL", "5")),
                    help="seconds of silence before a watch stream gets a heartbeat")
+    p.add_argument("--max-running-steps", type=int,
+                   default=int(env("STEPWATCH_MAX_RUNNING_STEPS", "64")),
+                   help="step attempts running at once, across all jobs; a ready step waits "
+                        "PENDING for a slot (default: %(default)s)")
     p.add_argument("--log-level", default=env("STEPWATCH_LOG_LEVEL", "INFO"))
     a = p.parse_args(argv)
     logging.basicConfig(level=a.log_level.upper(),
@@ -148,8 +154,11 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     if a.heartbeat_interval <= 0:
         p.error("--heartbeat-interval must be positive")
+    if a.max_running_steps < 1:
+        p.error("--max-running-steps must be 1 or more")
     return Settings(host=a.host, port=a.port, db_url=a.db_url, jobs_dir=Path(a.jobs_dir),
-                    workspace=Path(a.workspace), heartbeat_s=a.heartbeat_interval)
+                    workspace=Path(a.workspace), heartbeat_s=a.heartbeat_interval,
+                    max_running_steps=a.max_running_steps)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -108,3 +108,18 @@ def test_find_cycle(graph: dict[str, list[str]], has_cycle: bool) -> None:
     if cycle:
         assert cycle[0] == cycle[-1]
         assert all(b in graph[a] for a, b in zip(cycle, cycle[1:], strict=False))
+
+
+def test_long_chains_and_cycles_need_no_recursion() -> None:
+    n = 5000
+    chain = {f"s{i}": [f"s{i - 1}"] if i else [] for i in range(n)}
+    assert find_cycle(chain) is None
+    reversed_chain = {f"s{i}": [f"s{i + 1}"] if i < n - 1 else [] for i in range(n)}
+    assert find_cycle(reversed_chain) is None
+    ring = {f"s{i}": [f"s{(i + 1) % 1200}"] for i in range(1200)}
+    cycle = find_cycle(ring)
+    assert cycle is not None and len(cycle) == 1201 and cycle[0] == cycle[-1]
+    toml = 'name = "chain"\n' + "".join(
+        f'[steps.s{i}]\ntype = "shell"\ncommands = ["true"]\n'
+        + (f'depends = ["s{i - 1}"]\n' if i else "") for i in range(n))
+    assert len(parse_definition(toml, builtin_step_types()).steps) == n
