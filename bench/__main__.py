@@ -1,125 +1,45 @@
-"""make bench: one job, one summarize step over 5,000 generated files.
+"""make bench: figures, each next to a reference measured in the same run.
 
-Prints:
-1. child transitions per second, persisted and streamed to one watcher (from
-   the summarize step starting to the watcher receiving its COMPLETED event);
-2. events per second through WatchJob (replaying the job's log), next to a bare
-   grpc.aio server-stream of the very same messages in the same run, and the ratio.
+- steps: steps/s for jobs of 100, 1,000 and 10,000 independent `true` steps and a
+  5,000-step chain, and GetJob p50/p99 while the 10,000-step job runs;
+- stream: child transitions/s of a 5,000-child summarize step, and WatchJob
+  replay events/s next to a bare grpc.aio stream of the same messages.
+
+`--quick` runs a smaller set (about a minute).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import tempfile
-import time
-from pathlib import Path
 
-import grpc
-
-from orchestrator_service.server import Orchestrator, Settings
-from stepwatch.client import Client
-from stepwatch.v1 import orchestrator_pb2 as pb
-from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
-
-JOB = """
-name = "bench"
-[steps.scan]
-type = "scan_files"
-include = ["files/*.txt"]
-concurrency = 16
-[steps.summarize]
-type = "summarize"
-depends = ["scan"]
-concurrency = 16
-"""
+from . import steps, stream
 
 
-def make_files(root: Path, n: int) -> None:
-    folder = root / "files"
-    folder.mkdir()
-    for i in range(n):
-        (folder / f"f{i:05d}.txt").write_text(f"file {i}\n" + "lorem ipsum dolor sit amet\n" * (i % 7))
-
-
-class BareService(pb_grpc.OrchestratorServiceServicer):
-    """Streams a fixed list of messages: the floor any WatchJob stream is measured against."""
-
-    def __init__(self, messages: list[pb.WatchJobResponse]) -> None:
-        self.messages = messages
-
-    async def WatchJob(self, request, context):  # noqa: N802
-        for m in self.messages:
-            yield m
-
-
-async def stream_rate(target: str, job_id: str, rounds: int) -> tuple[int, float]:
-    async with grpc.aio.insecure_channel(target) as ch:
-        stub = pb_grpc.OrchestratorServiceStub(ch)
-        count = 0
-        start = time.perf_counter()
-        for _ in range(rounds):
-            async for _m in stub.WatchJob(pb.WatchJobRequest(job_id=job_id, after_seq=1)):
-                count += 1
-        return count, time.perf_counter() - start
-
-
-async def main(files: int, min_messages: int) -> None:
-    with tempfile.TemporaryDirectory() as d:
-        ws = Path(d)
-        make_files(ws, files)
-        orch = Orchestrator(Settings(port=0, db_url=f"sqlite:///{ws / 'bench.db'}", jobs_dir=None,
-                                     workspace=ws, heartbeat_s=5))
-        port = await orch.start()
-        target = f"127.0.0.1:{port}"
-        try:
-            async with Client(target) as client:
-                job = await client.submit(definition_toml=JOB)
-                summarize_id = next(s.step_id for s in job.steps if s.name == "summarize")
-                started = finished = None
-                live_events = 0
-                async for msg in client.watch(job.job_id):
-                    if msg.WhichOneof("kind") != "event":
-                        continue
-                    ev = msg.event
-                    if ev.step_changed.step_id == summarize_id:
-                        live_events += 1
-                        if ev.step_changed.status == pb.STEP_STATUS_RUNNING and started is None:
-                            started = time.perf_counter()
-                        if ev.step_changed.status == pb.STEP_STATUS_COMPLETED:
-                            finished = time.perf_counter()
-                final = await client.get_job(job.job_id)
-            step = next(s for s in final.steps if s.name == "summarize")
-            assert step.status == pb.STEP_STATUS_COMPLETED, step
-            transitions = 2 * step.children.total  # PENDING->RUNNING, RUNNING->COMPLETED
-            took = finished - started
-
-            log = [m async for m in Client(target).watch(job.job_id, after_seq=1)]
-            rounds = max(1, -(-min_messages // len(log)))
-            n_sw, t_sw = await stream_rate(target, job.job_id, rounds)
-
-            bare = grpc.aio.server()
-            pb_grpc.add_OrchestratorServiceServicer_to_server(BareService(log), bare)
-            bare_port = bare.add_insecure_port("127.0.0.1:0")
-            await bare.start()
-            n_bare, t_bare = await stream_rate(f"127.0.0.1:{bare_port}", "bare", rounds)
-            await bare.stop(None)
-        finally:
-            await orch.stop()
-
-    sw_rate, bare_rate = n_sw / t_sw, n_bare / t_bare
-    print(f"summarize step: {step.children.total} children, {transitions} child transitions "
-          f"persisted in {took:.2f} s -> {transitions / took:,.0f} transitions/s "
-          f"(streamed to 1 watcher as {live_events} step events)")
-    print(f"job log: {len(log)} events; replayed {rounds}x through each server")
-    print(f"WatchJob (stepwatch):        {n_sw:>7} events in {t_sw:.2f} s -> {sw_rate:,.0f} events/s")
-    print(f"bare grpc.aio server-stream: {n_bare:>7} events in {t_bare:.2f} s -> {bare_rate:,.0f} events/s")
-    print(f"ratio stepwatch / bare: {sw_rate / bare_rate:.2f}")
-
-
-if __name__ == "__main__":
+def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench")
+    p.add_argument("--only", choices=["steps", "stream"], help="run one section")
+    p.add_argument("--quick", action="store_true", help="smaller sizes, about a minute")
     p.add_argument("--files", type=int, default=5000)
     p.add_argument("--min-messages", type=int, default=20000)
     a = p.parse_args()
-    asyncio.run(main(a.files, a.min_messages))
+    sizes = [100, 1000] if a.quick else [100, 1000, 10_000]
+    chain_len = 500 if a.quick else 5000
+    sections: list[tuple[str, list[str]]] = []
+    if a.only in (None, "steps"):
+        lines = asyncio.run(steps.main(sizes, chain_len))
+        print("\n".join(lines), flush=True)
+        sections.append(("steps", lines))
+    if a.only in (None, "stream"):
+        lines = asyncio.run(stream.main(1000 if a.quick else a.files, a.min_messages))
+        print("\n".join(lines), flush=True)
+        sections.append(("stream", lines))
+    print("\n== summary ==")
+    for name, lines in sections:
+        print(f"[{name}]")
+        for line in lines:
+            print(f"  {line}")
+
+
+if __name__ == "__main__":
+    main()

@@ -6,7 +6,7 @@ An event's ``change`` is one of these, whole: a StepState or a job header
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .statuses import FailureReason, JobStatus, StepStatus
@@ -110,7 +110,39 @@ class Event:
 
 
 def to_json(value: StepState | JobState) -> dict[str, Any]:
-    return asdict(value)
+    """The value as plain JSON types; field by field (``asdict`` deep-copies, 10x slower)."""
+    if isinstance(value, StepState):
+        return _step_json(value)
+    return {
+        "job_id": value.job_id, "definition_name": value.definition_name,
+        "description": value.description, "on_step_failure": value.on_step_failure,
+        "status": int(value.status), "created_at": value.created_at, "head_seq": value.head_seq,
+        "failure": _failure_json(value.failure),
+        "step_counts": _counts_json(value.step_counts),
+        "started_at": value.started_at, "finished_at": value.finished_at,
+        "steps": [_step_json(s) for s in value.steps],
+    }
+
+
+def _step_json(s: StepState) -> dict[str, Any]:
+    return {
+        "step_id": s.step_id, "job_id": s.job_id, "index": s.index, "name": s.name,
+        "type": s.type, "depends_on": list(s.depends_on), "status": int(s.status),
+        "max_attempts": s.max_attempts, "max_child_failures": s.max_child_failures,
+        "timeout_seconds": s.timeout_seconds, "created_at": s.created_at,
+        "failure": _failure_json(s.failure), "tolerated": s.tolerated,
+        "children": _counts_json(s.children), "document_count": s.document_count,
+        "attempt": s.attempt, "started_at": s.started_at, "finished_at": s.finished_at,
+        "previous_attempt_failure": _failure_json(s.previous_attempt_failure),
+    }
+
+
+def _failure_json(f: Failure | None) -> dict[str, Any] | None:
+    return None if f is None else {"reason": int(f.reason), "message": f.message}
+
+
+def _counts_json(c: ChildCounts | StepCounts) -> dict[str, int]:
+    return dict(c.__dict__)
 
 
 def _failure(d: dict[str, Any] | None) -> Failure | None:

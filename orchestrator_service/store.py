@@ -40,6 +40,7 @@ from sqlalchemy import (
     bindparam,
     create_engine,
     event,
+    func,
     insert,
     select,
     update,
@@ -87,6 +88,44 @@ _COUNT_COLUMN = {
     StepStatus.SKIPPED: "steps_skipped", StepStatus.CANCELLED: "steps_cancelled",
 }
 _UNFINISHED_CHILD = (int(ChildStatus.PENDING), int(ChildStatus.RUNNING))
+_CHILD_COUNT_COLUMNS = ("children_total", "children_pending", "children_running",
+                        "children_completed", "children_failed", "children_cancelled")
+_STEP_STATUS_COLUMNS = ("status", "attempt", "tolerated", "failure_reason", "failure_message",
+                        "previous_failure_reason", "previous_failure_message", "started_at",
+                        "finished_at", "document_count", *_CHILD_COUNT_COLUMNS)
+_JOB_COUNT_COLUMNS = ("head_seq", *_COUNT_COLUMN.values())
+_JOB_STATUS_COLUMNS = ("status", "failure_reason", "failure_message", "started_at", "finished_at")
+
+
+def _set(table: Table, key: str, columns: Sequence[str]) -> Any:
+    """UPDATE table SET col = :v_col ... WHERE key = :k (bind names may not equal column names)."""
+    return update(table).where(table.c[key] == bindparam("k")).values(
+        {col: bindparam(f"v_{col}") for col in columns})
+
+
+def _params(key: str, values: Mapping[str, Any], columns: Sequence[str]) -> dict[str, Any]:
+    return {"k": key, **{f"v_{col}": values[col] for col in columns}}
+
+
+# Hot-path statements are built once: building a Core statement costs more than running it.
+_LOCK_JOB = select(J).where(J.c.job_id == bindparam("k")).with_for_update()
+_STEP = select(S).where(S.c.step_id == bindparam("k"))
+_JOB_OF_STEP = select(S.c.job_id).where(S.c.step_id == bindparam("k"))
+_SET_STEP_STATUS = _set(S, "step_id", _STEP_STATUS_COLUMNS)
+_SET_STEP_COUNTS = _set(S, "step_id", ("document_count", *_CHILD_COUNT_COLUMNS))
+_SET_JOB_COUNTS = _set(J, "job_id", _JOB_COUNT_COLUMNS)
+_SET_JOB_STATUS = _set(J, "job_id", (*_JOB_COUNT_COLUMNS, *_JOB_STATUS_COLUMNS))
+_INSERT_EVENTS = insert(E)
+_INSERT_CHILDREN = insert(C)
+_SET_CHILD = (update(C).where(C.c.step_id == bindparam("b_step"), C.c.attempt == bindparam("b_attempt"),
+                              C.c.idx == bindparam("b_idx"))
+              .values(status=bindparam("b_status"), error=bindparam("b_error")))
+_CLOSE_OUT = (update(C).where(C.c.step_id == bindparam("k"), C.c.attempt == bindparam("b_attempt"),
+                              C.c.status.in_(_UNFINISHED_CHILD))
+              .values(status=int(ChildStatus.CANCELLED)))
+_CHILD_COUNTS = (select(C.c.status, func.count())
+                 .where(C.c.step_id == bindparam("k"), C.c.attempt == bindparam("b_attempt"))
+                 .group_by(C.c.status))
 
 
 class JobNotFound(LookupError):
@@ -326,9 +365,8 @@ class Store:
             log_.refuse_if_terminal()
             out = []
             for w in writes:
-                row = c.execute(select(S).where(S.c.step_id == w.step_id,
-                                                S.c.job_id == job_id)).first()
-                if row is None:
+                row = c.execute(_STEP, {"k": w.step_id}).first()
+                if row is None or row.job_id != job_id:
                     raise StaleWrite(f"step {w.step_id} is not a step of job {job_id}")
                 current = _step_state(row)
                 _fence(current, w.attempt)
@@ -358,18 +396,18 @@ class Store:
 
     def _start_children(self, step_id: str, attempt: int, keys: Sequence[str]) -> StepState:
         with self.engine.begin() as c:
-            job_id = c.execute(select(S.c.job_id).where(S.c.step_id == step_id)).scalar_one()
+            job_id = c.execute(_JOB_OF_STEP, {"k": step_id}).scalar_one()
             log_ = _Log(c, self._lock_job(c, job_id))
             log_.refuse_if_terminal()
-            step = _step_state(c.execute(select(S).where(S.c.step_id == step_id)).one())
+            step = _step_state(c.execute(_STEP, {"k": step_id}).one())
             _fence(step, attempt)
             if keys:
-                c.execute(insert(C), [
+                c.execute(_INSERT_CHILDREN, [
                     {"step_id": step_id, "attempt": attempt, "idx": i, "key": k,
                      "status": int(ChildStatus.PENDING), "error": None} for i, k in enumerate(keys)])
-            counts = ChildCounts(total=len(keys), pending=len(keys))
-            c.execute(update(S).where(S.c.step_id == step_id).values(**_count_values(counts)))
-            step = replace(step, children=counts)
+            step = replace(step, children=ChildCounts(total=len(keys), pending=len(keys)))
+            c.execute(_SET_STEP_COUNTS, _params(step_id, _step_values(step),
+                                                ("document_count", *_CHILD_COUNT_COLUMNS)))
             log_.step(step)
             events = log_.flush()
         self._committed(events)
@@ -377,10 +415,10 @@ class Store:
 
     def _record_progress(self, p: ProgressBatch) -> None:
         with self.engine.begin() as c:
-            job_id = c.execute(select(S.c.job_id).where(S.c.step_id == p.step_id)).scalar_one()
+            job_id = c.execute(_JOB_OF_STEP, {"k": p.step_id}).scalar_one()
             log_ = _Log(c, self._lock_job(c, job_id))
             log_.refuse_if_terminal()
-            step = _step_state(c.execute(select(S).where(S.c.step_id == p.step_id)).one())
+            step = _step_state(c.execute(_STEP, {"k": p.step_id}).one())
             _fence(step, p.attempt)
             log_.step(_apply_progress(c, step, p))
             events = log_.flush()
@@ -388,7 +426,7 @@ class Store:
 
     @staticmethod
     def _lock_job(c: Connection, job_id: str) -> Row[Any]:
-        job = c.execute(select(J).where(J.c.job_id == job_id).with_for_update()).first()
+        job = c.execute(_LOCK_JOB, {"k": job_id}).first()
         if job is None:
             raise JobNotFound(job_id)
         return job
@@ -466,7 +504,7 @@ class _Log:
         self.head = self.values["head_seq"]
         self.events: list[Event] = []
         self.rows: list[dict[str, Any]] = []
-        self.dirty: dict[str, Any] = {}
+        self.status_dirty = False
         self._header_due = False
 
     def refuse_if_terminal(self) -> None:
@@ -481,9 +519,7 @@ class _Log:
         """A step's status changed: move the job's counts; a header event follows its step's."""
         if old != new:
             for status, delta in ((old, -1), (new, +1)):
-                col = _COUNT_COLUMN[status]
-                self.values[col] += delta
-                self.dirty[col] = self.values[col]
+                self.values[_COUNT_COLUMN[status]] += delta
             self._header_due = True
 
     def set_job(self, t: JobTransition) -> None:
@@ -494,7 +530,7 @@ class _Log:
         if t.started_at is not None:
             fields["started_at"] = t.started_at
         self.values.update(fields)
-        self.dirty.update(fields)
+        self.status_dirty = True
         self._header_due = True
 
     def header(self) -> None:
@@ -508,10 +544,12 @@ class _Log:
         if self._header_due:
             self._append(header=True)
         if self.rows:
-            self.dirty["head_seq"] = self.head
-            self.c.execute(insert(E), self.rows)
-        if self.dirty:
-            self.c.execute(update(J).where(J.c.job_id == self.job_id).values(**self.dirty))
+            self.c.execute(_INSERT_EVENTS, self.rows)
+        if self.status_dirty:
+            self.c.execute(_SET_JOB_STATUS, _params(self.job_id, self.values,
+                                                    (*_JOB_COUNT_COLUMNS, *_JOB_STATUS_COLUMNS)))
+        elif self.rows:
+            self.c.execute(_SET_JOB_COUNTS, _params(self.job_id, self.values, _JOB_COUNT_COLUMNS))
         return self.events
 
     def _append(self, *, step: StepState | None = None, header: bool = False) -> None:
@@ -546,17 +584,15 @@ def _fence(step: StepState, attempt: int) -> None:
 
 def _apply_progress(c: Connection, step: StepState, p: ProgressBatch) -> StepState:
     if p.children:
-        c.execute(
-            update(C).where(C.c.step_id == p.step_id, C.c.attempt == p.attempt,
-                            C.c.idx == bindparam("b_idx"))
-            .values(status=bindparam("b_status"), error=bindparam("b_error")),
-            [{"b_idx": i, "b_status": st, "b_error": err} for i, st, err in p.children])
+        c.execute(_SET_CHILD, [
+            {"b_step": p.step_id, "b_attempt": p.attempt, "b_idx": i, "b_status": st, "b_error": err}
+            for i, st, err in p.children])
     if p.documents:
         _put_documents(c, step.job_id, p.documents)
-    docs = step.document_count + p.document_delta
-    c.execute(update(S).where(S.c.step_id == step.step_id)
-              .values(document_count=docs, **_count_values(p.counts)))
-    return replace(step, children=p.counts, document_count=docs)
+    step = replace(step, children=p.counts, document_count=step.document_count + p.document_delta)
+    c.execute(_SET_STEP_COUNTS, _params(step.step_id, _step_values(step),
+                                        ("document_count", *_CHILD_COUNT_COLUMNS)))
+    return step
 
 
 def _transition(c: Connection, log_: _Log, step: StepState, t: StepTransition) -> StepState:
@@ -570,22 +606,11 @@ def _transition(c: Connection, log_: _Log, step: StepState, t: StepTransition) -
             # A new attempt: first the old attempt's final counts, then the new one from zero.
             log_.step(replace(step, children=counts))
             counts, docs = ChildCounts(), 0
-    values = {
-        "status": int(t.status), "attempt": t.attempt, "tolerated": t.tolerated,
-        "failure_reason": None if t.failure is None else int(t.failure.reason),
-        "failure_message": None if t.failure is None else t.failure.message,
-        "previous_failure_reason": (None if t.previous_attempt_failure is None
-                                    else int(t.previous_attempt_failure.reason)),
-        "previous_failure_message": (None if t.previous_attempt_failure is None
-                                     else t.previous_attempt_failure.message),
-        "started_at": t.started_at, "finished_at": t.finished_at, "document_count": docs,
-        **_count_values(counts),
-    }
-    c.execute(update(S).where(S.c.step_id == step.step_id).values(**values))
     new = replace(step, status=t.status, attempt=t.attempt, failure=t.failure,
                   previous_attempt_failure=t.previous_attempt_failure, tolerated=t.tolerated,
                   started_at=t.started_at, finished_at=t.finished_at, children=counts,
                   document_count=docs)
+    c.execute(_SET_STEP_STATUS, _params(new.step_id, _step_values(new), _STEP_STATUS_COLUMNS))
     log_.step(new)
     log_.step_moved(step.status, t.status)
     return new
@@ -593,28 +618,36 @@ def _transition(c: Connection, log_: _Log, step: StepState, t: StepTransition) -
 
 def _close_out_children(c: Connection, step_id: str, attempt: int) -> ChildCounts:
     """Children still PENDING or RUNNING when their attempt ends are CANCELLED; recount them."""
-    c.execute(update(C).where(C.c.step_id == step_id, C.c.attempt == attempt,
-                              C.c.status.in_(_UNFINISHED_CHILD))
-              .values(status=int(ChildStatus.CANCELLED)))
+    c.execute(_CLOSE_OUT, {"k": step_id, "b_attempt": attempt})
     return child_counts(c, step_id, attempt)
 
 
 def child_counts(c: Connection, step_id: str, attempt: int) -> ChildCounts:
     """The counts of an attempt's child rows, by status (the truth the step's counts mirror)."""
-    from sqlalchemy import func
-
-    by: dict[int, int] = dict(c.execute(select(C.c.status, func.count()).where(
-        C.c.step_id == step_id, C.c.attempt == attempt).group_by(C.c.status)).all())
+    by: dict[int, int] = dict(c.execute(_CHILD_COUNTS, {"k": step_id, "b_attempt": attempt}).all())
     n = {s: int(by.get(int(s), 0)) for s in ChildStatus}
     return ChildCounts(total=sum(n.values()), pending=n[ChildStatus.PENDING],
                        running=n[ChildStatus.RUNNING], completed=n[ChildStatus.COMPLETED],
                        failed=n[ChildStatus.FAILED], cancelled=n[ChildStatus.CANCELLED])
 
 
-def _count_values(c: ChildCounts) -> dict[str, int]:
-    return {"children_total": c.total, "children_pending": c.pending,
-            "children_running": c.running, "children_completed": c.completed,
-            "children_failed": c.failed, "children_cancelled": c.cancelled}
+def _step_values(s: StepState) -> dict[str, Any]:
+    """A step's status columns, as stored."""
+    c = s.children
+    return {
+        "status": int(s.status), "attempt": s.attempt, "tolerated": s.tolerated,
+        "failure_reason": None if s.failure is None else int(s.failure.reason),
+        "failure_message": None if s.failure is None else s.failure.message,
+        "previous_failure_reason": (None if s.previous_attempt_failure is None
+                                    else int(s.previous_attempt_failure.reason)),
+        "previous_failure_message": (None if s.previous_attempt_failure is None
+                                     else s.previous_attempt_failure.message),
+        "started_at": s.started_at, "finished_at": s.finished_at,
+        "document_count": s.document_count, "children_total": c.total,
+        "children_pending": c.pending, "children_running": c.running,
+        "children_completed": c.completed, "children_failed": c.failed,
+        "children_cancelled": c.cancelled,
+    }
 
 
 def _put_documents(c: Connection, job_id: str, puts: Iterable[DocumentPut]) -> None:

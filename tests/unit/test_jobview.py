@@ -48,3 +48,31 @@ def test_labels_keep_unknown_values_unknown() -> None:
     assert status.label(status.STEP, 99) == "Unknown (99)"
     assert status.label(status.STEP, 0) == "Unknown (0)"
     assert status.label(status.REASON, pb.FAILURE_REASON_INIT_FAILED) == "Init failed"
+
+
+def test_to_json_equals_asdict_for_every_field() -> None:
+    import json
+    from dataclasses import asdict
+
+    from orchestrator_service.model import (
+        ChildCounts,
+        Failure,
+        JobState,
+        StepCounts,
+        StepState,
+        job_from_json,
+        step_from_json,
+        to_json,
+    )
+    from orchestrator_service.statuses import FailureReason, JobStatus, StepStatus
+
+    step = StepState("s", "j", 2, "n", "shell", ("a", "b"), StepStatus.FAILED, 3, 1, 2.5, 10,
+                     Failure(FailureReason.TIMEOUT, "slow"), True, ChildCounts(5, 0, 0, 3, 1, 1),
+                     4, 2, 11, 12, Failure(FailureReason.INIT_FAILED, "x"))
+    job = JobState("j", "d", "desc", "continue", JobStatus.COMPLETED_WITH_FAILURES, 1, 9,
+                   Failure(FailureReason.TIMEOUT, "slow"), StepCounts(1, 0, 0, 0, 1, 0, 0), 2, 3,
+                   (step,))
+    for value in (step, job):  # the same JSON text as the generic (slow) encoding
+        assert json.dumps(to_json(value)) == json.dumps(asdict(value))
+    assert step_from_json(to_json(step)) == step
+    assert job_from_json(to_json(job)) == job

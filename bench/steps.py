@@ -1,0 +1,159 @@
+"""Steps per second for big jobs, and GetJob latency while the biggest one runs.
+
+A real orchestrator process on a real SQLite file; jobs of N independent `shell`
+steps running `true`, and a chain of steps each depending on the one before.
+The reference, measured in the same run, is the machine's own floor for the
+same work: asyncio spawning the same `true` commands, as many at once as the
+orchestrator's slots allow, with no orchestration at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from stepwatch.v1 import orchestrator_pb2 as pb
+from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
+from tests.procs import Orchestrator
+
+TERMINAL = {pb.JOB_STATUS_COMPLETED, pb.JOB_STATUS_COMPLETED_WITH_FAILURES, pb.JOB_STATUS_FAILED,
+            pb.JOB_STATUS_CANCELLED}
+SLOTS = 64
+
+
+def independent(n: int) -> str:
+    return f'name = "flat_{n}"\n' + "".join(
+        f'[steps.s{i}]\ntype = "shell"\ncommands = ["true"]\n' for i in range(n))
+
+
+def chain(n: int) -> str:
+    return f'name = "chain_{n}"\n' + "".join(
+        f'[steps.s{i}]\ntype = "shell"\ncommands = ["true"]\n'
+        + (f'depends = ["s{i - 1}"]\n' if i else "") for i in range(n))
+
+
+@dataclass
+class Run:
+    label: str
+    steps: int
+    seconds: float
+    events: int
+    status: str
+
+    @property
+    def rate(self) -> float:
+        return self.steps / self.seconds
+
+
+@dataclass
+class Latency:
+    label: str
+    samples: list[float]
+
+    def line(self) -> str:
+        if not self.samples:
+            return f"GetJob {self.label}: no samples"
+        q = statistics.quantiles(self.samples, n=100, method="inclusive")
+        return (f"GetJob {self.label}: {len(self.samples)} calls, p50 {q[49] * 1000:.1f} ms, "
+                f"p99 {q[98] * 1000:.1f} ms, max {max(self.samples) * 1000:.1f} ms")
+
+
+async def run_job(stub: pb_grpc.OrchestratorServiceStub, label: str, toml: str,
+                  steps: int) -> tuple[Run, str]:
+    start = time.perf_counter()
+    job = (await stub.SubmitJob(pb.SubmitJobRequest(definition_toml=toml), timeout=600)).job
+    events = 0
+    status = 0
+    async for r in stub.WatchJob(pb.WatchJobRequest(job_id=job.job_id, after_seq=job.head_seq),
+                                 timeout=3600):
+        if r.WhichOneof("kind") == "event":
+            events += 1
+            if r.event.HasField("job_changed") and r.event.job_changed.status in TERMINAL:
+                status = r.event.job_changed.status
+    took = time.perf_counter() - start
+    return Run(label, steps, took, events, pb.JobStatus.Name(status)), job.job_id
+
+
+async def get_loop(stub: pb_grpc.OrchestratorServiceStub, job_id: str, stop: asyncio.Event,
+                   out: list[float]) -> None:
+    while not stop.is_set():
+        t = time.perf_counter()
+        await stub.GetJob(pb.GetJobRequest(job_id=job_id), timeout=120)
+        out.append(time.perf_counter() - t)
+        await asyncio.sleep(0.05)  # a polling client's pace, not a wait for an event
+
+
+async def reference(n: int, at_once: int) -> float:
+    """`true` spawned n times, at_once at a time, by asyncio alone: commands per second."""
+    sem = asyncio.Semaphore(at_once)
+
+    async def one() -> None:
+        async with sem:
+            proc = await asyncio.create_subprocess_shell(
+                "true", stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE, start_new_session=True)
+            await proc.communicate()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(n)))
+    return n / (time.perf_counter() - start)
+
+
+async def main(sizes: list[int], chain_len: int) -> list[str]:
+    lines: list[str] = []
+    ref_flat = await reference(2000, SLOTS)
+    ref_chain = await reference(500, 1)
+    with tempfile.TemporaryDirectory() as d:
+        ws = Path(d)
+        server = await asyncio.to_thread(Orchestrator, f"sqlite:///{ws / 'steps.db'}", 0, None, ws)
+        try:
+            async with grpc.aio.insecure_channel(
+                    server.target, options=[("grpc.max_receive_message_length", 64 << 20)]) as ch:
+                stub = pb_grpc.OrchestratorServiceStub(ch)
+                small, small_id = await run_job(stub, "1 step", independent(1), 1)
+                runs = [small]
+                latencies: list[Latency] = []
+                for n in sizes:
+                    if n != max(sizes):
+                        runs.append((await run_job(stub, f"{n:,} independent", independent(n), n))[0])
+                        continue
+                    stop = asyncio.Event()
+                    big: list[float] = []
+                    little: list[float] = []
+                    job_task = asyncio.create_task(
+                        run_job(stub, f"{n:,} independent", independent(n), n))
+                    # GetJob of the running big job needs its id: take it from the list.
+                    big_id = ""
+                    while not big_id:
+                        jobs = (await stub.ListJobs(pb.ListJobsRequest(page_size=1))).jobs
+                        if jobs and jobs[0].definition_name == f"flat_{n}":
+                            big_id = jobs[0].job_id
+                        else:
+                            await asyncio.sleep(0.05)  # the submit is being stored
+                    loops = [asyncio.create_task(get_loop(stub, small_id, stop, little)),
+                             asyncio.create_task(get_loop(stub, big_id, stop, big))]
+                    run, _ = await job_task
+                    stop.set()
+                    await asyncio.gather(*loops)
+                    runs.append(run)
+                    latencies += [Latency(f"of a 1-step job during the {n:,}-step run", little),
+                                  Latency(f"of the running {n:,}-step job itself", big)]
+                runs.append((await run_job(stub, f"{chain_len:,}-step chain", chain(chain_len),
+                                           chain_len))[0])
+        finally:
+            server.stop()
+    lines.append(f"reference: asyncio spawning `true`, {SLOTS} at a time: {ref_flat:,.0f}/s; "
+                 f"one at a time: {ref_chain:,.0f}/s")
+    for r in runs:
+        ref = ref_chain if "chain" in r.label else ref_flat
+        lines.append(f"{r.label:>22}: {r.steps:>6,} steps in {r.seconds:7.2f} s -> "
+                     f"{r.rate:8,.0f} steps/s ({r.rate / ref:.2f} x reference), {r.events:,} events, "
+                     f"{r.status}")
+    lines += [lat.line() for lat in latencies]
+    return lines
