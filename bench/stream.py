@@ -9,8 +9,6 @@ Prints:
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import tempfile
 import time
 from pathlib import Path

@@ -24,6 +24,7 @@ from .definitions import DefinitionError, parse_definition
 from .engine import Engine, JobAlreadyFinished
 from .errors import RpcError, invalid
 from .model import Event
+from .snapshots import JobSnapshots
 from .statuses import JobStatus
 from .store import JobNotFound
 from .watch import AfterSeqOutOfRange, Heartbeat, JobsSnapshot, Snapshot, follow_job, follow_jobs
@@ -112,6 +113,7 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
         self.catalog = catalog
         self.broker = broker
         self.heartbeat_s = heartbeat_s
+        self.snapshots = JobSnapshots(engine.store)
 
     @_rpc
     async def ListJobDefinitions(self, request, context):  # noqa: N802
@@ -135,8 +137,8 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
 
     @_rpc
     async def GetJob(self, request, context):  # noqa: N802
-        job = await self.engine.store.get_job(_require_job_id(request.job_id))
-        return pb.GetJobResponse(job=convert.job(job))
+        job = await self.snapshots.get(_require_job_id(request.job_id))
+        return pb.GetJobResponse(job=job)
 
     @_rpc
     async def ListJobs(self, request, context):  # noqa: N802

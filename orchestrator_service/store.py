@@ -300,6 +300,10 @@ class Store:
     async def get_job(self, job_id: str) -> JobState:
         return await self._read(self._get_job, job_id)
 
+    async def head(self, job_id: str) -> int:
+        """The job's head seq (raises JobNotFound)."""
+        return await self._read(self._head, job_id)
+
     async def resume(self, job_id: str, after_seq: int,
                      limit: int) -> tuple[int, JobStatus, list[Event]]:
         """Head seq, status and the first events after ``after_seq``, read in one transaction."""
@@ -440,6 +444,13 @@ class Store:
                 raise JobNotFound(job_id)
             steps = c.execute(select(S).where(S.c.job_id == job_id).order_by(S.c.idx))
             return replace(_header(job), steps=tuple(_step_state(r) for r in steps))
+
+    def _head(self, job_id: str) -> int:
+        with self.engine.begin() as c:
+            head = c.execute(select(J.c.head_seq).where(J.c.job_id == job_id)).scalar()
+            if head is None:
+                raise JobNotFound(job_id)
+            return int(head)
 
     def _resume(self, job_id: str, after_seq: int,
                 limit: int) -> tuple[int, JobStatus, list[Event]]:

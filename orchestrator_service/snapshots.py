@@ -1,0 +1,81 @@
+"""GetJob of a big job at the database's head, without rereading every step.
+
+Reading and converting a 10,000-step job costs a few hundred milliseconds of
+CPU; a client polling it would starve the engine. For big jobs, the last
+answer is kept (a small LRU) and brought to the database's head by applying
+the log's events since then, in place: the log is the only source, and
+"snapshot + events == GetJob" is the invariant the property tests hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from stepwatch.v1 import orchestrator_pb2 as pb
+
+from . import convert
+from .model import Event
+from .store import Store
+
+__all__ = ["JobSnapshots", "apply_in_place"]
+
+_HEADER_FIELDS = [f.name for f in pb.Job.DESCRIPTOR.fields if f.name != "steps"]
+
+
+def apply_in_place(job: pb.Job, event: Event) -> None:
+    """Put an event's change into ``job`` (O(1) for a step, whatever the number of steps)."""
+    if event.step is not None:
+        step = convert.step(event.step)
+        if step.index < len(job.steps):
+            job.steps[step.index].CopyFrom(step)
+        else:  # the job's creation events bring its steps in index order
+            job.steps.append(step)
+    elif event.job is not None:
+        for name in _HEADER_FIELDS:
+            job.ClearField(name)
+        job.MergeFrom(convert.job(event.job))  # a header event carries no steps
+    job.head_seq = event.seq
+
+
+@dataclass
+class _Entry:
+    job: pb.Job
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class JobSnapshots:
+    def __init__(self, store: Store, *, min_steps: int = 100, size: int = 32) -> None:
+        self._store = store
+        self._min_steps = min_steps
+        self._size = size
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+
+    async def get(self, job_id: str) -> pb.Job:
+        """The job as GetJob answers it, at the head read now. Do not modify the result."""
+        entry = self._entries.get(job_id)
+        if entry is None:
+            return await self._read(job_id)
+        self._entries.move_to_end(job_id)
+        async with entry.lock:
+            head = await self._store.head(job_id)
+            behind = head - entry.job.head_seq
+            if behind > max(1000, len(entry.job.steps)):
+                return await self._read(job_id)  # cheaper to read it whole
+            while entry.job.head_seq < head:
+                events = await self._store.events_after(job_id, entry.job.head_seq, 1000)
+                if not events:
+                    break
+                for ev in events:
+                    apply_in_place(entry.job, ev)
+            return entry.job
+
+    async def _read(self, job_id: str) -> pb.Job:
+        job = convert.job(await self._store.get_job(job_id))
+        if len(job.steps) >= self._min_steps:
+            self._entries[job_id] = _Entry(job)
+            self._entries.move_to_end(job_id)
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+        return job

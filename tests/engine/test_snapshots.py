@@ -1,0 +1,45 @@
+"""GetJob of a big job from a kept snapshot brought to the head by the log equals a fresh read."""
+
+from __future__ import annotations
+
+import asyncio
+
+from orchestrator_service import convert
+from orchestrator_service.snapshots import JobSnapshots, apply_in_place
+from stepwatch.v1 import orchestrator_pb2 as pb
+
+from .conftest import Harness
+
+
+def flat(n: int, extra: str = "") -> str:
+    return 'name = "big"\n[policy]\non_step_failure = "continue"\n' + "".join(
+        f'[steps.s{i}]\ntype = "shell"\ncommands = ["{"exit 1" if i % 7 == 3 else "true"}"]\n'
+        + (f'depends = ["s{i - 1}"]\n' if i % 5 == 4 else "") + extra for i in range(n))
+
+
+async def test_the_whole_log_applied_in_place_is_the_job(harness: Harness) -> None:
+    j = await harness.submit(flat(30))
+    done = await harness.finish(j.job_id)
+    rebuilt = pb.Job()
+    for ev in await harness.events(j.job_id):
+        apply_in_place(rebuilt, ev)
+    assert rebuilt == convert.job(done)
+
+
+async def test_a_kept_snapshot_follows_the_head_while_the_job_runs(harness: Harness) -> None:
+    snapshots = JobSnapshots(harness.store, min_steps=10)
+    j = await harness.submit(flat(120))
+    answers = []
+    while not answers or answers[-1].status not in (pb.JOB_STATUS_COMPLETED,
+                                                    pb.JOB_STATUS_COMPLETED_WITH_FAILURES):
+        got = pb.Job()
+        got.CopyFrom(await snapshots.get(j.job_id))
+        answers.append(got)
+        # A fresh read at the same head must be identical; heads only move forward.
+        fresh = await harness.store.get_job(j.job_id)
+        if fresh.head_seq == got.head_seq:
+            assert convert.job(fresh) == got
+        await asyncio.sleep(0.01)  # a polling client's pace
+    heads = [a.head_seq for a in answers]
+    assert heads == sorted(heads) and len(set(heads)) > 2  # it really followed a moving head
+    assert answers[-1] == convert.job(await harness.store.get_job(j.job_id))
