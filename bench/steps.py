@@ -54,14 +54,17 @@ class Run:
 @dataclass
 class Latency:
     label: str
-    samples: list[float]
+    calls: list[tuple[float, float]]  # (seconds into the run, latency)
 
     def line(self) -> str:
-        if not self.samples:
+        if not self.calls:
             return f"GetJob {self.label}: no samples"
-        q = statistics.quantiles(self.samples, n=100, method="inclusive")
-        return (f"GetJob {self.label}: {len(self.samples)} calls, p50 {q[49] * 1000:.1f} ms, "
-                f"p99 {q[98] * 1000:.1f} ms, max {max(self.samples) * 1000:.1f} ms")
+        samples = [lat for _, lat in self.calls]
+        q = statistics.quantiles(samples, n=100, method="inclusive")
+        worst = ", ".join(f"{lat * 1000:.0f} ms at {t:.1f} s"
+                          for t, lat in sorted(self.calls, key=lambda c: -c[1])[:3])
+        return (f"GetJob {self.label}: {len(samples)} calls, p50 {q[49] * 1000:.1f} ms, "
+                f"p99 {q[98] * 1000:.1f} ms, max {max(samples) * 1000:.1f} ms (worst: {worst})")
 
 
 async def run_job(stub: pb_grpc.OrchestratorServiceStub, label: str, toml: str,
@@ -81,11 +84,11 @@ async def run_job(stub: pb_grpc.OrchestratorServiceStub, label: str, toml: str,
 
 
 async def get_loop(stub: pb_grpc.OrchestratorServiceStub, job_id: str, stop: asyncio.Event,
-                   out: list[float]) -> None:
+                   out: list[tuple[float, float]], start: float) -> None:
     while not stop.is_set():
         t = time.perf_counter()
         await stub.GetJob(pb.GetJobRequest(job_id=job_id), timeout=120)
-        out.append(time.perf_counter() - t)
+        out.append((t - start, time.perf_counter() - t))
         await asyncio.sleep(0.05)  # a polling client's pace, not a wait for an event
 
 
@@ -124,8 +127,9 @@ async def main(sizes: list[int], chain_len: int) -> list[str]:
                         runs.append((await run_job(stub, f"{n:,} independent", independent(n), n))[0])
                         continue
                     stop = asyncio.Event()
-                    big: list[float] = []
-                    little: list[float] = []
+                    big: list[tuple[float, float]] = []
+                    little: list[tuple[float, float]] = []
+                    begun = time.perf_counter()
                     job_task = asyncio.create_task(
                         run_job(stub, f"{n:,} independent", independent(n), n))
                     # GetJob of the running big job needs its id: take it from the list.
@@ -136,8 +140,8 @@ async def main(sizes: list[int], chain_len: int) -> list[str]:
                             big_id = jobs[0].job_id
                         else:
                             await asyncio.sleep(0.05)  # the submit is being stored
-                    loops = [asyncio.create_task(get_loop(stub, small_id, stop, little)),
-                             asyncio.create_task(get_loop(stub, big_id, stop, big))]
+                    loops = [asyncio.create_task(get_loop(stub, small_id, stop, little, begun)),
+                             asyncio.create_task(get_loop(stub, big_id, stop, big, begun))]
                     run, _ = await job_task
                     stop.set()
                     await asyncio.gather(*loops)

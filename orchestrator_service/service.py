@@ -6,6 +6,7 @@ answer; domain exceptions become status codes in ``_errors``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextlib
@@ -129,7 +130,8 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
             definition, text = entry.definition, entry.source
         elif source == "definition_toml":
             text = request.definition_toml
-            definition = parse_definition(text, self.engine.step_types)
+            # A thread: a big definition takes a while to check, and the loop serves everyone.
+            definition = await asyncio.to_thread(parse_definition, text, self.engine.step_types)
         else:
             raise invalid("source", "set definition_name or definition_toml")
         job = await self.engine.submit(definition, text)

@@ -72,7 +72,10 @@ class JobSnapshots:
             return entry.job
 
     async def _read(self, job_id: str) -> pb.Job:
-        job = convert.job(await self._store.get_job(job_id))
+        state = await self._store.get_job(job_id)
+        # Converting thousands of steps is CPU work: off the event loop, which serves everyone.
+        job = await asyncio.to_thread(convert.job, state) if len(state.steps) >= self._min_steps \
+            else convert.job(state)
         if len(job.steps) >= self._min_steps:
             self._entries[job_id] = _Entry(job)
             self._entries.move_to_end(job_id)
