@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import rules
+from . import processes, rules
 from .definitions import JobDefinition
 from .model import Failure, JobState, StepState
 from .progress import ProgressRecorder
@@ -60,6 +60,8 @@ class EngineConfig:
     progress_interval: float
     #: Step attempts running at once across all jobs; a ready step waits PENDING for a slot.
     slots: asyncio.Semaphore
+    #: The marker of the commands this database's orchestrator starts (processes.py).
+    owner: str
 
 
 class Engine:
@@ -71,13 +73,21 @@ class Engine:
         self.step_types = step_types
         self.workspace = workspace
         self.config = EngineConfig(store, step_types, workspace, progress_interval,
-                                   asyncio.Semaphore(max_running_steps))
+                                   asyncio.Semaphore(max_running_steps),
+                                   processes.owner_key(store.identity))
         self._runs: dict[str, asyncio.Task[None]] = {}
 
     # -- lifecycle -----------------------------------------------------------
 
     async def recover(self) -> None:
-        """At start: interrupted steps get a new attempt or FAILED; unfinished jobs go on."""
+        """At start: interrupted steps get a new attempt or FAILED; unfinished jobs go on.
+
+        First, every command a dead predecessor left running is killed: nothing runs
+        beside the attempt that follows it.
+        """
+        killed = await asyncio.to_thread(processes.kill_marked, self.config.owner)
+        if killed:
+            log.warning("killed %d command(s) left running by the previous orchestrator", killed)
         for job_id in await self.store.unfinished_jobs():
             await self.store.decide_job(job_id, lambda j: rules.interrupted_job(j, now_us()))
             self._launch(job_id)
@@ -263,6 +273,10 @@ class JobRun:
             if step.status.terminal:
                 return step
 
+    async def _kill_escaped(self, step: StepState) -> None:
+        """A stopped attempt's commands that left their process group (setsid) die too."""
+        await asyncio.to_thread(processes.kill_marked, self.config.owner, step.step_id)
+
     def _outcome(self, failure: Failure | None) -> Callable[[StepState], StepTransition]:
         if failure is None:
             return lambda s: rules.attempt_succeeded(s, now_us())
@@ -282,7 +296,10 @@ class JobRun:
             return rules.init_failed(f"step type {step.type!r} is not installed on this server"), None
         options, concurrency = self.options[step.step_id]
         ctx = StepContext(step.job_id, step.name, options, cfg.workspace,
-                          JobDocuments(self.store, step.job_id))
+                          JobDocuments(self.store, step.job_id),
+                          env={"STEPWATCH_OWNER": cfg.owner, "STEPWATCH_JOB": step.job_id,
+                               "STEPWATCH_STEP": step.step_id,
+                               "STEPWATCH_ATTEMPT": str(step.attempt)})
         recorder: ProgressRecorder | None = None
         outcome: Failure | None
         try:
@@ -303,6 +320,7 @@ class JobRun:
                 outcome = rules.children_outcome(recorder.counts.failed, step.max_child_failures,
                                                  recorder.errors)
         except TimeoutError:
+            await self._kill_escaped(step)
             outcome = rules.timed_out(step.timeout_seconds or 0)
         except StepFailed as exc:
             outcome = Failure(FailureReason.EXECUTION_FAILED, _text(exc))
@@ -315,6 +333,7 @@ class JobRun:
         except asyncio.CancelledError:
             # Stopped from outside (cancel, stop policy, shutdown): what the children did so far
             # is written; the decision that follows closes the attempt out.
+            await asyncio.shield(self._kill_escaped(step))
             if recorder is not None:
                 batch = await recorder.finish()
                 if not batch.empty:

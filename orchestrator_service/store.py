@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import threading
 import time
 import uuid
@@ -224,6 +225,14 @@ class Store:
         #: Called on the writer thread before each write, with its name (tests delay it).
         self.before_write = before_write
         self._closed = threading.Event()
+
+    @property
+    def identity(self) -> str:
+        """Which database this is, stably and without secrets (an absolute path for SQLite)."""
+        url = self.engine.url
+        if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+            return os.path.abspath(url.database)
+        return url.render_as_string(hide_password=True)
 
     def migrate(self) -> None:
         from .migrations import upgrade_to_head

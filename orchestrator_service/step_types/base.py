@@ -70,6 +70,9 @@ class StepContext:
     options: Mapping[str, Any]
     workspace: Path
     docs: DocumentReader
+    #: Variables for any process a child starts: the markers that find it again
+    #: (STEPWATCH_OWNER, STEPWATCH_JOB, STEPWATCH_STEP, STEPWATCH_ATTEMPT).
+    env: Mapping[str, str] = field(default_factory=dict)
 
     async def documents(self, tags: Sequence[str] | None = None) -> list[Document]:
         """The job's documents, all or those carrying any of ``tags``."""

@@ -1,24 +1,61 @@
-"""shell: one child per command, run by /bin/sh in the workspace."""
+"""shell: one child per command, run by /bin/sh in the workspace.
+
+A command never outlives its child: it runs in its own process group, under
+``setpriv --pdeathsig KILL`` (so it dies with the orchestrator, however the
+orchestrator dies), and when the shell exits, whatever it left in its group
+(``sleep 30 &``) is killed and its pipes are not waited on. Output is read as
+a stream into a bounded tail: a command printing gigabytes costs kilobytes.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
+from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .base import Child, DocumentPut, StepContext, StepFailed, StepType, check_known, string_list
 
-STDERR_TAIL = 400
+STDERR_TAIL = 4096  # bytes of stderr kept for the failure message
+SHOWN_TAIL = 400  # characters of it shown there
+PIPE_GRACE_S = 0.2  # after the shell exits, how long its pipes may still be read
 # The shell's own codes for "cannot execute" and "command not found": the step is
 # misconfigured, so running its other commands would not help.
 STEP_BROKEN_CODES = {126: "command cannot be executed", 127: "command not found"}
+SETPRIV = shutil.which("setpriv")
 
 
 class CommandFailed(Exception):
     pass
+
+
+class Tail:
+    """The last ``limit`` bytes of a stream, and how many bytes went by."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.total = 0
+        self._chunks: deque[bytes] = deque()
+        self._kept = 0
+
+    def add(self, data: bytes) -> None:
+        self.total += len(data)
+        self._chunks.append(data)
+        self._kept += len(data)
+        while self._kept - len(self._chunks[0]) >= self.limit:
+            self._kept -= len(self._chunks.popleft())
+
+    def text(self, chars: int) -> str:
+        return b"".join(self._chunks)[-self.limit:].decode("utf-8", "replace").strip()[-chars:]
+
+
+def command_argv(command: str) -> list[str]:
+    shell = ["/bin/sh", "-c", command]
+    return [SETPRIV, "--pdeathsig", "KILL", "--", *shell] if SETPRIV else shell
 
 
 class Shell(StepType):
@@ -32,31 +69,62 @@ class Shell(StepType):
         return [Child(key=cmd) for cmd in ctx.options["commands"]]
 
     async def run_child(self, ctx: StepContext, child: Child) -> Sequence[DocumentPut]:
-        proc = await asyncio.create_subprocess_shell(
-            child.key,
+        tail = Tail(STDERR_TAIL)
+        # The protocol API, not Process.wait(): that one also waits for the pipes to close,
+        # which a background process (`sleep 30 &`) can hold open long after the shell exits.
+        transport, command = await asyncio.get_running_loop().subprocess_exec(
+            lambda: _Command(tail),
+            *command_argv(child.key),
             cwd=ctx.workspace,
+            env={**os.environ, **ctx.env},
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,  # its own process group, so a stop kills the whole tree
         )
+        pgid = transport.get_pid()
         try:
-            _, stderr = await proc.communicate()
+            await command.exited
         except BaseException:
-            await _kill_group(proc)
+            _kill_group(pgid)
+            transport.close()
             raise
-        if proc.returncode in STEP_BROKEN_CODES:
-            tail = stderr.decode("utf-8", "replace").strip()[-STDERR_TAIL:]
-            raise StepFailed(f"{STEP_BROKEN_CODES[proc.returncode]} (exit code {proc.returncode}) "
-                             f"in {child.key!r}" + (f": {tail}" if tail else ""))
-        if proc.returncode != 0:
-            tail = stderr.decode("utf-8", "replace").strip()[-STDERR_TAIL:]
-            raise CommandFailed(f"exit code {proc.returncode}" + (f": {tail}" if tail else ""))
+        code = transport.get_returncode()
+        _kill_group(pgid)  # what it left behind in its group ends with it
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(command.closed), PIPE_GRACE_S)
+        transport.close()
+        if code in STEP_BROKEN_CODES:
+            shown = tail.text(SHOWN_TAIL)
+            raise StepFailed(f"{STEP_BROKEN_CODES[code]} (exit code {code}) "
+                             f"in {child.key!r}" + (f": {shown}" if shown else ""))
+        if code != 0:
+            shown = tail.text(SHOWN_TAIL)
+            raise CommandFailed(f"exit code {code}" + (f": {shown}" if shown else ""))
         return []
 
 
-async def _kill_group(proc: asyncio.subprocess.Process) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(Exception):
-        await asyncio.shield(proc.wait())
+class _Command(asyncio.SubprocessProtocol):
+    """Output into a bounded tail; ``exited`` when the shell exits, ``closed`` when its pipes do."""
+
+    def __init__(self, tail: Tail) -> None:
+        loop = asyncio.get_running_loop()
+        self.tail = tail
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self.closed: asyncio.Future[None] = loop.create_future()
+
+    def pipe_data_received(self, fd: int, data: bytes | bytearray) -> None:
+        self.tail.add(bytes(data))
+
+    def process_exited(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import codecs
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,13 +21,37 @@ class Summarize(StepType):
         return [DocumentPut(child.key, attrs=stats)]
 
 
+CHUNK = 1 << 20  # a file is read 1 MiB at a time: a 1 GB file costs 1 MiB of memory
+
+
 def summarize_file(path: Path) -> dict[str, int]:
+    """Lines (newline-terminated, plus a last unterminated one), words and bytes of a UTF-8 file."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    lines = words = size = 0
+    in_word = False  # the text so far ends inside a word
+    last = ""
     try:
-        data = path.read_bytes()
+        with path.open("rb") as f:
+            while data := f.read(CHUNK):
+                try:
+                    text = decoder.decode(data)
+                except UnicodeDecodeError as exc:
+                    raise ValueError(f"not UTF-8 text: {path} (byte {size + exc.start})") from exc
+                size += len(data)
+                if not text:
+                    continue
+                lines += text.count("\n")
+                parts = text.split()
+                words += len(parts)
+                if parts and in_word and not text[0].isspace():
+                    words -= 1  # one word cut in two by the chunk boundary
+                in_word = not text[-1].isspace()
+                last = text[-1]
+            decoder.decode(b"", final=True)
     except OSError as exc:
         raise OSError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    try:
-        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ValueError(f"not UTF-8 text: {path} (byte {exc.start})") from exc
-    return {"lines": len(text.splitlines()), "words": len(text.split()), "bytes": len(data)}
+        raise ValueError(f"not UTF-8 text: {path} (byte {size})") from exc
+    if last and last != "\n":
+        lines += 1
+    return {"lines": lines, "words": words, "bytes": size}
