@@ -19,6 +19,25 @@ COMMON_KEYS = {"type", "depends", "max_child_failures", "max_attempts", "timeout
 TOP_KEYS = {"name", "description", "policy", "steps"}
 MAX_CONCURRENCY = 256
 MAX_ATTEMPTS = 100
+MAX_TIMEOUT_S = 7 * 24 * 3600
+ECHO = 200  # characters of any input an error message repeats
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one definition may hold; checked before anything is stored (configurable)."""
+
+    definition_bytes: int = 1 << 20
+    steps: int = 10_000
+    children: int = 1_000_000  # per step; also the ceiling of max_child_failures
+    description: int = 4096
+    name: int = 200
+
+
+def clip(value: object, limit: int = ECHO) -> str:
+    """An input as an error message may show it: at most ``limit`` characters."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
 @dataclass(frozen=True)
@@ -55,37 +74,53 @@ class JobDefinition:
     steps: tuple[StepDefinition, ...]
 
 
-def parse_definition(text: str, step_types: Mapping[str, StepType]) -> JobDefinition:
+def parse_definition(text: str, step_types: Mapping[str, StepType],
+                     limits: Limits = Limits()) -> JobDefinition:
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > limits.definition_bytes:
+        raise DefinitionError([Violation(
+            "definition_toml", f"is {size} bytes; at most {limits.definition_bytes} are allowed")])
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise DefinitionError([Violation("definition_toml", f"TOML syntax error: {exc}")]) from exc
-    return build_definition(data, step_types)
+        raise DefinitionError([Violation("definition_toml",
+                                         f"TOML syntax error: {clip(str(exc))}")]) from exc
+    except RecursionError:
+        raise DefinitionError([Violation("definition_toml", "nested too deeply")]) from None
+    return build_definition(data, step_types, limits)
 
 
-def build_definition(data: Mapping[str, Any], step_types: Mapping[str, StepType]) -> JobDefinition:
+def build_definition(data: Mapping[str, Any], step_types: Mapping[str, StepType],
+                     limits: Limits = Limits()) -> JobDefinition:
     errors: list[Violation] = []
     for key in data:
         if key not in TOP_KEYS:
-            errors.append(Violation(key, "unknown top-level key"))
+            errors.append(Violation(clip(key), "unknown top-level key"))
 
     name = data.get("name")
     if not isinstance(name, str) or not name.strip():
         errors.append(Violation("name", "is required: a non-empty string"))
         name = ""
+    elif len(name) > limits.name:
+        errors.append(Violation("name", f"is {len(name)} characters; at most {limits.name}"))
     description = data.get("description", "")
     if not isinstance(description, str):
         errors.append(Violation("description", "must be a string"))
         description = ""
+    elif len(description) > limits.description:
+        errors.append(Violation("description", f"is {len(description)} characters; at most "
+                                               f"{limits.description}"))
     policy = _policy(data.get("policy", {}), errors)
 
     raw_steps = data.get("steps")
     steps: list[StepDefinition] = []
     if not isinstance(raw_steps, dict) or not raw_steps:
         errors.append(Violation("steps", "at least one [steps.NAME] table is required"))
+    elif len(raw_steps) > limits.steps:
+        errors.append(Violation("steps", f"{len(raw_steps)} steps; at most {limits.steps}"))
     else:
         for step_name, raw in raw_steps.items():
-            step = _step(step_name, raw, step_types, errors)
+            step = _step(step_name, raw, step_types, errors, limits)
             if step is not None:
                 steps.append(step)
         _check_depends(steps, set(raw_steps), errors)
@@ -111,8 +146,11 @@ def _policy(raw: Any, errors: list[Violation]) -> Policy:
 
 
 def _step(name: str, raw: Any, step_types: Mapping[str, StepType],
-          errors: list[Violation]) -> StepDefinition | None:
-    where = f"steps.{name}"
+          errors: list[Violation], limits: Limits) -> StepDefinition | None:
+    where = f"steps.{clip(name)}"
+    if len(name) > limits.name or not name.strip():
+        errors.append(Violation(where, f"a step name must be 1 to {limits.name} characters"))
+        return None
     if not isinstance(raw, dict):
         errors.append(Violation(where, "must be a table"))
         return None
@@ -121,28 +159,30 @@ def _step(name: str, raw: Any, step_types: Mapping[str, StepType],
     step_type = step_types.get(type_name) if isinstance(type_name, str) else None
     if step_type is None:
         known = ", ".join(sorted(step_types))
-        errors.append(Violation(f"{where}.type", f"unknown step type {type_name!r} (known: {known})"))
+        errors.append(Violation(f"{where}.type",
+                                f"unknown step type {clip(repr(type_name), 100)} (known: {known})"))
 
     depends = raw.get("depends", [])
     if not isinstance(depends, list) or not all(isinstance(d, str) for d in depends):
         errors.append(Violation(f"{where}.depends", "must be a list of step names"))
         depends = []
-    max_child_failures = _int(raw, "max_child_failures", 0, 0, None, where, errors)
+    max_child_failures = _int(raw, "max_child_failures", 0, 0, limits.children, where, errors)
     max_attempts = _int(raw, "max_attempts", 1, 1, MAX_ATTEMPTS, where, errors)
     concurrency = _int(raw, "concurrency", 4, 1, MAX_CONCURRENCY, where, errors)
     timeout = raw.get("timeout")
     if timeout is not None and (
         isinstance(timeout, bool) or not isinstance(timeout, int | float)
-        or not math.isfinite(timeout) or timeout <= 0
+        or not math.isfinite(timeout) or timeout <= 0 or timeout > MAX_TIMEOUT_S
     ):
-        errors.append(Violation(f"{where}.timeout", "must be a positive number of seconds"))
+        errors.append(Violation(f"{where}.timeout",
+                                f"must be a positive number of seconds, at most {MAX_TIMEOUT_S}"))
 
     options = {k: v for k, v in raw.items() if k not in COMMON_KEYS}
     if step_type is not None:
         try:
             options = step_type.validate(options)
         except OptionError as exc:
-            errors.append(Violation(f"{where}.{exc.key}", exc.message))
+            errors.append(Violation(f"{where}.{clip(exc.key)}", clip(exc.message, 500)))
     if len(errors) > before:
         return None
     return StepDefinition(
@@ -152,14 +192,11 @@ def _step(name: str, raw: Any, step_types: Mapping[str, StepType],
     )
 
 
-def _int(raw: Mapping[str, Any], key: str, default: int, low: int, high: int | None,
+def _int(raw: Mapping[str, Any], key: str, default: int, low: int, high: int,
          where: str, errors: list[Violation]) -> int:
     value = raw.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < low or (
-        high is not None and value > high
-    ):
-        bound = f"from {low} to {high}" if high is not None else f"{low} or more"
-        errors.append(Violation(f"{where}.{key}", f"must be a whole number {bound}"))
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        errors.append(Violation(f"{where}.{key}", f"must be a whole number from {low} to {high}"))
         return default
     return value
 
@@ -168,13 +205,14 @@ def _check_depends(steps: list[StepDefinition], names: set[str], errors: list[Vi
     for step in steps:
         for dep in step.depends:
             if dep not in names:
-                errors.append(Violation(f"steps.{step.name}.depends", f"unknown step {dep!r}"))
+                errors.append(Violation(f"steps.{step.name}.depends", f"unknown step {clip(repr(dep))}"))
             elif dep == step.name:
                 errors.append(Violation(f"steps.{step.name}.depends", "a step cannot depend on itself"))
     cycle = find_cycle({s.name: [d for d in s.depends if d in names and d != s.name] for s in steps})
     if cycle:
-        path = " -> ".join(cycle)
-        errors.append(Violation(f"steps.{cycle[0]}.depends", f"dependency cycle: {path}"))
+        path = " -> ".join(cycle) if len(cycle) <= 12 else " -> ".join(
+            [*cycle[:5], f"… ({len(cycle) - 10} more) …", *cycle[-5:]])
+        errors.append(Violation(f"steps.{cycle[0]}.depends", f"dependency cycle: {clip(path, 1000)}"))
 
 
 def find_cycle(graph: Mapping[str, list[str]]) -> list[str] | None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import processes, rules
-from .definitions import JobDefinition
+from .definitions import JobDefinition, Limits
 from .model import Failure, JobState, StepState
 from .progress import ProgressRecorder
 from .rules import Decision, StepTransition
@@ -62,19 +62,22 @@ class EngineConfig:
     slots: asyncio.Semaphore
     #: The marker of the commands this database's orchestrator starts (processes.py).
     owner: str
+    limits: Limits
 
 
 class Engine:
     """The registry of running jobs: submit, cancel, recover, stop."""
 
     def __init__(self, store: Store, step_types: Mapping[str, StepType], workspace: Path,
-                 progress_interval: float = 0.1, max_running_steps: int = 64) -> None:
+                 progress_interval: float = 0.1, max_running_steps: int = 64,
+                 limits: Limits = Limits()) -> None:
         self.store = store
         self.step_types = step_types
         self.workspace = workspace
         self.config = EngineConfig(store, step_types, workspace, progress_interval,
                                    asyncio.Semaphore(max_running_steps),
-                                   processes.owner_key(store.identity))
+                                   processes.owner_key(store.identity), limits)
+        self.limits = limits
         self._runs: dict[str, asyncio.Task[None]] = {}
 
     # -- lifecycle -----------------------------------------------------------
@@ -101,9 +104,12 @@ class Engine:
 
     # -- commands ------------------------------------------------------------
 
-    async def submit(self, definition: JobDefinition, source_toml: str) -> JobState:
-        job = await self.store.create_job(definition, source_toml)
-        self._launch(job.job_id)
+    async def submit(self, definition: JobDefinition, source_toml: str,
+                     request_id: str | None = None) -> JobState:
+        """A new job, started; with a ``request_id`` seen within a day, that job instead."""
+        job, created = await self.store.create_job(definition, source_toml, request_id)
+        if created:
+            self._launch(job.job_id)
         return job
 
     async def cancel(self, job_id: str) -> JobState:
@@ -310,6 +316,10 @@ class JobRun:
                     raise
                 except Exception as exc:  # the handler's own failure, reported verbatim
                     return rules.init_failed(_text(exc)), None
+                if len(children) > cfg.limits.children:
+                    return rules.init_failed(
+                        f"{len(children)} children; a step may have at most "
+                        f"{cfg.limits.children} (--max-children-per-step)"), None
                 await self.store.start_children(step.step_id, step.attempt,
                                                 [c.key for c in children])
                 recorder = ProgressRecorder(self.store, step.step_id, step.attempt,

@@ -19,13 +19,13 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from stepwatch.v1 import orchestrator_pb2 as pb
-from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
 
 from .broker import Broker
 from .catalog import Catalog
+from .definitions import Limits
 from .engine import Engine
 from .ownership import AlreadyOwned, Ownership, acquire
-from .service import OrchestratorServicer
+from .service import OrchestratorServicer, add_to_server
 from .step_types import load_step_types
 from .store import Store
 
@@ -50,6 +50,7 @@ class Settings:
     heartbeat_s: float = 5.0
     shutdown_grace_s: float = 5.0
     max_running_steps: int = 64
+    limits: Limits = Limits()
 
 
 class Orchestrator:
@@ -62,7 +63,7 @@ class Orchestrator:
         self.store.set_listener(self.broker.publish)
         step_types = load_step_types()
         self.engine = Engine(self.store, step_types, settings.workspace.resolve(),
-                             max_running_steps=settings.max_running_steps)
+                             max_running_steps=settings.max_running_steps, limits=settings.limits)
         self.catalog = Catalog(settings.jobs_dir, step_types)
         self.health = health_aio.HealthServicer()
         self.server = grpc.aio.server(options=SERVER_OPTIONS)
@@ -75,7 +76,7 @@ class Orchestrator:
         except AlreadyOwned as exc:
             raise StartupError(str(exc)) from None
         await asyncio.to_thread(self.store.migrate)
-        pb_grpc.add_OrchestratorServiceServicer_to_server(
+        add_to_server(
             OrchestratorServicer(self.engine, self.catalog, self.broker, self.settings.heartbeat_s),
             self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -158,6 +159,13 @@ def parse_args(argv: list[str] | None = None) -> Settings:
                    default=int(env("STEPWATCH_MAX_RUNNING_STEPS", "64")),
                    help="step attempts running at once, across all jobs; a ready step waits "
                         "PENDING for a slot (default: %(default)s)")
+    p.add_argument("--max-definition-bytes", type=int,
+                   default=int(env("STEPWATCH_MAX_DEFINITION_BYTES", str(Limits.definition_bytes))))
+    p.add_argument("--max-steps", type=int,
+                   default=int(env("STEPWATCH_MAX_STEPS", str(Limits.steps))),
+                   help="steps per job (default: %(default)s)")
+    p.add_argument("--max-children-per-step", type=int,
+                   default=int(env("STEPWATCH_MAX_CHILDREN_PER_STEP", str(Limits.children))))
     p.add_argument("--log-level", default=env("STEPWATCH_LOG_LEVEL", "INFO"))
     a = p.parse_args(argv)
     logging.basicConfig(level=a.log_level.upper(),
@@ -165,11 +173,14 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     if a.heartbeat_interval <= 0:
         p.error("--heartbeat-interval must be positive")
-    if a.max_running_steps < 1:
-        p.error("--max-running-steps must be 1 or more")
+    for flag in ("max_running_steps", "max_definition_bytes", "max_steps", "max_children_per_step"):
+        if getattr(a, flag) < 1:
+            p.error(f"--{flag.replace('_', '-')} must be 1 or more")
     return Settings(host=a.host, port=a.port, db_url=a.db_url, jobs_dir=Path(a.jobs_dir),
                     workspace=Path(a.workspace), heartbeat_s=a.heartbeat_interval,
-                    max_running_steps=a.max_running_steps)
+                    max_running_steps=a.max_running_steps,
+                    limits=Limits(definition_bytes=a.max_definition_bytes, steps=a.max_steps,
+                                  children=a.max_children_per_step))
 
 
 def main(argv: list[str] | None = None) -> None:

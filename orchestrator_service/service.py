@@ -10,10 +10,13 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import hashlib
+import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from stepwatch.v1 import orchestrator_pb2 as pb
 from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
@@ -21,16 +24,19 @@ from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
 from . import convert
 from .broker import Broker, BrokerClosed
 from .catalog import Catalog, DefinitionNotFound
-from .definitions import DefinitionError, parse_definition
+from .definitions import DefinitionError, clip, parse_definition
 from .engine import Engine, JobAlreadyFinished
 from .errors import RpcError, invalid
-from .model import Event
+from .model import Event, JobState
 from .snapshots import JobSnapshots
 from .statuses import JobStatus
-from .store import JobNotFound
+from .store import JobNotFound, StoreUnavailable
 from .watch import AfterSeqOutOfRange, Heartbeat, JobsSnapshot, Snapshot, follow_job, follow_jobs
 
 MAX_PAGE = 1000
+MAX_ID = 200  # characters of a job id or request id
+MAX_VIOLATIONS = 100
+HEADER_TEXT = 1024  # characters of a description or failure in a list or feed
 DEFAULT_PAGE = 50
 DEFAULT_FEED = 100
 
@@ -40,13 +46,15 @@ def _errors() -> Iterator[None]:
     try:
         yield
     except JobNotFound as exc:
-        raise RpcError(grpc.StatusCode.NOT_FOUND, f"job {exc.args[0]!r} not found") from None
+        raise RpcError(grpc.StatusCode.NOT_FOUND, f"job {clip(repr(exc.args[0]))} not found") from None
     except DefinitionNotFound as exc:
-        raise RpcError(grpc.StatusCode.NOT_FOUND,
-                       f"definition {exc.args[0]!r} not found in the definitions folder") from None
+        raise RpcError(grpc.StatusCode.NOT_FOUND, f"definition {clip(repr(exc.args[0]))} not "
+                                                  "found in the definitions folder") from None
     except DefinitionError as exc:
-        raise RpcError(grpc.StatusCode.INVALID_ARGUMENT, f"invalid job definition: {exc}",
-                       exc.violations) from None
+        raise RpcError(grpc.StatusCode.INVALID_ARGUMENT, f"invalid job definition: {clip(str(exc), 1000)}",
+                       exc.violations[:MAX_VIOLATIONS]) from None
+    except StoreUnavailable as exc:
+        raise RpcError(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
     except JobAlreadyFinished as exc:
         raise RpcError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from None
     except AfterSeqOutOfRange as exc:
@@ -56,11 +64,26 @@ def _errors() -> Iterator[None]:
                        "server is shutting down; resume with after_seq = the last seq received") from None
 
 
+class Undecodable:
+    """A request whose bytes are not a valid message (e.g. a string field that is not UTF-8)."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _check_decoded(request: Any) -> None:
+    if isinstance(request, Undecodable):
+        raise RpcError(grpc.StatusCode.INVALID_ARGUMENT,
+                       f"the request is not a valid message ({clip(str(request.error))}); "
+                       "string fields must be UTF-8")
+
+
 def _rpc(method: Callable[[Any, Any, Any], Awaitable[Any]]) -> Callable[[Any, Any, Any], Awaitable[Any]]:
     """Unary method wrapper: RpcError -> abort with its status."""
 
     async def wrapper(self: Any, request: Any, context: Any) -> Any:
         try:
+            _check_decoded(request)
             with _errors():
                 return await method(self, request, context)
         except RpcError as err:
@@ -76,6 +99,7 @@ def _stream(method: Callable[[Any, Any, Any], AsyncIterator[Any]],
 
     async def wrapper(self: Any, request: Any, context: Any) -> AsyncIterator[Any]:
         try:
+            _check_decoded(request)
             with _errors():
                 async for item in method(self, request, context):
                     yield item
@@ -89,23 +113,80 @@ def _stream(method: Callable[[Any, Any, Any], AsyncIterator[Any]],
 def _require_job_id(job_id: str) -> str:
     if not job_id:
         raise invalid("job_id", "is required")
+    if len(job_id) > MAX_ID:
+        raise invalid("job_id", f"is {len(job_id)} characters; a job id has at most {MAX_ID}")
     return job_id
 
 
-def _page_token(last_id: int | None) -> str:
-    return "" if last_id is None else base64.urlsafe_b64encode(f"v1:{last_id}".encode()).decode()
+def add_to_server(servicer: OrchestratorServicer, server: grpc.aio.Server) -> None:
+    """Register the service like the generated code does, with requests decoded safely.
+
+    A request that does not decode (a string field with bad UTF-8) reaches the method as
+    ``Undecodable`` and is answered INVALID_ARGUMENT, instead of the library's UNKNOWN.
+    """
+    service = pb.DESCRIPTOR.services_by_name["OrchestratorService"]
+    handlers = {}
+    for m in service.methods:
+        request_type = getattr(pb, m.input_type.name)
+        make = (grpc.unary_stream_rpc_method_handler if m.server_streaming
+                else grpc.unary_unary_rpc_method_handler)
+        handlers[m.name] = make(getattr(servicer, m.name),
+                                request_deserializer=_safe_decoder(request_type),
+                                response_serializer=getattr(pb, m.output_type.name).SerializeToString)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name,
+                                                                          handlers),))
 
 
-def _parse_page_token(token: str) -> int | None:
-    if not token:
-        return None
-    try:
-        version, _, value = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
-        if version != "v1":
-            raise ValueError(version)
-        return int(value)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise invalid("page_token", "is not a token this server issued") from None
+def _safe_decoder(message_type: Any) -> Callable[[bytes], Any]:
+    def decode(data: bytes) -> Any:
+        try:
+            return message_type.FromString(data)
+        except DecodeError as exc:
+            return Undecodable(exc)
+
+    return decode
+
+
+class PageTokens:
+    """Opaque page tokens, signed with the database's secret: forged ones are refused."""
+
+    def __init__(self, secret: bytes) -> None:
+        self._secret = secret
+
+    def issue(self, last_id: int | None) -> str:
+        if last_id is None:
+            return ""
+        body = f"v2.{last_id}"
+        return base64.urlsafe_b64encode(f"{body}.{self._mac(body)}".encode()).decode()
+
+    def parse(self, token: str) -> int | None:
+        if not token:
+            return None
+        try:
+            if len(token) > 200:
+                raise ValueError("too long")
+            version, value, mac = base64.urlsafe_b64decode(token.encode()).decode().split(".")
+            if version != "v2" or not hmac.compare_digest(mac, self._mac(f"{version}.{value}")):
+                raise ValueError("not signed by this server")
+            last_id = int(value)
+            if not value.isdigit() or not 0 < last_id < 2**63:
+                raise ValueError("out of range")
+            return last_id
+        except (ValueError, binascii.Error, UnicodeDecodeError):
+            raise invalid("page_token", "is not a token this server issued") from None
+
+    def _mac(self, body: str) -> str:
+        return hmac.new(self._secret, body.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def _bounded_header(job: JobState) -> pb.Job:
+    """A job header for a list or feed: long texts clipped so any page fits in a message."""
+    msg = convert.job(job)
+    if len(msg.description) > HEADER_TEXT:
+        msg.description = clip(msg.description, HEADER_TEXT)
+    if len(msg.failure.message) > HEADER_TEXT:
+        msg.failure.message = clip(msg.failure.message, HEADER_TEXT)
+    return msg
 
 
 class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
@@ -115,6 +196,12 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
         self.broker = broker
         self.heartbeat_s = heartbeat_s
         self.snapshots = JobSnapshots(engine.store)
+        self.tokens: PageTokens | None = None
+
+    async def _tokens(self) -> PageTokens:
+        if self.tokens is None:
+            self.tokens = PageTokens(await self.engine.store.page_secret())
+        return self.tokens
 
     @_rpc
     async def ListJobDefinitions(self, request, context):  # noqa: N802
@@ -131,10 +218,13 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
         elif source == "definition_toml":
             text = request.definition_toml
             # A thread: a big definition takes a while to check, and the loop serves everyone.
-            definition = await asyncio.to_thread(parse_definition, text, self.engine.step_types)
+            definition = await asyncio.to_thread(parse_definition, text, self.engine.step_types,
+                                                 self.engine.limits)
         else:
             raise invalid("source", "set definition_name or definition_toml")
-        job = await self.engine.submit(definition, text)
+        if len(request.request_id) > MAX_ID:
+            raise invalid("request_id", f"is {len(request.request_id)} characters; at most {MAX_ID}")
+        job = await self.engine.submit(definition, text, request.request_id or None)
         return pb.SubmitJobResponse(job=convert.job(job))
 
     @_rpc
@@ -152,10 +242,11 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
                 status = JobStatus(request.status)
             except ValueError:
                 raise invalid("status", f"unknown JobStatus value {request.status}") from None
+        tokens = await self._tokens()
         jobs, last = await self.engine.store.list_jobs(
-            request.page_size or DEFAULT_PAGE, _parse_page_token(request.page_token), status)
-        return pb.ListJobsResponse(jobs=[convert.job(j) for j in jobs],
-                                   next_page_token=_page_token(last))
+            request.page_size or DEFAULT_PAGE, tokens.parse(request.page_token), status)
+        return pb.ListJobsResponse(jobs=[_bounded_header(j) for j in jobs],
+                                   next_page_token=tokens.issue(last))
 
     @_rpc
     async def CancelJob(self, request, context):  # noqa: N802
@@ -183,11 +274,11 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
                                       request.limit or DEFAULT_FEED, self.heartbeat_s):
             if isinstance(item, JobsSnapshot):
                 yield pb.WatchJobsResponse(snapshot=pb.JobsSnapshot(
-                    jobs=[convert.job(j) for j in item.jobs]))
+                    jobs=[_bounded_header(j) for j in item.jobs]))
             elif isinstance(item, Heartbeat):
                 yield pb.WatchJobsResponse(heartbeat=_heartbeat(item))
             else:
-                yield pb.WatchJobsResponse(job_changed=convert.job(item))
+                yield pb.WatchJobsResponse(job_changed=_bounded_header(item))
 
 
 def _heartbeat(h: Heartbeat) -> pb.Heartbeat:

@@ -24,6 +24,7 @@ import asyncio
 import json
 import logging
 import os
+import secrets
 import threading
 import time
 import uuid
@@ -46,7 +47,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from . import rules
 from .definitions import JobDefinition
@@ -64,7 +65,7 @@ from .model import (
 from .rules import Decision, JobTransition, StepTransition
 from .statuses import ChildStatus, FailureReason, JobStatus, StepStatus
 from .step_types.base import Document, DocumentPut
-from .tables import ChildRow, DocumentRow, EventRow, JobRow, StepRow
+from .tables import ChildRow, DocumentRow, EventRow, JobRow, MetaRow, StepRow
 
 __all__ = [
     "JobNotFound", "ProgressBatch", "StaleWrite", "StepWrite", "Store", "StoreUnavailable",
@@ -82,6 +83,8 @@ S = cast(Table, StepRow.__table__)
 C = cast(Table, ChildRow.__table__)
 D = cast(Table, DocumentRow.__table__)
 E = cast(Table, EventRow.__table__)
+M = cast(Table, MetaRow.__table__)
+REQUEST_ID_TTL_US = 24 * 3600 * 1_000_000  # a SubmitJob request_id names one job for a day
 
 _COUNT_COLUMN = {
     StepStatus.PENDING: "steps_pending", StepStatus.RUNNING: "steps_running",
@@ -225,6 +228,7 @@ class Store:
         #: Called on the writer thread before each write, with its name (tests delay it).
         self.before_write = before_write
         self._closed = threading.Event()
+        self._secret: bytes | None = None
 
     @property
     def identity(self) -> str:
@@ -286,8 +290,24 @@ class Store:
 
     # -- public, async -------------------------------------------------------
 
-    async def create_job(self, definition: JobDefinition, source_toml: str) -> JobState:
-        return await self._write("create_job", self._create_job, definition, source_toml)
+    async def create_job(self, definition: JobDefinition, source_toml: str,
+                         request_id: str | None = None) -> tuple[JobState, bool]:
+        """The new job, and True; or, for a ``request_id`` seen in the last day, that job and False."""
+        try:
+            return await self._write("create_job", self._create_job, definition, source_toml,
+                                     request_id)
+        except IntegrityError:
+            if request_id is None:
+                raise
+            # Another replica created it between our look-up and insert: it is the job.
+            return await self._write("create_job", self._create_job, definition, source_toml,
+                                     request_id)
+
+    async def page_secret(self) -> bytes:
+        """This database's secret for signing page tokens (made on first use)."""
+        if self._secret is None:
+            self._secret = await self._write("page_secret", self._page_secret)
+        return self._secret
 
     async def write_steps(self, job_id: str, writes: Sequence[StepWrite]) -> list[StepState]:
         """Step transitions of one job in one transaction; each fenced by its attempt."""
@@ -337,12 +357,28 @@ class Store:
 
     # -- writes --------------------------------------------------------------
 
-    def _create_job(self, definition: JobDefinition, source_toml: str) -> JobState:
+    def _page_secret(self) -> bytes:
+        with self.engine.begin() as c:
+            value = c.execute(select(M.c.value).where(M.c.key == "page_token_secret")).scalar()
+            if value is None:
+                value = secrets.token_hex(32)
+                c.execute(insert(M).values(key="page_token_secret", value=value))
+            return bytes.fromhex(value)
+
+    def _create_job(self, definition: JobDefinition, source_toml: str,
+                    request_id: str | None) -> tuple[JobState, bool]:
         now = now_us()
         job_id = new_id()
         n = len(definition.steps)
         with self.engine.begin() as c:
-            c.execute(insert(J).values(
+            if request_id is not None:
+                seen = c.execute(select(J.c.job_id, J.c.created_at)
+                                 .where(J.c.request_id == request_id)).first()
+                if seen is not None and now - seen.created_at < REQUEST_ID_TTL_US:
+                    return self._read_job(c, seen.job_id), False
+                if seen is not None:  # a day old: the key is free again
+                    c.execute(update(J).where(J.c.job_id == seen.job_id).values(request_id=None))
+            c.execute(insert(J).values(request_id=request_id,
                 job_id=job_id, definition_name=definition.name, description=definition.description,
                 definition_toml=source_toml, on_step_failure=definition.on_step_failure.value,
                 status=int(JobStatus.PENDING), head_seq=0, created_at=now,
@@ -370,7 +406,7 @@ class Store:
             events = log_.flush()
             state = replace(log_.state(), steps=tuple(steps))
         self._committed(events)
-        return state
+        return state, True
 
     def _write_steps(self, job_id: str, writes: Sequence[StepWrite]) -> list[StepState]:
         with self.engine.begin() as c:
@@ -448,11 +484,15 @@ class Store:
 
     def _get_job(self, job_id: str) -> JobState:
         with self.engine.begin() as c:
-            job = c.execute(select(J).where(J.c.job_id == job_id)).first()
-            if job is None:
-                raise JobNotFound(job_id)
-            steps = c.execute(select(S).where(S.c.job_id == job_id).order_by(S.c.idx))
-            return replace(_header(job), steps=tuple(_step_state(r) for r in steps))
+            return self._read_job(c, job_id)
+
+    @staticmethod
+    def _read_job(c: Connection, job_id: str) -> JobState:
+        job = c.execute(select(J).where(J.c.job_id == job_id)).first()
+        if job is None:
+            raise JobNotFound(job_id)
+        steps = c.execute(select(S).where(S.c.job_id == job_id).order_by(S.c.idx))
+        return replace(_header(job), steps=tuple(_step_state(r) for r in steps))
 
     def _head(self, job_id: str) -> int:
         with self.engine.begin() as c:

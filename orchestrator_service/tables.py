@@ -43,6 +43,9 @@ class JobRow(Base):
     steps_failed: Mapped[int] = mapped_column(Integer, server_default="0")
     steps_skipped: Mapped[int] = mapped_column(Integer, server_default="0")
     steps_cancelled: Mapped[int] = mapped_column(Integer, server_default="0")
+    # A client's idempotency key for SubmitJob: the same key within a day is the same job.
+    request_id: Mapped[str | None] = mapped_column(String(200), nullable=True, unique=True,
+                                                   index=True)
 
 
 class StepRow(Base):
@@ -113,3 +116,12 @@ class EventRow(Base):
     emitted_at: Mapped[int] = mapped_column(BigInteger)
     kind: Mapped[str] = mapped_column(String(8))  # "step" | "job"
     payload: Mapped[str] = mapped_column(Text)  # JSON of the whole new state
+
+
+class MetaRow(Base):
+    """Values that belong to one database (the page-token secret)."""
+
+    __tablename__ = "meta"
+
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

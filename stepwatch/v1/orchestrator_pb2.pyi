@@ -230,12 +230,14 @@ class ListJobDefinitionsResponse(_message.Message):
     def __init__(self, definitions: _Optional[_Iterable[_Union[JobDefinitionInfo, _Mapping]]] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
-    __slots__ = ("definition_name", "definition_toml")
+    __slots__ = ("definition_name", "definition_toml", "request_id")
     DEFINITION_NAME_FIELD_NUMBER: _ClassVar[int]
     DEFINITION_TOML_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     definition_name: str
     definition_toml: str
-    def __init__(self, definition_name: _Optional[str] = ..., definition_toml: _Optional[str] = ...) -> None: ...
+    request_id: str
+    def __init__(self, definition_name: _Optional[str] = ..., definition_toml: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class SubmitJobResponse(_message.Message):
     __slots__ = ("job",)

@@ -22,7 +22,7 @@ ONE_STEP = 'name = "t"\n[steps.a]\ntype = "shell"\ncommands = ["true"]\n'
 
 async def _a_running_step(harness: Harness) -> JobState:
     """A job whose step `a` is RUNNING at attempt 1, written by hand (no runner)."""
-    job = await harness.store.create_job(parse_definition(ONE_STEP, harness.types), ONE_STEP)
+    job, _ = await harness.store.create_job(parse_definition(ONE_STEP, harness.types), ONE_STEP)
     a = job.step("a")
     await harness.store.decide_job(job.job_id, lambda j: rules.start_job(j, 1))
     await harness.store.write_steps(

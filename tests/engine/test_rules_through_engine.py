@@ -256,7 +256,7 @@ async def test_a_job_left_pending_starts_at_the_next_start(harness: Harness) -> 
 
     toml = job("stop", shell("s", "true"))
     # Created but never launched: as if the process died right after committing it.
-    j = await harness.store.create_job(parse_definition(toml, harness.types), toml)
+    j, _ = await harness.store.create_job(parse_definition(toml, harness.types), toml)
     await harness.restart()
     done = await harness.finish(j.job_id)
     assert done.status == JobStatus.COMPLETED and done.step("s").status == StepStatus.COMPLETED
