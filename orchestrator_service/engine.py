@@ -113,6 +113,7 @@ class Engine:
         return job
 
     async def cancel(self, job_id: str) -> JobState:
+        self.store.require_available()  # before stopping anything: the decision must be written
         job = await self.store.get_job(job_id)
         if job.status.terminal:
             raise JobAlreadyFinished(job)

@@ -34,6 +34,7 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["OrchestratorService"].full_name
 DEFAULT_DB_URL = "sqlite:///stepwatch.db"
 # No SO_REUSEPORT: a second server on a taken port must fail, not split the clients.
 SERVER_OPTIONS = [("grpc.so_reuseport", 0)]
+FILE_CHECK_S = 1.0
 
 
 class StartupError(Exception):
@@ -69,6 +70,8 @@ class Orchestrator:
         self.server = grpc.aio.server(options=SERVER_OPTIONS)
         self.port = 0
         self.ownership: Ownership | None = None
+        self._file_watch: asyncio.Task[None] | None = None
+        self._health_update: asyncio.Task[None] | None = None
 
     async def start(self) -> int:
         try:
@@ -76,6 +79,8 @@ class Orchestrator:
         except AlreadyOwned as exc:
             raise StartupError(str(exc)) from None
         await asyncio.to_thread(self.store.migrate)
+        self.store.watch_file()
+        self.store.on_availability = self._storage_changed
         add_to_server(
             OrchestratorServicer(self.engine, self.catalog, self.broker, self.settings.heartbeat_s),
             self.server)
@@ -94,10 +99,24 @@ class Orchestrator:
         await self.engine.recover()
         await self.server.start()
         await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        self._file_watch = asyncio.create_task(self._watch_file(), name="watch-db-file")
         return self.port
+
+    def _storage_changed(self, available: bool, reason: str) -> None:
+        status = (health_pb2.HealthCheckResponse.SERVING if available
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        self._health_update = asyncio.create_task(self.health.set(SERVICE_NAME, status))
+
+    async def _watch_file(self) -> None:
+        """A deleted or replaced database file is noticed within a second, even with no writes."""
+        while True:
+            await asyncio.sleep(FILE_CHECK_S)  # a polling period, not a wait for an event
+            self.store.check_file()
 
     async def stop(self) -> None:
         """Not serving, end open streams with UNAVAILABLE, let calls finish, stop jobs."""
+        if self._file_watch is not None:
+            self._file_watch.cancel()
         await self.health.enter_graceful_shutdown()
         self.broker.close()
         await self.server.stop(self.settings.shutdown_grace_s)

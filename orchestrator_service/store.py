@@ -76,7 +76,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Listener = Callable[[list[Event]], None]
 IN_CHUNK = 500  # bound for IN (...) lists
-RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)  # transient store errors, then give up
+FAST_TRIES = 3  # a command's write (SubmitJob, CancelJob) tries this often, then answers UNAVAILABLE
+MAX_BACKOFF_S = 2.0  # a running job's write retries at least this often while storage is down
 
 J = cast(Table, JobRow.__table__)
 S = cast(Table, StepRow.__table__)
@@ -138,6 +139,14 @@ class JobNotFound(LookupError):
 
 class StaleWrite(Exception):
     """A write for an attempt that is not the step's current one, or to a terminal step or job."""
+
+
+class _StorageFault(Exception):
+    """One try of a write failed for a storage reason (disk full, read-only, I/O, connection)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class StoreUnavailable(Exception):
@@ -229,6 +238,14 @@ class Store:
         self.before_write = before_write
         self._closed = threading.Event()
         self._secret: bytes | None = None
+        #: False while writes fail for a storage reason; the server's health follows it.
+        self.available = True
+        self.unavailable_reason = ""
+        #: Called on the event loop when ``available`` changes: (available, reason).
+        self.on_availability: Callable[[bool, str], None] | None = None
+        self._availability_lock = threading.Lock()
+        self._file_id: tuple[int, int] | None = None
+        self._lost: str | None = None  # the database file is gone: never writable again
 
     @property
     def identity(self) -> str:
@@ -256,33 +273,106 @@ class Store:
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
         self._loop = asyncio.get_running_loop()
-        return await self._loop.run_in_executor(self._reader, fn, *args)
+        try:
+            return await self._loop.run_in_executor(self._reader, fn, *args)
+        except DBAPIError as exc:
+            if not _storage_fault(exc):
+                raise
+            raise StoreUnavailable(_reason(exc)) from exc
 
-    async def _write(self, name: str, fn: Callable[..., T], *args: Any) -> T:
-        """Run a write transaction on the writer thread, retrying transient errors.
+    async def _write(self, name: str, fn: Callable[..., T], *args: Any, wait: bool = True) -> T:
+        """Run a write transaction on the writer thread; retry while storage is faulty.
 
-        Shielded: cancelling the caller does not cancel the write (a queued write
-        cancelled before it ran would silently lose what it carried).
+        ``wait``: a running job's write waits out a storage fault (retrying with
+        backoff, however long it lasts); a command's write (wait=False) answers
+        StoreUnavailable at once when the store is known down, or after a few tries.
+        Each try is shielded: cancelling the caller does not cancel a queued write
+        (it would silently lose what it carried).
         """
         self._loop = asyncio.get_running_loop()
-        fut = self._loop.run_in_executor(self._writer, self._retrying, name, fn, args)
-        return await asyncio.shield(fut)
-
-    def _retrying(self, name: str, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-        for delay in (*RETRY_DELAYS, None):
+        if not wait and not self.available:
+            raise StoreUnavailable(self.unavailable_reason)
+        tries = 0
+        while True:
+            fut = self._loop.run_in_executor(self._writer, self._try_write, name, fn, args)
             try:
-                if self.before_write is not None:
-                    self.before_write(name)
-                return fn(*args)
-            except DBAPIError as exc:
-                if not isinstance(exc, OperationalError) and not exc.connection_invalidated:
-                    raise
-                if not _transient(exc) or delay is None or self._closed.is_set():
-                    raise StoreUnavailable(_reason(exc)) from exc
-                log.warning("store write %s failed (%s); retrying in %.2f s", name, _reason(exc),
-                            delay)
-                time.sleep(delay)
-        raise AssertionError("unreachable")
+                return await asyncio.shield(fut)
+            except _StorageFault as fault:
+                tries += 1
+                if self._lost is not None or self._closed.is_set() or (not wait and tries >= FAST_TRIES):
+                    raise StoreUnavailable(fault.reason) from None
+                # The writer thread is free meanwhile: commands fail fast instead of queueing.
+                await asyncio.sleep(min(MAX_BACKOFF_S, 0.05 * 2 ** tries))
+
+    def _try_write(self, name: str, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        try:
+            self._check_file()
+            if self.before_write is not None:
+                self.before_write(name)
+            result = fn(*args)
+        except DBAPIError as exc:
+            if not _storage_fault(exc):
+                raise
+            self._set_available(False, _reason(exc))
+            raise _StorageFault(_reason(exc)) from exc
+        self._set_available(True, "")
+        return result
+
+    # -- availability ------------------------------------------------------------
+
+    def watch_file(self) -> None:
+        """Remember the SQLite file's identity, so that its deletion or replacement is noticed."""
+        path = self._file_path()
+        if path is not None:
+            st = os.stat(path)
+            self._file_id = (st.st_dev, st.st_ino)
+
+    def check_file(self) -> None:
+        """Called periodically and before each write: a deleted or replaced file stops all writes."""
+        try:
+            self._check_file()
+        except _StorageFault:
+            pass
+
+    def _check_file(self) -> None:
+        if self._lost is not None:
+            raise _StorageFault(self._lost)
+        path = self._file_path()
+        if path is None or self._file_id is None:
+            return
+        try:
+            st = os.stat(path)
+            same = (st.st_dev, st.st_ino) == self._file_id
+        except FileNotFoundError:
+            same = False
+        if not same:
+            self._lost = (f"the database file {path} was deleted or replaced while the server ran; "
+                          "writes are refused so nothing is lost silently: restart the server")
+            log.error("%s", self._lost)
+            self._set_available(False, self._lost)
+            raise _StorageFault(self._lost)
+
+    def _file_path(self) -> str | None:
+        url = self.engine.url
+        if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+            return os.path.abspath(url.database)
+        return None
+
+    def _set_available(self, ok: bool, reason: str) -> None:
+        if ok and self._lost is not None:
+            return
+        with self._availability_lock:
+            if ok == self.available and reason == self.unavailable_reason:
+                return
+            changed = ok != self.available
+            self.available, self.unavailable_reason = ok, reason
+        if changed:
+            if ok:
+                log.warning("storage is writable again")
+            else:
+                log.error("storage unavailable: %s", reason)
+            if self.on_availability is not None and self._loop is not None:
+                self._loop.call_soon_threadsafe(self.on_availability, ok, reason)
 
     def _committed(self, events: list[Event]) -> None:
         if events and self._listener is not None and self._loop is not None:
@@ -295,13 +385,13 @@ class Store:
         """The new job, and True; or, for a ``request_id`` seen in the last day, that job and False."""
         try:
             return await self._write("create_job", self._create_job, definition, source_toml,
-                                     request_id)
+                                     request_id, wait=False)
         except IntegrityError:
             if request_id is None:
                 raise
             # Another replica created it between our look-up and insert: it is the job.
             return await self._write("create_job", self._create_job, definition, source_toml,
-                                     request_id)
+                                     request_id, wait=False)
 
     async def page_secret(self) -> bytes:
         """This database's secret for signing page tokens (made on first use)."""
@@ -319,6 +409,11 @@ class Store:
         For the decisions taken once per job (start, stop, cancel, finish, recovery).
         """
         return await self._write("decide_job", self._decide_job, job_id, decide)
+
+    def require_available(self) -> None:
+        """For commands: answer at once, rather than wait, when storage is known down."""
+        if not self.available:
+            raise StoreUnavailable(self.unavailable_reason)
 
     async def start_children(self, step_id: str, attempt: int, keys: Sequence[str]) -> StepState:
         return await self._write("start_children", self._start_children, step_id, attempt, keys)
@@ -793,13 +888,20 @@ def _event(r: Any) -> Event:
     return Event(r.job_id, r.seq, r.emitted_at, job=job_from_json(data))
 
 
-def _transient(exc: DBAPIError) -> bool:
-    """Errors worth retrying: a busy or reconnecting database, not a bad statement."""
+STORAGE_FAULTS = ("locked", "busy", "disk i/o", "disk is full", "database or disk is full",
+                  "readonly database", "read-only", "unable to open database", "no such table",
+                  "connection", "server closed", "terminating", "could not serialize", "deadlock",
+                  "no space left")
+
+
+def _storage_fault(exc: DBAPIError) -> bool:
+    """A fault of the storage (worth waiting out), not a bad statement (a bug)."""
     if exc.connection_invalidated:
         return True
+    if not isinstance(exc, OperationalError):
+        return False
     text = str(exc.orig).lower() if exc.orig is not None else str(exc).lower()
-    return any(w in text for w in ("locked", "busy", "disk i/o", "connection", "server closed",
-                                   "terminating", "could not serialize", "deadlock"))
+    return any(w in text for w in STORAGE_FAULTS)
 
 
 def _reason(exc: BaseException) -> str:
