@@ -3,7 +3,8 @@
 - steps: steps/s for jobs of 100, 1,000 and 10,000 independent `true` steps and a
   5,000-step chain, and GetJob p50/p99 while the 10,000-step job runs;
 - stream: child transitions/s of a 5,000-child summarize step, and WatchJob
-  replay events/s next to a bare grpc.aio stream of the same messages.
+  replay events/s next to a bare grpc.aio stream of the same messages;
+- memory: RSS growth for 1 GB of stderr and a 1 GB file summarized.
 
 `--quick` runs a smaller set (about a minute).
 """
@@ -13,12 +14,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from . import steps, stream
+from . import memory, steps, stream
 
 
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench")
-    p.add_argument("--only", choices=["steps", "stream"], help="run one section")
+    p.add_argument("--only", choices=["steps", "stream", "memory"], help="run one section")
     p.add_argument("--quick", action="store_true", help="smaller sizes, about a minute")
     p.add_argument("--files", type=int, default=5000)
     p.add_argument("--min-messages", type=int, default=20000)
@@ -34,6 +35,10 @@ def main() -> None:
         lines = asyncio.run(stream.main(1000 if a.quick else a.files, a.min_messages))
         print("\n".join(lines), flush=True)
         sections.append(("stream", lines))
+    if a.only in (None, "memory"):
+        lines = asyncio.run(memory.main(200_000_000 if a.quick else 1_000_000_000))
+        print("\n".join(lines), flush=True)
+        sections.append(("memory", lines))
     print("\n== summary ==")
     for name, lines in sections:
         print(f"[{name}]")

@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from stepwatch import status
-from stepwatch.client import Client, default_target
+from stepwatch.client import Backoff, Client, default_target
 from stepwatch.errors import StepwatchError
 from stepwatch.jobview import apply_event, is_terminal
 from stepwatch.v1 import orchestrator_pb2 as pb
@@ -134,11 +134,13 @@ def submit(name: Annotated[str | None, typer.Argument(help="a definition name on
         err_console.print("give a definition NAME or --file, not both")
         raise typer.Exit(2)
 
+    # One request id for this command's tries: a retry after a lost answer is the same job.
+    retries = Backoff(0.2, 2.0, max_tries=5)
     if file is not None:
         text = file.read_text(encoding="utf-8")
-        job = _call(lambda c: c.submit(definition_toml=text))
+        job = _call(lambda c: c.submit(definition_toml=text, backoff=retries))
     else:
-        job = _call(lambda c: c.submit(name))
+        job = _call(lambda c: c.submit(name, backoff=retries))
     console.print(f"submitted {job.job_id}")
     if watch_:
         watch(job.job_id)

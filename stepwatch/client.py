@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -76,12 +77,28 @@ class Client:
         return list(resp.definitions)
 
     async def submit(self, definition_name: str | None = None, *,
-                     definition_toml: str | None = None) -> pb.Job:
+                     definition_toml: str | None = None, request_id: str | None = None,
+                     backoff: Backoff | None = None) -> pb.Job:
+        """Submit a job. With ``backoff``, an unanswered submit is retried under the same
+        ``request_id`` (one is made when none is given): a retry never creates a second job.
+        """
         if (definition_name is None) == (definition_toml is None):
             raise ValueError("give exactly one of definition_name and definition_toml")
+        if backoff is not None and request_id is None:
+            request_id = uuid.uuid4().hex
         req = (pb.SubmitJobRequest(definition_name=definition_name) if definition_name is not None
                else pb.SubmitJobRequest(definition_toml=definition_toml))
-        return (await self._call(self._stub.SubmitJob, req)).job
+        if request_id is not None:
+            req.request_id = request_id
+        tries = 0
+        while True:
+            try:
+                return (await self._stub.SubmitJob(req, timeout=30)).job
+            except grpc.aio.AioRpcError as err:
+                tries += 1
+                if backoff is None:
+                    raise from_rpc_error(err) from None
+                await _pause_before_retry(err, tries, backoff, None)
 
     async def get_job(self, job_id: str) -> pb.Job:
         return (await self._call(self._stub.GetJob, pb.GetJobRequest(job_id=job_id))).job

@@ -148,3 +148,28 @@ def test_page_catches_up_after_the_orchestrator_restarts(browser: webdriver.Chro
     assert [s.status for s in final.steps] == [pb.STEP_STATUS_COMPLETED] * 2
     assert "sw-stale" not in browser.find_element(
         By.CSS_SELECTOR, ".sw-badge[data-status^=JOB_STATUS]").get_attribute("class")
+
+
+def test_the_queue_page_waits_for_an_orchestrator_that_is_not_up_yet(
+        browser: webdriver.Chrome, tmp_path: Path, procs: list[Proc]) -> None:
+    port = free_port()
+    ui = UI(f"127.0.0.1:{port}")  # nothing listens there yet (as `make run` can start them)
+    procs.append(ui)
+    browser.get(ui.url)
+    label = ".sw-connection"
+    WebDriverWait(browser, DEADLINE).until(
+        lambda d: "onnecting" in d.find_element(By.CSS_SELECTOR, label).text)
+    assert browser.find_elements(By.CSS_SELECTOR, "[data-definitions]") == []
+    orch = Orchestrator(f"sqlite:///{tmp_path / 'late.db'}", port=port)
+    procs.append(orch)
+    WebDriverWait(browser, DEADLINE).until(
+        lambda d: d.find_element(By.CSS_SELECTOR, label).text == "Live")
+    with grpc.insecure_channel(orch.target) as ch:
+        defs = pb_grpc.OrchestratorServiceStub(ch).ListJobDefinitions(
+            pb.ListJobDefinitionsRequest(), timeout=DEADLINE).definitions
+    WebDriverWait(browser, DEADLINE).until(lambda d: [
+        e.get_attribute("data-definitions") for e in d.find_elements(
+            By.CSS_SELECTOR, "[data-definitions]")] == [str(len(defs))])
+    job = submit(orch.target, definition_name=defs[0].name)  # and the feed is live
+    WebDriverWait(browser, DEADLINE).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, f"[data-job-id='{job.job_id}']"))

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from nicegui import background_tasks, ui
 
-from stepwatch.client import Backoff, Client
+from stepwatch.client import RETRYABLE, Backoff, Client
 from stepwatch.errors import StepwatchError
 from stepwatch.v1 import orchestrator_pb2 as pb
 
@@ -81,7 +82,8 @@ def register(target: str) -> None:
             ui.select(options, value=ALL, label="status",
                       on_change=lambda e: apply_filter(e.value)).classes("w-56").mark("filter")
             ui.space()
-            connection = ui.label(Connection.CONNECTING.value).mark("connection")
+            connection = ui.label(Connection.CONNECTING.value).mark("connection").classes(
+                "sw-connection")
         with ui.column().classes("w-full gap-2").mark("jobs") as column:
             pass
 
@@ -111,18 +113,38 @@ def register(target: str) -> None:
             state.connection = Connection.RECONNECTING
             connection.set_text(f"{Connection.RECONNECTING.value} ({err.code.name})")
 
-        async def follow() -> None:
-            async with Client(target) as c:
+        async def load_definitions(c: Client) -> None:
+            """Until the orchestrator answers: it may be down when the page opens (make run)."""
+            backoff, tries = Backoff(0.3, 5.0), 0
+            while True:
                 try:
                     defs = await c.definitions()
-                    definitions.set_options([d.name for d in defs])
                 except StepwatchError as err:
-                    ui.notify(f"cannot list definitions: {err.message}", type="warning")
-                async for msg in c.watch_jobs(backoff=Backoff(0.3, 5.0), on_retry=on_retry):
-                    if msg.WhichOneof("kind") == "snapshot":
-                        for job_id in [j for j in rows if j not in {x.job_id for x in msg.snapshot.jobs}]:
-                            rows.pop(job_id).card.delete()
-                    render(state.apply(msg))
+                    if err.code not in RETRYABLE:
+                        connection.set_text(f"cannot list definitions: {err.message}")
+                        return
+                    tries += 1
+                    await asyncio.sleep(backoff.delay(tries))  # backoff before the next try
+                    continue
+                definitions.set_options([d.name for d in defs])
+                definitions.props(f"data-definitions={len(defs)}")
+                return
+
+        async def follow() -> None:
+            # No ui.notify here: a background task has no slot to show it in.
+            async with Client(target) as c:
+                loader = asyncio.create_task(load_definitions(c))
+                try:
+                    await feed(c)
+                finally:
+                    loader.cancel()
+
+        async def feed(c: Client) -> None:
+            async for msg in c.watch_jobs(backoff=Backoff(0.3, 5.0), on_retry=on_retry):
+                if msg.WhichOneof("kind") == "snapshot":
+                    for job_id in [j for j in rows if j not in {x.job_id for x in msg.snapshot.jobs}]:
+                        rows.pop(job_id).card.delete()
+                render(state.apply(msg))
 
         task = background_tasks.create(follow(), name="watch-jobs")
         ui.context.client.on_delete(task.cancel)
