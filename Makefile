@@ -10,7 +10,7 @@ STRICT_TYPED := orchestrator_service/rules.py orchestrator_service/definitions.p
 	orchestrator_service/model.py orchestrator_service/statuses.py
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install proto proto-baseline lint run test bench clean system-deps
+.PHONY: install proto proto-baseline lint run test bench bench-quick clean system-deps
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,9 @@ test: install system-deps lint
 
 bench: install
 	$(PY) -m bench
+
+bench-quick: install
+	$(PY) -m bench --quick
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .hypothesis stepwatch.db*
