@@ -94,9 +94,13 @@ class OrchestratorServiceServicer:
 
     def SubmitJob(self, request, context):
         """Validates a definition, creates a job in JOB_STATUS_PENDING and starts it.
+        With a `request_id` seen in the last 24 hours, returns that request's job.
         Errors: INVALID_ARGUMENT (no source given, TOML syntax, unknown step type,
-        unknown or cyclic `depends`, bad values; BadRequest names step and key);
-        NOT_FOUND (`definition_name` is not in the definitions folder).
+        unknown or cyclic `depends`, bad or out-of-range values, a definition over
+        the server's size, step, name or description limits, a request that is
+        not a valid message; BadRequest names step and key); NOT_FOUND
+        (`definition_name` is not in the definitions folder); UNAVAILABLE
+        ("storage unavailable: ...": the database cannot be written now).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -112,7 +116,9 @@ class OrchestratorServiceServicer:
 
     def ListJobs(self, request, context):
         """Lists job headers (steps left empty), newest first, one page at a time.
-        Errors: INVALID_ARGUMENT (malformed page_token, page_size over 1000).
+        Descriptions and failure messages longer than 1024 characters are clipped.
+        Errors: INVALID_ARGUMENT (a page_token this server did not issue,
+        page_size over 1000).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -123,7 +129,8 @@ class OrchestratorServiceServicer:
         FAILURE_REASON_CANCELLED_BY_USER and the job JOB_STATUS_CANCELLED. Running
         children are stopped. Returns once the cancellation is recorded.
         Errors: INVALID_ARGUMENT (empty job_id); NOT_FOUND (unknown job_id);
-        FAILED_PRECONDITION (the job is already terminal).
+        FAILED_PRECONDITION (the job is already terminal); UNAVAILABLE ("storage
+        unavailable: ...": the cancellation cannot be recorded now).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
