@@ -67,6 +67,7 @@ class Broker:
         self._buffer = buffer
         self._by_job: dict[str, set[Subscription]] = {}
         self._feed: set[Subscription] = set()
+        self._logs: dict[tuple[str, int], set[asyncio.Event]] = {}
         self._closed = False
 
     def publish(self, events: list[Event]) -> None:
@@ -92,7 +93,36 @@ class Broker:
             if job_id is not None and not group:
                 self._by_job.pop(job_id, None)
 
+    def publish_logs(self, keys: set[tuple[str, int]]) -> None:
+        """A step attempt's log grew, or the attempt ended: its followers read the store."""
+        for key in keys:
+            for poke in self._logs.get(key, ()):
+                poke.set()
+
+    @contextmanager
+    def subscribe_logs(self, step_id: str, attempt: int) -> Iterator[asyncio.Event]:
+        """An event set whenever the attempt's log may have more (or the server closes)."""
+        key = (step_id, attempt)
+        poke = asyncio.Event()
+        if self._closed:
+            poke.set()
+        group = self._logs.setdefault(key, set())
+        group.add(poke)
+        try:
+            yield poke
+        finally:
+            group.discard(poke)
+            if not group:
+                self._logs.pop(key, None)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
         self._closed = True
         for sub in [*self._feed, *(s for g in self._by_job.values() for s in g)]:
             sub.close()
+        for group in self._logs.values():
+            for poke in group:
+                poke.set()

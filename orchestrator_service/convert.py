@@ -5,12 +5,16 @@ from __future__ import annotations
 from enum import IntEnum
 from typing import Any
 
+from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from stepwatch.v1 import orchestrator_pb2 as pb
 
 from .definitions import JobDefinition
 from .model import ChildCounts, Event, Failure, JobState, StepCounts, StepState
+from .statuses import FailureReason
+from .step_types.base import Document
+from .store import ChildRecord, LogChunk
 
 
 def _enum(value: IntEnum) -> Any:
@@ -76,3 +80,26 @@ def definition_info(d: JobDefinition) -> pb.JobDefinitionInfo:
     return pb.JobDefinitionInfo(name=d.name, description=d.description,
                                 step_names=[s.name for s in d.steps],
                                 on_step_failure=d.on_step_failure.value)
+
+
+def child(c: ChildRecord) -> pb.Child:
+    msg = pb.Child(index=c.index, key=c.key, status=_enum(c.status), attempt=c.attempt,
+                   started_at=timestamp(c.started_at), finished_at=timestamp(c.finished_at),
+                   output_bytes=c.output_bytes, result=c.result or "")
+    if c.error is not None:
+        msg.error.CopyFrom(pb.Failure(reason=_enum(FailureReason(c.error_reason or 2)),
+                                      message=c.error))
+    return msg
+
+
+def log_chunk(c: LogChunk) -> pb.LogChunk:
+    msg = pb.LogChunk(offset=c.offset, stream=_enum(c.stream), text=c.text, at=timestamp(c.at))
+    if c.child is not None:
+        msg.child_index = c.child
+    return msg
+
+
+def document(d: Document) -> pb.Document:
+    attrs = Struct()
+    attrs.update({k: v for k, v in d.attrs.items()})
+    return pb.Document(path=d.path, tags=list(d.tags), attrs=attrs)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,11 +20,11 @@ from typing import Any
 
 from . import processes, rules
 from .definitions import JobDefinition, Limits
-from .model import Failure, JobState, StepState
-from .progress import ProgressRecorder
+from .model import ChildCounts, Failure, JobState, StepState
+from .progress import DEFAULT_LOG_CAP, InitOutput, ProgressRecorder
 from .rules import Decision, StepTransition
 from .statuses import FailureReason, JobStatus, Policy, StepStatus
-from .step_types.base import Child, Document, StepContext, StepFailed, StepType
+from .step_types.base import CURRENT_CHILD, Child, Document, StepContext, StepFailed, StepType
 from .store import ProgressBatch, StaleWrite, StepWrite, Store, StoreUnavailable, now_us
 
 __all__ = ["Engine", "JobAlreadyFinished"]
@@ -63,6 +64,7 @@ class EngineConfig:
     #: The marker of the commands this database's orchestrator starts (processes.py).
     owner: str
     limits: Limits
+    log_cap: int = DEFAULT_LOG_CAP
 
 
 class Engine:
@@ -70,13 +72,13 @@ class Engine:
 
     def __init__(self, store: Store, step_types: Mapping[str, StepType], workspace: Path,
                  progress_interval: float = 0.1, max_running_steps: int = 64,
-                 limits: Limits = Limits()) -> None:
+                 limits: Limits = Limits(), log_cap: int = DEFAULT_LOG_CAP) -> None:
         self.store = store
         self.step_types = step_types
         self.workspace = workspace
         self.config = EngineConfig(store, step_types, workspace, progress_interval,
                                    asyncio.Semaphore(max_running_steps),
-                                   processes.owner_key(store.identity), limits)
+                                   processes.owner_key(store.identity), limits, log_cap)
         self.limits = limits
         self._runs: dict[str, asyncio.Task[None]] = {}
 
@@ -302,11 +304,13 @@ class JobRun:
         if step_type is None:
             return rules.init_failed(f"step type {step.type!r} is not installed on this server"), None
         options, concurrency = self.options[step.step_id]
+        init_output = InitOutput(cfg.log_cap)
         ctx = StepContext(step.job_id, step.name, options, cfg.workspace,
                           JobDocuments(self.store, step.job_id),
                           env={"STEPWATCH_OWNER": cfg.owner, "STEPWATCH_JOB": step.job_id,
                                "STEPWATCH_STEP": step.step_id,
-                               "STEPWATCH_ATTEMPT": str(step.attempt)})
+                               "STEPWATCH_ATTEMPT": str(step.attempt)},
+                          sink=init_output)
         recorder: ProgressRecorder | None = None
         outcome: Failure | None
         try:
@@ -316,15 +320,16 @@ class JobRun:
                 except (StaleWrite, StoreUnavailable):
                     raise
                 except Exception as exc:  # the handler's own failure, reported verbatim
-                    return rules.init_failed(_text(exc)), None
+                    return rules.init_failed(_text(exc)), _init_batch(step, init_output)
                 if len(children) > cfg.limits.children:
                     return rules.init_failed(
                         f"{len(children)} children; a step may have at most "
                         f"{cfg.limits.children} (--max-children-per-step)"), None
                 await self.store.start_children(step.step_id, step.attempt,
-                                                [c.key for c in children])
+                                                [c.key for c in children], init_output.lines)
                 recorder = ProgressRecorder(self.store, step.step_id, step.attempt,
-                                            len(children), cfg.progress_interval)
+                                            len(children), cfg.progress_interval, cfg.log_cap)
+                ctx = dataclasses.replace(ctx, sink=recorder)
                 recorder.start()
                 await _run_children(step_type, ctx, children, recorder, step.max_child_failures,
                                     concurrency)
@@ -356,6 +361,13 @@ class JobRun:
         return outcome, (await recorder.finish() if recorder is not None else None)
 
 
+def _init_batch(step: StepState, output: InitOutput) -> ProgressBatch | None:
+    """What a failed init logged, written with the attempt's end."""
+    if not output.lines:
+        return None
+    return ProgressBatch(step.step_id, step.attempt, [], [], ChildCounts(), 0, output.lines)
+
+
 def _skip_for(dep: StepState) -> Callable[[StepState], StepTransition]:
     return lambda s: rules.dependency_skipped(s, dep, now_us())
 
@@ -366,6 +378,7 @@ async def _run_children(step_type: StepType, ctx: StepContext, children: list[Ch
 
     async def worker() -> None:
         for i, child in queue:
+            CURRENT_CHILD.set(i)  # this task's context: ctx.log and ctx.result name the child
             recorder.running(i)
             try:
                 puts = await step_type.run_child(ctx, child)

@@ -1,14 +1,17 @@
-"""Child progress of one step attempt: counted in memory, persisted in batches.
+"""Child progress and output of one step attempt: counted in memory, persisted in batches.
 
-Child transitions are buffered and written at most every ``interval`` seconds
-in one transaction with the step's counts and one step event, so a step with
-thousands of children costs a few writes a second, not one per child. A step
-status transition never goes through here: the attempt's last batch is handed
-back by ``finish()`` and committed together with the attempt's new status.
+Child transitions and output lines are buffered and written at most every
+``interval`` seconds in one transaction with the step's counts and one step
+event, so a step with thousands of children costs a few writes a second, not
+one per child. A step status transition never goes through here: the attempt's
+last batch is handed back by ``finish()`` and committed together with the
+attempt's new status.
 
 Nothing taken from the buffer is ever dropped: the periodic flush is never
 cancelled mid-write (store writes are shielded, and ``finish`` waits for a
-flush in flight), and a flush that fails puts its batch back.
+flush in flight), and a flush that fails puts its batch back. Output is
+bounded: past ``log_cap`` bytes a child's output is counted, not kept, and a
+note says how much was dropped.
 """
 
 from __future__ import annotations
@@ -20,33 +23,58 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from .model import ChildCounts
-from .statuses import ChildStatus
+from .statuses import ChildStatus, LogStream
 from .step_types.base import DocumentPut
-from .store import ProgressBatch, StaleWrite, Store
+from .store import ChildChange, LogLine, ProgressBatch, StaleWrite, Store, now_us
 
-__all__ = ["ProgressRecorder"]
+__all__ = ["DEFAULT_LOG_CAP", "InitOutput", "ProgressRecorder"]
 
 log = logging.getLogger(__name__)
+DEFAULT_LOG_CAP = 1 << 20  # bytes of output kept per child
+RESULT_CHARS = 1000
+
+
+class InitOutput:
+    """What a step's init logs, before there are children (kept for the attempt's first write)."""
+
+    def __init__(self, cap: int = DEFAULT_LOG_CAP) -> None:
+        self.lines: list[LogLine] = []
+        self._left = cap
+
+    def write(self, child: int | None, stream: LogStream, data: str, nbytes: int) -> None:
+        if self._left > 0:
+            self._left -= nbytes
+            self.lines.append(LogLine(None, int(stream), data, now_us()))
+
+    def result(self, child: int, text: str) -> None:
+        pass
 
 
 class ProgressRecorder:
     def __init__(self, store: Store, step_id: str, attempt: int, total: int,
-                 interval: float) -> None:
+                 interval: float, log_cap: int = DEFAULT_LOG_CAP) -> None:
         self._store = store
         self._step_id = step_id
         self._attempt = attempt
         self._interval = interval
+        self._cap = log_cap
         self.counts = ChildCounts(total=total, pending=total)
         self._status: list[ChildStatus] = [ChildStatus.PENDING] * total
-        self._changes: list[tuple[int, int, str | None]] = []
+        self._changes: list[ChildChange] = []
         self._docs: list[DocumentPut] = []
+        self._logs: list[LogLine] = []
         self._doc_delta = 0
+        self._bytes: dict[int, int] = {}
+        self._dropped: dict[int, int] = {}
+        self._results: dict[int, str] = {}
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.errors: list[str] = []
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._flush_loop(), name=f"progress-{self._step_id}")
+
+    # -- children ----------------------------------------------------------------
 
     def running(self, i: int) -> None:
         self._move(i, ChildStatus.RUNNING, None)
@@ -59,6 +87,25 @@ class ProgressRecorder:
     def failed(self, i: int, error: str) -> None:
         self.errors.append(error)
         self._move(i, ChildStatus.FAILED, error)
+
+    # -- output (OutputSink) -----------------------------------------------------------
+
+    def write(self, child: int | None, stream: LogStream, data: str, nbytes: int) -> None:
+        if child is not None:
+            used = self._bytes.get(child, 0)
+            self._bytes[child] = used + nbytes
+            room = self._cap - used
+            if room <= 0:
+                self._dropped[child] = self._dropped.get(child, 0) + nbytes
+                return
+            if nbytes > room:
+                kept = data.encode()[:room].decode("utf-8", "ignore")
+                self._dropped[child] = self._dropped.get(child, 0) + nbytes - len(kept.encode())
+                data = kept
+        self._logs.append(LogLine(child, int(stream), data, now_us()))
+
+    def result(self, child: int, text: str) -> None:
+        self._results[child] = text[:RESULT_CHARS]
 
     async def finish(self) -> ProgressBatch:
         """Stop the periodic flush (waiting for one in flight) and take what is left.
@@ -80,17 +127,27 @@ class ProgressRecorder:
         c = self.counts
         fields = {_FIELD[old]: getattr(c, _FIELD[old]) - 1, _FIELD[new]: getattr(c, _FIELD[new]) + 1}
         self.counts = replace(c, **fields)
-        self._changes.append((i, int(new), error))
+        if new == ChildStatus.RUNNING:
+            self._changes.append(ChildChange(i, new, now_us()))
+            return
+        dropped = self._dropped.pop(i, 0)
+        if dropped:
+            self._logs.append(LogLine(i, int(LogStream.SYSTEM), (
+                f"[stepwatch] {dropped} bytes of output dropped: a child keeps at most "
+                f"{self._cap} bytes\n"), now_us()))
+        self._changes.append(ChildChange(i, new, now_us(), error, self._bytes.get(i, 0),
+                                         self._results.pop(i, None)))
 
     def _take(self) -> ProgressBatch:
         batch = ProgressBatch(self._step_id, self._attempt, self._changes, self._docs,
-                              self.counts, self._doc_delta)
-        self._changes, self._docs, self._doc_delta = [], [], 0
+                              self.counts, self._doc_delta, self._logs)
+        self._changes, self._docs, self._logs, self._doc_delta = [], [], [], 0
         return batch
 
     def _put_back(self, batch: ProgressBatch) -> None:
         self._changes = batch.children + self._changes
         self._docs = batch.documents + self._docs
+        self._logs = batch.logs + self._logs
         self._doc_delta += batch.document_delta
 
     async def _flush_loop(self) -> None:
@@ -98,7 +155,7 @@ class ProgressRecorder:
             with contextlib.suppress(TimeoutError):
                 # A pacing interval that ends early when the attempt finishes.
                 await asyncio.wait_for(self._stopping.wait(), self._interval)
-            if self._stopping.is_set() or not self._changes and not self._docs:
+            if self._stopping.is_set() or not (self._changes or self._docs or self._logs):
                 continue
             batch = self._take()
             try:

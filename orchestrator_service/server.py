@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +26,10 @@ from .catalog import Catalog
 from .definitions import Limits
 from .engine import Engine
 from .ownership import AlreadyOwned, Ownership, acquire
+from .progress import DEFAULT_LOG_CAP
 from .service import OrchestratorServicer, add_to_server
 from .step_types import load_step_types
-from .store import Store
+from .store import Store, StoreUnavailable
 
 log = logging.getLogger("orchestrator_service")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["OrchestratorService"].full_name
@@ -52,6 +54,9 @@ class Settings:
     shutdown_grace_s: float = 5.0
     max_running_steps: int = 64
     limits: Limits = Limits()
+    log_cap_bytes: int = DEFAULT_LOG_CAP
+    keep_logs_days: float = 30.0
+    retention_interval_s: float = 3600.0
 
 
 class Orchestrator:
@@ -62,15 +67,18 @@ class Orchestrator:
         self.store = Store(settings.db_url)
         self.broker = Broker()
         self.store.set_listener(self.broker.publish)
+        self.store.set_log_listener(self.broker.publish_logs)
         step_types = load_step_types()
         self.engine = Engine(self.store, step_types, settings.workspace.resolve(),
-                             max_running_steps=settings.max_running_steps, limits=settings.limits)
+                             max_running_steps=settings.max_running_steps, limits=settings.limits,
+                             log_cap=settings.log_cap_bytes)
         self.catalog = Catalog(settings.jobs_dir, step_types)
         self.health = health_aio.HealthServicer()
         self.server = grpc.aio.server(options=SERVER_OPTIONS)
         self.port = 0
         self.ownership: Ownership | None = None
         self._file_watch: asyncio.Task[None] | None = None
+        self._retention: asyncio.Task[None] | None = None
         self._health_update: asyncio.Task[None] | None = None
 
     async def start(self) -> int:
@@ -100,7 +108,20 @@ class Orchestrator:
         await self.server.start()
         await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         self._file_watch = asyncio.create_task(self._watch_file(), name="watch-db-file")
+        self._retention = asyncio.create_task(self._retain(), name="retention")
         return self.port
+
+    async def _retain(self) -> None:
+        """Delete log chunks older than --keep-logs-days, now and then (small transactions)."""
+        while True:
+            cutoff = time.time_ns() // 1000 - int(self.settings.keep_logs_days * 86400e6)
+            try:
+                deleted = await self.store.delete_old_logs(cutoff)
+                if deleted:
+                    log.info("retention: deleted %d log chunks", deleted)
+            except StoreUnavailable as exc:
+                log.warning("retention skipped: %s", exc)
+            await asyncio.sleep(self.settings.retention_interval_s)  # a period, not an event
 
     def _storage_changed(self, available: bool, reason: str) -> None:
         status = (health_pb2.HealthCheckResponse.SERVING if available
@@ -115,8 +136,9 @@ class Orchestrator:
 
     async def stop(self) -> None:
         """Not serving, end open streams with UNAVAILABLE, let calls finish, stop jobs."""
-        if self._file_watch is not None:
-            self._file_watch.cancel()
+        for task in (self._file_watch, self._retention):
+            if task is not None:
+                task.cancel()
         await self.health.enter_graceful_shutdown()
         self.broker.close()
         await self.server.stop(self.settings.shutdown_grace_s)
@@ -185,6 +207,15 @@ def parse_args(argv: list[str] | None = None) -> Settings:
                    help="steps per job (default: %(default)s)")
     p.add_argument("--max-children-per-step", type=int,
                    default=int(env("STEPWATCH_MAX_CHILDREN_PER_STEP", str(Limits.children))))
+    p.add_argument("--log-cap-bytes", type=int,
+                   default=int(env("STEPWATCH_LOG_CAP_BYTES", str(DEFAULT_LOG_CAP))),
+                   help="output kept per child; past it, a note says how much was dropped")
+    p.add_argument("--keep-logs-days", type=float,
+                   default=float(env("STEPWATCH_KEEP_LOGS_DAYS", "30")),
+                   help="log chunks older than this are deleted (default: %(default)s)")
+    p.add_argument("--retention-interval", type=float,
+                   default=float(env("STEPWATCH_RETENTION_INTERVAL", "3600")),
+                   help=argparse.SUPPRESS)
     p.add_argument("--log-level", default=env("STEPWATCH_LOG_LEVEL", "INFO"))
     a = p.parse_args(argv)
     logging.basicConfig(level=a.log_level.upper(),
@@ -192,14 +223,19 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     if a.heartbeat_interval <= 0:
         p.error("--heartbeat-interval must be positive")
-    for flag in ("max_running_steps", "max_definition_bytes", "max_steps", "max_children_per_step"):
+    if a.keep_logs_days <= 0 or a.retention_interval <= 0:
+        p.error("--keep-logs-days and --retention-interval must be positive")
+    for flag in ("max_running_steps", "max_definition_bytes", "max_steps", "max_children_per_step",
+                 "log_cap_bytes"):
         if getattr(a, flag) < 1:
             p.error(f"--{flag.replace('_', '-')} must be 1 or more")
     return Settings(host=a.host, port=a.port, db_url=a.db_url, jobs_dir=Path(a.jobs_dir),
                     workspace=Path(a.workspace), heartbeat_s=a.heartbeat_interval,
                     max_running_steps=a.max_running_steps,
                     limits=Limits(definition_bytes=a.max_definition_bytes, steps=a.max_steps,
-                                  children=a.max_children_per_step))
+                                  children=a.max_children_per_step),
+                    log_cap_bytes=a.log_cap_bytes, keep_logs_days=a.keep_logs_days,
+                    retention_interval_s=a.retention_interval)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -27,11 +27,20 @@ from .catalog import Catalog, DefinitionNotFound
 from .definitions import DefinitionError, clip, parse_definition
 from .engine import Engine, JobAlreadyFinished
 from .errors import RpcError, invalid
-from .model import Event, JobState
+from .model import Event, JobState, StepState
 from .snapshots import JobSnapshots
-from .statuses import JobStatus
-from .store import JobNotFound, StoreUnavailable
-from .watch import AfterSeqOutOfRange, Heartbeat, JobsSnapshot, Snapshot, follow_job, follow_jobs
+from .statuses import ChildStatus, JobStatus
+from .store import AmbiguousId, JobNotFound, StepNotFound, StoreUnavailable
+from .watch import (
+    AfterSeqOutOfRange,
+    Heartbeat,
+    JobsSnapshot,
+    LogOutOfRange,
+    Snapshot,
+    follow_job,
+    follow_jobs,
+    follow_logs,
+)
 
 MAX_PAGE = 1000
 MAX_ID = 200  # characters of a job id or request id
@@ -39,6 +48,7 @@ MAX_VIOLATIONS = 100
 HEADER_TEXT = 1024  # characters of a description or failure in a list or feed
 DEFAULT_PAGE = 50
 DEFAULT_FEED = 100
+DEFAULT_CHILDREN = 100
 
 
 @contextlib.contextmanager
@@ -55,6 +65,13 @@ def _errors() -> Iterator[None]:
                        exc.violations[:MAX_VIOLATIONS]) from None
     except StoreUnavailable as exc:
         raise RpcError(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
+    except StepNotFound as exc:
+        raise RpcError(grpc.StatusCode.NOT_FOUND,
+                       f"job {exc.job_id} has no step {clip(repr(exc.ref))}") from None
+    except AmbiguousId as exc:
+        raise invalid("job_id", clip(str(exc), 300)) from None
+    except LogOutOfRange as exc:
+        raise RpcError(grpc.StatusCode.OUT_OF_RANGE, str(exc)) from None
     except JobAlreadyFinished as exc:
         raise RpcError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from None
     except AfterSeqOutOfRange as exc:
@@ -148,32 +165,45 @@ def _safe_decoder(message_type: Any) -> Callable[[bytes], Any]:
 
 
 class PageTokens:
-    """Opaque page tokens, signed with the database's secret: forged ones are refused."""
+    """Opaque page tokens, signed with the database's secret: forged ones are refused.
+
+    A token names its query (``scope``): one issued for another query is refused too.
+    """
 
     def __init__(self, secret: bytes) -> None:
         self._secret = secret
 
     def issue(self, last_id: int | None) -> str:
-        if last_id is None:
-            return ""
-        body = f"v2.{last_id}"
-        return base64.urlsafe_b64encode(f"{body}.{self._mac(body)}".encode()).decode()
+        return "" if last_id is None else self.sign("jobs", str(last_id))
 
     def parse(self, token: str) -> int | None:
+        value = self.open(token, "jobs")
+        if value is None:
+            return None
+        if not value.isdigit() or not 0 < int(value) < 2**63:
+            raise invalid("page_token", "is not a token this server issued")
+        return int(value)
+
+    def sign(self, scope: str, value: str) -> str:
+        body = f"v3\n{scope}\n{value}"
+        return base64.urlsafe_b64encode(f"{body}\n{self._mac(body)}".encode()).decode()
+
+    def open(self, token: str, scope: str) -> str | None:
+        """The value a token of this scope carries; None for no token."""
         if not token:
             return None
         try:
-            if len(token) > 200:
+            if len(token) > 2000:
                 raise ValueError("too long")
-            version, value, mac = base64.urlsafe_b64decode(token.encode()).decode().split(".")
-            if version != "v2" or not hmac.compare_digest(mac, self._mac(f"{version}.{value}")):
+            body, _, mac = base64.urlsafe_b64decode(token.encode()).decode().rpartition("\n")
+            version, got_scope, value = body.split("\n", 2)
+            if version != "v3" or not hmac.compare_digest(mac, self._mac(body)):
                 raise ValueError("not signed by this server")
-            last_id = int(value)
-            if not value.isdigit() or not 0 < last_id < 2**63:
-                raise ValueError("out of range")
-            return last_id
+            if got_scope != scope:
+                raise ValueError("issued for another query")
+            return value
         except (ValueError, binascii.Error, UnicodeDecodeError):
-            raise invalid("page_token", "is not a token this server issued") from None
+            raise invalid("page_token", "is not a token this server issued for this query") from None
 
     def _mac(self, body: str) -> str:
         return hmac.new(self._secret, body.encode(), hashlib.sha256).hexdigest()[:32]
@@ -197,6 +227,24 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
         self.heartbeat_s = heartbeat_s
         self.snapshots = JobSnapshots(engine.store)
         self.tokens: PageTokens | None = None
+
+    async def _job_id(self, ref: str) -> str:
+        """The job's full id, from itself or a unique prefix of 8 or more characters."""
+        return await self.engine.store.resolve_job_id(_require_job_id(ref))
+
+    async def _step(self, request: Any) -> tuple[str, StepState, int]:
+        """(job_id, step, attempt) named by a request with job_id, step, attempt (0 = latest)."""
+        job_id = await self._job_id(request.job_id)
+        if not request.step:
+            raise invalid("step", "is required: a step_id or a step name")
+        if len(request.step) > MAX_ID:
+            raise invalid("step", f"is {len(request.step)} characters; at most {MAX_ID}")
+        step = await self.engine.store.find_step(job_id, request.step)
+        attempt = request.attempt or step.attempt
+        if attempt > step.attempt or attempt < 1:
+            raise RpcError(grpc.StatusCode.NOT_FOUND,
+                           f"step {step.name!r} has no attempt {attempt} (it is at {step.attempt})")
+        return job_id, step, attempt
 
     async def _tokens(self) -> PageTokens:
         if self.tokens is None:
@@ -229,7 +277,7 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
 
     @_rpc
     async def GetJob(self, request, context):  # noqa: N802
-        job = await self.snapshots.get(_require_job_id(request.job_id))
+        job = await self.snapshots.get(await self._job_id(request.job_id))
         return pb.GetJobResponse(job=job)
 
     @_rpc
@@ -250,12 +298,12 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
 
     @_rpc
     async def CancelJob(self, request, context):  # noqa: N802
-        job = await self.engine.cancel(_require_job_id(request.job_id))
+        job = await self.engine.cancel(await self._job_id(request.job_id))
         return pb.CancelJobResponse(job=convert.job(job))
 
     @_stream
     async def WatchJob(self, request, context) -> AsyncIterator[pb.WatchJobResponse]:  # noqa: N802
-        job_id = _require_job_id(request.job_id)
+        job_id = await self._job_id(request.job_id)
         async for item in follow_job(self.engine.store, self.broker, job_id, request.after_seq,
                                      self.heartbeat_s):
             if isinstance(item, Event):
@@ -281,5 +329,69 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
                 yield pb.WatchJobsResponse(job_changed=_bounded_header(item))
 
 
+    @_rpc
+    async def ListChildren(self, request, context):  # noqa: N802
+        _, step, attempt = await self._step(request)
+        size = _page_size(request.page_size, DEFAULT_CHILDREN)
+        status = _enum_value(ChildStatus, request.status, "status")
+        order = request.order
+        if order not in (pb.CHILD_ORDER_UNSPECIFIED, pb.CHILD_ORDER_INDEX, pb.CHILD_ORDER_FAILED_FIRST):
+            raise invalid("order", f"unknown ChildOrder value {order}")
+        scope = f"children {step.step_id} {attempt} {request.status} {order}"
+        tokens = await self._tokens()
+        after = _phase_index(tokens.open(request.page_token, scope))
+        children, last = await self.engine.store.list_children(
+            step.step_id, attempt, status, order == pb.CHILD_ORDER_FAILED_FIRST, size, after)
+        return pb.ListChildrenResponse(
+            children=[convert.child(c) for c in children], attempt=attempt,
+            next_page_token="" if last is None else tokens.sign(scope, f"{last[0]} {last[1]}"))
+
+    @_stream
+    async def WatchLogs(self, request, context) -> AsyncIterator[pb.WatchLogsResponse]:  # noqa: N802
+        _, step, attempt = await self._step(request)
+        child = request.child_index if request.HasField("child_index") else None
+        async for item in follow_logs(self.engine.store, self.broker, step.step_id, attempt,
+                                      child, request.after_offset, self.heartbeat_s):
+            if isinstance(item, Heartbeat):
+                yield pb.WatchLogsResponse(heartbeat=_heartbeat(item))
+            else:
+                yield pb.WatchLogsResponse(chunk=convert.log_chunk(item))
+
+    @_rpc
+    async def ListDocuments(self, request, context):  # noqa: N802
+        job_id = await self._job_id(request.job_id)
+        size = _page_size(request.page_size, DEFAULT_CHILDREN)
+        if len(request.tags) > 100 or any(len(t) > MAX_ID for t in request.tags):
+            raise invalid("tags", f"at most 100 tags of at most {MAX_ID} characters")
+        scope = f"documents {job_id} {hashlib.sha256(chr(0).join(request.tags).encode()).hexdigest()}"
+        tokens = await self._tokens()
+        after = tokens.open(request.page_token, scope)
+        docs, last = await self.engine.store.list_documents(job_id, list(request.tags), size, after)
+        return pb.ListDocumentsResponse(
+            documents=[convert.document(d) for d in docs],
+            next_page_token="" if last is None else tokens.sign(scope, last))
+
 def _heartbeat(h: Heartbeat) -> pb.Heartbeat:
     return pb.Heartbeat(head_seq=h.head_seq, at=convert.timestamp(h.at_us))
+
+
+def _page_size(size: int, default: int) -> int:
+    if size > MAX_PAGE:
+        raise invalid("page_size", f"must be at most {MAX_PAGE}")
+    return size or default
+
+
+def _enum_value(enum: Any, value: int, field: str) -> Any:
+    if not value:
+        return None
+    try:
+        return enum(value)
+    except ValueError:
+        raise invalid(field, f"unknown {enum.__name__} value {value}") from None
+
+
+def _phase_index(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    phase, _, index = value.partition(" ")
+    return int(phase), int(index)  # signed by us: well-formed

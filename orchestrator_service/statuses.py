@@ -55,3 +55,9 @@ class ChildStatus(IntEnum):
 class Policy(StrEnum):
     STOP = "stop"
     CONTINUE = "continue"
+
+
+class LogStream(IntEnum):
+    STDOUT = 1
+    STDERR = 2
+    SYSTEM = 3  # the step type's own lines (ctx.log), and the orchestrator's notes

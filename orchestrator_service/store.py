@@ -30,7 +30,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 from typing import Any, TypeVar, cast
 
@@ -63,9 +63,18 @@ from .model import (
     to_json,
 )
 from .rules import Decision, JobTransition, StepTransition
-from .statuses import ChildStatus, FailureReason, JobStatus, StepStatus
+from .statuses import ChildStatus, FailureReason, JobStatus, LogStream, StepStatus
 from .step_types.base import Document, DocumentPut
-from .tables import ChildRow, DocumentRow, EventRow, JobRow, MetaRow, StepRow
+from .tables import (
+    ChildRow,
+    DocumentRow,
+    EventRow,
+    JobRow,
+    LogChunkRow,
+    LogHeadRow,
+    MetaRow,
+    StepRow,
+)
 
 __all__ = [
     "JobNotFound", "ProgressBatch", "StaleWrite", "StepWrite", "Store", "StoreUnavailable",
@@ -85,7 +94,11 @@ C = cast(Table, ChildRow.__table__)
 D = cast(Table, DocumentRow.__table__)
 E = cast(Table, EventRow.__table__)
 M = cast(Table, MetaRow.__table__)
+L = cast(Table, LogChunkRow.__table__)
+LH = cast(Table, LogHeadRow.__table__)
 REQUEST_ID_TTL_US = 24 * 3600 * 1_000_000  # a SubmitJob request_id names one job for a day
+MIN_PREFIX = 8  # characters of an id that may stand for the whole id
+HEX = frozenset("0123456789abcdef")
 
 _COUNT_COLUMN = {
     StepStatus.PENDING: "steps_pending", StepStatus.RUNNING: "steps_running",
@@ -122,12 +135,21 @@ _SET_JOB_COUNTS = _set(J, "job_id", _JOB_COUNT_COLUMNS)
 _SET_JOB_STATUS = _set(J, "job_id", (*_JOB_COUNT_COLUMNS, *_JOB_STATUS_COLUMNS))
 _INSERT_EVENTS = insert(E)
 _INSERT_CHILDREN = insert(C)
-_SET_CHILD = (update(C).where(C.c.step_id == bindparam("b_step"), C.c.attempt == bindparam("b_attempt"),
-                              C.c.idx == bindparam("b_idx"))
-              .values(status=bindparam("b_status"), error=bindparam("b_error")))
+_THE_CHILD = (C.c.step_id == bindparam("b_step"), C.c.attempt == bindparam("b_attempt"),
+              C.c.idx == bindparam("b_idx"))
+_CHILD_STARTS = update(C).where(*_THE_CHILD).values(status=bindparam("b_status"),
+                                                    started_at=bindparam("b_at"))
+_CHILD_ENDS = update(C).where(*_THE_CHILD).values(
+    status=bindparam("b_status"), error=bindparam("b_error"), error_reason=bindparam("b_reason"),
+    finished_at=bindparam("b_at"), output_bytes=bindparam("b_bytes"), result=bindparam("b_result"))
 _CLOSE_OUT = (update(C).where(C.c.step_id == bindparam("k"), C.c.attempt == bindparam("b_attempt"),
                               C.c.status.in_(_UNFINISHED_CHILD))
-              .values(status=int(ChildStatus.CANCELLED)))
+              .values(status=int(ChildStatus.CANCELLED), finished_at=bindparam("b_at")))
+_LOG_HEAD = select(LH.c.head).where(LH.c.step_id == bindparam("k"), LH.c.attempt == bindparam("b_attempt"))
+_NEW_LOG_HEAD = insert(LH)
+_SET_LOG_HEAD = (update(LH).where(LH.c.step_id == bindparam("k"), LH.c.attempt == bindparam("b_attempt"))
+                 .values(head=bindparam("b_head")))
+_INSERT_CHUNKS = insert(L)
 _CHILD_COUNTS = (select(C.c.status, func.count())
                  .where(C.c.step_id == bindparam("k"), C.c.attempt == bindparam("b_attempt"))
                  .group_by(C.c.status))
@@ -135,6 +157,16 @@ _CHILD_COUNTS = (select(C.c.status, func.count())
 
 class JobNotFound(LookupError):
     pass
+
+
+class StepNotFound(LookupError):
+    def __init__(self, job_id: str, ref: str) -> None:
+        super().__init__(f"job {job_id} has no step {ref!r}")
+        self.job_id, self.ref = job_id, ref
+
+
+class AmbiguousId(ValueError):
+    """An id prefix that matches more than one thing."""
 
 
 class StaleWrite(Exception):
@@ -166,19 +198,78 @@ def new_id() -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class ChildChange:
+    """A child's new status; a finished one also carries its error, output size and result."""
+
+    index: int
+    status: ChildStatus
+    at: int
+    error: str | None = None
+    output_bytes: int = 0
+    result: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    """Output of a child (or of the step's init: child None), whole lines of one stream."""
+
+    child: int | None
+    stream: int
+    text: str
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChildRecord:
+    """A child row as readers see it; ``phase`` is its part of a failed-first listing."""
+
+    index: int
+    key: str
+    status: ChildStatus
+    error: str | None
+    error_reason: int | None
+    attempt: int
+    started_at: int | None
+    finished_at: int | None
+    output_bytes: int
+    result: str | None
+    phase: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LogChunk:
+    offset: int
+    child: int | None
+    stream: LogStream
+    text: str
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class LogPage:
+    """Chunks read with the attempt's head offset, the first offset kept, and whether it ended."""
+
+    head: int
+    first_kept: int
+    ended: bool
+    chunks: list[LogChunk]
+
+
+@dataclass(frozen=True, slots=True)
 class ProgressBatch:
     """Child transitions of one step attempt since the last write, with the counts after them."""
 
     step_id: str
     attempt: int
-    children: list[tuple[int, int, str | None]]  # (child index, ChildStatus, error)
+    children: list[ChildChange]
     documents: list[DocumentPut]
     counts: ChildCounts
     document_delta: int
+    logs: list[LogLine] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
-        return not self.children and not self.documents and not self.document_delta
+        return not (self.children or self.documents or self.document_delta or self.logs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +325,7 @@ class Store:
                         else ThreadPoolExecutor(max_workers=2, thread_name_prefix="store-read"))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listener: Listener | None = None
+        self._log_listener: Callable[[set[tuple[str, int]]], None] | None = None
         #: Called on the writer thread before each write, with its name (tests delay it).
         self.before_write = before_write
         self._closed = threading.Event()
@@ -374,9 +466,17 @@ class Store:
             if self.on_availability is not None and self._loop is not None:
                 self._loop.call_soon_threadsafe(self.on_availability, ok, reason)
 
-    def _committed(self, events: list[Event]) -> None:
-        if events and self._listener is not None and self._loop is not None:
+    def set_log_listener(self, listener: Callable[[set[tuple[str, int]]], None]) -> None:
+        """Told, after each commit that wrote output, which (step_id, attempt) logs grew."""
+        self._log_listener = listener
+
+    def _committed(self, events: list[Event], logs: set[tuple[str, int]] | None = None) -> None:
+        if self._loop is None:
+            return
+        if events and self._listener is not None:
             self._loop.call_soon_threadsafe(self._listener, events)
+        if logs and self._log_listener is not None:
+            self._loop.call_soon_threadsafe(self._log_listener, logs)
 
     # -- public, async -------------------------------------------------------
 
@@ -415,8 +515,11 @@ class Store:
         if not self.available:
             raise StoreUnavailable(self.unavailable_reason)
 
-    async def start_children(self, step_id: str, attempt: int, keys: Sequence[str]) -> StepState:
-        return await self._write("start_children", self._start_children, step_id, attempt, keys)
+    async def start_children(self, step_id: str, attempt: int, keys: Sequence[str],
+                             logs: Sequence[LogLine] = ()) -> StepState:
+        """An attempt's children, PENDING; with what its init logged."""
+        return await self._write("start_children", self._start_children, step_id, attempt, keys,
+                                 logs)
 
     async def record_progress(self, progress: ProgressBatch) -> None:
         await self._write("record_progress", self._record_progress, progress)
@@ -442,6 +545,40 @@ class Store:
 
     async def documents(self, job_id: str, tags: Sequence[str] | None = None) -> list[Document]:
         return await self._read(self._documents, job_id, tags)
+
+    async def resolve_job_id(self, ref: str) -> str:
+        """A full job id from itself or a unique prefix of 8 or more characters."""
+        return await self._read(self._resolve_job_id, ref)
+
+    async def find_step(self, job_id: str, ref: str) -> StepState:
+        """A job's step by its step_id or its name (raises StepNotFound)."""
+        return await self._read(self._find_step, job_id, ref)
+
+    async def list_children(self, step_id: str, attempt: int, status: ChildStatus | None,
+                            failed_first: bool, limit: int,
+                            after: tuple[int, int] | None) -> tuple[list[ChildRecord],
+                                                                    tuple[int, int] | None]:
+        """One page of an attempt's children; ``after`` = (phase, index) of the last one sent."""
+        return await self._read(self._list_children, step_id, attempt, status, failed_first,
+                                limit, after)
+
+    async def read_logs(self, step_id: str, attempt: int, after: int, limit: int,
+                        child: int | None) -> LogPage:
+        """The attempt's chunks after ``after`` (one child's, or all), with its head, in one read."""
+        return await self._read(self._read_logs, step_id, attempt, after, limit, child)
+
+    async def list_documents(self, job_id: str, tags: Sequence[str], limit: int,
+                             after: str | None) -> tuple[list[Document], str | None]:
+        return await self._read(self._list_documents, job_id, tags, limit, after)
+
+    async def delete_old_logs(self, before_us: int, batch: int = 1000) -> int:
+        """Retention: delete chunks written before ``before_us``, in small transactions."""
+        total = 0
+        while True:
+            n = await self._write("delete_old_logs", self._delete_old_logs, before_us, batch)
+            total += n
+            if n < batch:
+                return total
 
     async def unfinished_jobs(self) -> list[str]:
         return await self._read(self._unfinished_jobs)
@@ -500,7 +637,7 @@ class Store:
                 log_.step(st)
             events = log_.flush()
             state = replace(log_.state(), steps=tuple(steps))
-        self._committed(events)
+        self._committed(events, log_.log_keys)
         return state, True
 
     def _write_steps(self, job_id: str, writes: Sequence[StepWrite]) -> list[StepState]:
@@ -515,10 +652,10 @@ class Store:
                 current = _step_state(row)
                 _fence(current, w.attempt)
                 if w.progress is not None:
-                    current = _apply_progress(c, current, w.progress)
+                    current = _apply_progress(c, log_, current, w.progress)
                 out.append(_transition(c, log_, current, w.decide(current)))
             events = log_.flush()
-        self._committed(events)
+        self._committed(events, log_.log_keys)
         return out
 
     def _decide_job(self, job_id: str, decide: Callable[[JobState], Decision]) -> JobState:
@@ -535,10 +672,11 @@ class Store:
                 log_.set_job(decision.job)
             events = log_.flush()
             state = replace(log_.state(), steps=tuple(steps.values()))
-        self._committed(events)
+        self._committed(events, log_.log_keys)
         return state
 
-    def _start_children(self, step_id: str, attempt: int, keys: Sequence[str]) -> StepState:
+    def _start_children(self, step_id: str, attempt: int, keys: Sequence[str],
+                        logs: Sequence[LogLine]) -> StepState:
         with self.engine.begin() as c:
             job_id = c.execute(_JOB_OF_STEP, {"k": step_id}).scalar_one()
             log_ = _Log(c, self._lock_job(c, job_id))
@@ -552,9 +690,10 @@ class Store:
             step = replace(step, children=ChildCounts(total=len(keys), pending=len(keys)))
             c.execute(_SET_STEP_COUNTS, _params(step_id, _step_values(step),
                                                 ("document_count", *_CHILD_COUNT_COLUMNS)))
+            _append_logs(c, log_, step_id, attempt, logs)
             log_.step(step)
             events = log_.flush()
-        self._committed(events)
+        self._committed(events, log_.log_keys)
         return step
 
     def _record_progress(self, p: ProgressBatch) -> None:
@@ -564,9 +703,9 @@ class Store:
             log_.refuse_if_terminal()
             step = _step_state(c.execute(_STEP, {"k": p.step_id}).one())
             _fence(step, p.attempt)
-            log_.step(_apply_progress(c, step, p))
+            log_.step(_apply_progress(c, log_, step, p))
             events = log_.flush()
-        self._committed(events)
+        self._committed(events, log_.log_keys)
 
     @staticmethod
     def _lock_job(c: Connection, job_id: str) -> Row[Any]:
@@ -639,6 +778,119 @@ class Store:
                              .where(S.c.job_id == job_id))
             return {r.step_id: (json.loads(r.options), r.concurrency) for r in rows}
 
+    def _resolve_job_id(self, ref: str) -> str:
+        with self.engine.begin() as c:
+            if c.execute(select(J.c.job_id).where(J.c.job_id == ref)).first() is not None:
+                return ref
+            if len(ref) < MIN_PREFIX or len(ref) >= 32 or not all(ch in HEX for ch in ref):
+                raise JobNotFound(ref)
+            found = list(c.execute(select(J.c.job_id).where(J.c.job_id.startswith(ref))
+                                   .limit(2)).scalars())
+        if not found:
+            raise JobNotFound(ref)
+        if len(found) > 1:
+            raise AmbiguousId(f"job id prefix {ref!r} matches more than one job: give more of it")
+        return str(found[0])
+
+    def _find_step(self, job_id: str, ref: str) -> StepState:
+        with self.engine.begin() as c:
+            if c.execute(select(J.c.job_id).where(J.c.job_id == job_id)).first() is None:
+                raise JobNotFound(job_id)
+            rows = list(c.execute(select(S).where(S.c.job_id == job_id, (S.c.step_id == ref)
+                                                  | (S.c.name == ref))))
+            if not rows and len(ref) >= MIN_PREFIX and all(ch in HEX for ch in ref):
+                rows = list(c.execute(select(S).where(S.c.job_id == job_id,
+                                                      S.c.step_id.startswith(ref)).limit(2)))
+                if len(rows) > 1:
+                    raise AmbiguousId(f"step id prefix {ref!r} matches more than one step")
+        if not rows:
+            raise StepNotFound(job_id, ref)
+        return _step_state(rows[0])
+
+    def _list_children(self, step_id: str, attempt: int, status: ChildStatus | None,
+                       failed_first: bool, limit: int,
+                       after: tuple[int, int] | None) -> tuple[list[ChildRecord], tuple[int, int] | None]:
+        phase, last = after or (0, -1)
+        out: list[ChildRecord] = []
+        with self.engine.begin() as c:
+            while len(out) <= limit and phase < 2:
+                q = select(C).where(C.c.step_id == step_id, C.c.attempt == attempt,
+                                    C.c.idx > last).order_by(C.c.idx).limit(limit + 1 - len(out))
+                if status is not None:
+                    q = q.where(C.c.status == int(status))
+                if failed_first and phase == 0:
+                    q = q.where(C.c.status == int(ChildStatus.FAILED))
+                elif failed_first:
+                    q = q.where(C.c.status != int(ChildStatus.FAILED))
+                rows = list(c.execute(q))
+                out += [_child_record(r, phase) for r in rows]
+                if len(out) > limit:
+                    break
+                if not failed_first:
+                    break
+                phase, last = phase + 1, -1
+        if len(out) > limit:
+            out = out[:limit]
+            return out, (out[-1].phase, out[-1].index)
+        return out, None
+
+    def _read_logs(self, step_id: str, attempt: int, after: int, limit: int,
+                   child: int | None) -> LogPage:
+        with self.engine.begin() as c:
+            head = c.execute(select(LH.c.head, LH.c.first_kept).where(
+                LH.c.step_id == step_id, LH.c.attempt == attempt)).first()
+            step = c.execute(select(S.c.status, S.c.attempt).where(S.c.step_id == step_id)).one()
+            ended = StepStatus(step.status).terminal or step.attempt != attempt
+            if head is None:
+                return LogPage(0, 1, ended, [])
+            q = (select(L).where(L.c.step_id == step_id, L.c.attempt == attempt, L.c.offset > after)
+                 .order_by(L.c.offset).limit(limit))
+            if child is not None:
+                q = q.where(L.c.child_idx == child)
+            chunks = [LogChunk(r.offset, r.child_idx, LogStream(r.stream), r.text, r.at)
+                      for r in c.execute(q)]
+            return LogPage(head.head, head.first_kept, ended, chunks)
+
+    def _list_documents(self, job_id: str, tags: Sequence[str], limit: int,
+                        after: str | None) -> tuple[list[Document], str | None]:
+        wanted = set(tags)
+        out: list[Document] = []
+        with self.engine.begin() as c:
+            if c.execute(select(J.c.job_id).where(J.c.job_id == job_id)).first() is None:
+                raise JobNotFound(job_id)
+            last = after
+            while len(out) <= limit:
+                q = select(D.c.path, D.c.tags, D.c.attrs).where(D.c.job_id == job_id)
+                if last is not None:
+                    q = q.where(D.c.path > last)
+                rows = list(c.execute(q.order_by(D.c.path).limit(500)))
+                for r in rows:
+                    doc = Document(r.path, tuple(json.loads(r.tags)), json.loads(r.attrs))
+                    if not wanted or wanted.intersection(doc.tags):
+                        out.append(doc)
+                if len(rows) < 500:
+                    break
+                last = rows[-1].path
+        if len(out) > limit:
+            return out[:limit], out[limit - 1].path
+        return out, None
+
+    def _delete_old_logs(self, before_us: int, batch: int) -> int:
+        with self.engine.begin() as c:
+            rows = list(c.execute(select(L.c.id, L.c.step_id, L.c.attempt, L.c.offset)
+                                  .where(L.c.at < before_us).order_by(L.c.id).limit(batch)))
+            if not rows:
+                return 0
+            kept: dict[tuple[str, int], int] = {}
+            for r in rows:
+                key = (r.step_id, r.attempt)
+                kept[key] = max(kept.get(key, 0), r.offset + 1)
+            c.execute(L.delete().where(L.c.id.in_([r.id for r in rows])))
+            for (step_id, attempt), first in kept.items():
+                c.execute(update(LH).where(LH.c.step_id == step_id, LH.c.attempt == attempt,
+                                           LH.c.first_kept < first).values(first_kept=first))
+            return len(rows)
+
     def _unfinished_jobs(self) -> list[str]:
         with self.engine.begin() as c:
             return list(c.execute(select(J.c.job_id).where(
@@ -661,6 +913,7 @@ class _Log:
         self.rows: list[dict[str, Any]] = []
         self.status_dirty = False
         self._header_due = False
+        self.log_keys: set[tuple[str, int]] = set()
 
     def refuse_if_terminal(self) -> None:
         status = JobStatus(self.values["status"])
@@ -737,11 +990,20 @@ def _fence(step: StepState, attempt: int) -> None:
                          f"attempt {attempt}")
 
 
-def _apply_progress(c: Connection, step: StepState, p: ProgressBatch) -> StepState:
-    if p.children:
-        c.execute(_SET_CHILD, [
-            {"b_step": p.step_id, "b_attempt": p.attempt, "b_idx": i, "b_status": st, "b_error": err}
-            for i, st, err in p.children])
+def _apply_progress(c: Connection, log_: _Log, step: StepState, p: ProgressBatch) -> StepState:
+    starts = [ch for ch in p.children if ch.status == ChildStatus.RUNNING]
+    ends = [ch for ch in p.children if ch.status != ChildStatus.RUNNING]
+    if starts:
+        c.execute(_CHILD_STARTS, [{"b_step": p.step_id, "b_attempt": p.attempt, "b_idx": ch.index,
+                                   "b_status": int(ch.status), "b_at": ch.at} for ch in starts])
+    if ends:  # after the starts: a child that started and ended in one batch ends ended
+        c.execute(_CHILD_ENDS, [
+            {"b_step": p.step_id, "b_attempt": p.attempt, "b_idx": ch.index,
+             "b_status": int(ch.status), "b_error": ch.error,
+             "b_reason": None if ch.error is None else int(FailureReason.EXECUTION_FAILED),
+             "b_at": ch.at, "b_bytes": ch.output_bytes, "b_result": ch.result} for ch in ends])
+    if p.logs:
+        _append_logs(c, log_, p.step_id, p.attempt, p.logs)
     if p.documents:
         _put_documents(c, step.job_id, p.documents)
     step = replace(step, children=p.counts, document_count=step.document_count + p.document_delta)
@@ -756,7 +1018,8 @@ def _transition(c: Connection, log_: _Log, step: StepState, t: StepTransition) -
     counts, docs = step.children, step.document_count
     attempt_ends = step.status == StepStatus.RUNNING and (t.status.terminal or t.attempt != step.attempt)
     if attempt_ends and step.attempt > 0:
-        counts = _close_out_children(c, step.step_id, step.attempt)
+        counts = _close_out_children(c, step.step_id, step.attempt, t.finished_at or now_us())
+        log_.log_keys.add((step.step_id, step.attempt))  # its log followers: the attempt ended
         if t.attempt != step.attempt:
             # A new attempt: first the old attempt's final counts, then the new one from zero.
             log_.step(replace(step, children=counts))
@@ -771,9 +1034,26 @@ def _transition(c: Connection, log_: _Log, step: StepState, t: StepTransition) -
     return new
 
 
-def _close_out_children(c: Connection, step_id: str, attempt: int) -> ChildCounts:
+def _append_logs(c: Connection, log_: _Log, step_id: str, attempt: int,
+                 lines: Sequence[LogLine]) -> None:
+    """Number an attempt's new output after its head (under the job's lock) and store it."""
+    head = c.execute(_LOG_HEAD, {"k": step_id, "b_attempt": attempt}).scalar()
+    if head is None:
+        c.execute(_NEW_LOG_HEAD, {"step_id": step_id, "attempt": attempt, "head": 0, "first_kept": 1})
+        head = 0
+    if not lines:
+        return
+    c.execute(_INSERT_CHUNKS, [
+        {"step_id": step_id, "attempt": attempt, "offset": head + n, "child_idx": line.child,
+         "stream": line.stream, "text": line.text, "at": line.at}
+        for n, line in enumerate(lines, 1)])
+    c.execute(_SET_LOG_HEAD, {"k": step_id, "b_attempt": attempt, "b_head": head + len(lines)})
+    log_.log_keys.add((step_id, attempt))
+
+
+def _close_out_children(c: Connection, step_id: str, attempt: int, at: int) -> ChildCounts:
     """Children still PENDING or RUNNING when their attempt ends are CANCELLED; recount them."""
-    c.execute(_CLOSE_OUT, {"k": step_id, "b_attempt": attempt})
+    c.execute(_CLOSE_OUT, {"k": step_id, "b_attempt": attempt, "b_at": at})
     return child_counts(c, step_id, attempt)
 
 
@@ -842,6 +1122,11 @@ def _read_events(c: Connection, job_id: str, after_seq: int, limit: int) -> list
                      .where(E.c.job_id == job_id, E.c.seq > after_seq)
                      .order_by(E.c.seq).limit(limit))
     return [_event(r) for r in rows]
+
+
+def _child_record(r: Any, phase: int) -> ChildRecord:
+    return ChildRecord(r.idx, r.key, ChildStatus(r.status), r.error, r.error_reason, r.attempt,
+                       r.started_at, r.finished_at, r.output_bytes or 0, r.result, phase)
 
 
 def _failure(reason: int | None, message: str | None) -> Failure | None:

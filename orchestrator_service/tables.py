@@ -7,6 +7,7 @@ from sqlalchemy import (
     Boolean,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -84,7 +85,8 @@ class StepRow(Base):
 
 class ChildRow(Base):
     __tablename__ = "children"
-    __table_args__ = (UniqueConstraint("step_id", "attempt", "idx"),)
+    __table_args__ = (UniqueConstraint("step_id", "attempt", "idx"),
+                      Index("ix_children_attempt_status", "step_id", "attempt", "status", "idx"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     step_id: Mapped[str] = mapped_column(ForeignKey("steps.step_id"), index=True)
@@ -93,6 +95,11 @@ class ChildRow(Base):
     key: Mapped[str] = mapped_column(Text)
     status: Mapped[int] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error_reason: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    started_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    finished_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    output_bytes: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    result: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class DocumentRow(Base):
@@ -125,3 +132,30 @@ class MetaRow(Base):
 
     key: Mapped[str] = mapped_column(String(100), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class LogChunkRow(Base):
+    """Output of a step attempt, in numbered chunks (offset contiguous per step attempt)."""
+
+    __tablename__ = "log_chunks"
+    __table_args__ = (UniqueConstraint("step_id", "attempt", "offset"), Index("ix_log_chunks_at", "at"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    step_id: Mapped[str] = mapped_column(String(32))
+    attempt: Mapped[int] = mapped_column(Integer)
+    offset: Mapped[int] = mapped_column(BigInteger)
+    child_idx: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    stream: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    at: Mapped[int] = mapped_column(BigInteger)
+
+
+class LogHeadRow(Base):
+    """Per step attempt: the last offset written, and the first one retention kept."""
+
+    __tablename__ = "log_heads"
+
+    step_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    head: Mapped[int] = mapped_column(BigInteger)
+    first_kept: Mapped[int] = mapped_column(BigInteger)

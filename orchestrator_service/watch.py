@@ -8,13 +8,14 @@ to the log.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from .broker import Broker, Overflowed
+from .broker import Broker, BrokerClosed, Overflowed
 from .model import Event, JobState
-from .store import Store
+from .store import LogChunk, Store
 
 PAGE = 500
 
@@ -106,3 +107,39 @@ async def follow_jobs(store: Store, broker: Broker, limit: int,
                 yield Heartbeat(0, time.time_ns() // 1000)
             elif ev.job is not None:
                 yield ev.job
+
+
+class LogOutOfRange(Exception):
+    """after_offset past the head, or before what retention kept ("log compacted")."""
+
+
+async def follow_logs(store: Store, broker: Broker, step_id: str, attempt: int, child: int | None,
+                      after: int, heartbeat_s: float) -> AsyncIterator[LogChunk | Heartbeat]:
+    """An attempt's log after ``after``: stored chunks, then live ones; ends once it ended.
+
+    The attempt's end commits with its last chunks, so a read that sees the end
+    holds every chunk: nothing is missed, and nothing is sent twice (offsets grow).
+    """
+    with broker.subscribe_logs(step_id, attempt) as poke:
+        page = await store.read_logs(step_id, attempt, after, PAGE, child)
+        if after > page.head:
+            raise LogOutOfRange(f"after_offset {after} is past the log's head offset {page.head}")
+        if after + 1 < page.first_kept:
+            raise LogOutOfRange(f"log compacted: offsets before {page.first_kept} were deleted "
+                                f"by retention; resume from {page.first_kept - 1} or later")
+        last = after
+        while True:
+            for chunk in page.chunks:
+                yield chunk
+                last = chunk.offset
+            if len(page.chunks) < PAGE:
+                if page.ended:
+                    return
+                try:
+                    await asyncio.wait_for(poke.wait(), heartbeat_s)
+                except TimeoutError:
+                    yield Heartbeat(page.head, time.time_ns() // 1000)
+                if broker.closed:
+                    raise BrokerClosed
+                poke.clear()
+            page = await store.read_logs(step_id, attempt, last, PAGE, child)

@@ -13,9 +13,12 @@ the child's status, in one transaction.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
+
+from ..statuses import LogStream
 
 
 class OptionError(Exception):
@@ -63,6 +66,18 @@ class DocumentReader(Protocol):
     async def documents(self, tags: Sequence[str] | None = None) -> list[Document]: ...
 
 
+class OutputSink(Protocol):
+    """Where an attempt's output goes (the engine's; bounded, numbered, stored)."""
+
+    def write(self, child: int | None, stream: LogStream, data: str, nbytes: int) -> None: ...
+
+    def result(self, child: int, text: str) -> None: ...
+
+
+#: The child a run_child call works on (set by the engine for each call).
+CURRENT_CHILD: ContextVar[int | None] = ContextVar("stepwatch_current_child", default=None)
+
+
 @dataclass(frozen=True)
 class StepContext:
     job_id: str
@@ -73,6 +88,19 @@ class StepContext:
     #: Variables for any process a child starts: the markers that find it again
     #: (STEPWATCH_OWNER, STEPWATCH_JOB, STEPWATCH_STEP, STEPWATCH_ATTEMPT).
     env: Mapping[str, str] = field(default_factory=dict)
+    sink: OutputSink | None = None
+
+    def log(self, text: str, stream: LogStream = LogStream.SYSTEM) -> None:
+        """A line (or lines) of the step's log: the current child's in run_child, the step's in init."""
+        if self.sink is not None:
+            data = text if text.endswith("\n") else text + "\n"
+            self.sink.write(CURRENT_CHILD.get(), stream, data, len(data.encode()))
+
+    def result(self, text: str) -> None:
+        """Declare the current child's result (shown next to it), e.g. a number it computed."""
+        child = CURRENT_CHILD.get()
+        if self.sink is not None and child is not None:
+            self.sink.result(child, text)
 
     async def documents(self, tags: Sequence[str] | None = None) -> list[Document]:
         """The job's documents, all or those carrying any of ``tags``."""

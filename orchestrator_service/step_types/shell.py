@@ -10,6 +10,7 @@ a stream into a bounded tail: a command printing gigabytes costs kilobytes.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import os
 import shutil
@@ -18,11 +19,23 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .base import Child, DocumentPut, StepContext, StepFailed, StepType, check_known, string_list
+from ..statuses import LogStream
+from .base import (
+    CURRENT_CHILD,
+    Child,
+    DocumentPut,
+    StepContext,
+    StepFailed,
+    StepType,
+    check_known,
+    string_list,
+)
 
 STDERR_TAIL = 4096  # bytes of stderr kept for the failure message
 SHOWN_TAIL = 400  # characters of it shown there
 PIPE_GRACE_S = 0.2  # after the shell exits, how long its pipes may still be read
+PARTIAL_LINE = 8192  # a line longer than this goes to the log in pieces
+RESULT_CHARS = 1000
 # The shell's own codes for "cannot execute" and "command not found": the step is
 # misconfigured, so running its other commands would not help.
 STEP_BROKEN_CODES = {126: "command cannot be executed", 127: "command not found"}
@@ -70,15 +83,16 @@ class Shell(StepType):
 
     async def run_child(self, ctx: StepContext, child: Child) -> Sequence[DocumentPut]:
         tail = Tail(STDERR_TAIL)
+        out = _Output(ctx, CURRENT_CHILD.get())
         # The protocol API, not Process.wait(): that one also waits for the pipes to close,
         # which a background process (`sleep 30 &`) can hold open long after the shell exits.
         transport, command = await asyncio.get_running_loop().subprocess_exec(
-            lambda: _Command(tail),
+            lambda: _Command(tail, out),
             *command_argv(child.key),
             cwd=ctx.workspace,
             env={**os.environ, **ctx.env},
             stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,  # its own process group, so a stop kills the whole tree
         )
@@ -94,6 +108,9 @@ class Shell(StepType):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(command.closed), PIPE_GRACE_S)
         transport.close()
+        out.close()
+        if out.last_line:
+            ctx.result(out.last_line)
         if code in STEP_BROKEN_CODES:
             shown = tail.text(SHOWN_TAIL)
             raise StepFailed(f"{STEP_BROKEN_CODES[code]} (exit code {code}) "
@@ -104,17 +121,58 @@ class Shell(StepType):
         return []
 
 
-class _Command(asyncio.SubprocessProtocol):
-    """Output into a bounded tail; ``exited`` when the shell exits, ``closed`` when its pipes do."""
+class _Output:
+    """A command's stdout and stderr as whole lines into the step's log (the sink bounds it)."""
 
-    def __init__(self, tail: Tail) -> None:
+    def __init__(self, ctx: StepContext, child: int | None) -> None:
+        self._ctx = ctx
+        self._child = child
+        self._decoders = {fd: codecs.getincrementaldecoder("utf-8")("replace") for fd in (1, 2)}
+        self._partial = {1: "", 2: ""}
+        self.last_line = ""  # the child's result: its last non-empty line of stdout
+
+    def add(self, fd: int, data: bytes) -> None:
+        text = self._partial[fd] + self._decoders[fd].decode(data)
+        cut = text.rfind("\n") + 1
+        if cut == 0 and len(text) < PARTIAL_LINE:
+            self._partial[fd] = text  # wait for the end of the line
+            return
+        whole, self._partial[fd] = (text[:cut], text[cut:]) if cut else (text, "")
+        self._emit(fd, whole)
+
+    def close(self) -> None:
+        for fd in (1, 2):
+            rest = self._partial[fd] + self._decoders[fd].decode(b"", final=True)
+            self._partial[fd] = ""
+            if rest:
+                self._emit(fd, rest + "\n")
+
+    def _emit(self, fd: int, text: str) -> None:
+        if self._ctx.sink is not None:
+            self._ctx.sink.write(self._child, LogStream.STDOUT if fd == 1 else LogStream.STDERR,
+                                 text, len(text.encode()))
+        if fd == 1:
+            for line in reversed(text.splitlines()):
+                if line.strip():
+                    self.last_line = line.strip()[-RESULT_CHARS:]
+                    break
+
+
+class _Command(asyncio.SubprocessProtocol):
+    """Output into the log and a bounded tail; ``exited`` when the shell exits, ``closed`` when
+    its pipes do."""
+
+    def __init__(self, tail: Tail, out: _Output) -> None:
         loop = asyncio.get_running_loop()
         self.tail = tail
+        self.out = out
         self.exited: asyncio.Future[None] = loop.create_future()
         self.closed: asyncio.Future[None] = loop.create_future()
 
     def pipe_data_received(self, fd: int, data: bytes | bytearray) -> None:
-        self.tail.add(bytes(data))
+        if fd == 2:
+            self.tail.add(bytes(data))
+        self.out.add(fd, bytes(data))
 
     def process_exited(self) -> None:
         if not self.exited.done():

@@ -1,5 +1,6 @@
 import datetime
 
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -42,6 +43,28 @@ class FailureReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FAILURE_REASON_CANCELLED_BY_USER: _ClassVar[FailureReason]
     FAILURE_REASON_ORCHESTRATOR_RESTARTED: _ClassVar[FailureReason]
     FAILURE_REASON_INTERNAL_ERROR: _ClassVar[FailureReason]
+
+class ChildStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CHILD_STATUS_UNSPECIFIED: _ClassVar[ChildStatus]
+    CHILD_STATUS_PENDING: _ClassVar[ChildStatus]
+    CHILD_STATUS_RUNNING: _ClassVar[ChildStatus]
+    CHILD_STATUS_COMPLETED: _ClassVar[ChildStatus]
+    CHILD_STATUS_FAILED: _ClassVar[ChildStatus]
+    CHILD_STATUS_CANCELLED: _ClassVar[ChildStatus]
+
+class ChildOrder(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CHILD_ORDER_UNSPECIFIED: _ClassVar[ChildOrder]
+    CHILD_ORDER_INDEX: _ClassVar[ChildOrder]
+    CHILD_ORDER_FAILED_FIRST: _ClassVar[ChildOrder]
+
+class LogStream(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LOG_STREAM_UNSPECIFIED: _ClassVar[LogStream]
+    LOG_STREAM_STDOUT: _ClassVar[LogStream]
+    LOG_STREAM_STDERR: _ClassVar[LogStream]
+    LOG_STREAM_SYSTEM: _ClassVar[LogStream]
 STEP_STATUS_UNSPECIFIED: StepStatus
 STEP_STATUS_PENDING: StepStatus
 STEP_STATUS_RUNNING: StepStatus
@@ -66,6 +89,19 @@ FAILURE_REASON_JOB_STOPPED: FailureReason
 FAILURE_REASON_CANCELLED_BY_USER: FailureReason
 FAILURE_REASON_ORCHESTRATOR_RESTARTED: FailureReason
 FAILURE_REASON_INTERNAL_ERROR: FailureReason
+CHILD_STATUS_UNSPECIFIED: ChildStatus
+CHILD_STATUS_PENDING: ChildStatus
+CHILD_STATUS_RUNNING: ChildStatus
+CHILD_STATUS_COMPLETED: ChildStatus
+CHILD_STATUS_FAILED: ChildStatus
+CHILD_STATUS_CANCELLED: ChildStatus
+CHILD_ORDER_UNSPECIFIED: ChildOrder
+CHILD_ORDER_INDEX: ChildOrder
+CHILD_ORDER_FAILED_FIRST: ChildOrder
+LOG_STREAM_UNSPECIFIED: LogStream
+LOG_STREAM_STDOUT: LogStream
+LOG_STREAM_STDERR: LogStream
+LOG_STREAM_SYSTEM: LogStream
 
 class Failure(_message.Message):
     __slots__ = ("reason", "message")
@@ -326,3 +362,119 @@ class WatchJobsResponse(_message.Message):
     job_changed: Job
     heartbeat: Heartbeat
     def __init__(self, snapshot: _Optional[_Union[JobsSnapshot, _Mapping]] = ..., job_changed: _Optional[_Union[Job, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ...) -> None: ...
+
+class Child(_message.Message):
+    __slots__ = ("index", "key", "status", "error", "attempt", "started_at", "finished_at", "output_bytes", "result")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    key: str
+    status: ChildStatus
+    error: Failure
+    attempt: int
+    started_at: _timestamp_pb2.Timestamp
+    finished_at: _timestamp_pb2.Timestamp
+    output_bytes: int
+    result: str
+    def __init__(self, index: _Optional[int] = ..., key: _Optional[str] = ..., status: _Optional[_Union[ChildStatus, str]] = ..., error: _Optional[_Union[Failure, _Mapping]] = ..., attempt: _Optional[int] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., output_bytes: _Optional[int] = ..., result: _Optional[str] = ...) -> None: ...
+
+class ListChildrenRequest(_message.Message):
+    __slots__ = ("job_id", "step", "attempt", "status", "order", "page_size", "page_token")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    step: str
+    attempt: int
+    status: ChildStatus
+    order: ChildOrder
+    page_size: int
+    page_token: str
+    def __init__(self, job_id: _Optional[str] = ..., step: _Optional[str] = ..., attempt: _Optional[int] = ..., status: _Optional[_Union[ChildStatus, str]] = ..., order: _Optional[_Union[ChildOrder, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListChildrenResponse(_message.Message):
+    __slots__ = ("children", "next_page_token", "attempt")
+    CHILDREN_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    children: _containers.RepeatedCompositeFieldContainer[Child]
+    next_page_token: str
+    attempt: int
+    def __init__(self, children: _Optional[_Iterable[_Union[Child, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
+
+class LogChunk(_message.Message):
+    __slots__ = ("offset", "child_index", "stream", "text", "at")
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    CHILD_INDEX_FIELD_NUMBER: _ClassVar[int]
+    STREAM_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    offset: int
+    child_index: int
+    stream: LogStream
+    text: str
+    at: _timestamp_pb2.Timestamp
+    def __init__(self, offset: _Optional[int] = ..., child_index: _Optional[int] = ..., stream: _Optional[_Union[LogStream, str]] = ..., text: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class WatchLogsRequest(_message.Message):
+    __slots__ = ("job_id", "step", "attempt", "child_index", "after_offset")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    CHILD_INDEX_FIELD_NUMBER: _ClassVar[int]
+    AFTER_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    step: str
+    attempt: int
+    child_index: int
+    after_offset: int
+    def __init__(self, job_id: _Optional[str] = ..., step: _Optional[str] = ..., attempt: _Optional[int] = ..., child_index: _Optional[int] = ..., after_offset: _Optional[int] = ...) -> None: ...
+
+class WatchLogsResponse(_message.Message):
+    __slots__ = ("chunk", "heartbeat")
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    chunk: LogChunk
+    heartbeat: Heartbeat
+    def __init__(self, chunk: _Optional[_Union[LogChunk, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ...) -> None: ...
+
+class Document(_message.Message):
+    __slots__ = ("path", "tags", "attrs")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    ATTRS_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    attrs: _struct_pb2.Struct
+    def __init__(self, path: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., attrs: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class ListDocumentsRequest(_message.Message):
+    __slots__ = ("job_id", "tags", "page_size", "page_token")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    page_size: int
+    page_token: str
+    def __init__(self, job_id: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListDocumentsResponse(_message.Message):
+    __slots__ = ("documents", "next_page_token")
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    documents: _containers.RepeatedCompositeFieldContainer[Document]
+    next_page_token: str
+    def __init__(self, documents: _Optional[_Iterable[_Union[Document, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

@@ -74,6 +74,21 @@ class OrchestratorServiceStub:
                 request_serializer=stepwatch_dot_v1_dot_orchestrator__pb2.WatchJobsRequest.SerializeToString,
                 response_deserializer=stepwatch_dot_v1_dot_orchestrator__pb2.WatchJobsResponse.FromString,
                 _registered_method=True)
+        self.ListChildren = channel.unary_unary(
+                '/stepwatch.v1.OrchestratorService/ListChildren',
+                request_serializer=stepwatch_dot_v1_dot_orchestrator__pb2.ListChildrenRequest.SerializeToString,
+                response_deserializer=stepwatch_dot_v1_dot_orchestrator__pb2.ListChildrenResponse.FromString,
+                _registered_method=True)
+        self.WatchLogs = channel.unary_stream(
+                '/stepwatch.v1.OrchestratorService/WatchLogs',
+                request_serializer=stepwatch_dot_v1_dot_orchestrator__pb2.WatchLogsRequest.SerializeToString,
+                response_deserializer=stepwatch_dot_v1_dot_orchestrator__pb2.WatchLogsResponse.FromString,
+                _registered_method=True)
+        self.ListDocuments = channel.unary_unary(
+                '/stepwatch.v1.OrchestratorService/ListDocuments',
+                request_serializer=stepwatch_dot_v1_dot_orchestrator__pb2.ListDocumentsRequest.SerializeToString,
+                response_deserializer=stepwatch_dot_v1_dot_orchestrator__pb2.ListDocumentsResponse.FromString,
+                _registered_method=True)
 
 
 class OrchestratorServiceServicer:
@@ -165,6 +180,44 @@ class OrchestratorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListChildren(self, request, context):
+        """Lists the children of one step attempt, one page at a time: index, key,
+        status, error, times, output size and result. Costs O(page), whatever the
+        number of children. With CHILD_ORDER_FAILED_FIRST, failed children come
+        first (by index), then the rest (by index).
+        Errors: INVALID_ARGUMENT (empty or over-long ids, page_size over 1000, a
+        page_token this server did not issue or issued for another query, an
+        unknown status or order); NOT_FOUND (unknown job, step, or an attempt the
+        step never had).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchLogs(self, request, context):
+        """Follows the output of one step attempt: every child's stdout and stderr
+        (and a step type's own log lines), or one child's. First the chunks
+        already stored after `after_offset`, then live ones, with no gap and no
+        duplicate; a Heartbeat carries the head offset while idle. Ends with OK
+        once the attempt is terminal and its last chunk was sent. Resume with
+        after_offset = the last offset received.
+        Errors: INVALID_ARGUMENT (empty or over-long ids); NOT_FOUND (unknown
+        job, step or attempt); OUT_OF_RANGE (after_offset past the head, or
+        "log compacted": the chunks asked for were deleted by retention).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDocuments(self, request, context):
+        """Lists a job's documents with their attributes, by path, one page at a time.
+        Errors: INVALID_ARGUMENT (empty or over-long job_id, page_size over 1000,
+        a page_token this server did not issue); NOT_FOUND (unknown job_id).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrchestratorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -202,6 +255,21 @@ def add_OrchestratorServiceServicer_to_server(servicer, server):
                     servicer.WatchJobs,
                     request_deserializer=stepwatch_dot_v1_dot_orchestrator__pb2.WatchJobsRequest.FromString,
                     response_serializer=stepwatch_dot_v1_dot_orchestrator__pb2.WatchJobsResponse.SerializeToString,
+            ),
+            'ListChildren': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListChildren,
+                    request_deserializer=stepwatch_dot_v1_dot_orchestrator__pb2.ListChildrenRequest.FromString,
+                    response_serializer=stepwatch_dot_v1_dot_orchestrator__pb2.ListChildrenResponse.SerializeToString,
+            ),
+            'WatchLogs': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchLogs,
+                    request_deserializer=stepwatch_dot_v1_dot_orchestrator__pb2.WatchLogsRequest.FromString,
+                    response_serializer=stepwatch_dot_v1_dot_orchestrator__pb2.WatchLogsResponse.SerializeToString,
+            ),
+            'ListDocuments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDocuments,
+                    request_deserializer=stepwatch_dot_v1_dot_orchestrator__pb2.ListDocumentsRequest.FromString,
+                    response_serializer=stepwatch_dot_v1_dot_orchestrator__pb2.ListDocumentsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -398,6 +466,87 @@ class OrchestratorService:
             '/stepwatch.v1.OrchestratorService/WatchJobs',
             stepwatch_dot_v1_dot_orchestrator__pb2.WatchJobsRequest.SerializeToString,
             stepwatch_dot_v1_dot_orchestrator__pb2.WatchJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListChildren(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stepwatch.v1.OrchestratorService/ListChildren',
+            stepwatch_dot_v1_dot_orchestrator__pb2.ListChildrenRequest.SerializeToString,
+            stepwatch_dot_v1_dot_orchestrator__pb2.ListChildrenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/stepwatch.v1.OrchestratorService/WatchLogs',
+            stepwatch_dot_v1_dot_orchestrator__pb2.WatchLogsRequest.SerializeToString,
+            stepwatch_dot_v1_dot_orchestrator__pb2.WatchLogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDocuments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stepwatch.v1.OrchestratorService/ListDocuments',
+            stepwatch_dot_v1_dot_orchestrator__pb2.ListDocumentsRequest.SerializeToString,
+            stepwatch_dot_v1_dot_orchestrator__pb2.ListDocumentsResponse.FromString,
             options,
             channel_credentials,
             insecure,

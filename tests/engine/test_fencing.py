@@ -13,7 +13,7 @@ from orchestrator_service import rules
 from orchestrator_service.definitions import parse_definition
 from orchestrator_service.model import ChildCounts, JobState
 from orchestrator_service.statuses import ChildStatus, JobStatus, Policy, StepStatus
-from orchestrator_service.store import ProgressBatch, StaleWrite, StepWrite
+from orchestrator_service.store import ChildChange, ProgressBatch, StaleWrite, StepWrite
 
 from .conftest import Harness
 
@@ -32,7 +32,7 @@ async def _a_running_step(harness: Harness) -> JobState:
 
 
 def _progress(step_id: str, attempt: int) -> ProgressBatch:
-    return ProgressBatch(step_id, attempt, [(0, int(ChildStatus.COMPLETED), None)], [],
+    return ProgressBatch(step_id, attempt, [ChildChange(0, ChildStatus.COMPLETED, 5)], [],
                          ChildCounts(total=2, pending=1, completed=1), 0)
 
 
