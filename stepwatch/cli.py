@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from google.protobuf import json_format
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -36,6 +38,9 @@ STYLE = {
     "JOB_STATUS_PENDING": "dim", "JOB_STATUS_RUNNING": "bold blue",
     "JOB_STATUS_COMPLETED": "green", "JOB_STATUS_COMPLETED_WITH_FAILURES": "bold dark_orange",
     "JOB_STATUS_FAILED": "bold red", "JOB_STATUS_CANCELLED": "yellow",
+    "CHILD_STATUS_PENDING": "dim", "CHILD_STATUS_RUNNING": "bold blue",
+    "CHILD_STATUS_COMPLETED": "green", "CHILD_STATUS_FAILED": "bold red",
+    "CHILD_STATUS_CANCELLED": "yellow",
 }
 # `watch` and `submit --watch` exit with these, so scripts can tell outcomes apart.
 EXIT_CODES = {pb.JOB_STATUS_COMPLETED: 0, pb.JOB_STATUS_FAILED: 1,
@@ -200,6 +205,110 @@ def watch(job_id: str) -> None:
         err_console.print("the stream ended before the job was terminal")
         raise typer.Exit(5)
     raise typer.Exit(EXIT_CODES.get(job.status, 5))
+
+
+@app.command()
+def children(job_id: str, step: str,
+             status_filter: Annotated[str | None, typer.Option(
+                 "--status", help="pending, running, completed, failed or cancelled")] = None,
+             attempt: Annotated[int, typer.Option(help="0 = the latest")] = 0,
+             limit: Annotated[int, typer.Option(help="at most this many")] = 100) -> None:
+    """A step's children, failed first, with their errors and results."""
+    number = 0
+    if status_filter:
+        value = pb.ChildStatus.DESCRIPTOR.values_by_name.get("CHILD_STATUS_" + status_filter.upper())
+        if value is None:
+            err_console.print(f"unknown child status {status_filter!r}")
+            raise typer.Exit(2)
+        number = value.number
+
+    async def go() -> tuple[list[pb.Child], int]:
+        out: list[pb.Child] = []
+        token = ""
+        async with Client(state.target) as c:
+            while len(out) < limit:
+                page = await c.list_children(job_id, step, attempt=attempt, status=number,
+                                             failed_first=True, page_size=min(limit, 1000),
+                                             page_token=token)
+                out += page.children
+                if not (token := page.next_page_token):
+                    break
+        return out[:limit], page.attempt
+
+    found, used = _run(go())
+    table = Table("#", "status", "key", "error / result", "duration", title=f"attempt {used}")
+    for ch in found:
+        detail = ch.error.message if ch.HasField("error") else ch.result
+        table.add_row(str(ch.index), styled(status.CHILD, ch.status), ch.key, detail,
+                      _duration(ch.started_at, ch.finished_at))
+    console.print(table)
+
+
+@app.command()
+def logs(job_id: str, step: Annotated[str | None, typer.Argument(help="a step name or id")] = None,
+         child: Annotated[int | None, typer.Option("--child", help="one child's output")] = None,
+         attempt: Annotated[int, typer.Option(help="0 = the latest")] = 0,
+         follow: Annotated[bool, typer.Option("--follow", "-f", help="until the attempt ends, "
+                                              "across disconnects")] = False) -> None:
+    """A step's output (every step's, in order, without STEP); stderr lines are marked.
+
+    Without --follow it stops once it has caught up; with it, it follows the attempt to
+    its end, across disconnects and server restarts, printing each line once."""
+
+    async def go() -> None:
+        async with Client(state.target) as c:
+            steps = [step] if step else [s.name for s in (await c.get_job(job_id)).steps]
+            backoff = Backoff() if follow else Backoff(max_tries=0)
+            for name in steps:
+                if not step:
+                    console.print(f"[bold]== {name}[/]", highlight=False)
+                async for msg in c.watch_logs(job_id, name, attempt=attempt, child_index=child,
+                                              backoff=backoff):
+                    if msg.WhichOneof("kind") == "chunk":
+                        _print_chunk(msg.chunk)
+                    elif not follow:
+                        break  # caught up with a running step: --follow waits for more
+
+    _run(go())
+
+
+def _print_chunk(chunk: pb.LogChunk) -> None:
+    who = f"[{chunk.child_index}] " if chunk.HasField("child_index") else ""
+    for line in chunk.text.splitlines():
+        if chunk.stream == pb.LOG_STREAM_STDERR:
+            console.print(f"{who}[red]stderr|[/] {escape(line)}", highlight=False)
+        elif chunk.stream == pb.LOG_STREAM_SYSTEM:
+            console.print(f"{who}[dim]{escape(line)}[/]", highlight=False)
+        else:
+            console.print(f"{who}{escape(line)}", highlight=False)
+
+
+@app.command()
+def documents(job_id: str,
+              tag: Annotated[list[str] | None, typer.Option("--tag", help="only these tags")] = None,
+              ) -> None:
+    """A job's documents with their attributes."""
+
+    async def go() -> list[pb.Document]:
+        out: list[pb.Document] = []
+        token = ""
+        async with Client(state.target) as c:
+            while True:
+                page = await c.list_documents(job_id, tag, page_size=1000, page_token=token)
+                out += page.documents
+                if not (token := page.next_page_token):
+                    return out
+
+    table = Table("path", "tags", "attributes")
+    for d in _run(go()):
+        attrs = ", ".join(f"{k}={_plain(v)}" for k, v in sorted(
+            json_format.MessageToDict(d.attrs).items()))
+        table.add_row(d.path, ", ".join(d.tags), attrs)
+    console.print(table)
+
+
+def _plain(value: object) -> str:
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
 @app.command()

@@ -141,6 +141,53 @@ class Client:
             finally:
                 call.cancel()
 
+    async def list_children(self, job_id: str, step: str, *, attempt: int = 0, status: int = 0,
+                            failed_first: bool = False, page_size: int = 0,
+                            page_token: str = "") -> pb.ListChildrenResponse:
+        order = pb.CHILD_ORDER_FAILED_FIRST if failed_first else pb.CHILD_ORDER_INDEX
+        return await self._call(self._stub.ListChildren, pb.ListChildrenRequest(
+            job_id=job_id, step=step, attempt=attempt, status=cast(Any, status), order=order,
+            page_size=page_size, page_token=page_token))
+
+    async def list_documents(self, job_id: str, tags: list[str] | None = None, page_size: int = 0,
+                             page_token: str = "") -> pb.ListDocumentsResponse:
+        return await self._call(self._stub.ListDocuments, pb.ListDocumentsRequest(
+            job_id=job_id, tags=tags or [], page_size=page_size, page_token=page_token))
+
+    async def watch_logs(self, job_id: str, step: str, *, attempt: int = 0,
+                         child_index: int | None = None, after_offset: int = 0,
+                         backoff: Backoff = Backoff(), on_retry: OnRetry | None = None,
+                         ) -> AsyncIterator[pb.WatchLogsResponse]:
+        """A step attempt's log chunks, each once, in order; resumed from the last offset
+        after a broken stream; ends when the attempt is over. attempt 0 is pinned to the
+        step's latest attempt now, so a resume never slides onto a later attempt."""
+        if attempt == 0:
+            job = await self.get_job(job_id)
+            found = [s for s in job.steps if step in (s.name, s.step_id)]
+            attempt = found[0].attempt if found else 0
+        last = after_offset
+        tries = 0
+        while True:
+            req = pb.WatchLogsRequest(job_id=job_id, step=step, attempt=attempt,
+                                      after_offset=last)
+            if child_index is not None:
+                req.child_index = child_index
+            call = self._stub.WatchLogs(req)
+            try:
+                async for msg in call:
+                    tries = 0
+                    if msg.WhichOneof("kind") == "chunk":
+                        if msg.chunk.offset <= last:
+                            continue
+                        last = msg.chunk.offset
+                    yield msg
+                return
+            except grpc.aio.AioRpcError as err:
+                tries += 1
+                await _pause_before_retry(err, tries, backoff, on_retry)
+            finally:
+                call.cancel()
+
     async def watch_jobs(self, limit: int = 0, *, backoff: Backoff = Backoff(),
                          on_retry: OnRetry | None = None) -> AsyncIterator[pb.WatchJobsResponse]:
         """The queue feed; after a reconnect it starts again with a fresh snapshot."""

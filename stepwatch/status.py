@@ -9,6 +9,7 @@ from stepwatch.v1 import orchestrator_pb2 as pb
 STEP = pb.StepStatus.DESCRIPTOR
 JOB = pb.JobStatus.DESCRIPTOR
 REASON = pb.FailureReason.DESCRIPTOR
+CHILD = pb.ChildStatus.DESCRIPTOR
 
 
 def _prefix(enum: EnumDescriptor) -> str:

@@ -94,10 +94,12 @@ class Proc:
 
 class Orchestrator(Proc):
     def __init__(self, db_url: str, port: int = 0, jobs_dir: Path | None = None,
-                 workspace: Path | None = None, heartbeat: float = 0.5) -> None:
+                 workspace: Path | None = None, heartbeat: float = 0.5,
+                 extra: Sequence[str] = ()) -> None:
         args = [sys.executable, "-m", "orchestrator_service", "--port", str(port),
                 "--db-url", db_url, "--heartbeat-interval", str(heartbeat),
-                "--jobs-dir", str(jobs_dir or REPO / "jobs"), "--workspace", str(workspace or REPO)]
+                "--jobs-dir", str(jobs_dir or REPO / "jobs"), "--workspace", str(workspace or REPO),
+                *extra]
         super().__init__(args, cwd=REPO)
         m = self.wait_for(READY)
         self.port = int(m.group(2))
