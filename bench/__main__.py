@@ -4,7 +4,9 @@
   5,000-step chain, and GetJob p50/p99 while the 10,000-step job runs;
 - stream: child transitions/s of a 5,000-child summarize step, and WatchJob
   replay events/s next to a bare grpc.aio stream of the same messages;
-- memory: RSS growth for 1 GB of stderr and a 1 GB file summarized.
+- memory: RSS growth for 1 GB of stderr and a 1 GB file summarized;
+- logs: lines/s of one step printing 100,000 lines, captured, stored and streamed, next to
+  the same command writing them to a file.
 
 `--quick` runs a smaller set (about a minute).
 """
@@ -14,12 +16,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from . import memory, steps, stream
+from . import logs, memory, steps, stream
 
 
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench")
-    p.add_argument("--only", choices=["steps", "stream", "memory"], help="run one section")
+    p.add_argument("--only", choices=["steps", "stream", "memory", "logs"], help="run one section")
     p.add_argument("--quick", action="store_true", help="smaller sizes, about a minute")
     p.add_argument("--files", type=int, default=5000)
     p.add_argument("--min-messages", type=int, default=20000)
@@ -39,6 +41,10 @@ def main() -> None:
         lines = asyncio.run(memory.main(200_000_000 if a.quick else 1_000_000_000))
         print("\n".join(lines), flush=True)
         sections.append(("memory", lines))
+    if a.only in (None, "logs"):
+        lines = asyncio.run(logs.main(20_000 if a.quick else 100_000))
+        print("\n".join(lines), flush=True)
+        sections.append(("logs", lines))
     print("\n== summary ==")
     for name, lines in sections:
         print(f"[{name}]")

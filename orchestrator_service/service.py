@@ -240,8 +240,10 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
         if len(request.step) > MAX_ID:
             raise invalid("step", f"is {len(request.step)} characters; at most {MAX_ID}")
         step = await self.engine.store.find_step(job_id, request.step)
-        attempt = request.attempt or step.attempt
-        if attempt > step.attempt or attempt < 1:
+        # A step that has not started yet is followed from its first attempt.
+        latest = max(step.attempt, 1)
+        attempt = request.attempt or latest
+        if attempt > latest:
             raise RpcError(grpc.StatusCode.NOT_FOUND,
                            f"step {step.name!r} has no attempt {attempt} (it is at {step.attempt})")
         return job_id, step, attempt

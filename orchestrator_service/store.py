@@ -840,7 +840,7 @@ class Store:
             head = c.execute(select(LH.c.head, LH.c.first_kept).where(
                 LH.c.step_id == step_id, LH.c.attempt == attempt)).first()
             step = c.execute(select(S.c.status, S.c.attempt).where(S.c.step_id == step_id)).one()
-            ended = StepStatus(step.status).terminal or step.attempt != attempt
+            ended = StepStatus(step.status).terminal or step.attempt > attempt
             if head is None:
                 return LogPage(0, 1, ended, [])
             q = (select(L).where(L.c.step_id == step_id, L.c.attempt == attempt, L.c.offset > after)
@@ -1024,6 +1024,8 @@ def _transition(c: Connection, log_: _Log, step: StepState, t: StepTransition) -
             # A new attempt: first the old attempt's final counts, then the new one from zero.
             log_.step(replace(step, children=counts))
             counts, docs = ChildCounts(), 0
+    if t.status.terminal:  # followers of its log, even of an attempt that never started
+        log_.log_keys.add((step.step_id, max(step.attempt, 1)))
     new = replace(step, status=t.status, attempt=t.attempt, failure=t.failure,
                   previous_attempt_failure=t.previous_attempt_failure, tolerated=t.tolerated,
                   started_at=t.started_at, finished_at=t.finished_at, children=counts,

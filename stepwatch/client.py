@@ -164,7 +164,7 @@ class Client:
         if attempt == 0:
             job = await self.get_job(job_id)
             found = [s for s in job.steps if step in (s.name, s.step_id)]
-            attempt = found[0].attempt if found else 0
+            attempt = max(found[0].attempt, 1) if found else 0
         last = after_offset
         tries = 0
         while True:
