@@ -15,6 +15,7 @@ from stepwatch.v1 import orchestrator_pb2 as pb
 
 STEP = pb.StepStatus.DESCRIPTOR
 JOB = pb.JobStatus.DESCRIPTOR
+CHILD = pb.ChildStatus.DESCRIPTOR
 
 GREY = "#757575"
 UNKNOWN_ICON = "help_outline"
@@ -46,6 +47,14 @@ TABLE: dict[EnumDescriptor, dict[int, Look]] = {
         pb.JOB_STATUS_COMPLETED_WITH_FAILURES: Look("Completed with failures", "#ff8f00", "warning"),
         pb.JOB_STATUS_FAILED: Look("Failed", "#d32f2f", "error"),
         pb.JOB_STATUS_CANCELLED: Look("Cancelled", "#4e342e", "block"),
+    },
+    CHILD: {
+        pb.CHILD_STATUS_UNSPECIFIED: Look("Unknown (0)", GREY, UNKNOWN_ICON),
+        pb.CHILD_STATUS_PENDING: Look("Pending", "#9e9e9e", "schedule"),
+        pb.CHILD_STATUS_RUNNING: Look("Running", "#1976d2", "autorenew", animated=True),
+        pb.CHILD_STATUS_COMPLETED: Look("Completed", "#2e7d32", "check_circle"),
+        pb.CHILD_STATUS_FAILED: Look("Failed", "#d32f2f", "error"),
+        pb.CHILD_STATUS_CANCELLED: Look("Cancelled", "#4e342e", "block"),
     },
 }
 

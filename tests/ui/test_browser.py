@@ -173,3 +173,45 @@ def test_the_queue_page_waits_for_an_orchestrator_that_is_not_up_yet(
     job = submit(orch.target, definition_name=defs[0].name)  # and the feed is live
     WebDriverWait(browser, DEADLINE).until(
         lambda d: d.find_elements(By.CSS_SELECTOR, f"[data-job-id='{job.job_id}']"))
+
+
+def test_the_step_panel_shows_failed_children_first_and_a_live_log(
+        browser: webdriver.Chrome, tmp_path: Path, procs: list[Proc]) -> None:
+    orch = Orchestrator(f"sqlite:///{tmp_path / 'p.db'}", workspace=tmp_path)
+    procs.append(orch)
+    ui = UI(orch.target)
+    procs.append(ui)
+    commands = ["for i in $(seq 1 150); do echo tick $i; sleep 0.1; done"] + ["true"] * 1999
+    for i in (17, 900, 1999):
+        commands[i] = f"echo boom-{i} >&2; exit 3"
+    quoted = ", ".join(f'"{c}"' for c in commands)
+    job = submit(orch.target, definition_toml=(
+        f'name = "many"\n[steps.s]\ntype = "shell"\ncommands = [{quoted}]\n'
+        'concurrency = 32\nmax_child_failures = 3\n'))
+    WebDriverWait(browser, DEADLINE).until(
+        lambda _: get_job(orch.target, job.job_id).steps[0].children.failed == 3)
+    browser.get(f"{ui.url}/jobs/{job.job_id}?step=s")
+    def first_rows(d: webdriver.Chrome) -> list[list[str]]:
+        """(index, data-status, text) of the table's first rows, read in one go (rows re-render)."""
+        return d.execute_script("""return [...document.querySelectorAll('.q-table tbody tr')]
+            .filter(r => r.querySelector('[data-status]')).slice(0, 3).map(r => [r.innerText.trim().split(/\\s+/)[0],
+              (r.querySelector('[data-status]') || {}).dataset?.status, r.innerText]);""")
+
+    WebDriverWait(browser, DEADLINE).until(lambda d: len(first_rows(d)) == 3)
+    rows = first_rows(browser)
+    assert [r[0] for r in rows] == ["17", "900", "1999"], rows
+    assert [r[1] for r in rows] == ["CHILD_STATUS_FAILED"] * 3
+    assert all("boom" in r[2] and "exit code 3" in r[2] for r in rows)
+    # Open child 0's log (it is still printing): lines appear while it runs.
+    browser.get(f"{ui.url}/jobs/{job.job_id}?step=s&child=0")
+
+    def ticks(d: webdriver.Chrome) -> int:
+        return sum(1 for line in d.find_element(By.CSS_SELECTOR, ".nicegui-log").text.splitlines()
+                   if line.startswith("tick "))
+
+    WebDriverWait(browser, DEADLINE).until(lambda d: ticks(d) >= 3)
+    seen = ticks(browser)
+    WebDriverWait(browser, DEADLINE).until(lambda d: ticks(d) >= seen + 10)
+    assert get_job(orch.target, job.job_id).status == pb.JOB_STATUS_RUNNING  # it was live
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(OUTPUT / "step_panel.png"))

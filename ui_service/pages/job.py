@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Awaitable, Callable
 
 from nicegui import background_tasks, ui
 
@@ -14,13 +15,14 @@ from stepwatch.v1 import orchestrator_pb2 as pb
 
 from .. import status_style
 from ..state import EVENT_PANEL_SIZE, Changed, Connection, JobPageState, last_heard_text
+from .step_panel import StepPanel
 from .widgets import Badge, ChildBar, clock, duration
 
 BACKOFF = Backoff(initial=0.3, maximum=5.0)
 
 
 class StepRow:
-    def __init__(self, step: pb.Step) -> None:
+    def __init__(self, step: pb.Step, on_open: Callable[[str], Awaitable[None]]) -> None:
         with ui.card().classes("w-full q-pa-sm").props(f"data-step-id={step.step_id}") as self.card:
             self.card.mark(f"step-{step.name}")
             with ui.row().classes("w-full items-center gap-4 no-wrap"):
@@ -33,6 +35,8 @@ class StepRow:
                 self.docs = ui.label("").classes("text-xs w-20")
                 self.attempt = ui.label("").classes("text-xs w-20")
                 self.times = ui.label("").classes("text-xs text-grey-8")
+                ui.button("children & log", on_click=lambda: on_open(step.name)).props(
+                    "flat dense no-caps").mark(f"open-step-{step.name}")
             with ui.row().classes("items-center gap-2") as self.failure_row:
                 self.failure = ui.label("").classes("sw-failure text-sm")
                 self.tolerated = ui.badge("tolerated — the job went on", color="orange-9").props(
@@ -67,8 +71,9 @@ class StepRow:
 class JobView:
     """The page's elements; ``render`` updates only what a message changed."""
 
-    def __init__(self, state: JobPageState) -> None:
+    def __init__(self, state: JobPageState, panel: Callable[[], StepPanel]) -> None:
         self.state = state
+        self.panel = panel
         self.rows: dict[str, StepRow] = {}
         with ui.row().classes("w-full items-center gap-4"):
             ui.link("← all jobs", "/")
@@ -81,6 +86,7 @@ class JobView:
         self.failure = ui.label("").classes("sw-failure")
         self.meta = ui.label("").classes("text-sm text-grey-8")
         self.error = ui.label("").classes("text-negative").mark("error")
+        self.panel_slot = ui.column().classes("w-full")  # the step panel opens here
         with ui.column().classes("w-full gap-2") as self.steps:
             pass
         ui.label("Latest events").classes("text-subtitle1 q-mt-md")
@@ -109,7 +115,7 @@ class JobView:
             row = self.rows.get(step_id)
             if row is None:
                 with self.steps:
-                    self.rows[step_id] = StepRow(step)
+                    self.rows[step_id] = StepRow(step, lambda name: self.panel().open(name))
             else:
                 row.set(step)
         if changed.events:
@@ -139,9 +145,14 @@ def _time_us(us: int) -> str:
 
 def register(target: str) -> None:
     @ui.page("/jobs/{job_id}", title="Stepwatch job")
-    async def job_page(job_id: str) -> None:
+    async def job_page(job_id: str, step: str | None = None, child: int | None = None) -> None:
         state = JobPageState(job_id)
-        view = JobView(state)
+        panel: list[StepPanel] = []
+        view = JobView(state, lambda: panel[0])
+        with view.panel_slot:
+            panel.append(StepPanel(target, job_id))
+        if step:  # a deep link: /jobs/{id}?step=NAME&child=N
+            background_tasks.create(panel[0].open(step, child), name=f"open-{job_id}-{step}")
 
         def on_retry(err: StepwatchError, delay: float) -> None:
             state.reconnecting(f"cannot hear the orchestrator ({err.code.name}); "

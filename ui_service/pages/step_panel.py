@@ -1,0 +1,154 @@
+"""The step panel: a step's children (paged, failed first, filtered) and its live log.
+
+Children come a page at a time from ListChildren (the server pages; the tab holds
+one page, whatever the number of children); the log follows WatchLogs into a
+bounded window. Statuses are the server's, drawn from the one status table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from nicegui import background_tasks, ui
+
+from stepwatch.client import Backoff, Client
+from stepwatch.errors import StepwatchError
+from stepwatch.v1 import orchestrator_pb2 as pb
+
+from .. import status_style
+from .widgets import duration
+
+PAGE = 50
+LOG_LINES = 5000  # the window of the log kept in the tab; the whole log stays on the server
+FILTERS = {0: "all children", pb.CHILD_STATUS_FAILED: "failed", pb.CHILD_STATUS_RUNNING: "running",
+           pb.CHILD_STATUS_COMPLETED: "completed", pb.CHILD_STATUS_CANCELLED: "cancelled",
+           pb.CHILD_STATUS_PENDING: "pending"}
+STREAM_CLASS = {pb.LOG_STREAM_STDERR: "text-red-8", pb.LOG_STREAM_SYSTEM: "text-grey-7"}
+BADGE_CELL = """<q-td :props="props"><span class="sw-badge" :data-status="props.row.status_name"
+ :style="{'background-color': props.row.colour}">{{ props.row.status_label }}</span></q-td>"""
+
+
+class StepPanel:
+    def __init__(self, target: str, job_id: str) -> None:
+        self.target = target
+        self.job_id = job_id
+        self.step = ""
+        self.child: int | None = None
+        self.status = 0
+        self.tokens = [""]  # the token of each page seen, to go back
+        self.lines: deque[str] = deque(maxlen=LOG_LINES)
+        self.log_task: asyncio.Task[None] | None = None
+        with ui.card().classes("w-full q-pa-sm").mark("step-panel") as self.card:
+            with ui.row().classes("w-full items-center gap-2"):
+                self.title = ui.label("").classes("text-subtitle1 text-weight-bold")
+                ui.select(FILTERS, value=0, on_change=lambda e: self.filter(e.value)).classes(
+                    "w-40").mark("child-filter")
+                self.prev = ui.button("‹", on_click=self.previous_page).props("flat dense")
+                self.page_label = ui.label("").classes("text-xs")
+                self.next = ui.button("›", on_click=self.next_page).props("flat dense")
+                ui.space()
+                ui.button("close", on_click=self.close).props("flat dense")
+            self.table = ui.table(rows=[], columns=[
+                {"name": "index", "label": "#", "field": "index", "align": "left"},
+                {"name": "status", "label": "status", "field": "status_label", "align": "left"},
+                {"name": "key", "label": "child", "field": "key", "align": "left",
+                 "classes": "ellipsis", "style": "max-width: 28rem"},
+                {"name": "detail", "label": "error / result", "field": "detail", "align": "left",
+                 "classes": "ellipsis", "style": "max-width: 28rem"},
+                {"name": "duration", "label": "duration", "field": "duration", "align": "left"},
+            ], row_key="index").props("dense flat virtual-scroll").classes("w-full").style(
+                "max-height: 24rem").mark("children")
+            self.table.add_slot("body-cell-status", BADGE_CELL)
+            self.table.on("rowClick", lambda e: self.open(self.step, int(e.args[1]["index"])))
+            with ui.row().classes("w-full items-center gap-2"):
+                self.log_title = ui.label("").classes("text-subtitle2").mark("log-title")
+                ui.space()
+                ui.button("copy", icon="content_copy", on_click=self.copy).props("flat dense")
+            self.log = ui.log(max_lines=LOG_LINES).classes("w-full h-80 text-xs").mark("log")
+        self.card.set_visibility(False)
+
+    async def open(self, step: str, child: int | None = None) -> None:
+        """Show a step's children (failed first) and follow its log, or one child's."""
+        if step != self.step:
+            self.step, self.tokens, self.status = step, [""], 0
+            await self.load_page()
+        self.child = child
+        self.card.set_visibility(True)
+        self.title.set_text(f"step {step}")
+        self.log_title.set_text(f"log of {step}" + (f", child {child}" if child is not None else ""))
+        self.follow_log()
+
+    def close(self) -> None:
+        self.card.set_visibility(False)
+        self.step = ""
+        if self.log_task is not None:
+            self.log_task.cancel()
+
+    async def filter(self, status: int) -> None:
+        self.status, self.tokens = status, [""]
+        await self.load_page()
+
+    async def next_page(self) -> None:
+        if self.next_token:
+            self.tokens.append(self.next_token)
+            await self.load_page()
+
+    async def previous_page(self) -> None:
+        if len(self.tokens) > 1:
+            self.tokens.pop()
+            await self.load_page()
+
+    async def load_page(self) -> None:
+        try:
+            async with Client(self.target) as c:
+                page = await c.list_children(self.job_id, self.step, status=self.status,
+                                             failed_first=True, page_size=PAGE,
+                                             page_token=self.tokens[-1])
+        except StepwatchError as err:
+            self.page_label.set_text(f"{err.code.name}: {err.message}")
+            return
+        self.next_token = page.next_page_token
+        self.table.rows = [_row(ch) for ch in page.children]
+        self.table.update()
+        self.page_label.set_text(f"attempt {page.attempt} · page {len(self.tokens)}")
+        self.prev.set_enabled(len(self.tokens) > 1)
+        self.next.set_enabled(bool(page.next_page_token))
+
+    def follow_log(self) -> None:
+        if self.log_task is not None:
+            self.log_task.cancel()
+        self.log.clear()
+        self.lines.clear()
+        self.log_task = background_tasks.create(self._follow(self.step, self.child),
+                                                name=f"log-{self.job_id}-{self.step}")
+
+    async def _follow(self, step: str, child: int | None) -> None:
+        try:
+            async with Client(self.target) as c:
+                async for msg in c.watch_logs(self.job_id, step, child_index=child,
+                                              backoff=Backoff(0.3, 5.0)):
+                    if msg.WhichOneof("kind") != "chunk":
+                        continue
+                    chunk = msg.chunk
+                    who = (f"[{chunk.child_index}] " if chunk.HasField("child_index")
+                           and child is None else "")
+                    for line in chunk.text.splitlines():
+                        self.lines.append(who + line)
+                        self.log.push(who + line, classes=STREAM_CLASS.get(chunk.stream))
+        except StepwatchError as err:
+            self.log.push(f"[{err.code.name}] {err.message}", classes="text-grey-7")
+
+    def copy(self) -> None:
+        ui.clipboard.write("\n".join(self.lines))
+        ui.notify(f"copied {len(self.lines)} lines")
+
+    next_token: str = ""
+
+
+def _row(ch: pb.Child) -> dict[str, object]:
+    look = status_style.look(status_style.CHILD, ch.status)
+    return {"index": ch.index, "key": ch.key, "status_label": look.label, "colour": look.colour,
+            "status_name": status_style.value_name(status_style.CHILD, ch.status),
+            "detail": ch.error.message if ch.HasField("error") else ch.result,
+            "duration": duration(ch.started_at, ch.finished_at)}
