@@ -194,8 +194,9 @@ def test_the_step_panel_shows_failed_children_first_and_a_live_log(
     def first_rows(d: webdriver.Chrome) -> list[list[str]]:
         """(index, data-status, text) of the table's first rows, read in one go (rows re-render)."""
         return d.execute_script("""return [...document.querySelectorAll('.q-table tbody tr')]
-            .filter(r => r.querySelector('[data-status]')).slice(0, 3).map(r => [r.innerText.trim().split(/\\s+/)[0],
-              (r.querySelector('[data-status]') || {}).dataset?.status, r.innerText]);""")
+            .filter(r => r.querySelector('[data-status]')).slice(0, 3)
+            .map(r => [r.innerText.trim().split(/\\s+/)[0],
+                       r.querySelector('[data-status]').dataset.status, r.innerText]);""")
 
     WebDriverWait(browser, DEADLINE).until(lambda d: len(first_rows(d)) == 3)
     rows = first_rows(browser)
