@@ -20,11 +20,13 @@ from .. import status_style
 from .widgets import duration
 
 PAGE = 50
-LOG_LINES = 5000  # the window of the log kept in the tab; the whole log stays on the server
+LOG_LINES = 20_000  # the window of the log kept in the tab; the whole log stays on the server
+LINES_PER_BLOCK = 500  # lines go to the page in blocks: one DOM element per block, not per line
+FLUSH_S = 0.25  # the log view is redrawn at most this often, however fast the log grows
 FILTERS = {0: "all children", pb.CHILD_STATUS_FAILED: "failed", pb.CHILD_STATUS_RUNNING: "running",
            pb.CHILD_STATUS_COMPLETED: "completed", pb.CHILD_STATUS_CANCELLED: "cancelled",
            pb.CHILD_STATUS_PENDING: "pending"}
-STREAM_CLASS = {pb.LOG_STREAM_STDERR: "text-red-8", pb.LOG_STREAM_SYSTEM: "text-grey-7"}
+STREAM_CLASS: dict[int, str] = {pb.LOG_STREAM_STDERR: "text-red-8", pb.LOG_STREAM_SYSTEM: "text-grey-7"}
 BADGE_CELL = """<q-td :props="props"><span class="sw-badge" :data-status="props.row.status_name"
  :style="{'background-color': props.row.colour}">{{ props.row.status_label }}</span></q-td>"""
 
@@ -38,6 +40,7 @@ class StepPanel:
         self.status = 0
         self.tokens = [""]  # the token of each page seen, to go back
         self.lines: deque[str] = deque(maxlen=LOG_LINES)
+        self.pending: list[tuple[str, int]] = []  # (line, stream) not drawn yet
         self.log_task: asyncio.Task[None] | None = None
         with ui.card().classes("w-full q-pa-sm").mark("step-panel") as self.card:
             with ui.row().classes("w-full items-center gap-2"):
@@ -65,8 +68,10 @@ class StepPanel:
                 self.log_title = ui.label("").classes("text-subtitle2").mark("log-title")
                 ui.space()
                 ui.button("copy", icon="content_copy", on_click=self.copy).props("flat dense")
-            self.log = ui.log(max_lines=LOG_LINES).classes("w-full h-80 text-xs").mark("log")
+            self.log = ui.log(max_lines=LOG_LINES // LINES_PER_BLOCK).classes(
+                "w-full h-80 text-xs").mark("log")
         self.card.set_visibility(False)
+        ui.timer(FLUSH_S, self._flush_log)
 
     async def open(self, step: str, child: int | None = None) -> None:
         """Show a step's children (failed first) and follow its log, or one child's."""
@@ -120,6 +125,7 @@ class StepPanel:
             self.log_task.cancel()
         self.log.clear()
         self.lines.clear()
+        self.pending.clear()
         self.log_task = background_tasks.create(self._follow(self.step, self.child),
                                                 name=f"log-{self.job_id}-{self.step}")
 
@@ -133,11 +139,32 @@ class StepPanel:
                     chunk = msg.chunk
                     who = (f"[{chunk.child_index}] " if chunk.HasField("child_index")
                            and child is None else "")
-                    for line in chunk.text.splitlines():
-                        self.lines.append(who + line)
-                        self.log.push(who + line, classes=STREAM_CLASS.get(chunk.stream))
+                    lines = [who + line for line in chunk.text.splitlines()]
+                    self.lines.extend(lines)
+                    self.pending.extend((line, chunk.stream) for line in lines)
+                    await asyncio.sleep(0)  # a fast log must not starve the page's other work
         except StepwatchError as err:
             self.log.push(f"[{err.code.name}] {err.message}", classes="text-grey-7")
+
+    def _flush_log(self) -> None:
+        """Draw what came since the last flush: at most the window's worth, in a few blocks."""
+        if not self.pending:
+            return
+        shown = self.pending[-LOG_LINES:]
+        hidden = len(self.pending) - len(shown)
+        self.pending = []
+        if hidden:
+            self.log.push(f"… {hidden} earlier lines not shown here (all of them: copy, or "
+                          "`stepwatch logs`)", classes="text-grey-7")
+        block: list[str] = []
+        stream = shown[0][1]
+        for line, s in [*shown, ("", -1)]:
+            if (s != stream or len(block) == LINES_PER_BLOCK) and block:
+                self.log.push("\n".join(block), classes=STREAM_CLASS.get(stream),
+                              style="white-space: pre-wrap")
+                block = []
+            stream = s
+            block.append(line)
 
     def copy(self) -> None:
         ui.clipboard.write("\n".join(self.lines))
