@@ -69,7 +69,7 @@ class StepPanel:
                 ui.space()
                 ui.button("copy", icon="content_copy", on_click=self.copy).props("flat dense")
             self.log = ui.log(max_lines=LOG_LINES // LINES_PER_BLOCK).classes(
-                "w-full h-80 text-xs").mark("log")
+                "w-full h-80 text-xs font-mono").mark("log")
         self.card.set_visibility(False)
         ui.timer(FLUSH_S, self._flush_log)
 
