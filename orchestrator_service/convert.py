@@ -54,6 +54,7 @@ def step(s: StepState) -> pb.Step:
         started_at=timestamp(s.started_at), finished_at=timestamp(s.finished_at),
         previous_attempt_failure=failure(s.previous_attempt_failure),
         max_child_failures=s.max_child_failures, timeout_seconds=s.timeout_seconds or 0.0,
+        carried_from=s.carried_from,
     )
 
 
@@ -63,7 +64,7 @@ def job(j: JobState) -> pb.Job:
         status=_enum(j.status), failure=failure(j.failure), steps=[step(s) for s in j.steps],
         step_counts=step_counts(j.step_counts), on_step_failure=j.on_step_failure,
         created_at=timestamp(j.created_at), started_at=timestamp(j.started_at),
-        finished_at=timestamp(j.finished_at), head_seq=j.head_seq,
+        finished_at=timestamp(j.finished_at), head_seq=j.head_seq, rerun_of=j.rerun_of,
     )
 
 

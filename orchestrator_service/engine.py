@@ -19,15 +19,23 @@ from pathlib import Path
 from typing import Any
 
 from . import processes, rules
-from .definitions import JobDefinition, Limits
+from .definitions import JobDefinition, Limits, parse_definition
 from .model import ChildCounts, Failure, JobState, StepState
 from .progress import DEFAULT_LOG_CAP, InitOutput, ProgressRecorder
 from .rules import Decision, StepTransition
 from .statuses import FailureReason, JobStatus, Policy, StepStatus
 from .step_types.base import CURRENT_CHILD, Child, Document, StepContext, StepFailed, StepType
-from .store import ProgressBatch, StaleWrite, StepWrite, Store, StoreUnavailable, now_us
+from .store import (
+    ProgressBatch,
+    Rerun,
+    StaleWrite,
+    StepWrite,
+    Store,
+    StoreUnavailable,
+    now_us,
+)
 
-__all__ = ["Engine", "JobAlreadyFinished"]
+__all__ = ["Engine", "JobAlreadyFinished", "JobNotFinished"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +43,13 @@ log = logging.getLogger(__name__)
 class JobAlreadyFinished(Exception):
     def __init__(self, job: JobState) -> None:
         super().__init__(f"job {job.job_id} is already {job.status.name}")
+        self.job = job
+
+
+class JobNotFinished(Exception):
+    def __init__(self, job: JobState) -> None:
+        super().__init__(f"job {job.job_id} is {job.status.name}: only a finished job can be "
+                         "rerun (cancel it, or wait for it to end)")
         self.job = job
 
 
@@ -110,6 +125,22 @@ class Engine:
                      request_id: str | None = None) -> JobState:
         """A new job, started; with a ``request_id`` seen within a day, that job instead."""
         job, created = await self.store.create_job(definition, source_toml, request_id)
+        if created:
+            self._launch(job.job_id)
+        return job
+
+    async def rerun(self, job_id: str, failed_only: bool,
+                    request_id: str | None = None) -> JobState:
+        """A finished job again, as a new job; failed-only carries its COMPLETED steps over."""
+        original = await self.store.get_job(job_id)
+        if not original.status.terminal:
+            raise JobNotFinished(original)
+        text = await self.store.definition_text(job_id)
+        definition = await asyncio.to_thread(parse_definition, text, self.step_types, self.limits)
+        carried = rules.rerun_carries(original, failed_only)
+        job, created = await self.store.create_rerun(
+            definition, text, Rerun(job_id, {s.name: s for s in original.steps if s.name in carried}),
+            request_id)
         if created:
             self._launch(job.job_id)
         return job

@@ -68,6 +68,7 @@ class StepState:
     started_at: int | None = None
     finished_at: int | None = None
     previous_attempt_failure: Failure | None = None
+    carried_from: str = ""  # a failed-only rerun's step carried over from this job
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class JobState:
     started_at: int | None = None
     finished_at: int | None = None
     steps: tuple[StepState, ...] = ()
+    rerun_of: str = ""
 
     def header(self) -> JobState:
         return replace(self, steps=())
@@ -120,7 +122,7 @@ def to_json(value: StepState | JobState) -> dict[str, Any]:
         "failure": _failure_json(value.failure),
         "step_counts": _counts_json(value.step_counts),
         "started_at": value.started_at, "finished_at": value.finished_at,
-        "steps": [_step_json(s) for s in value.steps],
+        "steps": [_step_json(s) for s in value.steps], "rerun_of": value.rerun_of,
     }
 
 
@@ -134,6 +136,7 @@ def _step_json(s: StepState) -> dict[str, Any]:
         "children": _counts_json(s.children), "document_count": s.document_count,
         "attempt": s.attempt, "started_at": s.started_at, "finished_at": s.finished_at,
         "previous_attempt_failure": _failure_json(s.previous_attempt_failure),
+        "carried_from": s.carried_from,
     }
 
 

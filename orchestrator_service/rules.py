@@ -19,7 +19,8 @@ __all__ = [
     "Decision", "JobTransition", "StepTransition", "TerminalStatusError",
     "attempt_failed", "attempt_succeeded", "blocking_dependency", "cancel", "check_job_transition",
     "check_step_transition", "children_outcome", "dependency_skipped", "finish_job",
-    "init_failed", "internal_error", "interrupted", "interrupted_job", "ready", "start_attempt", "start_job",
+    "init_failed", "internal_error", "interrupted", "interrupted_job", "ready", "rerun_carries",
+    "start_attempt", "start_job",
     "stop_job", "timed_out", "tolerated",
 ]
 
@@ -222,6 +223,17 @@ def finish_job(steps: Sequence[StepState], now: int) -> Decision:
     if first is None:
         return Decision(job=_job_ends(JobStatus.COMPLETED, None, now))
     return Decision(job=_job_ends(JobStatus.COMPLETED_WITH_FAILURES, _step_failure(first), now))
+
+
+def rerun_carries(original: JobState, failed_only: bool) -> frozenset[str]:
+    """The steps a rerun carries over as COMPLETED: none, or (failed-only) those that completed.
+
+    A completed step's dependencies all completed, so what is carried is closed under
+    dependencies: a carried step never waits on one that runs again.
+    """
+    if not failed_only:
+        return frozenset()
+    return frozenset(s.name for s in original.steps if s.status == StepStatus.COMPLETED)
 
 
 def _job_ends(status: JobStatus, failure: Failure | None, now: int) -> JobTransition:

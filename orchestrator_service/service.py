@@ -25,7 +25,7 @@ from . import convert
 from .broker import Broker, BrokerClosed
 from .catalog import Catalog, DefinitionNotFound
 from .definitions import DefinitionError, clip, parse_definition
-from .engine import Engine, JobAlreadyFinished
+from .engine import Engine, JobAlreadyFinished, JobNotFinished
 from .errors import RpcError, invalid
 from .model import Event, JobState, StepState
 from .snapshots import JobSnapshots
@@ -72,6 +72,8 @@ def _errors() -> Iterator[None]:
         raise invalid("job_id", clip(str(exc), 300)) from None
     except LogOutOfRange as exc:
         raise RpcError(grpc.StatusCode.OUT_OF_RANGE, str(exc)) from None
+    except JobNotFinished as exc:
+        raise RpcError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from None
     except JobAlreadyFinished as exc:
         raise RpcError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from None
     except AfterSeqOutOfRange as exc:
@@ -358,6 +360,14 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
                 yield pb.WatchLogsResponse(heartbeat=_heartbeat(item))
             else:
                 yield pb.WatchLogsResponse(chunk=convert.log_chunk(item))
+
+    @_rpc
+    async def RerunJob(self, request, context):  # noqa: N802
+        job_id = await self._job_id(request.job_id)
+        if len(request.request_id) > MAX_ID:
+            raise invalid("request_id", f"is {len(request.request_id)} characters; at most {MAX_ID}")
+        job = await self.engine.rerun(job_id, request.failed_only, request.request_id or None)
+        return pb.RerunJobResponse(job=convert.job(job))
 
     @_rpc
     async def ListDocuments(self, request, context):  # noqa: N802

@@ -44,6 +44,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    literal,
     select,
     update,
 )
@@ -217,6 +218,14 @@ class LogLine:
     stream: int
     text: str
     at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rerun:
+    """A rerun's origin and the original's steps it carries over (by name)."""
+
+    original: str
+    carried: Mapping[str, StepState]
 
 
 @dataclass(frozen=True, slots=True)
@@ -480,6 +489,15 @@ class Store:
 
     # -- public, async -------------------------------------------------------
 
+    async def create_rerun(self, definition: JobDefinition, source_toml: str, rerun: Rerun,
+                           request_id: str | None = None) -> tuple[JobState, bool]:
+        """A new job rerunning ``rerun.original``: its carried steps COMPLETED, its documents copied."""
+        return await self._write("create_job", self._create_job, definition, source_toml,
+                                 request_id, rerun, wait=False)
+
+    async def definition_text(self, job_id: str) -> str:
+        return await self._read(self._definition_text, job_id)
+
     async def create_job(self, definition: JobDefinition, source_toml: str,
                          request_id: str | None = None) -> tuple[JobState, bool]:
         """The new job, and True; or, for a ``request_id`` seen in the last day, that job and False."""
@@ -598,10 +616,11 @@ class Store:
             return bytes.fromhex(value)
 
     def _create_job(self, definition: JobDefinition, source_toml: str,
-                    request_id: str | None) -> tuple[JobState, bool]:
+                    request_id: str | None, rerun: Rerun | None = None) -> tuple[JobState, bool]:
         now = now_us()
         job_id = new_id()
         n = len(definition.steps)
+        carried = {} if rerun is None else rerun.carried
         with self.engine.begin() as c:
             if request_id is not None:
                 seen = c.execute(select(J.c.job_id, J.c.created_at)
@@ -614,8 +633,9 @@ class Store:
                 job_id=job_id, definition_name=definition.name, description=definition.description,
                 definition_toml=source_toml, on_step_failure=definition.on_step_failure.value,
                 status=int(JobStatus.PENDING), head_seq=0, created_at=now,
-                steps_total=n, steps_pending=n, steps_running=0, steps_completed=0,
-                steps_failed=0, steps_skipped=0, steps_cancelled=0))
+                rerun_of=None if rerun is None else rerun.original,
+                steps_total=n, steps_pending=n - len(carried), steps_running=0,
+                steps_completed=len(carried), steps_failed=0, steps_skipped=0, steps_cancelled=0))
             step_rows = [
                 {"step_id": new_id(), "job_id": job_id, "idx": i, "name": d.name, "type": d.type,
                  "depends_on": json.dumps(list(d.depends)), "options": json.dumps(d.options),
@@ -626,10 +646,23 @@ class Store:
                  "children_pending": 0, "children_running": 0, "children_completed": 0,
                  "children_failed": 0, "children_cancelled": 0,
                  "failure_reason": None, "failure_message": None, "previous_failure_reason": None,
-                 "previous_failure_message": None, "started_at": None, "finished_at": None}
+                 "previous_failure_message": None, "started_at": None, "finished_at": None,
+                 "carried_from": None}
                 for i, d in enumerate(definition.steps)
             ]
+            for row in step_rows:
+                done = carried.get(str(row["name"]))
+                if done is not None and rerun is not None:  # what the original completed stays so
+                    row.update(_step_values(done), status=int(StepStatus.COMPLETED),
+                               carried_from=rerun.original, failure_reason=None,
+                               failure_message=None, previous_failure_reason=None,
+                               previous_failure_message=None, tolerated=False)
             c.execute(insert(S), step_rows)
+            if rerun is not None and carried:
+                c.execute(insert(D).from_select(
+                    ["job_id", "path", "tags", "attrs"],
+                    select(literal(job_id), D.c.path, D.c.tags, D.c.attrs)
+                    .where(D.c.job_id == rerun.original)))
             log_ = _Log(c, self._lock_job(c, job_id))
             log_.header()
             steps = [_step_from_values(r) for r in step_rows]
@@ -777,6 +810,13 @@ class Store:
             rows = c.execute(select(S.c.step_id, S.c.options, S.c.concurrency)
                              .where(S.c.job_id == job_id))
             return {r.step_id: (json.loads(r.options), r.concurrency) for r in rows}
+
+    def _definition_text(self, job_id: str) -> str:
+        with self.engine.begin() as c:
+            text = c.execute(select(J.c.definition_toml).where(J.c.job_id == job_id)).scalar()
+        if text is None:
+            raise JobNotFound(job_id)
+        return str(text)
 
     def _resolve_job_id(self, ref: str) -> str:
         with self.engine.begin() as c:
@@ -1147,6 +1187,7 @@ def _step_state(r: Any) -> StepState:
         document_count=r.document_count, attempt=r.attempt, started_at=r.started_at,
         finished_at=r.finished_at,
         previous_attempt_failure=_failure(r.previous_failure_reason, r.previous_failure_message),
+        carried_from=getattr(r, "carried_from", None) or "",
     )
 
 
@@ -1165,7 +1206,7 @@ def _header(j: Mapping[str, Any] | Row[Any]) -> JobState:
             total=g["steps_total"], pending=g["steps_pending"], running=g["steps_running"],
             completed=g["steps_completed"], failed=g["steps_failed"],
             skipped=g["steps_skipped"], cancelled=g["steps_cancelled"]),
-        started_at=g["started_at"], finished_at=g["finished_at"])
+        started_at=g["started_at"], finished_at=g["finished_at"], rerun_of=g.get("rerun_of") or "")
 
 
 def _event(r: Any) -> Event:

@@ -44,6 +44,7 @@ class JobRow(Base):
     steps_failed: Mapped[int] = mapped_column(Integer, server_default="0")
     steps_skipped: Mapped[int] = mapped_column(Integer, server_default="0")
     steps_cancelled: Mapped[int] = mapped_column(Integer, server_default="0")
+    rerun_of: Mapped[str | None] = mapped_column(String(32), nullable=True)
     # A client's idempotency key for SubmitJob: the same key within a day is the same job.
     request_id: Mapped[str | None] = mapped_column(String(200), nullable=True, unique=True,
                                                    index=True)
@@ -81,6 +82,7 @@ class StepRow(Base):
     created_at: Mapped[int] = mapped_column(BigInteger)
     started_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     finished_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    carried_from: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
 
 class ChildRow(Base):

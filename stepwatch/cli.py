@@ -312,6 +312,20 @@ def _plain(value: object) -> str:
 
 
 @app.command()
+def rerun(job_id: str,
+          failed_only: Annotated[bool, typer.Option("--failed-only", help="carry the COMPLETED "
+                                                    "steps over; run only the rest")] = False,
+          watch_: Annotated[bool, typer.Option("--watch", "-w", help="then watch it")] = False) -> None:
+    """Run a finished job again, as a new job."""
+    job = _call(lambda c: c.rerun(job_id, failed_only=failed_only))
+    carried = [s.name for s in job.steps if s.carried_from]
+    console.print(f"submitted {job.job_id} (rerun of {job.rerun_of})"
+                  + (f"; carried over: {', '.join(carried)}" if carried else ""))
+    if watch_:
+        watch(job.job_id)
+
+
+@app.command()
 def cancel(job_id: str) -> None:
     """Cancel a running job."""
 

@@ -109,6 +109,12 @@ class Client:
             page_size=page_size, page_token=page_token, status=cast(Any, status)))
         return list(resp.jobs), resp.next_page_token
 
+    async def rerun(self, job_id: str, *, failed_only: bool = False,
+                    request_id: str | None = None) -> pb.Job:
+        req = pb.RerunJobRequest(job_id=job_id, failed_only=failed_only,
+                                 request_id=request_id or uuid.uuid4().hex)
+        return (await self._call(self._stub.RerunJob, req)).job
+
     async def cancel(self, job_id: str) -> pb.Job:
         return (await self._call(self._stub.CancelJob, pb.CancelJobRequest(job_id=job_id))).job
 

@@ -11,6 +11,11 @@ JOB = pb.JobStatus.DESCRIPTOR
 REASON = pb.FailureReason.DESCRIPTOR
 CHILD = pb.ChildStatus.DESCRIPTOR
 
+# Which job statuses end a job, and which a cancel applies to: the server's values, looked up.
+TERMINAL_JOB = frozenset({pb.JOB_STATUS_COMPLETED, pb.JOB_STATUS_COMPLETED_WITH_FAILURES,
+                          pb.JOB_STATUS_FAILED, pb.JOB_STATUS_CANCELLED})
+CANCELLABLE_JOB = frozenset({pb.JOB_STATUS_PENDING, pb.JOB_STATUS_RUNNING})
+
 
 def _prefix(enum: EnumDescriptor) -> str:
     return enum.values[0].name.removesuffix("UNSPECIFIED")

@@ -146,7 +146,7 @@ class StepCounts(_message.Message):
     def __init__(self, total: _Optional[int] = ..., pending: _Optional[int] = ..., running: _Optional[int] = ..., completed: _Optional[int] = ..., failed: _Optional[int] = ..., skipped: _Optional[int] = ..., cancelled: _Optional[int] = ...) -> None: ...
 
 class Step(_message.Message):
-    __slots__ = ("step_id", "index", "name", "type", "depends_on", "status", "failure", "tolerated", "children", "document_count", "attempt", "max_attempts", "created_at", "started_at", "finished_at", "previous_attempt_failure", "max_child_failures", "timeout_seconds")
+    __slots__ = ("step_id", "index", "name", "type", "depends_on", "status", "failure", "tolerated", "children", "document_count", "attempt", "max_attempts", "created_at", "started_at", "finished_at", "previous_attempt_failure", "max_child_failures", "timeout_seconds", "carried_from")
     STEP_ID_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -165,6 +165,7 @@ class Step(_message.Message):
     PREVIOUS_ATTEMPT_FAILURE_FIELD_NUMBER: _ClassVar[int]
     MAX_CHILD_FAILURES_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CARRIED_FROM_FIELD_NUMBER: _ClassVar[int]
     step_id: str
     index: int
     name: str
@@ -183,10 +184,11 @@ class Step(_message.Message):
     previous_attempt_failure: Failure
     max_child_failures: int
     timeout_seconds: float
-    def __init__(self, step_id: _Optional[str] = ..., index: _Optional[int] = ..., name: _Optional[str] = ..., type: _Optional[str] = ..., depends_on: _Optional[_Iterable[str]] = ..., status: _Optional[_Union[StepStatus, str]] = ..., failure: _Optional[_Union[Failure, _Mapping]] = ..., tolerated: _Optional[bool] = ..., children: _Optional[_Union[ChildCounts, _Mapping]] = ..., document_count: _Optional[int] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., previous_attempt_failure: _Optional[_Union[Failure, _Mapping]] = ..., max_child_failures: _Optional[int] = ..., timeout_seconds: _Optional[float] = ...) -> None: ...
+    carried_from: str
+    def __init__(self, step_id: _Optional[str] = ..., index: _Optional[int] = ..., name: _Optional[str] = ..., type: _Optional[str] = ..., depends_on: _Optional[_Iterable[str]] = ..., status: _Optional[_Union[StepStatus, str]] = ..., failure: _Optional[_Union[Failure, _Mapping]] = ..., tolerated: _Optional[bool] = ..., children: _Optional[_Union[ChildCounts, _Mapping]] = ..., document_count: _Optional[int] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., previous_attempt_failure: _Optional[_Union[Failure, _Mapping]] = ..., max_child_failures: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., carried_from: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("job_id", "definition_name", "status", "failure", "steps", "step_counts", "on_step_failure", "created_at", "started_at", "finished_at", "head_seq", "description")
+    __slots__ = ("job_id", "definition_name", "status", "failure", "steps", "step_counts", "on_step_failure", "created_at", "started_at", "finished_at", "head_seq", "description", "rerun_of")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     DEFINITION_NAME_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -199,6 +201,7 @@ class Job(_message.Message):
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
     HEAD_SEQ_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    RERUN_OF_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     definition_name: str
     status: JobStatus
@@ -211,7 +214,8 @@ class Job(_message.Message):
     finished_at: _timestamp_pb2.Timestamp
     head_seq: int
     description: str
-    def __init__(self, job_id: _Optional[str] = ..., definition_name: _Optional[str] = ..., status: _Optional[_Union[JobStatus, str]] = ..., failure: _Optional[_Union[Failure, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., step_counts: _Optional[_Union[StepCounts, _Mapping]] = ..., on_step_failure: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., head_seq: _Optional[int] = ..., description: _Optional[str] = ...) -> None: ...
+    rerun_of: str
+    def __init__(self, job_id: _Optional[str] = ..., definition_name: _Optional[str] = ..., status: _Optional[_Union[JobStatus, str]] = ..., failure: _Optional[_Union[Failure, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., step_counts: _Optional[_Union[StepCounts, _Mapping]] = ..., on_step_failure: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., head_seq: _Optional[int] = ..., description: _Optional[str] = ..., rerun_of: _Optional[str] = ...) -> None: ...
 
 class JobEvent(_message.Message):
     __slots__ = ("seq", "emitted_at", "job_id", "step_changed", "job_changed")
@@ -478,3 +482,19 @@ class ListDocumentsResponse(_message.Message):
     documents: _containers.RepeatedCompositeFieldContainer[Document]
     next_page_token: str
     def __init__(self, documents: _Optional[_Iterable[_Union[Document, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class RerunJobRequest(_message.Message):
+    __slots__ = ("job_id", "failed_only", "request_id")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    FAILED_ONLY_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    failed_only: bool
+    request_id: str
+    def __init__(self, job_id: _Optional[str] = ..., failed_only: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class RerunJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...

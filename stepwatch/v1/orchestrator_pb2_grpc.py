@@ -89,6 +89,11 @@ class OrchestratorServiceStub:
                 request_serializer=stepwatch_dot_v1_dot_orchestrator__pb2.ListDocumentsRequest.SerializeToString,
                 response_deserializer=stepwatch_dot_v1_dot_orchestrator__pb2.ListDocumentsResponse.FromString,
                 _registered_method=True)
+        self.RerunJob = channel.unary_unary(
+                '/stepwatch.v1.OrchestratorService/RerunJob',
+                request_serializer=stepwatch_dot_v1_dot_orchestrator__pb2.RerunJobRequest.SerializeToString,
+                response_deserializer=stepwatch_dot_v1_dot_orchestrator__pb2.RerunJobResponse.FromString,
+                _registered_method=True)
 
 
 class OrchestratorServiceServicer:
@@ -218,6 +223,21 @@ class OrchestratorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RerunJob(self, request, context):
+        """Runs a finished job again, as a new job from the same definition text
+        (`rerun_of` names the original). With `failed_only`, the steps that
+        COMPLETED in the original are carried over as COMPLETED (`carried_from`
+        names the original job; the original's documents are copied) and only the
+        rest run again. With a `request_id` seen in the last 24 hours, returns that
+        request's job.
+        Errors: INVALID_ARGUMENT (empty or over-long ids, a definition no longer
+        valid on this server); NOT_FOUND (unknown job_id); FAILED_PRECONDITION
+        (the job is not terminal yet); UNAVAILABLE (storage unavailable).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrchestratorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -270,6 +290,11 @@ def add_OrchestratorServiceServicer_to_server(servicer, server):
                     servicer.ListDocuments,
                     request_deserializer=stepwatch_dot_v1_dot_orchestrator__pb2.ListDocumentsRequest.FromString,
                     response_serializer=stepwatch_dot_v1_dot_orchestrator__pb2.ListDocumentsResponse.SerializeToString,
+            ),
+            'RerunJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.RerunJob,
+                    request_deserializer=stepwatch_dot_v1_dot_orchestrator__pb2.RerunJobRequest.FromString,
+                    response_serializer=stepwatch_dot_v1_dot_orchestrator__pb2.RerunJobResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -547,6 +572,33 @@ class OrchestratorService:
             '/stepwatch.v1.OrchestratorService/ListDocuments',
             stepwatch_dot_v1_dot_orchestrator__pb2.ListDocumentsRequest.SerializeToString,
             stepwatch_dot_v1_dot_orchestrator__pb2.ListDocumentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RerunJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stepwatch.v1.OrchestratorService/RerunJob',
+            stepwatch_dot_v1_dot_orchestrator__pb2.RerunJobRequest.SerializeToString,
+            stepwatch_dot_v1_dot_orchestrator__pb2.RerunJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -113,6 +113,11 @@ RPCS = {  # method: (fields by number, server-streaming)
     "CancelJob": ({1: "string"}, False),
     "WatchJob": ({1: "string", 2: "number"}, True),
     "WatchJobs": ({1: "number"}, True),
+    "ListChildren": ({1: "string", 2: "string", 3: "number", 4: "number", 5: "number", 6: "number",
+                      7: "string"}, False),
+    "WatchLogs": ({1: "string", 2: "string", 3: "number", 4: "number", 5: "number"}, True),
+    "ListDocuments": ({1: "string", 2: "string", 3: "number", 4: "string"}, False),
+    "RerunJob": ({1: "string", 2: "number", 3: "string"}, False),
 }
 
 
@@ -129,8 +134,13 @@ def test_every_rpc_answers_only_promised_codes(method: str, channel: grpc.Channe
     fields, stream = RPCS[method]
     real_id = length_field(1, a_job_id.encode())
     requests = message(fields)
-    if method in ("WatchJob", "GetJob", "CancelJob"):  # a real job too, with hostile extras
+    if method in ("WatchJob", "GetJob", "CancelJob", "RerunJob", "ListDocuments"):
+        # a real job too, with hostile extras
         requests = st.one_of(requests, NUMBERS.map(lambda n: real_id + int_field(2, n)))
+    if method in ("ListChildren", "WatchLogs"):  # a real job and step, hostile numbers
+        step = length_field(2, b"a")
+        requests = st.one_of(requests, st.tuples(NUMBERS, st.integers(3, 7)).map(
+            lambda t: real_id + step + int_field(t[1], t[0])))
     if method == "SubmitJob":
         requests = st.one_of(requests, toml_texts().map(lambda t: length_field(2, t)))
 

@@ -226,3 +226,45 @@ def test_the_step_panel_shows_failed_children_first_and_a_live_log(
     started = time.monotonic()
     assert browser.execute_script("return document.querySelectorAll('.nicegui-log *').length") < 2000
     assert time.monotonic() - started < 5  # the main thread answers: it is not frozen
+
+
+def test_cancel_and_rerun_from_the_job_page(browser: webdriver.Chrome, tmp_path: Path,
+                                            procs: list[Proc]) -> None:
+    orch = Orchestrator(f"sqlite:///{tmp_path / 'a.db'}", workspace=tmp_path)
+    procs.append(orch)
+    ui = UI(orch.target)
+    procs.append(ui)
+    job = submit(orch.target, definition_toml=(
+        'name = "act"\n[policy]\non_step_failure = "continue"\n'
+        '[steps.quick]\ntype = "shell"\ncommands = ["true"]\n'
+        '[steps.slow]\ntype = "shell"\ncommands = ["sleep 60"]\n'))
+    browser.get(f"{ui.url}/jobs/{job.job_id}")
+    WebDriverWait(browser, DEADLINE).until(lambda _: [
+        s.status for s in get_job(orch.target, job.job_id).steps] == [
+        pb.STEP_STATUS_COMPLETED, pb.STEP_STATUS_RUNNING])
+
+    def click(text: str) -> None:
+        WebDriverWait(browser, DEADLINE).until(lambda d: any(
+            b.is_displayed() and b.text.strip().lower() == text.lower()
+            for b in d.find_elements(By.TAG_NAME, "button")))
+        next(b for b in browser.find_elements(By.TAG_NAME, "button")
+             if b.is_displayed() and b.text.strip().lower() == text.lower()).click()
+
+    click("block\nCancel")  # the icon's name is part of the button's text
+    click("Cancel the job")  # the confirmation
+    WebDriverWait(browser, DEADLINE).until(
+        lambda d: data_status(d, ".sw-badge[data-status^=JOB_STATUS]") == "JOB_STATUS_CANCELLED")
+    assert get_job(orch.target, job.job_id).status == pb.JOB_STATUS_CANCELLED
+    click("replay\nRerun")
+    click("Failed only (carry the completed steps over)")
+    WebDriverWait(browser, DEADLINE).until(
+        lambda d: d.current_url.rstrip("/") != f"{ui.url}/jobs/{job.job_id}")
+    new_id = browser.current_url.rsplit("/", 1)[-1]
+    rerun = get_job(orch.target, new_id)
+    assert rerun.rerun_of == job.job_id
+    quick = next(s for s in rerun.steps if s.name == "quick")
+    assert quick.status == pb.STEP_STATUS_COMPLETED and quick.carried_from == job.job_id
+    WebDriverWait(browser, DEADLINE).until(
+        lambda d: data_status(d, f"[data-step-id='{quick.step_id}']") == "STEP_STATUS_COMPLETED")
+    with grpc.insecure_channel(orch.target) as ch:  # the rerun's slow step: stop it
+        pb_grpc.OrchestratorServiceStub(ch).CancelJob(pb.CancelJobRequest(job_id=new_id))

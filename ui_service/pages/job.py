@@ -74,12 +74,14 @@ class JobView:
     def __init__(self, state: JobPageState, panel: Callable[[], StepPanel]) -> None:
         self.state = state
         self.panel = panel
+        self.on_header: Callable[[pb.Job], None] | None = None
         self.rows: dict[str, StepRow] = {}
         with ui.row().classes("w-full items-center gap-4"):
             ui.link("← all jobs", "/")
             self.title = ui.label(state.job_id).classes("text-h6")
             self.badge = Badge(status_style.JOB, 0)
             self.badge.element.mark("job-badge")
+            self.actions = ui.row().classes("gap-2")
             ui.space()
             self.connection = ui.label(Connection.CONNECTING.value).mark("connection")
             self.heard = ui.label("").classes("text-xs text-grey-7").mark("last-heard")
@@ -98,6 +100,8 @@ class JobView:
         if job is not None and changed.header:
             self.title.set_text(f"{job.definition_name} · {job.job_id[:8]}")
             self.badge.set(job.status)
+            if self.on_header is not None:
+                self.on_header(job)
             has_failure = job.HasField("failure")
             self.failure.set_visibility(has_failure)
             self.failure.set_text(f"{labels.label(labels.REASON, job.failure.reason)}: "
@@ -139,6 +143,65 @@ class JobView:
                 el.classes(remove="sw-stale")
 
 
+class Actions:
+    """Cancel (after a confirmation) and Rerun (all steps, or failed only), offered by the
+    server's status: Cancel while the job is pending or running, Rerun once it is finished."""
+
+    def __init__(self, target: str, job_id: str, view: JobView) -> None:
+        self.target, self.job_id = target, job_id
+        self.cancel = ui.button("Cancel", icon="block", color="negative",
+                                on_click=self.confirm_cancel).props("outline dense").mark("cancel")
+        self.rerun = ui.button("Rerun", icon="replay", on_click=self.ask_rerun).props(
+            "outline dense").mark("rerun")
+        for b in (self.cancel, self.rerun):
+            b.set_visibility(False)
+        view.on_header = self.show
+
+    def show(self, job: pb.Job) -> None:
+        terminal = job.status in labels.TERMINAL_JOB
+        self.cancel.set_visibility(job.status in labels.CANCELLABLE_JOB)
+        self.rerun.set_visibility(terminal)
+
+    def confirm_cancel(self) -> None:
+        with ui.dialog() as dialog, ui.card():
+            ui.label("Cancel this job? Its running commands are stopped; its pending steps "
+                     "will not run.")
+            with ui.row():
+                ui.button("Keep it running", on_click=dialog.close).props("flat")
+                ui.button("Cancel the job", color="negative",
+                          on_click=lambda: self._cancel(dialog)).mark("confirm-cancel")
+        dialog.open()
+
+    async def _cancel(self, dialog: ui.dialog) -> None:
+        dialog.close()
+        try:
+            async with Client(self.target) as c:
+                await c.cancel(self.job_id)
+        except StepwatchError as err:
+            ui.notify(f"cancel failed: {err.message}", type="negative")
+
+    def ask_rerun(self) -> None:
+        with ui.dialog() as dialog, ui.card():
+            ui.label("Run this job again, as a new job?")
+            with ui.row():
+                ui.button("All steps", on_click=lambda: self._rerun(dialog, False)).mark(
+                    "rerun-all")
+                ui.button("Failed only (carry the completed steps over)",
+                          on_click=lambda: self._rerun(dialog, True)).mark("rerun-failed")
+                ui.button("Close", on_click=dialog.close).props("flat")
+        dialog.open()
+
+    async def _rerun(self, dialog: ui.dialog, failed_only: bool) -> None:
+        dialog.close()
+        try:
+            async with Client(self.target) as c:
+                job = await c.rerun(self.job_id, failed_only=failed_only)
+        except StepwatchError as err:
+            ui.notify(f"rerun failed: {err.message}", type="negative")
+            return
+        ui.navigate.to(f"/jobs/{job.job_id}")
+
+
 def _time_us(us: int) -> str:
     return dt.datetime.fromtimestamp(us / 1e6).strftime("%H:%M:%S.%f")[:-3]
 
@@ -151,6 +214,8 @@ def register(target: str) -> None:
         view = JobView(state, lambda: panel[0])
         with view.panel_slot:
             panel.append(StepPanel(target, job_id))
+        with view.actions:
+            Actions(target, job_id, view)
         if step:  # a deep link: /jobs/{id}?step=NAME&child=N
             background_tasks.create(panel[0].open(step, child), name=f"open-{job_id}-{step}")
 
