@@ -268,3 +268,46 @@ def test_cancel_and_rerun_from_the_job_page(browser: webdriver.Chrome, tmp_path:
         lambda d: data_status(d, f"[data-step-id='{quick.step_id}']") == "STEP_STATUS_COMPLETED")
     with grpc.insecure_channel(orch.target) as ch:  # the rerun's slow step: stop it
         pb_grpc.OrchestratorServiceStub(ch).CancelJob(pb.CancelJobRequest(job_id=new_id))
+
+
+def test_a_finished_job_page_a_missing_job_and_a_ticking_duration(
+        browser: webdriver.Chrome, tmp_path: Path, procs: list[Proc]) -> None:
+    orch = Orchestrator(f"sqlite:///{tmp_path / 'f.db'}")
+    procs.append(orch)
+    ui = UI(orch.target)
+    procs.append(ui)
+    job = submit(orch.target, definition_name="codebase_assess")
+    with grpc.insecure_channel(orch.target) as ch:
+        for _ in pb_grpc.OrchestratorServiceStub(ch).WatchJob(
+                pb.WatchJobRequest(job_id=job.job_id), timeout=DEADLINE):
+            pass  # until it is finished
+    final = get_job(orch.target, job.job_id)
+    browser.get(f"{ui.url}/jobs/{job.job_id}")
+    # The events panel of a finished job holds its last events, newest first.
+    WebDriverWait(browser, DEADLINE).until(lambda d: f"#{final.head_seq} " in d.find_element(
+        By.CSS_SELECTOR, "[data-connection]").find_element(By.XPATH, "/html/body").text)
+    # The failed step is linked from the top; the link leads to its row.
+    link = browser.find_element(By.LINK_TEXT, "architecture_notes")
+    failed = next(s for s in final.steps if s.name == "architecture_notes")
+    assert link.get_attribute("href").endswith(f"#step-{failed.index}")
+    assert browser.find_element(By.ID, f"step-{failed.index}").get_attribute(
+        "data-status") == "STEP_STATUS_FAILED"
+    # An unknown job: said plainly, with no status badge.
+    browser.get(f"{ui.url}/jobs/{'0' * 32}")
+    WebDriverWait(browser, DEADLINE).until(lambda d: "No such job" in d.page_source)
+    assert not [b for b in browser.find_elements(By.CSS_SELECTOR, ".sw-badge") if b.is_displayed()]
+    # A running step's duration grows while it runs.
+    slow = submit(orch.target, definition_toml='name = "tick"\n[steps.s]\ntype = "shell"\n'
+                                               'commands = ["sleep 30"]\n')
+    browser.get(f"{ui.url}/jobs/{slow.job_id}")
+
+    def seconds(d: webdriver.Chrome) -> float:
+        text = d.find_element(By.CSS_SELECTOR, "[data-step-id]").text
+        found = [w for w in text.replace("·", " ").split() if w.replace(".", "").isdigit()]
+        return float(found[-1]) if found else -1.0
+
+    WebDriverWait(browser, DEADLINE).until(lambda d: seconds(d) >= 1.0)
+    first = seconds(browser)
+    WebDriverWait(browser, DEADLINE).until(lambda d: seconds(d) >= first + 2.0)
+    with grpc.insecure_channel(orch.target) as ch:
+        pb_grpc.OrchestratorServiceStub(ch).CancelJob(pb.CancelJobRequest(job_id=slow.job_id))

@@ -10,7 +10,7 @@ from nicegui import background_tasks, ui
 
 from stepwatch import status as labels
 from stepwatch.client import Backoff, Client
-from stepwatch.errors import StepwatchError
+from stepwatch.errors import NotFound, StepwatchError
 from stepwatch.v1 import orchestrator_pb2 as pb
 
 from .. import status_style
@@ -23,7 +23,8 @@ BACKOFF = Backoff(initial=0.3, maximum=5.0)
 
 class StepRow:
     def __init__(self, step: pb.Step, on_open: Callable[[str], Awaitable[None]]) -> None:
-        with ui.card().classes("w-full q-pa-sm").props(f"data-step-id={step.step_id}") as self.card:
+        with ui.card().classes("w-full q-pa-sm").props(
+                f"data-step-id={step.step_id} id=step-{step.index}") as self.card:
             self.card.mark(f"step-{step.name}")
             with ui.row().classes("w-full items-center gap-4 no-wrap"):
                 ui.label(f"{step.index}").classes("text-grey-7 w-6")
@@ -45,6 +46,10 @@ class StepRow:
                 self.retry = ui.label("").classes("text-xs text-orange-10")
         self.set(step)
 
+    def show_times(self, step: pb.Step) -> None:
+        self.times.set_text(f"{clock(step.started_at)} → {clock(step.finished_at)} · "
+                            f"{duration(step.started_at, step.finished_at)}")
+
     def set(self, step: pb.Step) -> None:
         self.card.props["data-status"] = status_style.value_name(status_style.STEP, step.status)
         self.badge.set(step.status)
@@ -53,13 +58,16 @@ class StepRow:
         self.children.set(c.completed, c.failed, c.running, c.total)
         self.docs.set_text(f"{step.document_count} docs")
         self.attempt.set_text(f"attempt {step.attempt} of {step.max_attempts}")
-        self.times.set_text(f"{clock(step.started_at)} → {clock(step.finished_at)} · "
-                            f"{duration(step.started_at, step.finished_at)}")
+        self.show_times(step)
+        self.step = step
         has_failure = step.HasField("failure")
         self.failure_row.set_visibility(has_failure)
         if has_failure:
             self.failure.set_text(f"{labels.label(labels.REASON, step.failure.reason)}: "
                                   f"{step.failure.message}")
+            # What happened, without alarm where nothing failed: a skip or a cancel is a note.
+            alarm = step.status == pb.STEP_STATUS_FAILED
+            self.failure.classes(replace="text-sm " + ("sw-failure" if alarm else "sw-note"))
         self.tolerated.set_visibility(step.tolerated)
         retry = step.HasField("previous_attempt_failure")
         self.retry_row.set_visibility(retry)
@@ -86,6 +94,10 @@ class JobView:
             self.connection = ui.label(Connection.CONNECTING.value).mark("connection")
             self.heard = ui.label("").classes("text-xs text-grey-7").mark("last-heard")
         self.failure = ui.label("").classes("sw-failure")
+        with ui.row().classes("items-center gap-2").mark("failures") as self.failures:
+            ui.label("Failed steps:").classes("text-sm text-weight-bold sw-failure")
+            self.failure_links = ui.row().classes("gap-2")
+        self.failures.set_visibility(False)
         self.meta = ui.label("").classes("text-sm text-grey-8")
         self.error = ui.label("").classes("text-negative").mark("error")
         self.panel_slot = ui.column().classes("w-full")  # the step panel opens here
@@ -106,6 +118,8 @@ class JobView:
             self.failure.set_visibility(has_failure)
             self.failure.set_text(f"{labels.label(labels.REASON, job.failure.reason)}: "
                                   f"{job.failure.message}" if has_failure else "")
+            alarm = job.status != pb.JOB_STATUS_CANCELLED
+            self.failure.classes(replace="sw-failure" if alarm else "sw-note")
             sc = job.step_counts
             self.meta.set_text(
                 f"policy: on step failure {job.on_step_failure} · steps: {sc.completed} completed, "
@@ -122,10 +136,37 @@ class JobView:
                     self.rows[step_id] = StepRow(step, lambda name: self.panel().open(name))
             else:
                 row.set(step)
+        if job is not None and changed.steps:
+            self.render_failures(job)
         if changed.events:
             for label, line in zip(self.event_lines, self.state.events, strict=False):
                 label.set_text(f"#{line.seq}  {_time_us(line.at_us)}  {line.text}")
         self.render_connection()
+
+    def render_failures(self, job: pb.Job) -> None:
+        """Links to every FAILED step, at the top: no scrolling through a long job to find them."""
+        failed = [s for s in job.steps if s.status == pb.STEP_STATUS_FAILED]
+        names = [s.name for s in failed]
+        if names == getattr(self, "_failed_names", None):
+            return
+        self._failed_names = names
+        self.failure_links.clear()
+        with self.failure_links:
+            for s in failed:
+                ui.link(s.name, f"#step-{s.index}").classes("sw-failure").mark(f"failed-{s.name}")
+        self.failures.set_visibility(bool(failed))
+
+    def tick(self) -> None:
+        """Once a second: running durations grow, and "last heard" ages."""
+        self.render_connection()
+        for row in self.rows.values():
+            if row.step.status == pb.STEP_STATUS_RUNNING:
+                row.show_times(row.step)
+
+    def not_found(self) -> None:
+        self.title.set_text("No such job")
+        self.badge.element.set_visibility(False)
+        self.meta.set_text(f"there is no job {self.state.job_id!r} on this orchestrator")
 
     def render_connection(self) -> None:
         s = self.state
@@ -224,18 +265,23 @@ def register(target: str) -> None:
                                f"retrying in {delay:.1f} s")
             view.render_connection()
 
-        async def history(client: Client, upto: int) -> None:
-            """Fill the event panel with the events just before the snapshot."""
+        async def history(upto: int) -> None:
+            """Fill the event panel with the events just before the snapshot.
+
+            Its own connection: the live stream of a finished job ends (and closes its
+            channel) right after the snapshot, before this has read anything."""
             older: list[pb.JobEvent] = []
             if upto > 1:
                 try:
-                    async for msg in client.watch(job_id, after_seq=max(1, upto - EVENT_PANEL_SIZE),
-                                                  backoff=Backoff(max_tries=0)):
-                        if msg.WhichOneof("kind") != "event":
-                            continue
-                        older.append(msg.event)  # contiguous from below upto, so stop at upto
-                        if msg.event.seq >= upto:
-                            break
+                    async with Client(target) as client:
+                        async for msg in client.watch(job_id,
+                                                      after_seq=max(1, upto - EVENT_PANEL_SIZE),
+                                                      backoff=Backoff(max_tries=0)):
+                            if msg.WhichOneof("kind") != "event":
+                                continue
+                            older.append(msg.event)  # contiguous from below upto, so stop at upto
+                            if msg.event.seq >= upto:
+                                break
                 except StepwatchError:
                     pass  # only the panel's history is missing; the page itself is live
             if state.add_history(older):
@@ -248,13 +294,15 @@ def register(target: str) -> None:
                         view.render(state.apply(msg, time.monotonic()))
                         if msg.WhichOneof("kind") == "snapshot":
                             tasks.append(background_tasks.create(
-                                history(client, msg.snapshot.seq), name=f"history-{job_id}"))
+                                history(msg.snapshot.seq), name=f"history-{job_id}"))
                     state.closed()
                 except StepwatchError as err:
                     state.failed(f"{err.code.name}: {err.message}")
+                    if isinstance(err, NotFound):
+                        view.not_found()
                 view.render_connection()
 
         tasks = [background_tasks.create(follow(), name=f"watch-{job_id}")]
         # on_delete, not on_disconnect: a tab that briefly loses its socket keeps its stream.
         ui.context.client.on_delete(lambda: [t.cancel() for t in tasks])
-        ui.timer(1.0, view.render_connection)
+        ui.timer(1.0, view.tick)

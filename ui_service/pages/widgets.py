@@ -23,6 +23,7 @@ CSS = """
   overflow: hidden; }
 .sw-bar > div { height: 100%; }
 .sw-failure { color: #c62828; }
+.sw-note { color: #616161; }
 """
 
 
