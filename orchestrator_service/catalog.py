@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .definitions import DefinitionError, JobDefinition, parse_definition
+from .definitions import DefinitionError, JobDefinition, Violation, parse_definition
 from .step_types.base import StepType
 
 log = logging.getLogger(__name__)
@@ -24,21 +24,33 @@ class Entry:
     path: Path
 
 
+@dataclass(frozen=True)
+class Broken:
+    """A definition file that does not parse: listed under its file's name, with why."""
+
+    name: str
+    path: Path
+    error: DefinitionError
+
+
 class Catalog:
     def __init__(self, folder: Path | None, step_types: Mapping[str, StepType]) -> None:
         self.folder = folder
         self.step_types = step_types
 
-    def entries(self) -> dict[str, Entry]:
-        found: dict[str, Entry] = {}
+    def entries(self) -> dict[str, Entry | Broken]:
+        found: dict[str, Entry | Broken] = {}
         if self.folder is None or not self.folder.is_dir():
             return found
         for path in sorted(self.folder.glob("*.toml")):
-            source = path.read_text(encoding="utf-8")
             try:
+                source = path.read_text(encoding="utf-8")
                 definition = parse_definition(source, self.step_types)
-            except DefinitionError as exc:
-                log.warning("definition %s is invalid and not listed: %s", path, exc)
+            except (DefinitionError, OSError, UnicodeDecodeError) as exc:
+                error = exc if isinstance(exc, DefinitionError) else DefinitionError(
+                    [Violation("definition_file", f"cannot read {path.name}: {exc}")])
+                log.warning("definition file %s is invalid: %s", path, error)
+                found.setdefault(path.stem, Broken(path.stem, path, error))
                 continue
             found.setdefault(definition.name, Entry(definition, source, path))
         return found
@@ -47,4 +59,7 @@ class Catalog:
         entry = self.entries().get(name)
         if entry is None:
             raise DefinitionNotFound(name)
+        if isinstance(entry, Broken):
+            raise DefinitionError([Violation(v.field, v.description) for v in entry.error.violations],
+                                  prefix=f"invalid definition file {entry.path.name}")
         return entry

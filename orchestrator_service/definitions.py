@@ -49,9 +49,10 @@ class Violation:
 class DefinitionError(Exception):
     """A definition that cannot run; ``violations`` says every reason."""
 
-    def __init__(self, violations: list[Violation]) -> None:
+    def __init__(self, violations: list[Violation], prefix: str = "") -> None:
         self.violations = violations
-        super().__init__("; ".join(f"{v.field}: {v.description}" for v in violations))
+        text = "; ".join(f"{v.field}: {v.description}" for v in violations)
+        super().__init__(f"{prefix}: {text}" if prefix else text)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
 
 from . import convert
 from .broker import Broker, BrokerClosed
-from .catalog import Catalog, DefinitionNotFound
+from .catalog import Catalog, DefinitionNotFound, Entry
 from .definitions import DefinitionError, clip, parse_definition
 from .engine import Engine, JobAlreadyFinished, JobNotFinished
 from .errors import RpcError, invalid
@@ -61,7 +61,8 @@ def _errors() -> Iterator[None]:
         raise RpcError(grpc.StatusCode.NOT_FOUND, f"definition {clip(repr(exc.args[0]))} not "
                                                   "found in the definitions folder") from None
     except DefinitionError as exc:
-        raise RpcError(grpc.StatusCode.INVALID_ARGUMENT, f"invalid job definition: {clip(str(exc), 1000)}",
+        what = "" if str(exc).startswith("invalid definition file") else "invalid job definition: "
+        raise RpcError(grpc.StatusCode.INVALID_ARGUMENT, f"{what}{clip(str(exc), 1000)}",
                        exc.violations[:MAX_VIOLATIONS]) from None
     except StoreUnavailable as exc:
         raise RpcError(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
@@ -257,9 +258,11 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
 
     @_rpc
     async def ListJobDefinitions(self, request, context):  # noqa: N802
-        entries = sorted(self.catalog.entries().values(), key=lambda e: e.definition.name)
-        return pb.ListJobDefinitionsResponse(
-            definitions=[convert.definition_info(e.definition) for e in entries])
+        entries = sorted(self.catalog.entries().items())
+        return pb.ListJobDefinitionsResponse(definitions=[
+            convert.definition_info(e.definition) if isinstance(e, Entry)
+            else pb.JobDefinitionInfo(name=name, error=clip(str(e.error), 2000))
+            for name, e in entries])
 
     @_rpc
     async def SubmitJob(self, request, context):  # noqa: N802

@@ -10,8 +10,9 @@ import asyncio
 import datetime as dt
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
+import grpc
 import typer
 from google.protobuf import json_format
 from rich.console import Console, Group
@@ -29,7 +30,7 @@ from stepwatch.v1 import orchestrator_pb2 as pb
 T = TypeVar("T")
 app = typer.Typer(no_args_is_help=True, help="Stepwatch: run jobs and watch every step's true status.")
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # an error is one line, however long
 
 STYLE = {
     "STEP_STATUS_PENDING": "dim", "STEP_STATUS_RUNNING": "bold blue",
@@ -64,10 +65,26 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
     try:
         return asyncio.run(coro)
     except StepwatchError as err:
-        err_console.print(f"[bold red]error[/] ({err.code.name}): {err.message}")
+        if err.code == grpc.StatusCode.UNAVAILABLE:
+            err_console.print(f"[bold red]error[/]: cannot reach the orchestrator at "
+                              f"{state.target} ({escape(err.message)})")
+        else:
+            err_console.print(f"[bold red]error[/] ({err.code.name}): {escape(err.message)}")
         for v in err.violations:
-            err_console.print(f"  [red]{v.field}[/]: {v.description}")
+            err_console.print(f"  [red]{escape(v.field)}[/]: {escape(v.description)}")
         raise typer.Exit(2) from None
+
+
+def _fail(message: str) -> NoReturn:
+    """A usage error: one clear line, exit 2."""
+    err_console.print(f"[bold red]error[/]: {escape(message)}")
+    raise typer.Exit(2)
+
+
+def _print_json(messages: list[Any] | Any) -> None:
+    items = messages if isinstance(messages, list) else [messages]
+    text = [json_format.MessageToDict(m, preserving_proto_field_name=True) for m in items]
+    console.print_json(data=text if isinstance(messages, list) else text[0])
 
 
 def _call(method: Callable[[Client], Awaitable[T]]) -> T:
@@ -121,12 +138,20 @@ def job_view(job: pb.Job) -> Group:
 
 
 @app.command()
-def definitions() -> None:
-    """List the server's job definitions."""
+def definitions(as_json: Annotated[bool, typer.Option("--json", help="JSON output")] = False,
+                ) -> None:
+    """List the server's job definitions (a file that does not parse is listed with its error)."""
 
+    found = _call(lambda c: c.definitions())
+    if as_json:
+        _print_json(found)
+        return
     table = Table("name", "policy", "steps", "description")
-    for d in _call(lambda c: c.definitions()):
-        table.add_row(d.name, d.on_step_failure, ", ".join(d.step_names), d.description)
+    for d in found:
+        if d.error:
+            table.add_row(d.name, "", "", Text(f"invalid definition file: {d.error}", style="red"))
+        else:
+            table.add_row(d.name, d.on_step_failure, ", ".join(d.step_names), d.description)
     console.print(table)
 
 
@@ -135,14 +160,18 @@ def submit(name: Annotated[str | None, typer.Argument(help="a definition name on
            file: Annotated[Path | None, typer.Option("--file", "-f", help="a TOML definition")] = None,
            watch_: Annotated[bool, typer.Option("--watch", "-w", help="then watch it")] = False) -> None:
     """Submit a job from a server definition NAME or a local TOML --file."""
-    if (name is None) == (file is None):
-        err_console.print("give a definition NAME or --file, not both")
-        raise typer.Exit(2)
+    if name is None and file is None:
+        _fail("give a definition NAME (see `stepwatch definitions`) or --file FILE.toml")
+    if name is not None and file is not None:
+        _fail("give a definition NAME or --file, not both")
 
     # One request id for this command's tries: a retry after a lost answer is the same job.
     retries = Backoff(0.2, 2.0, max_tries=5)
     if file is not None:
-        text = file.read_text(encoding="utf-8")
+        try:
+            text = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            _fail(f"cannot read {file}: {getattr(exc, 'strerror', None) or exc}")
         job = _call(lambda c: c.submit(definition_toml=text, backoff=retries))
     else:
         job = _call(lambda c: c.submit(name, backoff=retries))
@@ -154,19 +183,22 @@ def submit(name: Annotated[str | None, typer.Argument(help="a definition name on
 @app.command()
 def jobs(status_filter: Annotated[str | None, typer.Option(
              "--status", help="e.g. running, failed, completed_with_failures")] = None,
-         limit: Annotated[int, typer.Option(help="how many")] = 20) -> None:
+         limit: Annotated[int, typer.Option(help="how many")] = 20,
+         as_json: Annotated[bool, typer.Option("--json", help="JSON output")] = False) -> None:
     """List jobs, newest first."""
     number = 0
     if status_filter:
         name = "JOB_STATUS_" + status_filter.upper()
         value = status.JOB.values_by_name.get(name)
         if value is None:
-            err_console.print(f"unknown status {status_filter!r}")
-            raise typer.Exit(2)
+            _fail(f"unknown status {status_filter!r}")
         number = value.number
 
-    table = Table("job", "definition", "status", "steps done/failed/total", "created", "duration")
     jobs_page, _ = _call(lambda c: c.list_jobs(page_size=limit, status=number))
+    if as_json:
+        _print_json(jobs_page)
+        return
+    table = Table("job", "definition", "status", "steps done/failed/total", "created", "duration")
     for j in jobs_page:
         sc = j.step_counts
         table.add_row(j.job_id[:8], j.definition_name, styled(status.JOB, j.status),
@@ -176,10 +208,15 @@ def jobs(status_filter: Annotated[str | None, typer.Option(
 
 
 @app.command()
-def show(job_id: str) -> None:
+def show(job_id: str,
+         as_json: Annotated[bool, typer.Option("--json", help="JSON output")] = False) -> None:
     """Show a job and its steps."""
 
-    console.print(job_view(_call(lambda c: c.get_job(job_id))))
+    job = _call(lambda c: c.get_job(job_id))
+    if as_json:
+        _print_json(job)
+    else:
+        console.print(job_view(job))
 
 
 @app.command()
@@ -191,7 +228,8 @@ def watch(job_id: str) -> None:
         async with Client(state.target) as c:
             with Live(console=console, auto_refresh=False) as live:
                 async for msg in c.watch(job_id, on_retry=lambda e, d: live.console.print(
-                        f"[yellow]reconnecting in {d:.1f}s[/] ({e.code.name})")):
+                        f"[yellow]cannot reach the orchestrator at {state.target}[/] "
+                        f"({e.code.name}); retrying in {d:.1f} s")):
                     kind = msg.WhichOneof("kind")
                     if kind == "snapshot":
                         job = msg.snapshot.job
@@ -218,8 +256,7 @@ def children(job_id: str, step: str,
     if status_filter:
         value = pb.ChildStatus.DESCRIPTOR.values_by_name.get("CHILD_STATUS_" + status_filter.upper())
         if value is None:
-            err_console.print(f"unknown child status {status_filter!r}")
-            raise typer.Exit(2)
+            _fail(f"unknown child status {status_filter!r}")
         number = value.number
 
     async def go() -> tuple[list[pb.Child], int]:

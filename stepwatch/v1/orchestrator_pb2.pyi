@@ -248,16 +248,18 @@ class Heartbeat(_message.Message):
     def __init__(self, head_seq: _Optional[int] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class JobDefinitionInfo(_message.Message):
-    __slots__ = ("name", "description", "step_names", "on_step_failure")
+    __slots__ = ("name", "description", "step_names", "on_step_failure", "error")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     STEP_NAMES_FIELD_NUMBER: _ClassVar[int]
     ON_STEP_FAILURE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     step_names: _containers.RepeatedScalarFieldContainer[str]
     on_step_failure: str
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., step_names: _Optional[_Iterable[str]] = ..., on_step_failure: _Optional[str] = ...) -> None: ...
+    error: str
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., step_names: _Optional[_Iterable[str]] = ..., on_step_failure: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
 
 class ListJobDefinitionsRequest(_message.Message):
     __slots__ = ()
