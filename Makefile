@@ -3,8 +3,8 @@ PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 BUF    := node_modules/.bin/buf
-ORCH_PORT ?= 50051
-UI_PORT   ?= 8080
+ORCH_PORT ?= $(or $(STEPWATCH_PORT),50051)
+UI_PORT   ?= $(or $(STEPWATCH_UI_PORT),8080)
 # Pure logic, checked with mypy --strict; the rest of the packages at mypy's default level.
 STRICT_TYPED := orchestrator_service/rules.py orchestrator_service/definitions.py \
 	orchestrator_service/model.py orchestrator_service/statuses.py
