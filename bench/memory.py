@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
-import threading
 from pathlib import Path
 
 from orchestrator_service.broker import Broker
@@ -14,31 +13,17 @@ from orchestrator_service.definitions import parse_definition
 from orchestrator_service.engine import Engine
 from orchestrator_service.step_types import load_step_types
 from orchestrator_service.store import Store
+from tests.memory import peak_rss_growth
 
 GB = 1_000_000_000
 
 
-def _rss() -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS"))
-
-
 async def _peak_growth(engine: Engine, toml: str) -> tuple[int, str]:
-    base, peak, stop = _rss(), [0], threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            peak[0] = max(peak[0], _rss() - base)
-            stop.wait(0.01)
-
-    t = threading.Thread(target=sample, daemon=True)
-    t.start()
-    job = await engine.submit(parse_definition(toml, engine.step_types), toml)
-    await engine.wait(job.job_id)
-    stop.set()
-    t.join()
+    with peak_rss_growth(0.01) as grew:
+        job = await engine.submit(parse_definition(toml, engine.step_types), toml)
+        await engine.wait(job.job_id)
     done = await engine.store.get_job(job.job_id)
-    return peak[0], f"{done.steps[-1].name} {done.steps[-1].status.name}"
+    return grew[0], f"{done.steps[-1].name} {done.steps[-1].status.name}"
 
 
 async def main(size: int = GB) -> list[str]:

@@ -11,7 +11,8 @@ import asyncio
 import os
 import random
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -126,26 +127,23 @@ class Client:
         retrying cannot fix (NOT_FOUND, INVALID_ARGUMENT, OUT_OF_RANGE) raise.
         """
         last = after_seq
-        tries = 0
-        while True:
-            call = self._stub.WatchJob(pb.WatchJobRequest(job_id=job_id, after_seq=last))
-            try:
-                async for msg in call:
-                    tries = 0
-                    kind = msg.WhichOneof("kind")
-                    if kind == "snapshot":
-                        last = msg.snapshot.seq
-                    elif kind == "event":
-                        if msg.event.seq <= last:
-                            continue  # already delivered before a reconnect
-                        last = msg.event.seq
-                    yield msg
-                return  # the server ended the stream with OK: the job is terminal
-            except grpc.aio.AioRpcError as err:
-                tries += 1
-                await _pause_before_retry(err, tries, backoff, on_retry)
-            finally:
-                call.cancel()
+
+        def fresh(msg: pb.WatchJobResponse) -> bool:
+            nonlocal last
+            kind = msg.WhichOneof("kind")
+            if kind == "snapshot":
+                last = msg.snapshot.seq
+            elif kind == "event":
+                if msg.event.seq <= last:
+                    return False  # already delivered before a reconnect
+                last = msg.event.seq
+            return True
+
+        async with aclosing(_resuming(
+                lambda: self._stub.WatchJob(pb.WatchJobRequest(job_id=job_id, after_seq=last)),
+                fresh, backoff, on_retry)) as stream:
+            async for msg in stream:
+                yield msg
 
     async def list_children(self, job_id: str, step: str, *, attempt: int = 0, status: int = 0,
                             failed_first: bool = False, page_size: int = 0,
@@ -172,44 +170,55 @@ class Client:
             found = [s for s in job.steps if step in (s.name, s.step_id)]
             attempt = max(found[0].attempt, 1) if found else 0
         last = after_offset
-        tries = 0
-        while True:
+
+        def request() -> Any:
             req = pb.WatchLogsRequest(job_id=job_id, step=step, attempt=attempt,
                                       after_offset=last)
             if child_index is not None:
                 req.child_index = child_index
-            call = self._stub.WatchLogs(req)
-            try:
-                async for msg in call:
-                    tries = 0
-                    if msg.WhichOneof("kind") == "chunk":
-                        if msg.chunk.offset <= last:
-                            continue
-                        last = msg.chunk.offset
-                    yield msg
-                return
-            except grpc.aio.AioRpcError as err:
-                tries += 1
-                await _pause_before_retry(err, tries, backoff, on_retry)
-            finally:
-                call.cancel()
+            return self._stub.WatchLogs(req)
+
+        def fresh(msg: pb.WatchLogsResponse) -> bool:
+            nonlocal last
+            if msg.WhichOneof("kind") == "chunk":
+                if msg.chunk.offset <= last:
+                    return False
+                last = msg.chunk.offset
+            return True
+
+        async with aclosing(_resuming(request, fresh, backoff, on_retry)) as stream:
+            async for msg in stream:
+                yield msg
 
     async def watch_jobs(self, limit: int = 0, *, backoff: Backoff = Backoff(),
                          on_retry: OnRetry | None = None) -> AsyncIterator[pb.WatchJobsResponse]:
         """The queue feed; after a reconnect it starts again with a fresh snapshot."""
-        tries = 0
-        while True:
-            call = self._stub.WatchJobs(pb.WatchJobsRequest(limit=limit))
-            try:
-                async for msg in call:
-                    tries = 0
+        async with aclosing(_resuming(
+                lambda: self._stub.WatchJobs(pb.WatchJobsRequest(limit=limit)),
+                lambda _msg: True, backoff, on_retry)) as stream:
+            async for msg in stream:
+                yield msg
+
+
+async def _resuming(open_call: Callable[[], Any], fresh: Callable[[Any], bool], backoff: Backoff,
+                    on_retry: OnRetry | None) -> AsyncGenerator[Any, None]:
+    """The one watch loop: a server stream, opened again after a break (``open_call`` reads
+    the resume point); ``fresh`` says whether a message was not delivered already. Ends
+    when the server ends the stream with OK; raises what retrying cannot fix."""
+    tries = 0
+    while True:
+        call = open_call()
+        try:
+            async for msg in call:
+                tries = 0
+                if fresh(msg):
                     yield msg
-                return
-            except grpc.aio.AioRpcError as err:
-                tries += 1
-                await _pause_before_retry(err, tries, backoff, on_retry)
-            finally:
-                call.cancel()
+            return
+        except grpc.aio.AioRpcError as err:
+            tries += 1
+            await _pause_before_retry(err, tries, backoff, on_retry)
+        finally:
+            call.cancel()
 
 
 async def _pause_before_retry(err: grpc.aio.AioRpcError, tries: int, backoff: Backoff,

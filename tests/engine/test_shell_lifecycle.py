@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from orchestrator_service.processes import marked
 from orchestrator_service.statuses import FailureReason, StepStatus
+from tests.memory import peak_rss_growth
 
 from .conftest import Harness
 
@@ -34,31 +32,6 @@ async def test_a_stopped_attempt_kills_what_left_its_process_group(harness: Harn
     assert a.status == StepStatus.FAILED and a.failure is not None
     assert a.failure.reason == FailureReason.TIMEOUT
     assert not list(marked(harness.engine.config.owner, a.step_id))
-
-
-@contextmanager
-def peak_rss_growth() -> Iterator[list[int]]:
-    """Samples this process's RSS every 5 ms; yields [peak growth in bytes] once done."""
-    def rss() -> int:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS"))
-
-    base, peak, stop = rss(), [0], threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            peak[0] = max(peak[0], rss() - base)
-            stop.wait(0.005)
-
-    t = threading.Thread(target=sample, daemon=True)
-    t.start()
-    out: list[int] = []
-    try:
-        yield out
-    finally:
-        stop.set()
-        t.join()
-        out.append(peak[0])
 
 
 async def test_gigabytes_of_output_cost_kilobytes(harness: Harness) -> None:
