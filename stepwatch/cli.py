@@ -1,7 +1,8 @@
 """The `stepwatch` command: definitions, submit, jobs, show, watch, cancel.
 
 Statuses are printed as the server sent them: colour comes from the value's
-name through STYLE, and a value this build does not know prints as unknown.
+name through TONE_STYLE (from stepwatch.status), and a value this build does not know
+prints as unknown.
 """
 
 from __future__ import annotations
@@ -32,16 +33,12 @@ app = typer.Typer(no_args_is_help=True, help="Stepwatch: run jobs and watch ever
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)  # an error is one line, however long
 
-STYLE = {
-    "STEP_STATUS_PENDING": "dim", "STEP_STATUS_RUNNING": "bold blue",
-    "STEP_STATUS_COMPLETED": "green", "STEP_STATUS_FAILED": "bold red",
-    "STEP_STATUS_SKIPPED": "magenta", "STEP_STATUS_CANCELLED": "yellow",
-    "JOB_STATUS_PENDING": "dim", "JOB_STATUS_RUNNING": "bold blue",
-    "JOB_STATUS_COMPLETED": "green", "JOB_STATUS_COMPLETED_WITH_FAILURES": "bold dark_orange",
-    "JOB_STATUS_FAILED": "bold red", "JOB_STATUS_CANCELLED": "yellow",
-    "CHILD_STATUS_PENDING": "dim", "CHILD_STATUS_RUNNING": "bold blue",
-    "CHILD_STATUS_COMPLETED": "green", "CHILD_STATUS_FAILED": "bold red",
-    "CHILD_STATUS_CANCELLED": "yellow",
+# The terminal's style by tone: the CLI's one decision, from the status table's tone.
+TONE_STYLE = {
+    status.Tone.WAITING: "dim", status.Tone.ACTIVE: "bold blue", status.Tone.SUCCESS: "green",
+    status.Tone.PARTIAL: "bold dark_orange", status.Tone.FAILURE: "bold red",
+    status.Tone.SKIPPED: "magenta", status.Tone.CANCELLED: "yellow",
+    status.Tone.UNKNOWN: "dim italic",
 }
 # `watch` and `submit --watch` exit with these, so scripts can tell outcomes apart.
 EXIT_CODES = {pb.JOB_STATUS_COMPLETED: 0, pb.JOB_STATUS_FAILED: 1,
@@ -98,8 +95,8 @@ def _call(method: Callable[[Client], Awaitable[T]]) -> T:
 
 
 def styled(enum: Any, number: int) -> Text:
-    name = status.value_name(enum, number)
-    return Text(status.label(enum, number), style=STYLE.get(name or "", "dim italic"))
+    shown = status.present(enum, number)
+    return Text(shown.label, style=TONE_STYLE[shown.tone])
 
 
 def _time(ts: Any) -> str:
@@ -132,8 +129,8 @@ def job_view(job: pb.Job) -> Group:
         if s.HasField("failure"):
             mark = " (tolerated: the job went on)" if s.tolerated else ""
             notes.append(Text(f"{s.name}: {status.label(status.REASON, s.failure.reason)}{mark}: "
-                              f"{s.failure.message}", style=STYLE.get(
-                                  status.value_name(status.STEP, s.status) or "", "dim")))
+                              f"{s.failure.message}",
+                              style=TONE_STYLE[status.present(status.STEP, s.status).tone]))
     return Group(head, table, *notes)
 
 

@@ -1,8 +1,9 @@
-"""The one table: a status enum value -> label, colour, icon. Nothing else in the UI
-decides how a status looks, and nothing decides a status at all.
+"""How a status looks on the page: colour and icon by the tone that stepwatch.status (the
+one presentation table) gives each value. Nothing else in the UI decides how a status
+looks, and nothing decides a status at all.
 
-A value not in the table (a newer server) renders as "Unknown (N)" in neutral grey,
-never as a neighbouring value.
+A value the table does not know (a newer server) renders as "Unknown (N)" in neutral
+grey, never as a neighbouring value.
 """
 
 from __future__ import annotations
@@ -11,11 +12,9 @@ from dataclasses import dataclass
 
 from google.protobuf.descriptor import EnumDescriptor
 
-from stepwatch.v1 import orchestrator_pb2 as pb
+from stepwatch.status import CHILD, JOB, STEP, TABLE, Tone, present
 
-STEP = pb.StepStatus.DESCRIPTOR
-JOB = pb.JobStatus.DESCRIPTOR
-CHILD = pb.ChildStatus.DESCRIPTOR
+__all__ = ["CHILD", "GREY", "JOB", "STEP", "TABLE", "Look", "look", "value_name"]
 
 GREY = "#757575"
 UNKNOWN_ICON = "help_outline"
@@ -29,38 +28,23 @@ class Look:
     animated: bool = False
 
 
-TABLE: dict[EnumDescriptor, dict[int, Look]] = {
-    STEP: {
-        pb.STEP_STATUS_UNSPECIFIED: Look("Unknown (0)", GREY, UNKNOWN_ICON),
-        pb.STEP_STATUS_PENDING: Look("Pending", "#9e9e9e", "schedule"),
-        pb.STEP_STATUS_RUNNING: Look("Running", "#1976d2", "autorenew", animated=True),
-        pb.STEP_STATUS_COMPLETED: Look("Completed", "#2e7d32", "check_circle"),
-        pb.STEP_STATUS_FAILED: Look("Failed", "#d32f2f", "error"),
-        pb.STEP_STATUS_SKIPPED: Look("Skipped", "#6a1b9a", "redo"),
-        pb.STEP_STATUS_CANCELLED: Look("Cancelled", "#4e342e", "block"),
-    },
-    JOB: {
-        pb.JOB_STATUS_UNSPECIFIED: Look("Unknown (0)", GREY, UNKNOWN_ICON),
-        pb.JOB_STATUS_PENDING: Look("Pending", "#9e9e9e", "schedule"),
-        pb.JOB_STATUS_RUNNING: Look("Running", "#1976d2", "autorenew", animated=True),
-        pb.JOB_STATUS_COMPLETED: Look("Completed", "#2e7d32", "check_circle"),
-        pb.JOB_STATUS_COMPLETED_WITH_FAILURES: Look("Completed with failures", "#ff8f00", "warning"),
-        pb.JOB_STATUS_FAILED: Look("Failed", "#d32f2f", "error"),
-        pb.JOB_STATUS_CANCELLED: Look("Cancelled", "#4e342e", "block"),
-    },
-    CHILD: {
-        pb.CHILD_STATUS_UNSPECIFIED: Look("Unknown (0)", GREY, UNKNOWN_ICON),
-        pb.CHILD_STATUS_PENDING: Look("Pending", "#9e9e9e", "schedule"),
-        pb.CHILD_STATUS_RUNNING: Look("Running", "#1976d2", "autorenew", animated=True),
-        pb.CHILD_STATUS_COMPLETED: Look("Completed", "#2e7d32", "check_circle"),
-        pb.CHILD_STATUS_FAILED: Look("Failed", "#d32f2f", "error"),
-        pb.CHILD_STATUS_CANCELLED: Look("Cancelled", "#4e342e", "block"),
-    },
+# Colour and icon by tone: the page's one decision, made from the status table's tone.
+TONE_LOOK: dict[Tone, tuple[str, str]] = {
+    Tone.WAITING: ("#757575", "schedule"),
+    Tone.ACTIVE: ("#1565c0", "autorenew"),
+    Tone.SUCCESS: ("#2e7d32", "check_circle"),
+    Tone.PARTIAL: ("#b45309", "warning"),
+    Tone.FAILURE: ("#d32f2f", "error"),
+    Tone.SKIPPED: ("#6a1b9a", "redo"),
+    Tone.CANCELLED: ("#4e342e", "block"),
+    Tone.UNKNOWN: (GREY, UNKNOWN_ICON),
 }
 
 
 def look(enum: EnumDescriptor, number: int) -> Look:
-    return TABLE[enum].get(number) or Look(f"Unknown ({number})", GREY, UNKNOWN_ICON)
+    p = present(enum, number)
+    colour, icon = TONE_LOOK[p.tone]
+    return Look(p.label, colour, icon, animated=p.tone == Tone.ACTIVE)
 
 
 def value_name(enum: EnumDescriptor, number: int) -> str:

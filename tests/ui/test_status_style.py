@@ -14,15 +14,18 @@ from ui_service.state import Connection, JobPageState, QueueState
 UI = Path(__file__).resolve().parents[2] / "ui_service"
 
 
-@pytest.mark.parametrize("enum", [status_style.STEP, status_style.JOB], ids=lambda e: e.name)
+@pytest.mark.parametrize("enum", [status_style.STEP, status_style.JOB, status_style.CHILD],
+                         ids=lambda e: e.name)
 def test_every_enum_value_from_the_descriptor_has_an_entry(enum) -> None:
-    assert {v.number for v in enum.values} == set(status_style.TABLE[enum])
+    # UNSPECIFIED (0) is never sent: it is shown as unknown, like any value the table lacks.
+    assert {v.number for v in enum.values} - {0} == set(status_style.TABLE[enum])
 
 
 @pytest.mark.parametrize(("enum", "number", "label", "colour"), [
     (status_style.STEP, pb.STEP_STATUS_FAILED, "Failed", "#d32f2f"),
     (status_style.STEP, pb.STEP_STATUS_COMPLETED, "Completed", "#2e7d32"),
-    (status_style.JOB, pb.JOB_STATUS_COMPLETED_WITH_FAILURES, "Completed with failures", "#ff8f00"),
+    (status_style.JOB, pb.JOB_STATUS_COMPLETED_WITH_FAILURES, "Completed with failures", "#b45309"),
+    (status_style.STEP, pb.STEP_STATUS_UNSPECIFIED, "Unknown (0)", status_style.GREY),
     (status_style.STEP, 99, "Unknown (99)", status_style.GREY),
     (status_style.JOB, 42, "Unknown (42)", status_style.GREY),
 ])
@@ -91,3 +94,29 @@ def test_ui_service_imports_nothing_from_the_orchestrator_or_the_database() -> N
             "bad = [m for m in sys.modules if m.split('.')[0] in ('orchestrator_service', 'sqlalchemy')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=UI.parent)
+
+
+def test_a_new_status_value_needs_only_the_status_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Adding a value (say STEP_STATUS_PAUSED = 7) to the proto and to stepwatch.status is all:
+    the page and the CLI render it from its entry, with no change of their own."""
+    from stepwatch import cli, status
+
+    assert status_style.look(status_style.STEP, 7).label == "Unknown (7)"
+    paused = status.Presentation("Paused", status.Tone.PARTIAL, terminal=False)
+    monkeypatch.setitem(status.TABLE[status.STEP], 7, paused)
+    look = status_style.look(status_style.STEP, 7)
+    assert (look.label, look.colour) == ("Paused", status_style.TONE_LOOK[status.Tone.PARTIAL][0])
+    text = cli.styled(status.STEP, 7)
+    assert (text.plain, str(text.style)) == ("Paused", cli.TONE_STYLE[status.Tone.PARTIAL])
+
+
+def test_the_status_labels_and_colours_live_in_one_place() -> None:
+    """No reader module spells a status label or a badge colour itself."""
+    readers = [*UI.rglob("*.py"), UI.parent / "stepwatch" / "cli.py"]
+    for path in readers:
+        if path.name == "status_style.py":
+            continue
+        text = path.read_text()
+        for label in ('"Completed with failures"', '"Failed"', '"Skipped"', "#d32f2f", "#2e7d32",
+                      "#1976d2", "#1565c0"):
+            assert label not in text, f"{path.name} spells {label} itself"

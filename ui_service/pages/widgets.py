@@ -9,6 +9,8 @@ from google.protobuf.descriptor import EnumDescriptor
 from google.protobuf.timestamp_pb2 import Timestamp
 from nicegui import ui
 
+from stepwatch.status import Tone
+
 from .. import status_style
 
 CSS = """
@@ -55,9 +57,9 @@ class ChildBar:
     def __init__(self) -> None:
         with ui.row().classes("items-center gap-2 no-wrap"):
             with ui.element("div").classes("sw-bar") as self.bar:
-                self.done = ui.element("div").style("background:#2e7d32")
-                self.failed = ui.element("div").style("background:#d32f2f")
-                self.running = ui.element("div").style("background:#1976d2")
+                self.done = ui.element("div").style(f"background:{_tone(Tone.SUCCESS)}")
+                self.failed = ui.element("div").style(f"background:{_tone(Tone.FAILURE)}")
+                self.running = ui.element("div").style(f"background:{_tone(Tone.ACTIVE)}")
             self.text = ui.label("").classes("text-xs text-grey-8")
 
     def set(self, completed: int, failed: int, running: int, total: int) -> None:
@@ -65,6 +67,10 @@ class ChildBar:
             el.style["width"] = f"{100 * n / total:.2f}%" if total else "0%"
         self.text.set_text(f"{completed} ok · {failed} failed · {running} running / {total}"
                            if total else "no children")
+
+
+def _tone(tone: Tone) -> str:
+    return status_style.TONE_LOOK[tone][0]
 
 
 def clock(ts: Timestamp) -> str:
