@@ -40,11 +40,13 @@ lint: install
 	$(VENV)/bin/mypy
 	$(VENV)/bin/mypy --strict $(STRICT_TYPED)
 
-# Chromium + chromedriver for the browser tests (Debian packages).
+# Debian packages the tests use: Chromium + chromedriver (browser tests), tmux (the CLI in a
+# 24-row terminal); util-linux (setpriv, flock, mount) comes with Debian itself.
 system-deps:
-	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
-		echo "installing chromium and chromium-driver"; \
-		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null \
+			|| ! command -v tmux >/dev/null; then \
+		echo "installing chromium, chromium-driver and tmux"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver tmux >/dev/null; \
 	fi
 
 run: install

@@ -110,7 +110,26 @@ def _duration(start: Any, end: Any) -> str:
     return f"{(stop - start.ToDatetime(dt.UTC)).total_seconds():.1f}s"
 
 
-def job_view(job: pb.Job) -> Group:
+def rows_that_matter(steps: list[pb.Step], room: int) -> tuple[list[pb.Step], str]:
+    """At most ``room`` steps for a screen: failed, running, then the rest by index; and a
+    summary of what was left out. Pure: the statuses are the server's, only picked."""
+    if len(steps) <= room:
+        return steps, ""
+    rank = {status.Tone.FAILURE: 0, status.Tone.ACTIVE: 1, status.Tone.PARTIAL: 1}
+    keep = sorted(steps, key=lambda s: (rank.get(status.present(status.STEP, s.status).tone, 2),
+                                        s.index))[:max(room, 1)]
+    kept = {s.step_id for s in keep}
+    hidden: dict[str, int] = {}
+    for s in steps:
+        if s.step_id not in kept:
+            name = status.present(status.STEP, s.status).label.lower()
+            hidden[name] = hidden.get(name, 0) + 1
+    summary = ", ".join(f"{n} {name}" for name, n in hidden.items())
+    return sorted(keep, key=lambda s: s.index), f"… {len(steps) - len(keep)} more steps ({summary})"
+
+
+def job_view(job: pb.Job, height: int | None = None) -> Group:
+    """The job as a table; with a terminal ``height``, failed and running steps stay in view."""
     head = Text.assemble(f"{job.definition_name} ", (job.job_id[:8], "dim"), "  ",
                          styled(status.JOB, job.status))
     if job.HasField("failure"):
@@ -120,8 +139,11 @@ def job_view(job: pb.Job) -> Group:
     for col in ("#", "step", "type", "status", "children ok/failed/total", "docs", "attempt",
                 "duration"):
         table.add_column(col)
-    notes = []
-    for s in job.steps:
+    notes: list[Text] = []
+    failures = sum(s.HasField("failure") for s in job.steps)
+    room = None if height is None else max(3, height - 8 - 2 * min(failures, 5))
+    steps, hidden = rows_that_matter(list(job.steps), room) if room else (list(job.steps), "")
+    for s in steps:
         c = s.children
         table.add_row(str(s.index), s.name, s.type, styled(status.STEP, s.status),
                       f"{c.completed}/{c.failed}/{c.total}", str(s.document_count),
@@ -130,8 +152,13 @@ def job_view(job: pb.Job) -> Group:
             mark = " (tolerated: the job went on)" if s.tolerated else ""
             notes.append(Text(f"{s.name}: {status.label(status.REASON, s.failure.reason)}{mark}: "
                               f"{s.failure.message}",
-                              style=TONE_STYLE[status.present(status.STEP, s.status).tone]))
-    return Group(head, table, *notes)
+                              style=TONE_STYLE[status.present(status.STEP, s.status).tone],
+                              overflow="ellipsis", no_wrap=height is not None))
+    if height is not None and len(notes) > 5:
+        notes = [*notes[:5], Text(f"… {len(notes) - 5} more failure notes (stepwatch show)",
+                                  style="dim")]
+    summary = [Text(hidden, style="dim", no_wrap=True, overflow="ellipsis")] if hidden else []
+    return Group(head, table, *summary, *notes)
 
 
 @app.command()
@@ -232,7 +259,7 @@ def watch(job_id: str) -> None:
                         job = msg.snapshot.job
                     elif kind == "event":
                         job = apply_event(job, msg.event)
-                    live.update(job_view(job), refresh=True)
+                    live.update(job_view(job, console.height), refresh=True)
         return job
 
     job = _run(go())
