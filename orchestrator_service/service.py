@@ -176,17 +176,6 @@ class PageTokens:
     def __init__(self, secret: bytes) -> None:
         self._secret = secret
 
-    def issue(self, last_id: int | None) -> str:
-        return "" if last_id is None else self.sign("jobs", str(last_id))
-
-    def parse(self, token: str) -> int | None:
-        value = self.open(token, "jobs")
-        if value is None:
-            return None
-        if not value.isdigit() or not 0 < int(value) < 2**63:
-            raise invalid("page_token", "is not a token this server issued")
-        return int(value)
-
     def sign(self, scope: str, value: str) -> str:
         body = f"v3\n{scope}\n{value}"
         return base64.urlsafe_b64encode(f"{body}\n{self._mac(body)}".encode()).decode()
@@ -289,19 +278,20 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
 
     @_rpc
     async def ListJobs(self, request, context):  # noqa: N802
-        if request.page_size > MAX_PAGE:
-            raise invalid("page_size", f"must be at most {MAX_PAGE}")
-        status = None
-        if request.status:
-            try:
-                status = JobStatus(request.status)
-            except ValueError:
-                raise invalid("status", f"unknown JobStatus value {request.status}") from None
+        size = _page_size(request.page_size, DEFAULT_PAGE)
+        status = _enum_value(JobStatus, request.status, "status")
+        if len(request.name_prefix) > MAX_ID:
+            raise invalid("name_prefix", f"is {len(request.name_prefix)} characters; at most {MAX_ID}")
+        created = (_micros(request, "created_after"), _micros(request, "created_before"))
+        scope = f"jobs {request.status} {request.name_prefix!r} {created[0]} {created[1]}"
         tokens = await self._tokens()
+        after = tokens.open(request.page_token, scope)
+        if after is not None and not (after.isdigit() and 0 < int(after) < 2**63):
+            raise invalid("page_token", "is not a token this server issued")
         jobs, last = await self.engine.store.list_jobs(
-            request.page_size or DEFAULT_PAGE, tokens.parse(request.page_token), status)
+            size, None if after is None else int(after), status, request.name_prefix, created)
         return pb.ListJobsResponse(jobs=[_bounded_header(j) for j in jobs],
-                                   next_page_token=tokens.issue(last))
+                                   next_page_token="" if last is None else tokens.sign(scope, str(last)))
 
     @_rpc
     async def CancelJob(self, request, context):  # noqa: N802
@@ -410,3 +400,12 @@ def _phase_index(value: str | None) -> tuple[int, int] | None:
         return None
     phase, _, index = value.partition(" ")
     return int(phase), int(index)  # signed by us: well-formed
+
+
+def _micros(request: Any, field: str) -> int | None:
+    if not request.HasField(field):
+        return None
+    ts = getattr(request, field)
+    if not -62135596800 <= ts.seconds <= 253402300799 or not 0 <= ts.nanos < 10**9:
+        raise invalid(field, "is not a valid timestamp")
+    return int(ts.ToMicroseconds())

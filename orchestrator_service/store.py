@@ -558,8 +558,11 @@ class Store:
         return await self._read(self._events_after, job_id, after_seq, limit)
 
     async def list_jobs(self, limit: int, before: int | None = None,
-                        status: JobStatus | None = None) -> tuple[list[JobState], int | None]:
-        return await self._read(self._list_jobs, limit, before, status)
+                        status: JobStatus | None = None, name_prefix: str = "",
+                        created: tuple[int | None, int | None] = (None, None),
+                        ) -> tuple[list[JobState], int | None]:
+        """Newest first; ``created`` = (at or after, before) in microseconds."""
+        return await self._read(self._list_jobs, limit, before, status, name_prefix, created)
 
     async def documents(self, job_id: str, tags: Sequence[str] | None = None) -> list[Document]:
         return await self._read(self._documents, job_id, tags)
@@ -782,14 +785,21 @@ class Store:
         with self.engine.begin() as c:
             return _read_events(c, job_id, after_seq, limit)
 
-    def _list_jobs(self, limit: int, before: int | None,
-                   status: JobStatus | None) -> tuple[list[JobState], int | None]:
+    def _list_jobs(self, limit: int, before: int | None, status: JobStatus | None,
+                   name_prefix: str, created: tuple[int | None, int | None],
+                   ) -> tuple[list[JobState], int | None]:
         with self.engine.begin() as c:
             q = select(J).order_by(J.c.id.desc()).limit(limit + 1)
             if before is not None:
                 q = q.where(J.c.id < before)
             if status is not None:
                 q = q.where(J.c.status == int(status))
+            if name_prefix:
+                q = q.where(J.c.definition_name.startswith(name_prefix, autoescape=True))
+            if created[0] is not None:
+                q = q.where(J.c.created_at >= created[0])
+            if created[1] is not None:
+                q = q.where(J.c.created_at < created[1])
             jobs = list(c.execute(q))
             more = len(jobs) > limit
             jobs = jobs[:limit]

@@ -120,6 +120,8 @@ async def follow_logs(store: Store, broker: Broker, step_id: str, attempt: int, 
     The attempt's end commits with its last chunks, so a read that sees the end
     holds every chunk: nothing is missed, and nothing is sent twice (offsets grow).
     """
+    if after >= 2**62:  # past any head a log can have (and past what SQL integers hold)
+        raise LogOutOfRange(f"after_offset {after} is past the log's head")
     with broker.subscribe_logs(step_id, attempt) as poke:
         page = await store.read_logs(step_id, attempt, after, PAGE, child)
         if after > page.head:

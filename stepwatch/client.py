@@ -8,6 +8,7 @@ event exactly once, in order, and the stream ends when the job is terminal.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import random
 import uuid
@@ -104,10 +105,16 @@ class Client:
     async def get_job(self, job_id: str) -> pb.Job:
         return (await self._call(self._stub.GetJob, pb.GetJobRequest(job_id=job_id))).job
 
-    async def list_jobs(self, page_size: int = 0, page_token: str = "",
-                        status: int = 0) -> tuple[list[pb.Job], str]:
-        resp = await self._call(self._stub.ListJobs, pb.ListJobsRequest(
-            page_size=page_size, page_token=page_token, status=cast(Any, status)))
+    async def list_jobs(self, page_size: int = 0, page_token: str = "", status: int = 0,
+                        name_prefix: str = "", created_after: dt.datetime | None = None,
+                        created_before: dt.datetime | None = None) -> tuple[list[pb.Job], str]:
+        req = pb.ListJobsRequest(page_size=page_size, page_token=page_token,
+                                 status=cast(Any, status), name_prefix=name_prefix)
+        if created_after is not None:
+            req.created_after.FromDatetime(created_after)
+        if created_before is not None:
+            req.created_before.FromDatetime(created_before)
+        resp = await self._call(self._stub.ListJobs, req)
         return list(resp.jobs), resp.next_page_token
 
     async def rerun(self, job_id: str, *, failed_only: bool = False,

@@ -137,8 +137,9 @@ class OrchestratorServiceServicer:
     def ListJobs(self, request, context):
         """Lists job headers (steps left empty), newest first, one page at a time.
         Descriptions and failure messages longer than 1024 characters are clipped.
-        Errors: INVALID_ARGUMENT (a page_token this server did not issue,
-        page_size over 1000).
+        A page token belongs to its filters: pass the same filters with it.
+        Errors: INVALID_ARGUMENT (a page_token this server did not issue for these
+        filters, page_size over 1000, a name_prefix over 200 characters).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
