@@ -29,5 +29,6 @@ def main(argv: list[str] | None = None) -> None:
     build(a.target)
     app.on_startup(lambda: print(f"stepwatch ui listening on {a.host}:{a.port} "
                                  f"(orchestrator {a.target})", flush=True))
-    ui.run(host=a.host, port=a.port, title="Stepwatch", reload=False, show=False,
+    # dark=None: light or dark as the browser prefers (prefers-color-scheme).
+    ui.run(host=a.host, port=a.port, title="Stepwatch", reload=False, show=False, dark=None,
            favicon="🟢", uvicorn_logging_level="warning")

@@ -311,3 +311,47 @@ def test_a_finished_job_page_a_missing_job_and_a_ticking_duration(
     WebDriverWait(browser, DEADLINE).until(lambda d: seconds(d) >= first + 2.0)
     with grpc.insecure_channel(orch.target) as ch:
         pb_grpc.OrchestratorServiceStub(ch).CancelJob(pb.CancelJobRequest(job_id=slow.job_id))
+
+
+def _contrast(fg: str, bg: str) -> float:
+    """WCAG contrast ratio of two CSS rgb() colours."""
+    def lum(css: str) -> float:
+        r, g, b = (int(x) / 255 for x in css[css.index("(") + 1:css.index(")")].split(",")[:3])
+        lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in (r, g, b)]
+        return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+    hi, lo = sorted((lum(fg), lum(bg)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def test_layout_fits_from_390_to_1280_px_in_light_and_dark(
+        browser: webdriver.Chrome, tmp_path: Path, procs: list[Proc]) -> None:
+    orch = Orchestrator(f"sqlite:///{tmp_path / 'l.db'}")
+    procs.append(orch)
+    ui = UI(orch.target)
+    procs.append(ui)
+    job = submit(orch.target, definition_name="codebase_assess")
+    with grpc.insecure_channel(orch.target) as ch:
+        for _ in pb_grpc.OrchestratorServiceStub(ch).WatchJob(
+                pb.WatchJobRequest(job_id=job.job_id), timeout=DEADLINE):
+            pass
+    docs = REPO / "docs"
+    for scheme in ("light", "dark"):
+        browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {
+            "features": [{"name": "prefers-color-scheme", "value": scheme}]})
+        for width in (390, 1280):
+            browser.set_window_size(width, 900)
+            for name, path in (("queue", "/"), ("job", f"/jobs/{job.job_id}")):
+                browser.get(ui.url + path)
+                WebDriverWait(browser, DEADLINE).until(lambda d: data_status(
+                    d, ".sw-badge[data-status^=JOB_STATUS]") == "JOB_STATUS_COMPLETED_WITH_FAILURES")
+                inner = browser.execute_script("return window.innerWidth")
+                scroll = browser.execute_script("return document.documentElement.scrollWidth")
+                assert scroll <= inner, f"{name} page at {width} px ({scheme}): {scroll} > {inner}"
+                dark = browser.execute_script("return document.body.classList.contains('body--dark')")
+                assert dark == (scheme == "dark")
+                for badge in browser.find_elements(By.CSS_SELECTOR, ".sw-badge"):
+                    fg, bg = browser.execute_script(
+                        "const s = getComputedStyle(arguments[0]); return [s.color, s.backgroundColor]",
+                        badge)
+                    assert _contrast(fg, bg) >= 4.5, (badge.text, fg, bg)
+                browser.save_screenshot(str(docs / f"{name}_{width}_{scheme}.png"))

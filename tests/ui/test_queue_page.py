@@ -62,13 +62,19 @@ async def test_run_and_cancel_send_commands(user: User, fake: FakeOrchestrator) 
         header(A, pb.JOB_STATUS_RUNNING, total=1, running=1)]))])
     await user.open("/")
     await user.should_see("def-a")
+    user.find(marker=f"cancel-{A}").click()
+    await user.should_see("Cancel job aaaaaaaa?")  # it asks first
+    assert fake.cancelled == []
+    user.find(marker="confirm-cancel").click()
+    await eventually(lambda: fake.cancelled == [A], what="cancelled")
     select = user.find(marker="definition").elements.pop()
     await eventually(lambda: "codebase_assess" in select.options, what="definitions listed")
     select.set_value("codebase_assess")
     user.find(marker="run").click()
     await eventually(lambda: fake.submitted == ["codebase_assess"], what="submitted")
-    user.find(marker=f"cancel-{A}").click()
-    await eventually(lambda: fake.cancelled == [A], what="cancelled")
+    # Run opens the new job's page, which watches it.
+    await eventually(lambda: any(r.job_id == "f" * 32 for r in fake.watch_requests),
+                     what="the new job's page")
 
 
 async def test_a_job_name_opens_its_page(user: User, fake: FakeOrchestrator) -> None:

@@ -26,15 +26,16 @@ class StepRow:
         with ui.card().classes("w-full q-pa-sm").props(
                 f"data-step-id={step.step_id} id=step-{step.index}") as self.card:
             self.card.mark(f"step-{step.name}")
-            with ui.row().classes("w-full items-center gap-4 no-wrap"):
+            # Wraps on a narrow screen; columns line up on a wide one.
+            with ui.row().classes("w-full items-center gap-x-4 gap-y-1 sw-cols"):
                 ui.label(f"{step.index}").classes("text-grey-7 w-6")
-                ui.label(step.name).classes("text-weight-bold w-48")
+                ui.label(step.name).classes("text-weight-bold sm:w-48 break-all")
                 self.badge = Badge(status_style.STEP, step.status)
-                ui.label(step.type).classes("text-grey-8 w-24")
-                self.depends = ui.label("").classes("text-xs text-grey-7 w-40")
+                ui.label(step.type).classes("text-grey-8 sm:w-24")
+                self.depends = ui.label("").classes("text-xs text-grey-7 sm:w-40 break-all")
                 self.children = ChildBar()
-                self.docs = ui.label("").classes("text-xs w-20")
-                self.attempt = ui.label("").classes("text-xs w-20")
+                self.docs = ui.label("").classes("text-xs sm:w-20 whitespace-nowrap")
+                self.attempt = ui.label("").classes("text-xs sm:w-24 whitespace-nowrap")
                 self.times = ui.label("").classes("text-xs text-grey-8")
                 ui.button("children & log", on_click=lambda: on_open(step.name)).props(
                     "flat dense no-caps").mark(f"open-step-{step.name}")
@@ -84,7 +85,7 @@ class JobView:
         self.panel = panel
         self.on_header: Callable[[pb.Job], None] | None = None
         self.rows: dict[str, StepRow] = {}
-        with ui.row().classes("w-full items-center gap-4"):
+        with ui.row().classes("w-full items-center gap-x-4 gap-y-1"):
             ui.link("← all jobs", "/")
             self.title = ui.label(state.job_id).classes("text-h6")
             self.badge = Badge(status_style.JOB, 0)

@@ -24,12 +24,13 @@ class JobRow:
         self.job_id = job.job_id
         with ui.card().classes("w-full q-pa-sm").props(f"data-job-id={job.job_id}") as self.card:
             self.card.mark(f"job-{job.job_id}")
-            with ui.row().classes("w-full items-center gap-4 no-wrap"):
+            # Wraps on a narrow screen (the card stacks); columns line up on a wide one.
+            with ui.row().classes("w-full items-center gap-x-4 gap-y-1"):
                 ui.link(job.definition_name, f"/jobs/{job.job_id}").classes(
-                    "text-weight-bold w-48").mark(f"open-{job.job_id}")
-                ui.label(job.job_id[:8]).classes("font-mono text-grey-7 w-20")
+                    "text-weight-bold sm:w-48 break-all").mark(f"open-{job.job_id}")
+                ui.label(job.job_id[:8]).classes("font-mono text-grey-7 sm:w-20")
                 self.badge = Badge(status_style.JOB, job.status)
-                self.counts = ui.label("").classes("text-sm whitespace-nowrap")
+                self.counts = ui.label("").classes("text-sm")
                 self.times = ui.label("").classes("text-xs text-grey-8")
                 ui.space()
                 self.cancel = ui.button("Cancel", color="negative",
@@ -56,7 +57,19 @@ def register(target: str) -> None:
         state = QueueState()
         rows: dict[str, JobRow] = {}
 
-        async def cancel(job_id: str) -> None:
+        def cancel(job_id: str) -> None:
+            """Ask first: a cancel stops running commands and cannot be undone."""
+            with ui.dialog() as dialog, ui.card():
+                ui.label(f"Cancel job {job_id[:8]}? Its running commands are stopped; its "
+                         "pending steps will not run.")
+                with ui.row():
+                    ui.button("Keep it running", on_click=dialog.close).props("flat")
+                    ui.button("Cancel the job", color="negative",
+                              on_click=lambda: confirmed(dialog, job_id)).mark("confirm-cancel")
+            dialog.open()
+
+        async def confirmed(dialog: ui.dialog, job_id: str) -> None:
+            dialog.close()
             try:
                 async with Client(target) as c:
                     await c.cancel(job_id)
@@ -69,18 +82,20 @@ def register(target: str) -> None:
             try:
                 async with Client(target) as c:
                     job = await c.submit(name)
-                ui.notify(f"submitted {name} ({job.job_id[:8]})", type="positive")
+                ui.navigate.to(f"/jobs/{job.job_id}")  # Run opens the new job
             except StepwatchError as err:
                 ui.notify(f"submit failed: {err.message}", type="negative")
 
         with ui.row().classes("w-full items-center gap-4"):
             ui.label("Stepwatch").classes("text-h5")
-            definitions = ui.select([], label="definition").classes("w-64").mark("definition")
+            definitions = ui.select([], label="definition").classes("w-full sm:w-64").mark(
+                "definition")
             ui.button("Run", on_click=lambda: run(definitions.value)).mark("run")
             options = {ALL: "all"} | {v.name: status_style.look(status_style.JOB, v.number).label
                                       for v in status_style.JOB.values if v.number}
             ui.select(options, value=ALL, label="status",
-                      on_change=lambda e: apply_filter(e.value)).classes("w-56").mark("filter")
+                      on_change=lambda e: apply_filter(e.value)).classes("w-full sm:w-56").mark(
+                "filter")
             ui.space()
             connection = ui.label(Connection.CONNECTING.value).mark("connection").classes(
                 "sw-connection")

@@ -21,11 +21,15 @@ CSS = """
 @keyframes sw-spin { to { transform: rotate(360deg); } }
 @keyframes sw-pulse { 50% { opacity: 0.75; } }
 .sw-stale { filter: grayscale(1); opacity: 0.55; }
-.sw-bar { display: flex; height: 10px; width: 160px; background: #e0e0e0; border-radius: 5px;
-  overflow: hidden; }
+.sw-bar { display: flex; height: 10px; width: 160px; max-width: 40vw; background: #e0e0e0;
+  border-radius: 5px; overflow: hidden; }
 .sw-bar > div { height: 100%; }
 .sw-failure { color: #c62828; }
 .sw-note { color: #616161; }
+.body--dark .sw-failure { color: #ff8a80; }
+.body--dark .sw-note { color: #bdbdbd; }
+.body--dark .sw-bar { background: #424242; }
+.q-table__container { max-width: 100%; }
 """
 
 
