@@ -37,6 +37,15 @@ class Changed:
     steps: tuple[str, ...] = ()
     events: bool = False
 
+    def merge(self, other: Changed) -> Changed:
+        """Both messages' changes: what a coalesced redraw must touch (each element once)."""
+        steps = self.steps + tuple(s for s in other.steps if s not in self.steps)
+        return Changed(self.header or other.header, steps, self.events or other.events)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.header or self.steps or self.events)
+
 
 @dataclass
 class JobPageState:
