@@ -76,3 +76,15 @@ def test_to_json_equals_asdict_for_every_field() -> None:
         assert json.dumps(to_json(value)) == json.dumps(asdict(value))
     assert step_from_json(to_json(step)) == step
     assert job_from_json(to_json(job)) == job
+
+
+def test_full_dates_and_relative_times() -> None:
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from ui_service.pages.widgets import ago, date_time
+
+    ts = Timestamp(seconds=1_000_000)
+    assert date_time(Timestamp()) == "–" and ago(Timestamp()) == ""
+    assert len(date_time(ts)) == len("2026-11-26 00:41:02")
+    assert [ago(ts, 1_000_000 + s) for s in (5, 125, 7300, 90000)] == [
+        "5 s ago", "2 min ago", "2 h ago", "1 d ago"]

@@ -13,7 +13,7 @@ from stepwatch.v1 import orchestrator_pb2 as pb
 
 from .. import status_style
 from ..state import ALL, Connection, QueueState
-from .widgets import Badge, clock, duration
+from .widgets import Badge, ago, clock, date_time, duration
 
 # Whether a cancel button is offered: the server's value, looked up, not derived.
 CANCELLABLE = {pb.JOB_STATUS_PENDING, pb.JOB_STATUS_RUNNING}
@@ -45,7 +45,8 @@ class JobRow:
         self.counts.set_text(
             f"{sc.completed} completed · {sc.failed} failed · {sc.skipped} skipped · "
             f"{sc.cancelled} cancelled · {sc.running} running · {sc.pending} pending")
-        self.times.set_text(f"created {clock(job.created_at)} · started {clock(job.started_at)} · "
+        self.times.props(f'title="created {ago(job.created_at)}"')
+        self.times.set_text(f"created {date_time(job.created_at)} · started {clock(job.started_at)} · "
                             f"finished {clock(job.finished_at)} · "
                             f"{duration(job.started_at, job.finished_at)}")
         self.cancel.set_visibility(job.status in CANCELLABLE)
@@ -99,6 +100,10 @@ def register(target: str) -> None:
             ui.space()
             connection = ui.label(Connection.CONNECTING.value).mark("connection").classes(
                 "sw-connection")
+        with ui.row().classes("w-full gap-x-4 q-px-sm text-caption text-grey-7 max-sm:hidden"):
+            for title, width in (("job", "w-48"), ("id", "w-20"), ("status", "w-40"),
+                                 ("steps", "")):
+                ui.label(title).classes(width)
         with ui.column().classes("w-full gap-2").mark("jobs") as column:
             pass
 

@@ -77,6 +77,24 @@ def _tone(tone: Tone) -> str:
     return status_style.TONE_LOOK[tone][0]
 
 
+def date_time(ts: Timestamp) -> str:
+    """The full local date and time ("2026-11-26 00:41:02"), or "–"."""
+    if not ts.ByteSize():
+        return "–"
+    return ts.ToDatetime(dt.UTC).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def ago(ts: Timestamp, now_s: float | None = None) -> str:
+    """How long ago, in words a person reads at a glance ("3 min ago")."""
+    if not ts.ByteSize():
+        return ""
+    seconds = max(0.0, (now_s if now_s is not None else time.time()) - ts.ToMicroseconds() / 1e6)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)} {unit} ago"
+    return f"{int(seconds)} s ago"
+
+
 def clock(ts: Timestamp) -> str:
     if not ts.ByteSize():
         return "–"
