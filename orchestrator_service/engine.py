@@ -159,7 +159,7 @@ class Engine:
         def decide(current: JobState) -> Decision:
             if current.status.terminal:
                 raise JobAlreadyFinished(current)
-            return rules.cancel(current.steps, now_us())
+            return rules.cancel(current, now_us())
 
         return await self.store.decide_job(job_id, decide)
 

@@ -18,7 +18,7 @@ from .statuses import FailureReason, JobStatus, Policy, StepStatus
 __all__ = [
     "Decision", "JobTransition", "StepTransition", "TerminalStatusError",
     "attempt_failed", "attempt_succeeded", "blocking_dependency", "cancel", "check_job_transition",
-    "check_step_transition", "children_outcome", "dependency_skipped", "finish_job",
+    "check_step_transition", "children_outcome", "conclude", "dependency_skipped", "finish_job",
     "init_failed", "internal_error", "interrupted", "interrupted_job", "ready", "rerun_carries",
     "start_attempt", "start_job",
     "stop_job", "timed_out", "tolerated",
@@ -194,8 +194,15 @@ def stop_job(steps: Sequence[StepState], failed: StepState, now: int) -> Decisio
     return Decision(tuple(out), _job_ends(JobStatus.FAILED, _step_failure(failed), now))
 
 
-def cancel(steps: Sequence[StepState], now: int) -> Decision:
-    """CancelJob: non-terminal steps CANCELLED_BY_USER; the job CANCELLED."""
+def cancel(job: JobState, now: int) -> Decision:
+    """CancelJob: non-terminal steps CANCELLED_BY_USER; the job CANCELLED.
+
+    A cancel that finds every step already finished cancelled nothing: the job ends as
+    its steps decide (``conclude``), not CANCELLED beside steps that all completed.
+    """
+    steps = job.steps
+    if all(s.status.terminal for s in steps):
+        return conclude(job, now)
     why = Failure(FailureReason.CANCELLED_BY_USER, "cancelled by user")
     out = tuple(StepTransition.of(s, StepStatus.CANCELLED, failure=why, finished_at=now)
                 for s in steps if not s.status.terminal)
@@ -213,6 +220,15 @@ def internal_error(steps: Sequence[StepState], message: str, now: int) -> Decisi
         elif s.status == StepStatus.PENDING:
             out.append(StepTransition.of(s, StepStatus.SKIPPED, failure=stopped, finished_at=now))
     return Decision(tuple(out), _job_ends(JobStatus.FAILED, why, now))
+
+
+def conclude(job: JobState, now: int) -> Decision:
+    """Every step terminal: the job's outcome, as its run would decide it (policy `stop` and
+    a FAILED step: FAILED; otherwise finish_job)."""
+    failed = next((s for s in job.steps if s.status == StepStatus.FAILED), None)
+    if failed is not None and Policy(job.on_step_failure) == Policy.STOP:
+        return stop_job(job.steps, failed, now)
+    return finish_job(job.steps, now)
 
 
 def finish_job(steps: Sequence[StepState], now: int) -> Decision:

@@ -148,7 +148,9 @@ class OrchestratorServiceServicer:
     def CancelJob(self, request, context):
         """Cancels a job: its non-terminal steps become STEP_STATUS_CANCELLED with
         FAILURE_REASON_CANCELLED_BY_USER and the job JOB_STATUS_CANCELLED. Running
-        children are stopped. Returns once the cancellation is recorded.
+        children are stopped. Returns once the cancellation is recorded. A cancel
+        that finds every step already finished cancels nothing: the job ends as
+        its steps decide (e.g. JOB_STATUS_COMPLETED), and that job is returned.
         Errors: INVALID_ARGUMENT (empty job_id); NOT_FOUND (unknown job_id);
         FAILED_PRECONDITION (the job is already terminal); UNAVAILABLE ("storage
         unavailable: ...": the cancellation cannot be recorded now).

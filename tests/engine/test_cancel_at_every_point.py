@@ -106,8 +106,9 @@ async def test_cancel_while_the_attempts_final_write_waits(harness: Harness) -> 
     release.set()
     done = await asyncio.wait_for(cancel, DEADLINE)
     a = done.step("a")
-    # The attempt's end was asked for before the cancel: it commits, whole, first.
-    assert a.status == StepStatus.COMPLETED and done.status == JobStatus.CANCELLED
+    # The attempt's end was asked for before the cancel: it commits, whole, first. Then the
+    # cancel finds nothing left to cancel: the job ends as its steps say, not CANCELLED.
+    assert a.status == StepStatus.COMPLETED and done.status == JobStatus.COMPLETED
     assert (a.children.completed, a.children.pending, a.children.running) == (5, 0, 0)
     await check(harness, j.job_id)
 

@@ -65,7 +65,7 @@ async def test_nothing_is_written_after_the_terminal_event(harness: Harness) -> 
                                                        lambda s: rules.attempt_succeeded(s, 9))]),
         harness.store.record_progress(_progress(a.step_id, a.attempt)),
         harness.store.start_children(a.step_id, a.attempt, ["again"]),
-        harness.store.decide_job(j.job_id, lambda job: rules.cancel(job.steps, 9)),
+        harness.store.decide_job(j.job_id, lambda job: rules.cancel(job, 9)),
     ]
     for call in attempts:
         with pytest.raises(StaleWrite, match="terminal|COMPLETED"):

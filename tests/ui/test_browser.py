@@ -209,9 +209,13 @@ def test_the_step_panel_shows_failed_children_first_and_a_live_log(
     # Open child 0's log (it is still printing): lines appear while it runs.
     browser.get(f"{ui.url}/jobs/{job.job_id}?step=s&child=0")
 
+    def log_text(d: webdriver.Chrome) -> str:
+        # textContent, not .text: lines scrolled out of the log's view are still in it.
+        return d.execute_script(
+            "const e = document.querySelector('.nicegui-log'); return e ? e.textContent : ''")
+
     def ticks(d: webdriver.Chrome) -> int:
-        return sum(1 for line in d.find_element(By.CSS_SELECTOR, ".nicegui-log").text.splitlines()
-                   if line.startswith("tick "))
+        return log_text(d).count("tick ")
 
     WebDriverWait(browser, DEADLINE).until(lambda d: ticks(d) >= 3)
     seen = ticks(browser)
@@ -222,8 +226,12 @@ def test_the_step_panel_shows_failed_children_first_and_a_live_log(
     # A log over 1 MiB (200,000 lines; the child's cap keeps 1 MiB of it) loads whole into
     # the panel's window of its last 20,000 lines, and the tab stays responsive.
     browser.get(f"{ui.url}/jobs/{job.job_id}?step=loud")
-    WebDriverWait(browser, DEADLINE).until(
-        lambda d: "bytes of output dropped" in d.find_element(By.CSS_SELECTOR, ".nicegui-log").text)
+    try:
+        WebDriverWait(browser, DEADLINE).until(lambda d: "bytes of output dropped" in log_text(d))
+    except Exception:
+        browser.save_screenshot(str(OUTPUT / "step_panel_loud_failed.png"))
+        text = log_text(browser)
+        raise AssertionError(f"log view: {len(text)} characters, ends {text[-300:]!r}") from None
     started = time.monotonic()
     assert browser.execute_script("return document.querySelectorAll('.nicegui-log *').length") < 2000
     assert time.monotonic() - started < 5  # the main thread answers: it is not frozen

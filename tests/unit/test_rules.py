@@ -97,7 +97,7 @@ def test_stop_policy_skips_pending_and_stops_running_steps() -> None:
 def test_cancel_touches_only_non_terminal_steps() -> None:
     job = mk_job(mk_step("a", StepStatus.COMPLETED), mk_step("b", StepStatus.RUNNING),
                  mk_step("c", StepStatus.PENDING, 0), mk_step("d", StepStatus.FAILED))
-    d = rules.cancel(job.steps, 3)
+    d = rules.cancel(job, 3)
     assert {t.step_id for t in d.steps} == {"id-b", "id-c"}
     assert all(t.status == StepStatus.CANCELLED and t.failure is not None and
                t.failure.reason == FailureReason.CANCELLED_BY_USER for t in d.steps)
@@ -160,3 +160,17 @@ def test_a_terminal_job_status_never_changes(old: JobStatus) -> None:
 
 def test_tolerated_only_under_continue() -> None:
     assert rules.tolerated(Policy.CONTINUE) and not rules.tolerated(Policy.STOP)
+
+
+@pytest.mark.parametrize(("policy", "statuses", "expected"), [
+    (Policy.STOP, [StepStatus.COMPLETED, StepStatus.COMPLETED], JobStatus.COMPLETED),
+    (Policy.CONTINUE, [StepStatus.COMPLETED, StepStatus.FAILED], JobStatus.COMPLETED_WITH_FAILURES),
+    (Policy.STOP, [StepStatus.COMPLETED, StepStatus.FAILED], JobStatus.FAILED),
+])
+def test_a_cancel_that_finds_every_step_finished_concludes_the_job(
+        policy: Policy, statuses: list[StepStatus], expected: JobStatus) -> None:
+    """Found by the property test under load: a cancel between the last step's end and the
+    job's end must not make a job CANCELLED whose steps all completed."""
+    job = mk_job(*(mk_step(str(i), s) for i, s in enumerate(statuses)), policy=policy)
+    d = rules.cancel(job, 5)
+    assert d.job is not None and d.job.status == expected and not d.steps
