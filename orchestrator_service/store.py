@@ -726,7 +726,8 @@ class Store:
             step = replace(step, children=ChildCounts(total=len(keys), pending=len(keys)))
             c.execute(_SET_STEP_COUNTS, _params(step_id, _step_values(step),
                                                 ("document_count", *_CHILD_COUNT_COLUMNS)))
-            _append_logs(c, log_, step_id, attempt, logs)
+            if logs:  # the log's head row is made with its first lines, not for every attempt
+                _append_logs(c, log_, step_id, attempt, logs)
             log_.step(step)
             events = log_.flush()
         self._committed(events, log_.log_keys)
