@@ -61,11 +61,12 @@ def health(ch: grpc.Channel) -> int:
 
 def fill(disk: Path) -> Path:
     filler = disk / "filler"
-    with open(filler, "wb") as f:
+    # Unbuffered: a write that finds the disk full raises there, and closing has nothing left
+    # to flush (a buffered file raised ENOSPC again on close, now and then).
+    with open(filler, "wb", buffering=0) as f:
         try:
             while True:
                 f.write(b"\0" * 65536)
-                f.flush()
         except OSError:
             pass
     return filler
