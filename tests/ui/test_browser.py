@@ -71,6 +71,22 @@ def submit(target: str, **source: str) -> pb.Job:
                                                              timeout=DEADLINE).job
 
 
+def finished(target: str, **source: str) -> pb.Job:
+    """Submit a job and wait (on its stream) until it is finished; the final job."""
+    job = submit(target, **source)
+    with grpc.insecure_channel(target) as ch:
+        for _ in pb_grpc.OrchestratorServiceStub(ch).WatchJob(
+                pb.WatchJobRequest(job_id=job.job_id), timeout=DEADLINE):
+            pass
+    return get_job(target, job.job_id)
+
+
+def cancel(target: str, job_id: str) -> None:
+    with grpc.insecure_channel(target) as ch:
+        pb_grpc.OrchestratorServiceStub(ch).CancelJob(pb.CancelJobRequest(job_id=job_id),
+                                                      timeout=DEADLINE)
+
+
 @pytest.fixture
 def procs() -> Iterator[list[Proc]]:
     """Processes a test starts; all stopped at the end, whatever happened."""
@@ -235,8 +251,7 @@ def test_the_step_panel_shows_failed_children_first_and_a_live_log(
     started = time.monotonic()
     assert browser.execute_script("return document.querySelectorAll('.nicegui-log *').length") < 2000
     assert time.monotonic() - started < 5  # the main thread answers: it is not frozen
-    with grpc.insecure_channel(orch.target) as ch:  # child 0 need not print on
-        pb_grpc.OrchestratorServiceStub(ch).CancelJob(pb.CancelJobRequest(job_id=job.job_id))
+    cancel(orch.target, job.job_id)  # child 0 need not print on
 
 
 def test_cancel_and_rerun_from_the_job_page(browser: webdriver.Chrome, tmp_path: Path,
@@ -277,8 +292,7 @@ def test_cancel_and_rerun_from_the_job_page(browser: webdriver.Chrome, tmp_path:
     assert quick.status == pb.STEP_STATUS_COMPLETED and quick.carried_from == job.job_id
     WebDriverWait(browser, DEADLINE).until(
         lambda d: data_status(d, f"[data-step-id='{quick.step_id}']") == "STEP_STATUS_COMPLETED")
-    with grpc.insecure_channel(orch.target) as ch:  # the rerun's slow step: stop it
-        pb_grpc.OrchestratorServiceStub(ch).CancelJob(pb.CancelJobRequest(job_id=new_id))
+    cancel(orch.target, new_id)  # the rerun's slow step: stop it
 
 
 def test_a_finished_job_page_a_missing_job_and_a_ticking_duration(
@@ -287,12 +301,7 @@ def test_a_finished_job_page_a_missing_job_and_a_ticking_duration(
     procs.append(orch)
     ui = UI(orch.target)
     procs.append(ui)
-    job = submit(orch.target, definition_name="codebase_assess")
-    with grpc.insecure_channel(orch.target) as ch:
-        for _ in pb_grpc.OrchestratorServiceStub(ch).WatchJob(
-                pb.WatchJobRequest(job_id=job.job_id), timeout=DEADLINE):
-            pass  # until it is finished
-    final = get_job(orch.target, job.job_id)
+    final = job = finished(orch.target, definition_name="codebase_assess")
     browser.get(f"{ui.url}/jobs/{job.job_id}")
     # The events panel of a finished job holds its last events, newest first.
     WebDriverWait(browser, DEADLINE).until(lambda d: f"#{final.head_seq} " in d.find_element(
@@ -320,8 +329,7 @@ def test_a_finished_job_page_a_missing_job_and_a_ticking_duration(
     WebDriverWait(browser, DEADLINE).until(lambda d: seconds(d) >= 1.0)
     first = seconds(browser)
     WebDriverWait(browser, DEADLINE).until(lambda d: seconds(d) >= first + 2.0)
-    with grpc.insecure_channel(orch.target) as ch:
-        pb_grpc.OrchestratorServiceStub(ch).CancelJob(pb.CancelJobRequest(job_id=slow.job_id))
+    cancel(orch.target, slow.job_id)
 
 
 def _contrast(fg: str, bg: str) -> float:
@@ -340,11 +348,7 @@ def test_layout_fits_from_390_to_1280_px_in_light_and_dark(
     procs.append(orch)
     ui = UI(orch.target)
     procs.append(ui)
-    job = submit(orch.target, definition_name="codebase_assess")
-    with grpc.insecure_channel(orch.target) as ch:
-        for _ in pb_grpc.OrchestratorServiceStub(ch).WatchJob(
-                pb.WatchJobRequest(job_id=job.job_id), timeout=DEADLINE):
-            pass
+    job = finished(orch.target, definition_name="codebase_assess")
     docs = REPO / "docs"
     for scheme in ("light", "dark"):
         browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {
