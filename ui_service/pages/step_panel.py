@@ -68,8 +68,8 @@ class StepPanel:
                 self.log_title = ui.label("").classes("text-subtitle2").mark("log-title")
                 ui.space()
                 ui.button("copy", icon="content_copy", on_click=self.copy).props("flat dense")
-            self.log = ui.log(max_lines=LOG_LINES // LINES_PER_BLOCK).classes(
-                "w-full h-80 text-xs font-mono").mark("log")
+            # ui.log's own push makes one element per line; blocks go in through _append.
+            self.log = ui.log().classes("w-full h-80 text-xs font-mono").mark("log")
         self.card.set_visibility(False)
         ui.timer(FLUSH_S, self._flush_log)
 
@@ -144,7 +144,7 @@ class StepPanel:
                     self.pending.extend((line, chunk.stream) for line in lines)
                     await asyncio.sleep(0)  # a fast log must not starve the page's other work
         except StepwatchError as err:
-            self.log.push(f"[{err.code.name}] {err.message}", classes="text-grey-7")
+            self._append(f"[{err.code.name}] {err.message}", "text-grey-7")
 
     def _flush_log(self) -> None:
         """Draw what came since the last flush: at most the window's worth, in a few blocks."""
@@ -154,17 +154,24 @@ class StepPanel:
         hidden = len(self.pending) - len(shown)
         self.pending = []
         if hidden:
-            self.log.push(f"… {hidden} earlier lines not shown here (all of them: copy, or "
-                          "`stepwatch logs`)", classes="text-grey-7")
+            self._append(f"… {hidden} earlier lines not shown here (all of them: copy, or "
+                         "`stepwatch logs`)", "text-grey-7")
         block: list[str] = []
         stream = shown[0][1]
         for line, s in [*shown, ("", -1)]:
             if (s != stream or len(block) == LINES_PER_BLOCK) and block:
-                self.log.push("\n".join(block), classes=STREAM_CLASS.get(stream),
-                              style="white-space: pre-wrap")
+                self._append("\n".join(block), STREAM_CLASS.get(stream, ""))
                 block = []
             stream = s
             block.append(line)
+
+    def _append(self, text: str, classes: str) -> None:
+        """One element for a whole block of lines; the oldest blocks go past the window."""
+        with self.log:
+            ui.label(text).classes(replace=classes).style("white-space: pre-wrap")
+        children = self.log.default_slot.children
+        while len(children) > LOG_LINES // LINES_PER_BLOCK + 1:
+            self.log.remove(children[0])
 
     def copy(self) -> None:
         ui.clipboard.write("\n".join(self.lines))
