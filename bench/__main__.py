@@ -6,7 +6,10 @@
   replay events/s next to a bare grpc.aio stream of the same messages;
 - memory: RSS growth for 1 GB of stderr and a 1 GB file summarized;
 - logs: lines/s of one step printing 100,000 lines, captured, stored and streamed, next to
-  the same command writing them to a file.
+  the same command writing them to a file;
+- ui: the job page in headless Chromium: a 300-step job's render time next to a 1-step
+  job's, and on a job at ~100 events/s how far the screen is behind the stream, with
+  Chromium's CPU.
 
 `--quick` runs a smaller set (about a minute).
 """
@@ -16,12 +19,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from . import logs, memory, steps, stream
+from . import logs, memory, steps, stream, ui
 
 
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench")
-    p.add_argument("--only", choices=["steps", "stream", "memory", "logs"], help="run one section")
+    p.add_argument("--only", choices=["steps", "stream", "memory", "logs", "ui"], help="run one section")
     p.add_argument("--quick", action="store_true", help="smaller sizes, about a minute")
     p.add_argument("--files", type=int, default=5000)
     p.add_argument("--min-messages", type=int, default=20000)
@@ -45,6 +48,10 @@ def main() -> None:
         lines = asyncio.run(logs.main(20_000 if a.quick else 100_000))
         print("\n".join(lines), flush=True)
         sections.append(("logs", lines))
+    if a.only in (None, "ui"):
+        lines = asyncio.run(ui.main(10 if a.quick else 30))
+        print("\n".join(lines), flush=True)
+        sections.append(("ui", lines))
     print("\n== summary ==")
     for name, lines in sections:
         print(f"[{name}]")

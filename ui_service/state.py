@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
@@ -129,30 +130,74 @@ def last_heard_text(state: JobPageState, now: float) -> str:
     return f"last heard {max(0, int(now - state.last_heard))} s ago"
 
 
+@dataclass(frozen=True)
+class JobQuery:
+    """What the queue page asks ListJobs for: the server filters and pages."""
+
+    status: int = 0  # a JobStatus number; 0 means all
+    name_prefix: str = ""
+    created_after: dt.datetime | None = None
+    created_before: dt.datetime | None = None
+
+    def matches(self, job: pb.Job) -> bool:
+        """Whether a job the live feed announces belongs on this query's first page."""
+        created = job.created_at.ToDatetime(dt.UTC)
+        return ((not self.status or job.status == self.status)
+                and job.definition_name.startswith(self.name_prefix)
+                and (self.created_after is None or created >= self.created_after)
+                and (self.created_before is None or created < self.created_before))
+
+
+def day_range(start: str, end: str, tz: dt.tzinfo) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """The bounds of "from START to END", whole local days, from YYYY-MM-DD inputs ("" = open)."""
+    def day(text: str) -> dt.datetime | None:
+        try:
+            return dt.datetime.combine(dt.date.fromisoformat(text), dt.time(), tz).astimezone(dt.UTC)
+        except ValueError:
+            return None
+    after, last = day(start), day(end)
+    return after, (last + dt.timedelta(days=1) if last is not None else None)
+
+
 @dataclass
 class QueueState:
-    """The queue page's jobs, by id, as WatchJobs sent them."""
+    """The queue page: one page of ListJobs at a time, kept live by WatchJobs."""
 
-    jobs: dict[str, pb.Job] = field(default_factory=dict)
+    query: JobQuery = JobQuery()
+    tokens: list[str] = field(default_factory=lambda: [""])  # the token of each page seen
+    next_token: str = ""
+    jobs: dict[str, pb.Job] = field(default_factory=dict)  # the page's jobs, newest first
     connection: Connection = Connection.CONNECTING
-    status_filter: str = ALL  # a JobStatus value name, or ALL
 
-    def apply(self, msg: pb.WatchJobsResponse) -> list[str]:
-        """Replace what the message carries; returns the job ids whose rows change."""
+    @property
+    def page(self) -> int:
+        return len(self.tokens)
+
+    def show(self, jobs: list[pb.Job], next_token: str) -> None:
+        """A page ListJobs sent replaces the one shown."""
+        self.jobs = {j.job_id: j for j in jobs}
+        self.next_token = next_token
+
+    def apply(self, msg: pb.WatchJobsResponse) -> tuple[list[str], bool]:
+        """(job ids whose rows change, whether the page must be read again).
+
+        A snapshot means the feed (re)connected: changes may have been missed, so the page
+        is read again. A changed job on the page replaces its row; a new job that matches
+        goes on top of the first page only (later pages hold older jobs)."""
         self.connection = Connection.LIVE
         kind = msg.WhichOneof("kind")
         if kind == "snapshot":
-            self.jobs = {j.job_id: j for j in msg.snapshot.jobs}
-            return list(self.jobs)
-        if kind == "job_changed":
-            self.jobs[msg.job_changed.job_id] = msg.job_changed
-            return [msg.job_changed.job_id]
-        return []
-
-    def shows(self, job_id: str) -> bool:
-        """Whether the filter lets the job's row show: the server's value, compared by name."""
-        name = status_style.value_name(status_style.JOB, self.jobs[job_id].status)
-        return self.status_filter in (ALL, name)
+            return [], True
+        if kind != "job_changed":
+            return [], False
+        job = msg.job_changed
+        if job.job_id in self.jobs:
+            self.jobs[job.job_id] = job
+            return [job.job_id], False
+        if self.page == 1 and self.query.matches(job):
+            self.jobs = {job.job_id: job} | self.jobs
+            return [job.job_id], False
+        return [], False
 
     def order(self) -> list[str]:
         """Job ids newest first, by the server's created_at."""

@@ -40,6 +40,8 @@ class FakeOrchestrator(pb_grpc.OrchestratorServiceServicer):
         self.cancelled: list[str] = []
         self.definitions = [pb.JobDefinitionInfo(name="codebase_assess", on_step_failure="continue")]
         self.target = ""
+        self.jobs: list[pb.Job] = []  # what ListJobs pages through, newest first
+        self.list_requests: list[pb.ListJobsRequest] = []
 
     async def _play(self, script: Script, context):  # type: ignore[no-untyped-def]
         for item in script:
@@ -67,6 +69,16 @@ class FakeOrchestrator(pb_grpc.OrchestratorServiceServicer):
         script = self.feed_scripts.pop(0) if self.feed_scripts else [Hold()]
         async for item in self._play(script, context):
             yield item
+
+    async def ListJobs(self, request, context):  # noqa: N802
+        """Filters as the real server does; the token is an offset (opaque to the page)."""
+        self.list_requests.append(request)
+        found = [j for j in self.jobs if (not request.status or j.status == request.status)
+                 and j.definition_name.startswith(request.name_prefix)]
+        start, size = int(request.page_token or 0), request.page_size or 50
+        more = start + size < len(found)
+        return pb.ListJobsResponse(jobs=found[start:start + size],
+                                   next_page_token=str(start + size) if more else "")
 
     async def ListJobDefinitions(self, request, context):  # noqa: N802
         return pb.ListJobDefinitionsResponse(definitions=self.definitions)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,13 +10,13 @@ from pathlib import Path
 import grpc
 import pytest
 from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from stepwatch.v1 import orchestrator_pb2 as pb
 from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
-from tests.procs import READY, REPO, Orchestrator, Proc, free_port
+from tests.chromium import UI, start_browser
+from tests.procs import REPO, Orchestrator, Proc, free_port
 
 pytestmark = pytest.mark.browser
 OUTPUT = REPO / "test-output" / "ui"
@@ -29,27 +26,9 @@ TERMINAL = ("JOB_STATUS_COMPLETED", "JOB_STATUS_COMPLETED_WITH_FAILURES", "JOB_S
 FAILED_RED = "rgb(211, 47, 47)"  # #d32f2f, the status table's FAILED colour
 
 
-class UI(Proc):
-    def __init__(self, target: str) -> None:
-        self.port = free_port()
-        super().__init__([sys.executable, "-m", "ui_service", "--port", str(self.port),
-                          "--target", target], cwd=REPO)
-        self.wait_for(READY)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-
 @pytest.fixture
 def browser() -> Iterator[webdriver.Chrome]:
-    for path in ("/usr/bin/chromium", "/usr/bin/chromedriver"):
-        assert os.path.exists(path), f"{path} missing: `make test` installs chromium + chromium-driver"
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = "/usr/bin/chromium"
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--window-size=1500,1000", f"--user-data-dir={tempfile.mkdtemp(prefix='sw-chrome-')}"):
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(options=opts, service=Service("/usr/bin/chromedriver"))
-    driver.set_page_load_timeout(DEADLINE)
+    driver = start_browser()
     yield driver
     driver.quit()
 

@@ -30,9 +30,9 @@ def status_of(user: User, job_id: str) -> str | None:
 
 async def test_queue_renders_the_feed_and_updates_rows_in_place(user: User, fake: FakeOrchestrator) -> None:
     hold = Hold()
+    fake.jobs = [header(A, pb.JOB_STATUS_RUNNING, total=3, completed=1, failed=1, running=1)]
     fake.feed_scripts.append([
-        pb.WatchJobsResponse(snapshot=pb.JobsSnapshot(jobs=[
-            header(A, pb.JOB_STATUS_RUNNING, total=3, completed=1, failed=1, running=1)])),
+        pb.WatchJobsResponse(snapshot=pb.JobsSnapshot()),
         hold,
         pb.WatchJobsResponse(job_changed=header(
             A, pb.JOB_STATUS_COMPLETED_WITH_FAILURES, total=3, completed=2, failed=1)),
@@ -50,16 +50,16 @@ async def test_queue_renders_the_feed_and_updates_rows_in_place(user: User, fake
     await user.should_see("Completed with failures")
     assert shown_order(user) == [B, A]  # newest first
 
-    # Filter by the server's status value.
-    user.find(marker="filter").elements.pop().set_value("JOB_STATUS_PENDING")
-    await eventually(lambda: not row.visible)
-    await user.should_see(marker=f"job-{B}")
-    await user.should_not_see(marker=f"job-{A}")
+    # Filter by the server's status value: the server filters, the page shows its answer.
+    fake.jobs = [header(B, pb.JOB_STATUS_PENDING, 1, total=1, pending=1), *fake.jobs]
+    user.find(marker="filter").elements.pop().set_value(pb.JOB_STATUS_PENDING)
+    await eventually(lambda: fake.list_requests[-1].status == pb.JOB_STATUS_PENDING)
+    await eventually(lambda: shown_order(user) == [B], what="only the pending job")
 
 
 async def test_run_and_cancel_send_commands(user: User, fake: FakeOrchestrator) -> None:
-    fake.feed_scripts.append([pb.WatchJobsResponse(snapshot=pb.JobsSnapshot(jobs=[
-        header(A, pb.JOB_STATUS_RUNNING, total=1, running=1)]))])
+    fake.jobs = [header(A, pb.JOB_STATUS_RUNNING, total=1, running=1)]
+    fake.feed_scripts.append([pb.WatchJobsResponse(snapshot=pb.JobsSnapshot())])
     await user.open("/")
     await user.should_see("def-a")
     user.find(marker=f"cancel-{A}").click()
@@ -78,8 +78,8 @@ async def test_run_and_cancel_send_commands(user: User, fake: FakeOrchestrator) 
 
 
 async def test_a_job_name_opens_its_page(user: User, fake: FakeOrchestrator) -> None:
-    fake.feed_scripts.append([pb.WatchJobsResponse(snapshot=pb.JobsSnapshot(jobs=[
-        header(A, pb.JOB_STATUS_COMPLETED, total=1, completed=1)]))])
+    fake.jobs = [header(A, pb.JOB_STATUS_COMPLETED, total=1, completed=1)]
+    fake.feed_scripts.append([pb.WatchJobsResponse(snapshot=pb.JobsSnapshot())])
     await user.open("/")
     await user.should_see("def-a")
     await user.should_not_see(marker=f"cancel-{A}")  # finished: nothing to cancel
@@ -90,9 +90,38 @@ async def test_a_job_name_opens_its_page(user: User, fake: FakeOrchestrator) -> 
 
 async def test_a_snapshot_of_many_jobs_is_shown_newest_first(user: User, fake: FakeOrchestrator) -> None:
     C = "c" * 32
-    fake.feed_scripts.append([pb.WatchJobsResponse(snapshot=pb.JobsSnapshot(jobs=[
-        header(C, pb.JOB_STATUS_RUNNING, 2), header(B, pb.JOB_STATUS_COMPLETED, 1),
-        header(A, pb.JOB_STATUS_FAILED, 0)]))])
+    fake.jobs = [header(C, pb.JOB_STATUS_RUNNING, 2), header(B, pb.JOB_STATUS_COMPLETED, 1),
+                 header(A, pb.JOB_STATUS_FAILED, 0)]
+    fake.feed_scripts.append([pb.WatchJobsResponse(snapshot=pb.JobsSnapshot())])
     await user.open("/")
     await user.should_see("def-c")
     assert shown_order(user) == [C, B, A]
+
+
+async def test_pages_search_and_a_new_job_on_the_first_page_only(
+        user: User, fake: FakeOrchestrator) -> None:
+    ids = [f"{n:032x}" for n in range(120, 0, -1)]  # newest first
+    fake.jobs = [header(i, pb.JOB_STATUS_COMPLETED, n, total=1, completed=1)
+                 for n, i in zip(range(120, 0, -1), ids, strict=True)]
+    hold = Hold()
+    fresh = "e" * 32
+    fake.feed_scripts.append([pb.WatchJobsResponse(snapshot=pb.JobsSnapshot()), hold,
+                              pb.WatchJobsResponse(job_changed=header(fresh, pb.JOB_STATUS_PENDING, 500))])
+    await user.open("/")
+    await eventually(lambda: shown_order(user) == ids[:50], what="page 1")
+    await user.should_see("page 1 · jobs 1–50")
+    user.find(marker="older").click()
+    await eventually(lambda: shown_order(user) == ids[50:100], what="page 2")
+    assert fake.list_requests[-1].page_token == "50"
+    hold.release.set()  # a new job: not on page 2 (older jobs only)
+    user.find(marker="older").click()
+    await eventually(lambda: shown_order(user) == ids[100:], what="page 3, the last")
+    assert fresh not in shown_order(user)
+    user.find(marker="newer").click()
+    user.find(marker="newer").click()
+    await eventually(lambda: shown_order(user)[:2] == ids[:2], what="back on page 1")
+    # Search by name: the server is asked for the prefix.
+    user.find(marker="search").elements.pop().set_value("def-x")
+    await eventually(lambda: fake.list_requests[-1].name_prefix == "def-x")
+    await eventually(lambda: shown_order(user) == [], what="nothing matches")
+    await user.should_see("No jobs match.")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import datetime as dt
 import re
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import pytest
 
 from stepwatch.v1 import orchestrator_pb2 as pb
 from ui_service import status_style
-from ui_service.state import Connection, JobPageState, QueueState
+from ui_service.state import Connection, JobPageState, JobQuery, QueueState, day_range
 
 UI = Path(__file__).resolve().parents[2] / "ui_service"
 
@@ -71,16 +72,55 @@ def test_history_fills_the_event_panel_below_live_events() -> None:
     assert s.last_seq == 4 and not s.add_history(older)
 
 
-def test_queue_state_replaces_headers() -> None:
+def job_at(job_id: str, status: int, name: str, when: dt.datetime) -> pb.Job:
+    j = pb.Job(job_id=job_id, status=status, definition_name=name)
+    j.created_at.FromDatetime(when)
+    return j
+
+
+NOON = dt.datetime(2026, 11, 20, 12, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize(("query", "matches"), [
+    (JobQuery(), True),
+    (JobQuery(status=pb.JOB_STATUS_RUNNING), True),
+    (JobQuery(status=pb.JOB_STATUS_FAILED), False),
+    (JobQuery(name_prefix="nightly"), True),
+    (JobQuery(name_prefix="Nightly"), False),  # case-sensitive, as ListJobs is
+    (JobQuery(created_after=NOON), True),  # at or after
+    (JobQuery(created_after=NOON + dt.timedelta(seconds=1)), False),
+    (JobQuery(created_before=NOON), False),  # strictly before
+    (JobQuery(created_before=NOON + dt.timedelta(seconds=1)), True),
+])
+def test_a_query_matches_jobs_as_list_jobs_filters(query: JobQuery, matches: bool) -> None:
+    assert query.matches(job_at("a", pb.JOB_STATUS_RUNNING, "nightly-build", NOON)) is matches
+
+
+def test_day_range_covers_whole_local_days() -> None:
+    tz = dt.timezone(dt.timedelta(hours=2))
+    after, before = day_range("2026-11-20", "2026-11-21", tz)
+    assert after == dt.datetime(2026, 11, 19, 22, tzinfo=dt.UTC)
+    assert before == dt.datetime(2026, 11, 21, 22, tzinfo=dt.UTC)  # all of the 21st
+    assert day_range("", "not a date", tz) == (None, None)
+
+
+def test_queue_state_pages_and_takes_live_changes() -> None:
     q = QueueState()
-    assert q.apply(pb.WatchJobsResponse(snapshot=pb.JobsSnapshot(jobs=[pb.Job(job_id="a")]))) == ["a"]
-    q.apply(pb.WatchJobsResponse(job_changed=pb.Job(job_id="a", status=pb.JOB_STATUS_FAILED)))
-    assert q.jobs["a"].status == pb.JOB_STATUS_FAILED
-    assert q.shows("a")
-    q.status_filter = "JOB_STATUS_RUNNING"
-    assert not q.shows("a")
-    q.status_filter = "JOB_STATUS_FAILED"
-    assert q.shows("a")
+    a = job_at("a", pb.JOB_STATUS_RUNNING, "x", NOON)
+    q.show([a], "next")
+    # (Re)connected: read the page again.
+    assert q.apply(pb.WatchJobsResponse(snapshot=pb.JobsSnapshot())) == ([], True)
+    done = job_at("a", pb.JOB_STATUS_FAILED, "x", NOON)
+    assert q.apply(pb.WatchJobsResponse(job_changed=done)) == (["a"], False)
+    assert q.jobs["a"].status == pb.JOB_STATUS_FAILED  # replaced, as sent
+    new = job_at("b", pb.JOB_STATUS_PENDING, "x", NOON + dt.timedelta(seconds=5))
+    assert q.apply(pb.WatchJobsResponse(job_changed=new)) == (["b"], False)
+    assert q.order() == ["b", "a"]
+    q.query = JobQuery(name_prefix="y")  # a new job the query does not ask for stays off
+    assert q.apply(pb.WatchJobsResponse(job_changed=job_at("c", 1, "x", NOON))) == ([], False)
+    q.query, q.tokens = JobQuery(), ["", "next"]  # page 2 holds older jobs: no new ones
+    assert q.page == 2
+    assert q.apply(pb.WatchJobsResponse(job_changed=job_at("d", 1, "x", NOON))) == ([], False)
 
 
 IMPORT = re.compile(r"^\s*(from|import)\s+(orchestrator_service|sqlalchemy)\b", re.M)

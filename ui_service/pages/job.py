@@ -20,6 +20,7 @@ from .widgets import Badge, ChildBar, clock, duration
 
 BACKOFF = Backoff(initial=0.3, maximum=5.0)
 REDRAW_S = 0.1
+STEP_PAGE = 50  # step rows on screen at once: a 300-step job draws as fast as a small one
 
 
 class StepRow:
@@ -103,7 +104,15 @@ class JobView:
         self.meta = ui.label("").classes("text-sm text-grey-8")
         self.error = ui.label("").classes("text-negative").mark("error")
         self.panel_slot = ui.column().classes("w-full")  # the step panel opens here
-        with ui.column().classes("w-full gap-2") as self.steps:
+        self.page = 0
+        with ui.row().classes("items-center gap-2 sw-pager").mark("step-pager") as self.pager:
+            self.prev = ui.button("‹ earlier steps", on_click=lambda: self.show_page(self.page - 1)
+                                  ).props("flat dense no-caps").mark("steps-prev")
+            self.page_label = ui.label("").classes("text-sm").mark("steps-page")
+            self.next = ui.button("later steps ›", on_click=lambda: self.show_page(self.page + 1)
+                                  ).props("flat dense no-caps").mark("steps-next")
+        self.pager.set_visibility(False)
+        with ui.column().classes("w-full gap-2").mark("steps") as self.steps:
             pass
         ui.label("Latest events").classes("text-subtitle1 q-mt-md")
         with ui.column().classes("w-full gap-0 text-xs font-mono").mark("events"):
@@ -130,10 +139,12 @@ class JobView:
                 f"{sc.failed} failed, {sc.skipped} skipped, {sc.cancelled} cancelled, "
                 f"{sc.running} running, {sc.pending} pending of {sc.total} · created "
                 f"{clock(job.created_at)} · {duration(job.started_at, job.finished_at)}")
+        if job is not None and changed.header:
+            self.render_pager(job)
         for step_id in changed.steps:
             step = self.state.step(step_id)
-            if step is None:
-                continue
+            if step is None or step.index // STEP_PAGE != self.page:
+                continue  # off this page: drawn when its page is shown
             row = self.rows.get(step_id)
             if row is None:
                 with self.steps:
@@ -142,10 +153,35 @@ class JobView:
                 row.set(step)
         if job is not None and changed.steps:
             self.render_failures(job)
+        # The seq the screen now shows: what a reader (or a test) compares with the stream.
+        self.steps.props["data-seq"] = str(self.state.last_seq)
         if changed.events:
             self.event_text.set_text("\n".join(
                 f"#{line.seq}  {_time_us(line.at_us)}  {line.text}" for line in self.state.events))
         self.render_connection()
+
+    def render_pager(self, job: pb.Job) -> None:
+        n = len(job.steps)
+        self.pager.set_visibility(n > STEP_PAGE)
+        first = self.page * STEP_PAGE
+        self.page_label.set_text(f"steps {first + 1}–{min(n, first + STEP_PAGE)} of {n}")
+        self.prev.set_enabled(self.page > 0)
+        self.next.set_enabled(first + STEP_PAGE < n)
+
+    def show_page(self, page: int) -> None:
+        job = self.state.job
+        if job is None or not 0 <= page * STEP_PAGE < max(1, len(job.steps)) or page == self.page:
+            return
+        self.page = page
+        self.steps.clear()
+        self.rows.clear()
+        self.render(Changed(header=True, steps=tuple(
+            s.step_id for s in job.steps if s.index // STEP_PAGE == page)))
+
+    def go_to(self, index: int) -> None:
+        """Show a step's row wherever it is: its page first, then scroll to it."""
+        self.show_page(index // STEP_PAGE)
+        ui.run_javascript(f"document.getElementById('step-{index}')?.scrollIntoView()")
 
     def render_failures(self, job: pb.Job) -> None:
         """Links to every FAILED step, at the top: no scrolling through a long job to find them."""
@@ -157,7 +193,8 @@ class JobView:
         self.failure_links.clear()
         with self.failure_links:
             for s in failed:
-                ui.link(s.name, f"#step-{s.index}").classes("sw-failure").mark(f"failed-{s.name}")
+                link = ui.link(s.name, f"#step-{s.index}").classes("sw-failure")
+                link.mark(f"failed-{s.name}").on("click", lambda _, i=s.index: self.go_to(i))
         self.failures.set_visibility(bool(failed))
 
     def tick(self) -> None:

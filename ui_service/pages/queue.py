@@ -1,22 +1,24 @@
-"""The queue page: every job's header from WatchJobs, a Run control, cancel, a status filter."""
+"""The queue page: jobs a page at a time from ListJobs (filtered by the server: name, status,
+creation dates), kept live by WatchJobs; Run, and Cancel after a confirmation."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import Callable
 
 from nicegui import background_tasks, ui
 
+from stepwatch import status as labels
 from stepwatch.client import RETRYABLE, Backoff, Client
 from stepwatch.errors import StepwatchError
 from stepwatch.v1 import orchestrator_pb2 as pb
 
 from .. import status_style
-from ..state import ALL, Connection, QueueState
+from ..state import Connection, JobQuery, QueueState, day_range
 from .widgets import Badge, ago, clock, date_time, duration
 
-# Whether a cancel button is offered: the server's value, looked up, not derived.
-CANCELLABLE = {pb.JOB_STATUS_PENDING, pb.JOB_STATUS_RUNNING}
+PAGE = 50
 
 
 class JobRow:
@@ -49,7 +51,7 @@ class JobRow:
         self.times.set_text(f"created {date_time(job.created_at)} · started {clock(job.started_at)} · "
                             f"finished {clock(job.finished_at)} · "
                             f"{duration(job.started_at, job.finished_at)}")
-        self.cancel.set_visibility(job.status in CANCELLABLE)
+        self.cancel.set_visibility(job.status in labels.CANCELLABLE_JOB)  # looked up, not derived
 
 
 def register(target: str) -> None:
@@ -57,6 +59,7 @@ def register(target: str) -> None:
     async def queue_page() -> None:
         state = QueueState()
         rows: dict[str, JobRow] = {}
+        loads = [0]  # a generation: an answer to an older query is dropped
 
         def cancel(job_id: str) -> None:
             """Ask first: a cancel stops running commands and cannot be undone."""
@@ -92,25 +95,73 @@ def register(target: str) -> None:
             definitions = ui.select([], label="definition").classes("w-full sm:w-64").mark(
                 "definition")
             ui.button("Run", on_click=lambda: run(definitions.value)).mark("run")
-            options = {ALL: "all"} | {v.name: status_style.look(status_style.JOB, v.number).label
-                                      for v in status_style.JOB.values if v.number}
-            ui.select(options, value=ALL, label="status",
-                      on_change=lambda e: apply_filter(e.value)).classes("w-full sm:w-56").mark(
-                "filter")
             ui.space()
             connection = ui.label(Connection.CONNECTING.value).mark("connection").classes(
                 "sw-connection")
+        with ui.row().classes("w-full items-center gap-x-4 gap-y-1"):
+            search = ui.input("name starts with", on_change=lambda: query_changed()).props(
+                "dense clearable debounce=300").classes("w-full sm:w-56 sw-search").mark("search")
+            options = {0: "all"} | {v.number: status_style.look(status_style.JOB, v.number).label
+                                    for v in status_style.JOB.values if v.number}
+            status = ui.select(options, value=0, label="status",
+                               on_change=lambda: query_changed()).classes("w-full sm:w-56").mark(
+                "filter")
+            since = ui.input("created from").props("dense type=date stack-label clearable").classes(
+                "w-full sm:w-40").mark("created-from")
+            until = ui.input("created to").props("dense type=date stack-label clearable").classes(
+                "w-full sm:w-40").mark("created-to")
+            for date in (since, until):
+                date.on_value_change(lambda: query_changed())
+            ui.space()
+            prev = ui.button("‹ newer", on_click=lambda: turn(-1)).props("flat dense no-caps").classes(
+                "sw-newer").mark("newer")
+            page_label = ui.label("").classes("text-sm sw-page").mark("page")
+            nxt = ui.button("older ›", on_click=lambda: turn(1)).props("flat dense no-caps").classes(
+                "sw-older").mark("older")
         with ui.row().classes("w-full gap-x-4 q-px-sm text-caption text-grey-7 max-sm:hidden"):
             for title, width in (("job", "w-48"), ("id", "w-20"), ("status", "w-40"),
                                  ("steps", "")):
                 ui.label(title).classes(width)
         with ui.column().classes("w-full gap-2").mark("jobs") as column:
             pass
+        empty = ui.label("No jobs match.").classes("text-grey-7").mark("no-jobs")
+        empty.set_visibility(False)
 
-        def apply_filter(value: str) -> None:
-            state.status_filter = value
-            for job_id, row in rows.items():
-                row.card.set_visibility(state.shows(job_id))
+        async def query_changed() -> None:
+            after, before = day_range(since.value or "", until.value or "",
+                                      dt.datetime.now().astimezone().tzinfo or dt.UTC)
+            state.query = JobQuery(status=int(status.value or 0), name_prefix=search.value or "",
+                                   created_after=after, created_before=before)
+            state.tokens = [""]
+            await load()
+
+        async def turn(delta: int) -> None:
+            if delta > 0 and state.next_token:
+                state.tokens.append(state.next_token)
+            elif delta < 0 and len(state.tokens) > 1:
+                state.tokens.pop()
+            else:
+                return
+            await load()
+
+        async def load() -> None:
+            """Read the page the state points at from ListJobs; the server filters and pages."""
+            loads[0] += 1
+            mine, q = loads[0], state.query
+            try:
+                async with Client(target) as c:
+                    jobs, token = await c.list_jobs(
+                        PAGE, state.tokens[-1], q.status, q.name_prefix, q.created_after,
+                        q.created_before)
+            except StepwatchError as err:
+                page_label.set_text(f"cannot list jobs: {err.message}")
+                return
+            if mine != loads[0]:
+                return  # a newer query was asked meanwhile
+            state.show(jobs, token)
+            for job_id in [j for j in rows if j not in state.jobs]:
+                rows.pop(job_id).card.delete()
+            render(list(state.jobs))
 
         def render(changed: list[str]) -> None:
             added = False
@@ -123,10 +174,15 @@ def register(target: str) -> None:
                     added = True
                 else:
                     row.set(job)
-                row.card.set_visibility(state.shows(job_id))
             if added:  # newest first; existing rows only move when a new one arrives
                 for index, job_id in enumerate(state.order()):
                     rows[job_id].card.move(column, target_index=index)
+            first = (state.page - 1) * PAGE
+            page_label.set_text(f"page {state.page} · jobs {first + 1}–{first + len(state.jobs)}"
+                                if state.jobs else f"page {state.page}")
+            prev.set_enabled(state.page > 1)
+            nxt.set_enabled(bool(state.next_token))
+            empty.set_visibility(not state.jobs)
             connection.set_text(state.connection.value)
 
         def on_retry(err: StepwatchError, delay: float) -> None:
@@ -160,11 +216,12 @@ def register(target: str) -> None:
                     loader.cancel()
 
         async def feed(c: Client) -> None:
-            async for msg in c.watch_jobs(backoff=Backoff(0.3, 5.0), on_retry=on_retry):
-                if msg.WhichOneof("kind") == "snapshot":
-                    for job_id in [j for j in rows if j not in {x.job_id for x in msg.snapshot.jobs}]:
-                        rows.pop(job_id).card.delete()
-                render(state.apply(msg))
+            async for msg in c.watch_jobs(limit=1, backoff=Backoff(0.3, 5.0), on_retry=on_retry):
+                changed, reread = state.apply(msg)
+                if reread:  # (re)connected: read the page, changes may have been missed
+                    await load()
+                else:
+                    render(changed)
 
         task = background_tasks.create(follow(), name="watch-jobs")
         ui.context.client.on_delete(task.cancel)

@@ -1,0 +1,183 @@
+"""Real Chromium on big things: 300 jobs in the queue, a 300-step job, a 2,000-child job.
+
+Figures (render time, Chromium's CPU) are printed here and compared in `make bench`;
+these tests assert what must hold whatever the machine's speed."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from selenium import webdriver
+from selenium.webdriver.common.by import By
+
+from stepwatch.v1 import orchestrator_pb2 as pb
+from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
+from tests.chromium import (
+    UI,
+    cpu_seconds,
+    reloaded,
+    render_seconds,
+    seen_seqs,
+    start_browser,
+    wait,
+    watch_seqs,
+)
+from tests.procs import Orchestrator, Proc
+from ui_service.pages.job import STEP_PAGE
+from ui_service.pages.queue import PAGE
+
+pytestmark = pytest.mark.browser
+DEADLINE = 90
+TERMINAL = {pb.JOB_STATUS_COMPLETED, pb.JOB_STATUS_COMPLETED_WITH_FAILURES, pb.JOB_STATUS_FAILED,
+            pb.JOB_STATUS_CANCELLED}
+
+
+@pytest.fixture
+def browser() -> Iterator[webdriver.Chrome]:
+    driver = start_browser()
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[tuple[Orchestrator, UI]]:
+    started: list[Proc] = []
+    try:
+        orch = Orchestrator(f"sqlite:///{tmp_path / 's.db'}", workspace=tmp_path)
+        started.append(orch)
+        ui = UI(orch.target)
+        started.append(ui)
+        yield orch, ui
+    finally:
+        for proc in reversed(started):
+            proc.stop()
+
+
+def run_to_end(target: str, toml: str) -> pb.Job:
+    with grpc.insecure_channel(target) as ch:
+        s = pb_grpc.OrchestratorServiceStub(ch)
+        job = s.SubmitJob(pb.SubmitJobRequest(definition_toml=toml), timeout=DEADLINE).job
+        for _ in s.WatchJob(pb.WatchJobRequest(job_id=job.job_id), timeout=DEADLINE):
+            pass
+        return s.GetJob(pb.GetJobRequest(job_id=job.job_id), timeout=DEADLINE).job
+
+
+def text(driver: webdriver.Chrome, marker_css: str) -> str:
+    found = driver.find_elements(By.CSS_SELECTOR, marker_css)
+    return found[0].text if found else ""
+
+
+def job_ids(driver: webdriver.Chrome) -> list[str]:
+    """The queue's rows in screen order, read in one go (rows re-render)."""
+    return driver.execute_script(
+        "return [...document.querySelectorAll('[data-job-id]')].map(e => e.dataset.jobId)")
+
+
+def dom_statuses(driver: webdriver.Chrome) -> dict[str, str]:
+    return driver.execute_script("""const out = {};
+        document.querySelectorAll('[data-step-id]').forEach(e => out[e.dataset.stepId] = e.dataset.status);
+        return out;""")
+
+
+def test_paging_to_the_250th_of_300_jobs_and_searching_by_name(
+        browser: webdriver.Chrome, stack: tuple[Orchestrator, UI]) -> None:
+    orch, ui = stack
+    with grpc.insecure_channel(orch.target) as ch:
+        s = pb_grpc.OrchestratorServiceStub(ch)
+        for n in range(300):
+            name = "other" if n == 7 else "tiny"
+            s.SubmitJob(pb.SubmitJobRequest(definition_toml=(
+                f'name = "{name}"\n[steps.a]\ntype = "shell"\ncommands = ["true"]\n')),
+                timeout=DEADLINE)
+        ids, token = [], ""
+        while True:
+            page = s.ListJobs(pb.ListJobsRequest(page_size=100, page_token=token), timeout=DEADLINE)
+            ids += [j.job_id for j in page.jobs]
+            token = page.next_page_token
+            if not token:
+                break
+    assert len(ids) == 300
+    target = ids[249]  # the 250th newest: the last row of page 5
+    browser.get(ui.url)
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, f"[data-job-id='{ids[0]}']"), DEADLINE)
+    for page in range(2, 6):
+        browser.find_element(By.CSS_SELECTOR, ".sw-older").click()
+        wait(browser, lambda d, p=page: text(d, ".sw-page").startswith(f"page {p} "), DEADLINE)
+    first = (5 - 1) * PAGE
+    assert text(browser, ".sw-page") == f"page 5 · jobs {first + 1}–{first + PAGE}"
+    assert job_ids(browser) == ids[first:first + PAGE]  # the server's order, the server's page
+    browser.find_element(By.CSS_SELECTOR, f"[data-job-id='{target}'] a").click()
+    wait(browser, lambda d: d.current_url.endswith(f"/jobs/{target}"), DEADLINE)
+    # Search by name: the one "other" job.
+    browser.get(ui.url)
+    box = browser.find_element(By.CSS_SELECTOR, ".sw-search input")
+    box.send_keys("oth")
+    wait(browser, lambda d: job_ids(d) == [ids[292]], DEADLINE)
+
+
+def test_a_300_step_job_draws_a_page_of_rows_and_links_to_a_failure_on_a_later_page(
+        browser: webdriver.Chrome, stack: tuple[Orchestrator, UI]) -> None:
+    orch, ui = stack
+    toml = 'name = "wide"\n[policy]\non_step_failure = "continue"\n' + "".join(
+        f'[steps.s{i}]\ntype = "shell"\ncommands = ["{"false" if i == 260 else "true"}"]\n'
+        for i in range(300))
+    job = run_to_end(orch.target, toml)
+    assert job.status == pb.JOB_STATUS_COMPLETED_WITH_FAILURES
+    one = run_to_end(orch.target, 'name = "one"\n[steps.s]\ntype = "shell"\ncommands = ["true"]\n')
+    small = render_seconds(browser, f"{ui.url}/jobs/{one.job_id}", "[data-step-id]", 1, DEADLINE)
+    seconds = render_seconds(browser, f"{ui.url}/jobs/{job.job_id}", "[data-step-id]", STEP_PAGE,
+                             DEADLINE)
+    print(f"\n300-step job page: {seconds:.2f} s; 1-step job page: {small:.2f} s "
+          f"(ratio {seconds / small:.1f}; `make bench` compares them)")
+    server = {s.step_id: pb.StepStatus.Name(s.status) for s in job.steps}
+    page = dom_statuses(browser)
+    assert len(page) == STEP_PAGE and all(server[k] == v for k, v in page.items())
+    assert text(browser, ".sw-pager").count(f"steps 1–{STEP_PAGE} of 300") == 1
+    # The failed step is on page 6: its link at the top shows that page and its row.
+    failed = next(s for s in job.steps if s.name == "s260")
+    browser.find_element(By.LINK_TEXT, "s260").click()
+    wait(browser, lambda d: d.find_elements(By.ID, f"step-{failed.index}"), DEADLINE)
+    assert browser.find_element(By.ID, f"step-{failed.index}").get_attribute(
+        "data-status") == "STEP_STATUS_FAILED"
+    page = dom_statuses(browser)
+    assert len(page) == STEP_PAGE and all(server[k] == v for k, v in page.items())
+    assert "steps 251–300 of 300" in text(browser, ".sw-pager")
+
+
+def test_the_page_keeps_up_with_a_2000_child_30_step_job_without_reloading(
+        browser: webdriver.Chrome, stack: tuple[Orchestrator, UI]) -> None:
+    orch, ui = stack
+    many = ", ".join(['"sleep 0.1"'] * 2000)  # several seconds of progress, not a blink
+    toml = ('name = "big"\n[policy]\non_step_failure = "continue"\n'
+            f'[steps.many]\ntype = "shell"\nconcurrency = 32\ncommands = [{many}]\n' + "".join(
+                f'[steps.s{i}]\ntype = "shell"\nconcurrency = 3\n'
+                f'commands = ["sleep 0.{i % 7 + 2}", "true", "sleep 0.3"]\n'
+                + (f'depends = ["s{i - 1}"]\n' if i % 3 else "") for i in range(29)))
+    with grpc.insecure_channel(orch.target) as ch:
+        job = pb_grpc.OrchestratorServiceStub(ch).SubmitJob(
+            pb.SubmitJobRequest(definition_toml=toml), timeout=DEADLINE).job
+    browser.get(f"{ui.url}/jobs/{job.job_id}")
+    wait(browser, lambda d: len(dom_statuses(d)) == 30, DEADLINE)
+    watch_seqs(browser)
+    cpu0, t0 = cpu_seconds(browser), time.monotonic()
+    with grpc.insecure_channel(orch.target) as ch:
+        s = pb_grpc.OrchestratorServiceStub(ch)
+        for _ in s.WatchJob(pb.WatchJobRequest(job_id=job.job_id), timeout=DEADLINE * 2):
+            pass
+        final = s.GetJob(pb.GetJobRequest(job_id=job.job_id), timeout=DEADLINE).job
+    assert final.status in TERMINAL
+    # The page reaches the final seq, never having reloaded itself, and shows what the server says.
+    wait(browser, lambda d: any(seq == final.head_seq for seq, _ in seen_seqs(d)), DEADLINE)
+    assert not reloaded(browser)
+    server = {st.step_id: pb.StepStatus.Name(st.status) for st in final.steps}
+    wait(browser, lambda d: dom_statuses(d) == server, DEADLINE)
+    many_step = next(st for st in final.steps if st.name == "many")
+    assert many_step.children.completed == 2000
+    used, took = cpu_seconds(browser) - cpu0, time.monotonic() - t0
+    print(f"\nChromium CPU over the 2,000-child job: {used:.1f} s in {took:.1f} s "
+          f"({100 * used / took:.0f} % of one core; {len(seen_seqs(browser))} redraws "
+          f"for {final.head_seq} events)")
