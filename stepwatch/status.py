@@ -105,3 +105,4 @@ def label(enum: EnumDescriptor, number: int) -> str:
 # Kept for readers that ask by set: derived from the table, not listed again.
 TERMINAL_JOB = frozenset(n for n, p in TABLE[JOB].items() if p.terminal)
 CANCELLABLE_JOB = frozenset(n for n, p in TABLE[JOB].items() if p.cancellable)
+TERMINAL_STEP = frozenset(n for n, p in TABLE[STEP].items() if p.terminal)

@@ -27,6 +27,7 @@ from tests.chromium import (
     watch_seqs,
 )
 from tests.procs import Orchestrator, Proc
+from ui_service import status_style
 from ui_service.pages.job import STEP_PAGE
 from ui_service.pages.queue import PAGE
 
@@ -181,3 +182,56 @@ def test_the_page_keeps_up_with_a_2000_child_30_step_job_without_reloading(
     print(f"\nChromium CPU over the 2,000-child job: {used:.1f} s in {took:.1f} s "
           f"({100 * used / took:.0f} % of one core; {len(seen_seqs(browser))} redraws "
           f"for {final.head_seq} events)")
+
+
+def status_colour(status: int) -> str:
+    return status_style.look(status_style.STEP, status).colour
+
+
+def chart_option(driver: webdriver.Chrome, css: str) -> dict | None:
+    """The option an ECharts element draws from, read from the chart itself."""
+    return driver.execute_script("""const el = document.querySelector(arguments[0]);
+        const c = el && getElement(el) && getElement(el).chart;
+        return c ? c.getOption() : null;""", css)
+
+
+def test_the_graph_and_the_attempt_timeline_draw_the_servers_statuses(
+        browser: webdriver.Chrome, stack: tuple[Orchestrator, UI], tmp_path: Path) -> None:
+    orch, ui = stack
+    mark = tmp_path / "flaky.mark"
+    job = run_to_end(orch.target, (
+        'name = "shapes"\n[policy]\non_step_failure = "continue"\n'
+        f'[steps.flaky]\ntype = "shell"\nmax_attempts = 2\ncommands = ["test -f {mark} || '
+        f'{{ touch {mark}; exit 3; }}"]\n'
+        '[steps.after]\ntype = "shell"\ndepends = ["flaky"]\ncommands = ["true"]\n'
+        '[steps.broken]\ntype = "shell"\ncommands = ["exit 4"]\n'
+        '[steps.never]\ntype = "shell"\ndepends = ["broken"]\ncommands = ["true"]\n'))
+    by_name = {s.name: s for s in job.steps}
+    assert by_name["flaky"].attempt == 2 and by_name["flaky"].status == pb.STEP_STATUS_COMPLETED
+    browser.get(f"{ui.url}/jobs/{job.job_id}")
+
+    def nodes(d: webdriver.Chrome) -> dict[str, tuple[str, str]]:
+        opt = chart_option(d, ".sw-graph")
+        return {n["name"]: (n["status"], n["itemStyle"]["color"])
+                for n in opt["series"][0]["data"]} if opt else {}
+
+    want = {s.name: (pb.StepStatus.Name(s.status), status_colour(s.status)) for s in job.steps}
+    wait(browser, lambda d: nodes(d) == want, DEADLINE)
+    links = chart_option(browser, ".sw-graph")["series"][0]["links"]
+    assert {(x["source"], x["target"]) for x in links} == {("flaky", "after"), ("broken", "never")}
+    # The timeline reads the job's log when opened: flaky's first attempt failed, then it ran again.
+    browser.find_element(By.CSS_SELECTOR, ".sw-timeline-box .q-item").click()
+
+    def bars(d: webdriver.Chrome) -> dict[str, str]:
+        opt = chart_option(d, ".sw-timeline")
+        if not opt or not opt["yAxis"][0]["data"]:
+            return {}
+        return {name: bar["itemStyle"]["color"] for name, bar in
+                zip(opt["yAxis"][0]["data"], opt["series"][1]["data"], strict=True)}
+
+    wait(browser, lambda d: set(bars(d)) == {"flaky #1", "flaky #2", "after #1", "broken #1"},
+         DEADLINE)
+    got = bars(browser)
+    assert got["flaky #1"] == status_colour(pb.STEP_STATUS_FAILED)
+    assert got["flaky #2"] == status_colour(pb.STEP_STATUS_COMPLETED)
+    assert got["broken #1"] == status_colour(pb.STEP_STATUS_FAILED)

@@ -15,6 +15,7 @@ from stepwatch.v1 import orchestrator_pb2 as pb
 
 from .. import status_style
 from ..state import EVENT_PANEL_SIZE, Changed, Connection, JobPageState, last_heard_text
+from .graph_panel import GraphPanel
 from .step_panel import StepPanel
 from .widgets import Badge, ChildBar, clock, duration
 
@@ -102,6 +103,7 @@ class JobView:
             self.failure_links = ui.row().classes("gap-2")
         self.failures.set_visibility(False)
         self.meta = ui.label("").classes("text-sm text-grey-8")
+        self.graph_slot = ui.column().classes("w-full gap-0")  # graph and timeline go here
         self.error = ui.label("").classes("text-negative").mark("error")
         self.panel_slot = ui.column().classes("w-full")  # the step panel opens here
         self.page = 0
@@ -298,6 +300,8 @@ def register(target: str) -> None:
             panel.append(StepPanel(target, job_id))
         with view.actions:
             Actions(target, job_id, view)
+        with view.graph_slot:
+            graph = GraphPanel(target, job_id, lambda: state.job)
         if step:  # a deep link: /jobs/{id}?step=NAME&child=N
             background_tasks.create(panel[0].open(step, child), name=f"open-{job_id}-{step}")
 
@@ -348,13 +352,26 @@ def register(target: str) -> None:
 
         tasks = [background_tasks.create(follow(), name=f"watch-{job_id}")]
         # on_delete, not on_disconnect: a tab that briefly loses its socket keeps its stream.
-        ui.context.client.on_delete(lambda: [t.cancel() for t in tasks])
+        def stop() -> None:
+            for t in tasks:
+                t.cancel()
+            graph.stop()
+
+        ui.context.client.on_delete(stop)
         pending = [Changed()]
 
         def redraw() -> None:
             if not pending[0].empty:
                 changed, pending[0] = pending[0], Changed()
                 view.render(changed)
+                if changed.steps:
+                    graph.steps_changed(first=not drawn[0])
+                    drawn[0] = True
 
+        def tick() -> None:
+            view.tick()
+            graph.tick()
+
+        drawn = [False]
         ui.timer(REDRAW_S, redraw)
-        ui.timer(1.0, view.tick)
+        ui.timer(1.0, tick)

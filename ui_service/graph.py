@@ -1,0 +1,152 @@
+"""The job page's graph and attempt timeline, as plain data for ECharts. Pure, no I/O.
+
+Both draw only what the server sent: a node's colour is its step's status from the status
+table; an attempt's span runs between the emitted_at of the events that began and ended it,
+and its outcome is the status (or the retry's previous_attempt_failure) the server wrote.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from stepwatch import status as labels
+from stepwatch.v1 import orchestrator_pb2 as pb
+
+from . import status_style
+
+__all__ = ["Attempt", "AttemptLog", "graph_options", "levels", "timeline_options"]
+
+MAX_TIMELINE_ROWS = 200  # attempts drawn at most; the rest are counted, not drawn
+
+
+def levels(steps: Sequence[pb.Step]) -> dict[str, int]:
+    """Each step's column: the length of the longest chain of dependencies before it."""
+    by_name = {s.name: s for s in steps}
+    level: dict[str, int] = {}
+    for s in sorted(steps, key=lambda s: s.index):
+        # Iterative, not recursive: a 10,000-step chain must not hit the recursion limit.
+        stack = [s.name]
+        while stack:
+            name = stack[-1]
+            deps = [d for d in by_name[name].depends_on if d in by_name and d not in level]
+            if deps:
+                stack.extend(deps)
+                continue
+            stack.pop()
+            if name not in level:
+                level[name] = 1 + max((level[d] for d in by_name[name].depends_on if d in level),
+                                      default=-1)
+    return level
+
+
+def graph_options(steps: Sequence[pb.Step]) -> dict[str, object]:
+    """An ECharts graph: columns by dependency depth, rows in definition order, status colours."""
+    level = levels(steps)
+    rows: dict[int, int] = {}
+    nodes = []
+    for s in sorted(steps, key=lambda s: s.index):
+        column = level[s.name]
+        row = rows[column] = rows.get(column, -1) + 1
+        look = status_style.look(status_style.STEP, s.status)
+        nodes.append({"name": s.name, "x": column * 160, "y": row * 48,
+                      "value": look.label, "itemStyle": {"color": look.colour},
+                      "status": status_style.value_name(status_style.STEP, s.status)})
+    links = [{"source": d, "target": s.name} for s in steps for d in s.depends_on]
+    return {
+        "tooltip": {"formatter": "{b}: {c}"},
+        "animation": False,
+        "series": [{"type": "graph", "layout": "none", "roam": True, "symbolSize": 18,
+                    "edgeSymbol": ["none", "arrow"], "edgeSymbolSize": 8,
+                    "label": {"show": True, "position": "right", "fontSize": 11, "color": "#808080",
+                              "textBorderWidth": 0},  # readable on light and dark
+                    "lineStyle": {"color": "#9e9e9e"}, "data": nodes, "links": links}],
+    }
+
+
+def graph_colours(steps: Sequence[pb.Step]) -> list[str]:
+    """The nodes' colours in graph order: what a redraw changes while the shape stays."""
+    return [status_style.look(status_style.STEP, s.status).colour
+            for s in sorted(steps, key=lambda s: s.index)]
+
+
+@dataclass
+class Attempt:
+    step: str
+    attempt: int
+    start_us: int
+    end_us: int | None = None  # None while it runs
+    status: int = pb.STEP_STATUS_RUNNING  # a StepStatus number, as the server wrote it
+    note: str = ""  # why it ended, in the server's words
+
+
+@dataclass
+class AttemptLog:
+    """Attempts of every step, from step_changed events in seq order."""
+
+    attempts: dict[tuple[str, int], Attempt] = field(default_factory=dict)
+    last_seq: int = 0
+
+    def add(self, events: Iterable[pb.JobEvent]) -> bool:
+        changed = False
+        for ev in events:
+            if ev.seq <= self.last_seq:
+                continue  # seen already (history and live stream overlap)
+            self.last_seq = ev.seq
+            if ev.WhichOneof("change") != "step_changed":
+                continue
+            changed |= self._step(ev.step_changed, ev.emitted_at.ToMicroseconds())
+        return changed
+
+    def _step(self, s: pb.Step, at: int) -> bool:
+        if s.attempt == 0:
+            return False  # never started (pending, or skipped before it ran)
+        key = (s.name, s.attempt)
+        a = self.attempts.get(key)
+        new = a is None
+        if a is None:
+            a = self.attempts[key] = Attempt(s.name, s.attempt, at)
+            before = self.attempts.get((s.name, s.attempt - 1))
+            if before is not None and before.end_us is None:  # a retry ends the attempt before
+                before.end_us, before.status = at, pb.STEP_STATUS_FAILED
+                if s.HasField("previous_attempt_failure"):
+                    f = s.previous_attempt_failure
+                    before.note = f"{labels.label(labels.REASON, f.reason)}: {f.message}"
+        if s.status in labels.TERMINAL_STEP and a.end_us is None:
+            a.end_us, a.status = at, s.status
+            if s.HasField("failure"):
+                a.note = f"{labels.label(labels.REASON, s.failure.reason)}: {s.failure.message}"
+            return True
+        return new
+
+
+def timeline_options(log: AttemptLog, now_us: int) -> dict[str, object]:
+    """An ECharts horizontal bar per attempt: an invisible bar to its start, then its span."""
+    attempts = sorted(log.attempts.values(), key=lambda a: (a.start_us, a.step, a.attempt))
+    hidden = max(0, len(attempts) - MAX_TIMELINE_ROWS)
+    attempts = attempts[:MAX_TIMELINE_ROWS]
+    origin = attempts[0].start_us if attempts else now_us
+    names = [f"{a.step} #{a.attempt}" for a in attempts]
+    offsets = [round((a.start_us - origin) / 1e6, 3) for a in attempts]
+    spans = []
+    for a in attempts:
+        look = status_style.look(status_style.STEP, a.status)
+        end = a.end_us if a.end_us is not None else now_us
+        spans.append({"value": round(max(0, end - a.start_us) / 1e6, 3),
+                      "itemStyle": {"color": look.colour},
+                      "tip": f"{look.label}{' — ' + a.note if a.note else ''}"})
+    return {
+        "animation": False,
+        # NiceGUI evaluates ":"-prefixed keys as JavaScript: the bar's own words on hover.
+        "tooltip": {"trigger": "item", ":formatter": "p => p.name + ': ' + (p.data.tip || '')"},
+        "title": {"text": f"{hidden} more attempts not drawn" if hidden else "",
+                  "textStyle": {"fontSize": 11}},
+        "grid": {"left": 8, "right": 16, "top": 24, "bottom": 24, "containLabel": True},
+        "xAxis": {"type": "value", "name": "s", "min": 0},
+        "yAxis": {"type": "category", "data": names, "inverse": True},
+        "series": [
+            {"type": "bar", "stack": "t", "data": offsets, "itemStyle": {"color": "transparent"},
+             "silent": True},
+            {"type": "bar", "stack": "t", "data": spans, "barMaxWidth": 14},
+        ],
+    }
