@@ -14,17 +14,18 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import processes, rules
 from .definitions import JobDefinition, Limits, parse_definition
+from .executors import Executor, ExecutorUnavailable, InProcessExecutor, TooManyChildFailures
 from .model import ChildCounts, Failure, JobState, StepState
 from .progress import DEFAULT_LOG_CAP, InitOutput, ProgressRecorder
 from .rules import Decision, StepTransition
 from .statuses import FailureReason, JobStatus, Policy, StepStatus
-from .step_types.base import CURRENT_CHILD, Child, Document, StepContext, StepFailed, StepType
+from .step_types.base import Document, StepContext, StepFailed, StepType
 from .store import (
     ProgressBatch,
     Rerun,
@@ -53,10 +54,6 @@ class JobNotFinished(Exception):
         self.job = job
 
 
-class _TooManyChildFailures(Exception):
-    pass
-
-
 class JobDocuments:
     """What a step sees of its job's documents."""
 
@@ -80,6 +77,8 @@ class EngineConfig:
     owner: str
     limits: Limits
     log_cap: int = DEFAULT_LOG_CAP
+    #: Where children run (executors.py); the rules and the store are the same for all.
+    executor: Executor = field(default_factory=InProcessExecutor)
 
 
 class Engine:
@@ -87,13 +86,15 @@ class Engine:
 
     def __init__(self, store: Store, step_types: Mapping[str, StepType], workspace: Path,
                  progress_interval: float = 0.1, max_running_steps: int = 64,
-                 limits: Limits = Limits(), log_cap: int = DEFAULT_LOG_CAP) -> None:
+                 limits: Limits = Limits(), log_cap: int = DEFAULT_LOG_CAP,
+                 executor: Executor | None = None) -> None:
         self.store = store
         self.step_types = step_types
         self.workspace = workspace
         self.config = EngineConfig(store, step_types, workspace, progress_interval,
                                    asyncio.Semaphore(max_running_steps),
-                                   processes.owner_key(store.identity), limits, log_cap)
+                                   processes.owner_key(store.identity), limits, log_cap,
+                                   executor or InProcessExecutor())
         self.limits = limits
         self._runs: dict[str, asyncio.Task[None]] = {}
 
@@ -118,6 +119,7 @@ class Engine:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.config.executor.close()
 
     # -- commands ------------------------------------------------------------
 
@@ -356,14 +358,18 @@ class JobRun:
                     return rules.init_failed(
                         f"{len(children)} children; a step may have at most "
                         f"{cfg.limits.children} (--max-children-per-step)"), None
+                try:
+                    await cfg.executor.prepare(ctx)
+                except ExecutorUnavailable as exc:
+                    return rules.init_failed(str(exc)), _init_batch(step, init_output)
                 await self.store.start_children(step.step_id, step.attempt,
                                                 [c.key for c in children], init_output.lines)
                 recorder = ProgressRecorder(self.store, step.step_id, step.attempt,
                                             len(children), cfg.progress_interval, cfg.log_cap)
                 ctx = dataclasses.replace(ctx, sink=recorder)
                 recorder.start()
-                await _run_children(step_type, ctx, children, recorder, step.max_child_failures,
-                                    concurrency)
+                await cfg.executor.run_children(step_type, ctx, children, recorder,
+                                                step.max_child_failures, concurrency)
                 outcome = rules.children_outcome(recorder.counts.failed, step.max_child_failures,
                                                  recorder.errors)
         except TimeoutError:
@@ -371,7 +377,9 @@ class JobRun:
             outcome = rules.timed_out(step.timeout_seconds or 0)
         except StepFailed as exc:
             outcome = Failure(FailureReason.EXECUTION_FAILED, _text(exc))
-        except _TooManyChildFailures:
+        except ExecutorUnavailable as exc:  # e.g. the scheduler went away mid-attempt
+            outcome = Failure(FailureReason.EXECUTION_FAILED, _text(exc))
+        except TooManyChildFailures:
             assert recorder is not None
             outcome = rules.children_outcome(recorder.counts.failed, step.max_child_failures,
                                              recorder.errors)
@@ -401,36 +409,6 @@ def _init_batch(step: StepState, output: InitOutput) -> ProgressBatch | None:
 
 def _skip_for(dep: StepState) -> Callable[[StepState], StepTransition]:
     return lambda s: rules.dependency_skipped(s, dep, now_us())
-
-
-async def _run_children(step_type: StepType, ctx: StepContext, children: list[Child],
-                        recorder: ProgressRecorder, max_failures: int, concurrency: int) -> None:
-    queue = iter(enumerate(children))
-
-    async def worker() -> None:
-        for i, child in queue:
-            CURRENT_CHILD.set(i)  # this task's context: ctx.log and ctx.result name the child
-            recorder.running(i)
-            try:
-                puts = await step_type.run_child(ctx, child)
-            except StepFailed as exc:
-                recorder.failed(i, f"{child.key}: {_text(exc)}")
-                raise
-            except Exception as exc:
-                recorder.failed(i, f"{child.key}: {_text(exc)}")
-                if recorder.counts.failed > max_failures:
-                    raise _TooManyChildFailures from None
-            else:
-                recorder.completed(i, puts or ())
-
-    try:
-        async with asyncio.TaskGroup() as tg:
-            for _ in range(min(concurrency, len(children))):
-                tg.create_task(worker())
-    except* StepFailed as group:
-        raise group.exceptions[0] from None
-    except* _TooManyChildFailures:
-        raise _TooManyChildFailures from None
 
 
 async def _cancel_all(tasks: Mapping[str, asyncio.Task[Any]]) -> None:

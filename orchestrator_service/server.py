@@ -25,6 +25,7 @@ from .broker import Broker
 from .catalog import Catalog
 from .definitions import Limits
 from .engine import Engine
+from .executors import make_executor
 from .ownership import AlreadyOwned, Ownership, acquire
 from .progress import DEFAULT_LOG_CAP
 from .service import OrchestratorServicer, add_to_server
@@ -57,6 +58,9 @@ class Settings:
     log_cap_bytes: int = DEFAULT_LOG_CAP
     keep_logs_days: float = 30.0
     retention_interval_s: float = 3600.0
+    executor: str = "inprocess"
+    dask_scheduler: str | None = None
+    dask_batch_size: int = 50
 
 
 class Orchestrator:
@@ -69,9 +73,14 @@ class Orchestrator:
         self.store.set_listener(self.broker.publish)
         self.store.set_log_listener(self.broker.publish_logs)
         step_types = load_step_types()
+        try:
+            executor = make_executor(settings.executor, settings.dask_scheduler,
+                                     settings.dask_batch_size, settings.log_cap_bytes)
+        except ValueError as exc:
+            raise StartupError(str(exc)) from None
         self.engine = Engine(self.store, step_types, settings.workspace.resolve(),
                              max_running_steps=settings.max_running_steps, limits=settings.limits,
-                             log_cap=settings.log_cap_bytes)
+                             log_cap=settings.log_cap_bytes, executor=executor)
         self.catalog = Catalog(settings.jobs_dir, step_types)
         self.health = health_aio.HealthServicer()
         self.server = grpc.aio.server(options=SERVER_OPTIONS)
@@ -216,6 +225,14 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     p.add_argument("--retention-interval", type=float,
                    default=float(env("STEPWATCH_RETENTION_INTERVAL", "3600")),
                    help=argparse.SUPPRESS)
+    p.add_argument("--executor", choices=["inprocess", "dask"],
+                   default=env("STEPWATCH_EXECUTOR", "inprocess"),
+                   help="where step children run: this process (default) or a Dask cluster")
+    p.add_argument("--dask-scheduler", default=env("STEPWATCH_DASK_SCHEDULER"),
+                   help="the Dask scheduler for --executor dask, e.g. tcp://10.0.0.5:8786")
+    p.add_argument("--dask-batch-size", type=int,
+                   default=int(env("STEPWATCH_DASK_BATCH_SIZE", "50")),
+                   help="children per Dask task (default: %(default)s)")
     p.add_argument("--log-level", default=env("STEPWATCH_LOG_LEVEL", "INFO"))
     a = p.parse_args(argv)
     logging.basicConfig(level=a.log_level.upper(),
@@ -225,8 +242,10 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         p.error("--heartbeat-interval must be positive")
     if a.keep_logs_days <= 0 or a.retention_interval <= 0:
         p.error("--keep-logs-days and --retention-interval must be positive")
+    if a.executor == "dask" and not a.dask_scheduler:
+        p.error("--executor dask needs --dask-scheduler tcp://HOST:PORT")
     for flag in ("max_running_steps", "max_definition_bytes", "max_steps", "max_children_per_step",
-                 "log_cap_bytes"):
+                 "log_cap_bytes", "dask_batch_size"):
         if getattr(a, flag) < 1:
             p.error(f"--{flag.replace('_', '-')} must be 1 or more")
     return Settings(host=a.host, port=a.port, db_url=a.db_url, jobs_dir=Path(a.jobs_dir),
@@ -235,7 +254,8 @@ def parse_args(argv: list[str] | None = None) -> Settings:
                     limits=Limits(definition_bytes=a.max_definition_bytes, steps=a.max_steps,
                                   children=a.max_children_per_step),
                     log_cap_bytes=a.log_cap_bytes, keep_logs_days=a.keep_logs_days,
-                    retention_interval_s=a.retention_interval)
+                    retention_interval_s=a.retention_interval, executor=a.executor,
+                    dask_scheduler=a.dask_scheduler, dask_batch_size=a.dask_batch_size)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,6 +9,7 @@ import pytest
 from orchestrator_service.broker import Broker
 from orchestrator_service.definitions import parse_definition
 from orchestrator_service.engine import Engine
+from orchestrator_service.executors import DaskExecutor, Executor, InProcessExecutor
 from orchestrator_service.model import Event, JobState
 from orchestrator_service.step_types import load_step_types
 from orchestrator_service.store import Store
@@ -20,9 +21,11 @@ DEADLINE = 30.0
 class Harness:
     """A real engine on a real SQLite file, driven in-process."""
 
-    def __init__(self, db: Path, workspace: Path) -> None:
+    def __init__(self, db: Path, workspace: Path,
+                 executor: Callable[[], Executor] = InProcessExecutor) -> None:
         self.db = db
         self.workspace = workspace
+        self.executor = executor
         self.types = load_step_types()
         self.start()
 
@@ -31,7 +34,8 @@ class Harness:
         self.store.migrate()
         self.broker = Broker()
         self.store.set_listener(self.broker.publish)
-        self.engine = Engine(self.store, self.types, self.workspace, progress_interval=0.05)
+        self.engine = Engine(self.store, self.types, self.workspace, progress_interval=0.05,
+                             executor=self.executor())
 
     async def restart(self) -> None:
         """Stop like a dead process would (steps left RUNNING), start again on the same file."""
@@ -80,5 +84,19 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
     ws = tmp_path / "ws"
     ws.mkdir()
     h = Harness(tmp_path / "engine.db", ws)
+    yield h
+    await h.close()
+
+
+@pytest.fixture(params=["inprocess", "dask"])
+async def any_harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
+    """The same engine with children in-process, or on a real Dask cluster (two workers)."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    if request.param == "dask":
+        cluster = request.getfixturevalue("dask_cluster")
+        h = Harness(tmp_path / "engine.db", ws, lambda: DaskExecutor(cluster.address, batch_size=4))
+    else:
+        h = Harness(tmp_path / "engine.db", ws)
     yield h
     await h.close()

@@ -1,4 +1,5 @@
-"""Every row of the status rules table, through the real engine and a real SQLite file."""
+"""Every row of the status rules table, through the real engine and a real SQLite file,
+with children in-process and on a real Dask cluster (the same rules, counts and events)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,11 @@ from orchestrator_service.statuses import FailureReason, JobStatus, StepStatus
 from orchestrator_service.store import StaleWrite, StepWrite
 
 from .conftest import Harness
+
+
+@pytest.fixture
+def harness(any_harness: Harness) -> Harness:
+    return any_harness
 
 
 def job(policy: str, *steps: str) -> str:

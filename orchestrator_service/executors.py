@@ -1,0 +1,429 @@
+"""Where an attempt's children run: in the orchestrator's own event loop (``inprocess``, the
+default) or on Dask distributed workers (``dask``).
+
+Either way the orchestrator decides every status: an executor only reports what each child
+did (running, completed with documents, failed with its error) to the attempt's
+ProgressRecorder, which batches it into the store as before. The rules, counts and events
+are the same for both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import queue
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from .progress import ProgressRecorder
+from .statuses import LogStream
+from .step_types.base import (
+    CURRENT_CHILD,
+    Child,
+    Document,
+    DocumentPut,
+    StepContext,
+    StepFailed,
+    StepType,
+)
+
+__all__ = ["DaskExecutor", "Executor", "ExecutorUnavailable", "InProcessExecutor",
+           "TooManyChildFailures", "make_executor"]
+
+log = logging.getLogger(__name__)
+CONNECT_TIMEOUT_S = 5.0
+STOP_GRACE_S = 2.0  # how long a stopped attempt waits for its batches to kill their children
+SEND_EVERY_S = 0.05  # a batch sends what its children did at most this often
+
+
+class ExecutorUnavailable(Exception):
+    """The executor cannot run this attempt (e.g. the Dask scheduler is unreachable)."""
+
+
+class TooManyChildFailures(Exception):
+    """More children failed than the step's max_child_failures allows: stop the attempt."""
+
+
+class Executor(Protocol):
+    name: str
+
+    async def prepare(self, ctx: StepContext) -> None:
+        """Before an attempt's children are recorded: raise ExecutorUnavailable if it cannot run."""
+
+    async def run_children(self, step_type: StepType, ctx: StepContext, children: list[Child],
+                           recorder: ProgressRecorder, max_failures: int,
+                           concurrency: int) -> None:
+        """Run every child, reporting to ``recorder``. Raises StepFailed or
+        TooManyChildFailures to end the attempt early; a cancel stops the children."""
+
+    async def close(self) -> None: ...
+
+
+class InProcessExecutor:
+    """Children as asyncio tasks of the orchestrator itself (what `make run` uses)."""
+
+    name = "inprocess"
+
+    async def prepare(self, ctx: StepContext) -> None:
+        return None
+
+    async def run_children(self, step_type: StepType, ctx: StepContext, children: list[Child],
+                           recorder: ProgressRecorder, max_failures: int,
+                           concurrency: int) -> None:
+        items = iter(enumerate(children))
+
+        async def worker() -> None:
+            for i, child in items:
+                CURRENT_CHILD.set(i)  # this task's context: ctx.log and ctx.result name the child
+                recorder.running(i)
+                try:
+                    puts = await step_type.run_child(ctx, child)
+                except StepFailed as exc:
+                    recorder.failed(i, f"{child.key}: {_text(exc)}")
+                    raise
+                except Exception as exc:
+                    recorder.failed(i, f"{child.key}: {_text(exc)}")
+                    if recorder.counts.failed > max_failures:
+                        raise TooManyChildFailures from None
+                else:
+                    recorder.completed(i, puts or ())
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for _ in range(min(concurrency, len(children))):
+                    tg.create_task(worker())
+        except* StepFailed as group:
+            raise group.exceptions[0] from None
+        except* TooManyChildFailures:
+            raise TooManyChildFailures from None
+
+    async def close(self) -> None:
+        return None
+
+
+# -- Dask ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    """One batch of an attempt's children, as a worker receives it (pickled by Dask)."""
+
+    name: str  # the attempt's prefix for its queue and events
+    number: int
+    step_type: str
+    options: Mapping[str, Any]
+    workspace: str
+    job_id: str
+    step_name: str
+    env: Mapping[str, str]
+    items: list[tuple[int, Child]]
+    concurrency: int
+    log_cap: int
+
+
+class _NoDocuments:
+    async def documents(self, tags: Sequence[str] | None = None) -> list[Document]:
+        raise RuntimeError("ctx.documents() is read in init(), on the orchestrator; give each "
+                           "child what it needs in its payload")
+
+
+@dataclass
+class _WorkerSink:
+    """A child's output on a worker: capped as the recorder caps it, then sent on."""
+
+    out: queue.SimpleQueue[list[Any]]
+    cap: int
+    used: dict[int, int] = field(default_factory=dict)
+
+    def write(self, child: int | None, stream: LogStream, data: str, nbytes: int) -> None:
+        if child is not None:
+            used = self.used.get(child, 0)
+            self.used[child] = used + nbytes
+            if used >= self.cap:
+                data = ""  # counted by the recorder as dropped; not shipped
+        self.out.put(["log", child, int(stream), data, nbytes])
+
+    def result(self, child: int, text: str) -> None:
+        self.out.put(["result", child, text])
+
+
+def run_batch(spec: BatchSpec) -> str:
+    """A Dask task: run one batch of children on this worker, reporting as they go.
+
+    Runs in a worker thread with its own event loop (a CPU-heavy child holds up this batch,
+    not the worker's heartbeats). Never runs twice: a batch that finds its claim taken
+    (Dask retrying it after its worker died) does nothing; the orchestrator already failed
+    those children with the worker's name."""
+    from distributed import Event, Queue, get_client, get_worker
+
+    client, worker = get_client(), get_worker()
+    claim = Event(f"{spec.name}-claim-{spec.number}", client=client)
+    if claim.is_set():
+        return "not run again"
+    claim.set()
+    out = Queue(f"{spec.name}-out", client=client)
+    stop = Event(f"{spec.name}-stop", client=client)
+    asyncio.run(_batch(spec, worker.address, out, stop))
+    return "done"
+
+
+async def _batch(spec: BatchSpec, address: str, out: Any, stop: Any) -> None:
+    from .step_types import load_step_types
+
+    messages: queue.SimpleQueue[list[Any]] = queue.SimpleQueue()
+    messages.put(["hello", spec.number, address])
+    step_type = load_step_types()[spec.step_type]
+    ctx = StepContext(spec.job_id, spec.step_name, spec.options, Path(spec.workspace),
+                      _NoDocuments(), env=spec.env, sink=_WorkerSink(messages, spec.log_cap))
+    gate = asyncio.Semaphore(spec.concurrency)
+
+    async def one(i: int, child: Child) -> None:
+        async with gate:
+            CURRENT_CHILD.set(i)
+            messages.put(["run", i])
+            try:
+                puts = await step_type.run_child(ctx, child)
+            except StepFailed as exc:
+                messages.put(["stepfail", i, f"{child.key}: {_text(exc)}", _text(exc)])
+            except Exception as exc:
+                messages.put(["fail", i, f"{child.key}: {_text(exc)}"])
+            else:
+                messages.put(["ok", i, [[p.path, list(p.tags), dict(p.attrs)] for p in puts or ()]])
+
+    async def send() -> None:
+        while True:
+            batch = _drain(messages)
+            if batch:
+                await asyncio.to_thread(out.put, batch)
+            await asyncio.sleep(SEND_EVERY_S)
+
+    async def watch_stop(tasks: list[asyncio.Task[None]]) -> None:
+        while not await asyncio.to_thread(stop.wait, 0.5):
+            pass
+        for t in tasks:
+            t.cancel()  # shell kills its process group on cancel
+
+    tasks = [asyncio.create_task(one(i, c)) for i, c in spec.items]
+    sender = asyncio.create_task(send())
+    stopper = asyncio.create_task(watch_stop(tasks))
+    try:
+        await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        stopper.cancel()
+        sender.cancel()
+        await asyncio.gather(stopper, sender, return_exceptions=True)
+        last = _drain(messages) + [["bye", spec.number]]
+        await asyncio.to_thread(out.put, last)
+
+
+def _drain(q: queue.SimpleQueue[list[Any]]) -> list[list[Any]]:
+    got = []
+    while True:
+        try:
+            got.append(q.get_nowait())
+        except queue.Empty:
+            return got
+
+
+class DaskExecutor:
+    """Children in batches on a Dask cluster; outcomes come back as they happen."""
+
+    name = "dask"
+
+    def __init__(self, scheduler: str, batch_size: int = 50, log_cap: int = 1 << 20) -> None:
+        self.scheduler = scheduler
+        self.batch_size = batch_size
+        self.log_cap = log_cap
+        self._client: Any = None
+        self._lock = asyncio.Lock()
+
+    async def _connect(self) -> Any:
+        from distributed import Client
+
+        async with self._lock:
+            if self._client is not None and self._client.status == "running":
+                return self._client
+            if self._client is not None:
+                with contextlib.suppress(Exception):
+                    await self._client.close()
+            try:
+                self._client = await asyncio.wait_for(
+                    Client(self.scheduler, asynchronous=True, timeout=CONNECT_TIMEOUT_S,
+                           set_as_default=False), CONNECT_TIMEOUT_S * 2)
+            except (OSError, TimeoutError) as exc:
+                self._client = None
+                raise ExecutorUnavailable(
+                    f"cannot reach the Dask scheduler at {self.scheduler}: {_text(exc)}") from None
+            return self._client
+
+    async def prepare(self, ctx: StepContext) -> None:
+        client = await self._connect()
+        try:
+            found = await client.run(os.path.isdir, str(ctx.workspace))
+        except (OSError, TimeoutError) as exc:
+            raise ExecutorUnavailable(
+                f"cannot reach the Dask scheduler at {self.scheduler}: {_text(exc)}") from None
+        if not found:
+            raise ExecutorUnavailable(f"no Dask workers at {self.scheduler}")
+        missing = sorted(w for w, ok in found.items() if not ok)
+        if missing:
+            raise ExecutorUnavailable(
+                f"the workspace {ctx.workspace} does not exist on the Dask workers "
+                f"{', '.join(missing)} (they need a shared filesystem)")
+
+    async def run_children(self, step_type: StepType, ctx: StepContext, children: list[Child],
+                           recorder: ProgressRecorder, max_failures: int,
+                           concurrency: int) -> None:
+        from distributed import Event, Queue
+
+        client = await self._connect()
+        name = f"stepwatch-{uuid.uuid4().hex}"
+        out = await Queue(f"{name}-out", client=client)
+        stop = Event(f"{name}-stop", client=client)
+        run = _AttemptRun(children, recorder, max_failures)
+        per = min(self.batch_size, max(1, concurrency))
+        at_once = max(1, concurrency // per)  # batches in flight: per x at_once <= concurrency
+        specs = [BatchSpec(name, n, step_type.name, ctx.options, str(ctx.workspace), ctx.job_id,
+                           ctx.step_name, dict(ctx.env), list(enumerate(children))[s:s + per],
+                           per, self.log_cap)
+                 for n, s in enumerate(range(0, len(children), per))]
+        waiting = list(reversed(specs))
+        running: dict[Any, BatchSpec] = {}
+        try:
+            while waiting or running:
+                while waiting and len(running) < at_once:
+                    spec = waiting.pop()
+                    future = client.submit(run_batch, spec, key=f"{name}-b{spec.number}",
+                                           pure=False, retries=0)
+                    running[future] = spec
+                await self._receive(out, run)
+                for future in [f for f in running if f.done()]:
+                    spec = running.pop(future)
+                    if future.status != "finished":
+                        await self._receive(out, run, wait=False)  # what it said before dying
+                        exc = await _exception(future)
+                        run.lost(spec, f"worker {run.workers.get(spec.number, 'unknown')} died "
+                                       f"({_text(exc)})" if exc else "its Dask task was lost")
+                    elif await future.result() == "done":
+                        await run.wait_for_bye(spec.number, lambda: self._receive(out, run))
+            run.raise_if_over()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._stop(client, stop, running))
+            raise
+        finally:
+            with contextlib.suppress(Exception):
+                out.close()
+
+    async def _receive(self, out: Any, run: _AttemptRun, wait: bool = True) -> None:
+        """Apply what the batches said; wait a little for the first message when asked."""
+        got: list[list[list[Any]]] = []
+        if wait:
+            with contextlib.suppress(TimeoutError):
+                got.append(await out.get(timeout=0.1))
+        got += await out.get(batch=True)
+        for messages in got:
+            for m in messages:
+                run.apply(m)
+        run.raise_if_over()
+
+    async def _stop(self, client: Any, stop: Any, running: Mapping[Any, BatchSpec]) -> None:
+        """Tell the batches to stop (they cancel their children, which kill their processes)
+        and give them a moment to do it."""
+        from distributed import wait
+
+        await client.scheduler.event_set(name=stop.name)
+        if running:
+            with contextlib.suppress(Exception):
+                await wait(list(running), timeout=STOP_GRACE_S)
+            await client.cancel(list(running))
+
+    async def close(self) -> None:
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                await self._client.close()
+
+
+@dataclass
+class _AttemptRun:
+    """One attempt's children as the batches report them: each child moves once."""
+
+    children: list[Child]
+    recorder: ProgressRecorder
+    max_failures: int
+    done: set[int] = field(default_factory=set)
+    workers: dict[int, str] = field(default_factory=dict)  # batch number -> worker address
+    said_bye: set[int] = field(default_factory=set)
+    step_failure: str | None = None
+
+    def apply(self, m: list[Any]) -> None:
+        kind = m[0]
+        if kind == "hello":
+            self.workers[m[1]] = m[2]
+        elif kind == "bye":
+            self.said_bye.add(m[1])
+        elif kind == "log":
+            if m[1] is None or m[1] not in self.done:
+                self.recorder.write(m[1], LogStream(m[2]), m[3], m[4])
+        elif m[1] in self.done:
+            return  # a child moves once: its first outcome stands
+        elif kind == "result":
+            self.recorder.result(m[1], m[2])
+        elif kind == "run":
+            self.recorder.running(m[1])
+        elif kind == "ok":
+            self.done.add(m[1])
+            self.recorder.completed(m[1], [DocumentPut(p, tuple(t), a) for p, t, a in m[2]])
+        elif kind in ("fail", "stepfail"):
+            self.done.add(m[1])
+            self.recorder.failed(m[1], m[2])
+            if kind == "stepfail" and self.step_failure is None:
+                self.step_failure = m[3]
+
+    def lost(self, spec: BatchSpec, why: str) -> None:
+        """A batch's worker died: its unfinished children failed, for that reason."""
+        for i, child in spec.items:
+            if i not in self.done:
+                self.done.add(i)
+                self.recorder.failed(i, f"{child.key}: {why}")
+
+    async def wait_for_bye(self, number: int, receive: Any) -> None:
+        """A finished batch's last messages may still be in the queue: read until its bye."""
+        while number not in self.said_bye:
+            await receive()
+
+    def raise_if_over(self) -> None:
+        if self.step_failure is not None:
+            raise StepFailed(self.step_failure)
+        if self.recorder.counts.failed > self.max_failures:
+            raise TooManyChildFailures
+
+
+async def _exception(future: Any) -> BaseException | None:
+    with contextlib.suppress(Exception):
+        return await future.exception()
+    return None
+
+
+def make_executor(kind: str, scheduler: str | None, batch_size: int, log_cap: int) -> Executor:
+    if kind == "inprocess":
+        return InProcessExecutor()
+    if kind == "dask":
+        if not scheduler:
+            raise ValueError("--executor dask needs --dask-scheduler tcp://HOST:PORT")
+        try:
+            import distributed  # noqa: F401
+        except ImportError:
+            raise ValueError("--executor dask needs the extra: pip install 'stepwatch[dask]'") from None
+        return DaskExecutor(scheduler, batch_size, log_cap)
+    raise ValueError(f"unknown executor {kind!r} (inprocess or dask)")
+
+
+def _text(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+

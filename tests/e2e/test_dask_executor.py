@@ -1,0 +1,184 @@
+"""Children on a real Dask cluster, through a real orchestrator process and real gRPC."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from stepwatch.v1 import orchestrator_pb2 as pb
+from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
+from tests.dask_cluster import DaskCluster
+from tests.procs import Orchestrator, free_port
+
+DEADLINE = 60
+TERMINAL = {pb.JOB_STATUS_COMPLETED, pb.JOB_STATUS_COMPLETED_WITH_FAILURES, pb.JOB_STATUS_FAILED,
+            pb.JOB_STATUS_CANCELLED}
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[DaskCluster]:
+    """A cluster of its own, for a test that kills one of its workers."""
+    cluster = DaskCluster()
+    yield cluster
+    cluster.stop()
+
+
+def on_dask(tmp_path: Path, scheduler: str) -> Orchestrator:
+    return Orchestrator(f"sqlite:///{tmp_path / 'd.db'}", workspace=tmp_path,
+                        extra=["--executor", "dask", "--dask-scheduler", scheduler])
+
+
+def submit(target: str, toml: str) -> pb.Job:
+    with grpc.insecure_channel(target) as ch:
+        return pb_grpc.OrchestratorServiceStub(ch).SubmitJob(
+            pb.SubmitJobRequest(definition_toml=toml), timeout=DEADLINE).job
+
+
+def finish(target: str, job_id: str) -> pb.Job:
+    with grpc.insecure_channel(target) as ch:
+        stub = pb_grpc.OrchestratorServiceStub(ch)
+        for _ in stub.WatchJob(pb.WatchJobRequest(job_id=job_id), timeout=DEADLINE):
+            pass
+        return stub.GetJob(pb.GetJobRequest(job_id=job_id), timeout=DEADLINE).job
+
+
+def until(check, what: str, timeout: float = DEADLINE) -> float:  # type: ignore[no-untyped-def]
+    """Wait for a condition with a deadline; the seconds it took."""
+    start = time.monotonic()
+    while not check():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        time.sleep(0.02)
+    return time.monotonic() - start
+
+
+def processes_with(marker: str) -> list[tuple[int, int]]:
+    """(pid, ppid) of every process whose command line holds the marker."""
+    out = subprocess.run(["ps", "-eww", "-o", "pid=,ppid=,args="], capture_output=True,
+                         text=True).stdout
+    return [(int(line.split()[0]), int(line.split()[1])) for line in out.splitlines()
+            if marker in line and "ps -eww" not in line]
+
+
+def ancestors(pid: int) -> list[int]:
+    chain = []
+    while pid > 1:
+        chain.append(pid)
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            break
+        pid = int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
+    return chain
+
+
+def test_children_run_in_worker_processes_with_documents_and_logs(
+        dask_cluster: DaskCluster, tmp_path: Path) -> None:
+    orch = on_dask(tmp_path, dask_cluster.address)
+    try:
+        # Each child records its process's ancestry: a worker's, never the orchestrator's.
+        chain = ('p=$$; while [ $p -gt 1 ]; do echo $p; '
+                 "p=$(awk '/^PPid/{print $2}' /proc/$p/status); done")
+        cmds = ", ".join(f'"{chain} > {tmp_path}/chain{i}; echo child {i} says hi"'
+                         for i in range(12))
+        for i in range(30):
+            (tmp_path / "src").mkdir(exist_ok=True)
+            (tmp_path / "src" / f"f{i}.txt").write_text("word " * (i + 1))
+        job = finish(orch.target, submit(orch.target, (
+            'name = "cluster"\n'
+            f'[steps.cmds]\ntype = "shell"\nconcurrency = 6\ncommands = [{cmds}]\n'
+            '[steps.scan]\ntype = "scan_files"\nroot = "src"\ninclude = ["*.txt"]\n'
+            '[steps.sum]\ntype = "summarize"\ndepends = ["scan"]\n')).job_id)
+        assert job.status == pb.JOB_STATUS_COMPLETED, job
+        by = {s.name: s for s in job.steps}
+        assert by["cmds"].children.completed == 12
+        assert by["scan"].document_count == 30 and by["sum"].children.completed == 30
+        workers = dask_cluster.worker_pids()
+        for i in range(12):
+            pids = {int(p) for p in (tmp_path / f"chain{i}").read_text().split()}
+            assert orch.popen.pid not in pids
+            assert pids & workers, f"child {i} ran outside the workers: {pids}"
+        with grpc.insecure_channel(orch.target) as ch:
+            text = "".join(r.chunk.text for r in pb_grpc.OrchestratorServiceStub(ch).WatchLogs(
+                pb.WatchLogsRequest(job_id=job.job_id, step="cmds"), timeout=DEADLINE)
+                if r.WhichOneof("kind") == "chunk")
+        assert all(f"child {i} says hi" in text for i in range(12))
+    finally:
+        orch.stop()
+
+
+def test_cancel_kills_a_child_on_a_worker_within_2_s(dask_cluster: DaskCluster,
+                                                      tmp_path: Path) -> None:
+    orch = on_dask(tmp_path, dask_cluster.address)
+    marker = f"sw-{uuid.uuid4().hex[:12]}"
+    try:
+        job = submit(orch.target, f'name = "c"\n[steps.s]\ntype = "shell"\n'
+                                  f'commands = ["sleep 30; echo {marker}"]\n')
+        until(lambda: processes_with(marker), "the child started on a worker")
+        [(pid, _)] = processes_with(marker)
+        assert orch.popen.pid not in ancestors(pid)
+        assert set(ancestors(pid)) & dask_cluster.worker_pids()
+        asked = time.monotonic()
+        with grpc.insecure_channel(orch.target) as ch:
+            pb_grpc.OrchestratorServiceStub(ch).CancelJob(pb.CancelJobRequest(job_id=job.job_id),
+                                                          timeout=DEADLINE)
+        until(lambda: not processes_with(marker), "the child killed",
+              timeout=max(0.0, 2.0 - (time.monotonic() - asked)))
+        print(f"\nchild on the worker gone {time.monotonic() - asked:.2f} s after CancelJob")
+        final = finish(orch.target, job.job_id)
+        assert final.status == pb.JOB_STATUS_CANCELLED
+        assert final.steps[0].status == pb.STEP_STATUS_CANCELLED
+    finally:
+        orch.stop()
+
+
+def test_a_killed_worker_fails_its_children_with_its_name(own_cluster: DaskCluster,
+                                                           tmp_path: Path) -> None:
+    orch = on_dask(tmp_path, own_cluster.address)
+    marker = f"sw-{uuid.uuid4().hex[:12]}"
+    try:
+        job = submit(orch.target, (
+            'name = "k"\n[policy]\non_step_failure = "continue"\n'
+            f'[steps.s]\ntype = "shell"\nconcurrency = 4\nmax_child_failures = 10\n'
+            f'commands = ["sleep 30; echo {marker}-a", "sleep 30; echo {marker}-b"]\n'))
+        until(lambda: len(processes_with(marker)) == 2, "both children started")
+        pid, _ = processes_with(marker)[0]
+        # The worker process running them (the nanny's child), killed like a lost machine.
+        chain, nannies = ancestors(pid), {w.popen.pid for w in own_cluster.workers}
+        worker = next(p for p, parent in zip(chain, chain[1:], strict=False) if parent in nannies)
+        os.kill(worker, signal.SIGKILL)
+        final = finish(orch.target, job.job_id)
+        assert final.status in TERMINAL
+        step = final.steps[0]
+        assert step.status == pb.STEP_STATUS_COMPLETED and step.children.failed == 2
+        with grpc.insecure_channel(orch.target) as ch:
+            children = pb_grpc.OrchestratorServiceStub(ch).ListChildren(
+                pb.ListChildrenRequest(job_id=job.job_id, step="s"), timeout=DEADLINE).children
+        assert [c.status for c in children] == [pb.CHILD_STATUS_FAILED] * 2
+        for c in children:
+            assert "worker tcp://127.0.0.1:" in c.error.message and "died" in c.error.message, c
+        until(lambda: not processes_with(marker), "no child left behind", timeout=10)
+    finally:
+        orch.stop()
+
+
+def test_a_scheduler_that_is_down_fails_the_attempt_naming_it(tmp_path: Path) -> None:
+    address = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
+    orch = on_dask(tmp_path, address)
+    try:
+        job = finish(orch.target, submit(
+            orch.target, 'name = "d"\n[steps.s]\ntype = "shell"\ncommands = ["true"]\n').job_id)
+        assert job.status == pb.JOB_STATUS_FAILED
+        failure = job.steps[0].failure
+        assert failure.reason == pb.FAILURE_REASON_INIT_FAILED
+        assert address in failure.message and "scheduler" in failure.message
+    finally:
+        orch.stop()
