@@ -9,7 +9,9 @@
   the same command writing them to a file;
 - ui: the job page in headless Chromium: a 300-step job's render time next to a 1-step
   job's, and on a job at ~100 events/s how far the screen is behind the stream, with
-  Chromium's CPU.
+  Chromium's CPU;
+- executors: children/s of a 5,000-child `summarize` step and a 2,000-child `shell` step,
+  in-process next to a real two-worker Dask cluster started by the bench.
 
 `--quick` runs a smaller set (about a minute).
 """
@@ -19,12 +21,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from . import logs, memory, steps, stream, ui
+from . import executors, logs, memory, steps, stream, ui
 
 
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench")
-    p.add_argument("--only", choices=["steps", "stream", "memory", "logs", "ui"], help="run one section")
+    p.add_argument("--only", choices=["steps", "stream", "memory", "logs", "ui", "executors"], help="run one section")
     p.add_argument("--quick", action="store_true", help="smaller sizes, about a minute")
     p.add_argument("--files", type=int, default=5000)
     p.add_argument("--min-messages", type=int, default=20000)
@@ -52,6 +54,10 @@ def main() -> None:
         lines = asyncio.run(ui.main(10 if a.quick else 30))
         print("\n".join(lines), flush=True)
         sections.append(("ui", lines))
+    if a.only in (None, "executors"):
+        lines = asyncio.run(executors.main(1000 if a.quick else 5000, 500 if a.quick else 2000))
+        print("\n".join(lines), flush=True)
+        sections.append(("executors", lines))
     print("\n== summary ==")
     for name, lines in sections:
         print(f"[{name}]")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import queue
@@ -124,6 +125,7 @@ class BatchSpec:
     items: list[tuple[int, Child]]
     concurrency: int
     log_cap: int
+    max_failures: int
 
 
 class _NoDocuments:
@@ -156,69 +158,91 @@ def run_batch(spec: BatchSpec) -> str:
     """A Dask task: run one batch of children on this worker, reporting as they go.
 
     Runs in a worker thread with its own event loop (a CPU-heavy child holds up this batch,
-    not the worker's heartbeats). Never runs twice: a batch that finds its claim taken
-    (Dask retrying it after its worker died) does nothing; the orchestrator already failed
-    those children with the worker's name."""
-    from distributed import Event, Queue, get_client, get_worker
+    not the worker's heartbeats); talks to the scheduler through the worker's own client,
+    on the worker's loop. Never runs twice: a batch that finds its claim taken (Dask
+    retrying it after its worker died) does nothing; the orchestrator already failed those
+    children with the worker's name."""
+    from distributed import Event, get_client, get_worker
 
     client, worker = get_client(), get_worker()
     claim = Event(f"{spec.name}-claim-{spec.number}", client=client)
     if claim.is_set():
         return "not run again"
     claim.set()
-    out = Queue(f"{spec.name}-out", client=client)
-    stop = Event(f"{spec.name}-stop", client=client)
-    asyncio.run(_batch(spec, worker.address, out, stop))
+    asyncio.run(_batch(spec, worker.address, client))
     return "done"
 
 
-async def _batch(spec: BatchSpec, address: str, out: Any, stop: Any) -> None:
+@functools.cache
+def _step_types() -> Mapping[str, StepType]:
     from .step_types import load_step_types
+
+    return load_step_types()
+
+
+async def _batch(spec: BatchSpec, address: str, client: Any) -> None:
+    worker_loop = client.loop.asyncio_loop
+
+    def on_worker(coro: Any) -> asyncio.Future[Any]:
+        """Run a scheduler call on the worker's loop; await it from this batch's loop."""
+        return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, worker_loop))
 
     messages: queue.SimpleQueue[list[Any]] = queue.SimpleQueue()
     messages.put(["hello", spec.number, address])
-    step_type = load_step_types()[spec.step_type]
+    step_type = _step_types()[spec.step_type]
     ctx = StepContext(spec.job_id, spec.step_name, spec.options, Path(spec.workspace),
                       _NoDocuments(), env=spec.env, sink=_WorkerSink(messages, spec.log_cap))
     gate = asyncio.Semaphore(spec.concurrency)
+    out_name = f"{spec.name}-out"
+    failed = [0]
+    halted = asyncio.Event()  # as in-process: past the tolerance, or StepFailed, start no more
 
     async def one(i: int, child: Child) -> None:
         async with gate:
+            if halted.is_set():
+                return  # never started: closed out as cancelled with the attempt
             CURRENT_CHILD.set(i)
             messages.put(["run", i])
             try:
                 puts = await step_type.run_child(ctx, child)
             except StepFailed as exc:
                 messages.put(["stepfail", i, f"{child.key}: {_text(exc)}", _text(exc)])
+                halted.set()
             except Exception as exc:
                 messages.put(["fail", i, f"{child.key}: {_text(exc)}"])
+                failed[0] += 1
+                if failed[0] > spec.max_failures:
+                    halted.set()
             else:
                 messages.put(["ok", i, [[p.path, list(p.tags), dict(p.attrs)] for p in puts or ()]])
 
-    async def send() -> None:
-        while True:
-            batch = _drain(messages)
-            if batch:
-                await asyncio.to_thread(out.put, batch)
-            await asyncio.sleep(SEND_EVERY_S)
+    finishing = asyncio.Event()
 
-    async def watch_stop(tasks: list[asyncio.Task[None]]) -> None:
-        while not await asyncio.to_thread(stop.wait, 0.5):
-            pass
-        for t in tasks:
-            t.cancel()  # shell kills its process group on cancel
+    async def send() -> None:
+        """Every SEND_EVERY_S, what the children did; last, the rest and a bye. Never
+        cancelled mid-put: messages it took from the queue must reach the orchestrator."""
+        while True:
+            done = finishing.is_set()
+            batch = _drain(messages) + ([["bye", spec.number]] if done else [])
+            if batch:
+                await on_worker(client.scheduler.queue_put(name=out_name, data=batch))
+            if done:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(finishing.wait(), SEND_EVERY_S)
 
     tasks = [asyncio.create_task(one(i, c)) for i, c in spec.items]
     sender = asyncio.create_task(send())
-    stopper = asyncio.create_task(watch_stop(tasks))
+    # Set by the orchestrator on a cancel, a timeout, a stop policy or a lost lease.
+    stopped = on_worker(client.scheduler.event_wait(name=f"{spec.name}-stop", timeout=None))
+    stopped.add_done_callback(lambda _: [t.cancel() for t in tasks])  # shell kills its group
     try:
         await asyncio.gather(*tasks, return_exceptions=True)
     finally:
-        stopper.cancel()
-        sender.cancel()
-        await asyncio.gather(stopper, sender, return_exceptions=True)
-        last = _drain(messages) + [["bye", spec.number]]
-        await asyncio.to_thread(out.put, last)
+        stopped.cancel()
+        finishing.set()
+        await asyncio.gather(stopped, return_exceptions=True)
+        await sender
 
 
 def _drain(q: queue.SimpleQueue[list[Any]]) -> list[list[Any]]:
@@ -228,6 +252,17 @@ def _drain(q: queue.SimpleQueue[list[Any]]) -> list[list[Any]]:
             got.append(q.get_nowait())
         except queue.Empty:
             return got
+
+
+def plan(children: int, concurrency: int, threads: int, batch_size: int) -> tuple[int, int, int]:
+    """(children per batch, batches in flight, children at once in a batch).
+
+    Batches spread over the cluster's threads, and in-flight batches x children at once
+    never exceeds the step's concurrency."""
+    at_once = max(1, min(threads, concurrency, children))
+    each = max(1, concurrency // at_once)
+    per = max(1, min(batch_size, -(-children // at_once)))
+    return per, at_once, each
 
 
 class DaskExecutor:
@@ -286,11 +321,12 @@ class DaskExecutor:
         out = await Queue(f"{name}-out", client=client)
         stop = Event(f"{name}-stop", client=client)
         run = _AttemptRun(children, recorder, max_failures)
-        per = min(self.batch_size, max(1, concurrency))
-        at_once = max(1, concurrency // per)  # batches in flight: per x at_once <= concurrency
+        threads = max(1, sum((await client.nthreads()).values()))
+        per, at_once, each = plan(len(children), concurrency, threads, self.batch_size)
+        items = list(enumerate(children))
         specs = [BatchSpec(name, n, step_type.name, ctx.options, str(ctx.workspace), ctx.job_id,
-                           ctx.step_name, dict(ctx.env), list(enumerate(children))[s:s + per],
-                           per, self.log_cap)
+                           ctx.step_name, dict(ctx.env), items[s:s + per], each, self.log_cap,
+                           max_failures)
                  for n, s in enumerate(range(0, len(children), per))]
         waiting = list(reversed(specs))
         running: dict[Any, BatchSpec] = {}
