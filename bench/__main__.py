@@ -26,7 +26,8 @@ from . import executors, logs, memory, steps, stream, ui
 
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench")
-    p.add_argument("--only", choices=["steps", "stream", "memory", "logs", "ui", "executors"], help="run one section")
+    p.add_argument("--only", choices=["steps", "stream", "memory", "logs", "ui", "executors"],
+                   help="run one section")
     p.add_argument("--quick", action="store_true", help="smaller sizes, about a minute")
     p.add_argument("--files", type=int, default=5000)
     p.add_argument("--min-messages", type=int, default=20000)
