@@ -12,6 +12,7 @@ import asyncio
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from .model import Event
 
@@ -29,12 +30,12 @@ class BrokerClosed(Exception):
 class Subscription:
     def __init__(self, limit: int) -> None:
         self._limit = limit
-        self._items: deque[Event] = deque()
+        self._items: deque[Event | Deleted] = deque()
         self._ready = asyncio.Event()
         self._overflowed = False
         self._closed = False
 
-    def push(self, event: Event) -> None:
+    def push(self, event: Event | Deleted) -> None:
         if len(self._items) >= self._limit:
             self._items.clear()
             self._overflowed = True
@@ -46,7 +47,7 @@ class Subscription:
         self._closed = True
         self._ready.set()
 
-    async def next(self, timeout: float) -> Event | None:
+    async def next(self, timeout: float) -> Event | Deleted | None:
         """The next event; None after ``timeout`` seconds of silence."""
         if not self._items and not self._overflowed and not self._closed:
             self._ready.clear()
@@ -60,6 +61,13 @@ class Subscription:
             self._overflowed = False
             raise Overflowed
         return self._items.popleft()
+
+
+@dataclass(frozen=True)
+class Deleted:
+    """In the jobs feed: this job was deleted."""
+
+    job_id: str
 
 
 class Broker:
@@ -77,6 +85,12 @@ class Broker:
             if ev.job is not None:
                 for sub in self._feed:
                     sub.push(ev)
+
+    def publish_deleted(self, job_ids: list[str]) -> None:
+        """Jobs deleted (DeleteJob, retention): the feed's watchers are told."""
+        for job_id in job_ids:
+            for sub in self._feed:
+                sub.push(Deleted(job_id))
 
     @contextmanager
     def subscribe(self, job_id: str | None) -> Iterator[Subscription]:

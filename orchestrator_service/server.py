@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import ipaddress
 import logging
 import os
 import signal
@@ -21,6 +22,7 @@ from grpc_reflection.v1alpha import reflection
 
 from stepwatch.v1 import orchestrator_pb2 as pb
 
+from .auth import Authenticator, AuthInterceptor, TokenFile
 from .broker import Broker
 from .catalog import Catalog
 from .definitions import Limits
@@ -37,6 +39,7 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["OrchestratorService"].full_name
 DEFAULT_DB_URL = "sqlite:///stepwatch.db"
 # No SO_REUSEPORT: a second server on a taken port must fail, not split the clients.
 SERVER_OPTIONS = [("grpc.so_reuseport", 0)]
+JOB_BATCH = 100  # jobs deleted per retention transaction
 FILE_CHECK_S = 1.0
 
 
@@ -58,9 +61,15 @@ class Settings:
     log_cap_bytes: int = DEFAULT_LOG_CAP
     keep_logs_days: float = 30.0
     retention_interval_s: float = 3600.0
+    keep_jobs_days: float | None = None  # None: keep every job forever
     executor: str = "inprocess"
     dask_scheduler: str | None = None
     dask_batch_size: int = 50
+    auth_token_file: Path | None = None
+    insecure_no_auth: bool = False
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
 
 
 class Orchestrator:
@@ -72,6 +81,7 @@ class Orchestrator:
         self.broker = Broker()
         self.store.set_listener(self.broker.publish)
         self.store.set_log_listener(self.broker.publish_logs)
+        self.store.set_delete_listener(self._jobs_deleted)
         step_types = load_step_types()
         try:
             executor = make_executor(settings.executor, settings.dask_scheduler,
@@ -83,9 +93,13 @@ class Orchestrator:
                              log_cap=settings.log_cap_bytes, executor=executor)
         self.catalog = Catalog(settings.jobs_dir, step_types)
         self.health = health_aio.HealthServicer()
-        self.server = grpc.aio.server(options=SERVER_OPTIONS)
+        self.tokens = _token_file(settings)
+        self.auth = Authenticator(self.tokens)
+        self.server = grpc.aio.server(options=SERVER_OPTIONS,
+                                      interceptors=[AuthInterceptor(self.auth)])
         self.port = 0
         self.ownership: Ownership | None = None
+        self.servicer: OrchestratorServicer | None = None
         self._file_watch: asyncio.Task[None] | None = None
         self._retention: asyncio.Task[None] | None = None
         self._health_update: asyncio.Task[None] | None = None
@@ -98,16 +112,18 @@ class Orchestrator:
         await asyncio.to_thread(self.store.migrate)
         self.store.watch_file()
         self.store.on_availability = self._storage_changed
-        add_to_server(
-            OrchestratorServicer(self.engine, self.catalog, self.broker, self.settings.heartbeat_s),
-            self.server)
+        self.servicer = OrchestratorServicer(self.engine, self.catalog, self.broker,
+                                             self.settings.heartbeat_s, self.auth)
+        add_to_server(self.servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
              reflection.SERVICE_NAME], self.server)
         address = f"{self.settings.host}:{self.settings.port}"
         try:
-            self.port = self.server.add_insecure_port(address)
+            credentials = _server_credentials(self.settings)
+            self.port = (self.server.add_secure_port(address, credentials) if credentials
+                         else self.server.add_insecure_port(address))
         except RuntimeError:
             self.port = 0
         if self.port == 0:
@@ -128,9 +144,20 @@ class Orchestrator:
                 deleted = await self.store.delete_old_logs(cutoff)
                 if deleted:
                     log.info("retention: deleted %d log chunks", deleted)
+                if self.settings.keep_jobs_days is not None:
+                    await self._retain_jobs()
             except StoreUnavailable as exc:
                 log.warning("retention skipped: %s", exc)
             await asyncio.sleep(self.settings.retention_interval_s)  # a period, not an event
+
+    async def _retain_jobs(self) -> None:
+        """Finished jobs older than --keep-jobs-days go, 100 to a transaction."""
+        assert self.settings.keep_jobs_days is not None
+        cutoff = time.time_ns() // 1000 - int(self.settings.keep_jobs_days * 86400e6)
+        while ids := await self.store.delete_finished_before(cutoff, JOB_BATCH):
+            log.info("retention: deleted %d finished jobs", len(ids))
+            if len(ids) < JOB_BATCH:
+                break
 
     def _storage_changed(self, available: bool, reason: str) -> None:
         status = (health_pb2.HealthCheckResponse.SERVING if available
@@ -154,6 +181,19 @@ class Orchestrator:
         await self.engine.stop()
         self.store.close()
         self.release()
+
+    def _jobs_deleted(self, job_ids: list[str]) -> None:
+        self.broker.publish_deleted(job_ids)
+        if self.servicer is not None:
+            self.servicer.snapshots.forget(job_ids)
+
+    def reload_tokens(self) -> None:
+        """SIGHUP: read the token file again; a file that does not parse keeps the old set."""
+        assert self.tokens is not None
+        try:
+            self.tokens.reload()
+        except (OSError, ValueError) as exc:
+            log.error("token file not reloaded, the previous tokens stay: %s", exc)
 
     def release(self) -> None:
         if self.ownership is not None:
@@ -181,12 +221,60 @@ async def serve(settings: Settings, on_ready: Callable[[int], None] | None = Non
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if orch.tokens is not None:
+        loop.add_signal_handler(signal.SIGHUP, orch.reload_tokens)
     tune_gc()
     if on_ready is not None:
         on_ready(port)
     await stop.wait()
     log.info("shutting down")
     await orch.stop()
+
+
+def _token_file(settings: Settings) -> TokenFile | None:
+    """The token file, or None (everyone is admin) where that is allowed: on loopback, or
+    when the operator said --insecure-no-auth (warned at every start)."""
+    if settings.auth_token_file is not None:
+        try:
+            return TokenFile(settings.auth_token_file)
+        except (OSError, ValueError) as exc:
+            raise StartupError(f"cannot read --auth-token-file: {exc}") from None
+    if not _loopback(settings.host):
+        if not settings.insecure_no_auth:
+            raise StartupError(
+                f"--host {settings.host} is reachable from other machines and there is no "
+                "--auth-token-file: anyone could run commands here. Give --auth-token-file "
+                "(see `stepwatch token create`), or --insecure-no-auth to accept the risk")
+        log.warning("INSECURE: listening on %s with no authentication (--insecure-no-auth): "
+                    "anyone who reaches this port can run commands as %s", settings.host,
+                    os.environ.get("USER", "this user"))
+    return None
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    if settings.tls_cert is None and settings.tls_key is None:
+        if settings.tls_client_ca is not None:
+            raise StartupError("--tls-client-ca needs --tls-cert and --tls-key")
+        return None
+    if settings.tls_cert is None or settings.tls_key is None:
+        raise StartupError("TLS needs both --tls-cert and --tls-key")
+    try:
+        pair = (settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())
+        ca = settings.tls_client_ca.read_bytes() if settings.tls_client_ca else None
+    except OSError as exc:
+        raise StartupError(f"cannot read a TLS file: {exc}") from None
+    # With a client CA, a client certificate it signed is required (mTLS).
+    return grpc.ssl_server_credentials([pair], root_certificates=ca,
+                                       require_client_auth=ca is not None)
 
 
 def parse_args(argv: list[str] | None = None) -> Settings:
@@ -222,6 +310,10 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     p.add_argument("--keep-logs-days", type=float,
                    default=float(env("STEPWATCH_KEEP_LOGS_DAYS", "30")),
                    help="log chunks older than this are deleted (default: %(default)s)")
+    p.add_argument("--keep-jobs-days", type=float,
+                   default=float(env("STEPWATCH_KEEP_JOBS_DAYS", "0")) or None,
+                   help="delete finished jobs (and all they made) older than this; "
+                        "default: keep them forever")
     p.add_argument("--retention-interval", type=float,
                    default=float(env("STEPWATCH_RETENTION_INTERVAL", "3600")),
                    help=argparse.SUPPRESS)
@@ -233,6 +325,16 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     p.add_argument("--dask-batch-size", type=int,
                    default=int(env("STEPWATCH_DASK_BATCH_SIZE", "50")),
                    help="children per Dask task (default: %(default)s)")
+    p.add_argument("--auth-token-file", default=env("STEPWATCH_AUTH_TOKEN_FILE"),
+                   help="'ROLE TOKEN-SHA256 NAME' lines (stepwatch token create); read again "
+                        "on SIGHUP. Without it everyone is admin (loopback only)")
+    p.add_argument("--insecure-no-auth", action="store_true",
+                   default=env("STEPWATCH_INSECURE_NO_AUTH", "") == "1",
+                   help="listen beyond loopback without authentication (warned at start)")
+    p.add_argument("--tls-cert", default=env("STEPWATCH_TLS_CERT"), help="server certificate (PEM)")
+    p.add_argument("--tls-key", default=env("STEPWATCH_TLS_KEY"), help="its private key (PEM)")
+    p.add_argument("--tls-client-ca", default=env("STEPWATCH_TLS_CLIENT_CA"),
+                   help="require client certificates signed by this CA (mTLS)")
     p.add_argument("--log-level", default=env("STEPWATCH_LOG_LEVEL", "INFO"))
     a = p.parse_args(argv)
     logging.basicConfig(level=a.log_level.upper(),
@@ -240,6 +342,8 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     if a.heartbeat_interval <= 0:
         p.error("--heartbeat-interval must be positive")
+    if a.keep_jobs_days is not None and a.keep_jobs_days <= 0:
+        p.error("--keep-jobs-days must be positive")
     if a.keep_logs_days <= 0 or a.retention_interval <= 0:
         p.error("--keep-logs-days and --retention-interval must be positive")
     if a.executor == "dask" and not a.dask_scheduler:
@@ -255,7 +359,14 @@ def parse_args(argv: list[str] | None = None) -> Settings:
                                   children=a.max_children_per_step),
                     log_cap_bytes=a.log_cap_bytes, keep_logs_days=a.keep_logs_days,
                     retention_interval_s=a.retention_interval, executor=a.executor,
-                    dask_scheduler=a.dask_scheduler, dask_batch_size=a.dask_batch_size)
+                    dask_scheduler=a.dask_scheduler, dask_batch_size=a.dask_batch_size,
+                    auth_token_file=_path(a.auth_token_file), insecure_no_auth=a.insecure_no_auth,
+                    tls_cert=_path(a.tls_cert), tls_key=_path(a.tls_key),
+                    tls_client_ca=_path(a.tls_client_ca), keep_jobs_days=a.keep_jobs_days)
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
 
 
 def main(argv: list[str] | None = None) -> None:

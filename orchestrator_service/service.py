@@ -22,7 +22,8 @@ from stepwatch.v1 import orchestrator_pb2 as pb
 from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
 
 from . import convert
-from .broker import Broker, BrokerClosed
+from .auth import Authenticator, AuthError, Role
+from .broker import Broker, BrokerClosed, Deleted
 from .catalog import Catalog, DefinitionNotFound, Entry
 from .definitions import DefinitionError, clip, parse_definition
 from .engine import Engine, JobAlreadyFinished, JobNotFinished
@@ -30,7 +31,7 @@ from .errors import RpcError, invalid
 from .model import Event, JobState, StepState
 from .snapshots import JobSnapshots
 from .statuses import ChildStatus, JobStatus
-from .store import AmbiguousId, JobNotFound, StepNotFound, StoreUnavailable
+from .store import AmbiguousId, JobNotFound, JobStillRunning, StepNotFound, StoreUnavailable
 from .watch import (
     AfterSeqOutOfRange,
     Heartbeat,
@@ -75,10 +76,14 @@ def _errors() -> Iterator[None]:
         raise RpcError(grpc.StatusCode.OUT_OF_RANGE, str(exc)) from None
     except JobNotFinished as exc:
         raise RpcError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from None
+    except JobStillRunning as exc:
+        raise RpcError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from None
     except JobAlreadyFinished as exc:
         raise RpcError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from None
     except AfterSeqOutOfRange as exc:
         raise RpcError(grpc.StatusCode.OUT_OF_RANGE, str(exc)) from None
+    except AuthError as exc:
+        raise RpcError(exc.code, exc.message) from None
     except BrokerClosed:
         raise RpcError(grpc.StatusCode.UNAVAILABLE,
                        "server is shutting down; resume with after_seq = the last seq received") from None
@@ -212,8 +217,10 @@ def _bounded_header(job: JobState) -> pb.Job:
 
 
 class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
-    def __init__(self, engine: Engine, catalog: Catalog, broker: Broker, heartbeat_s: float) -> None:
+    def __init__(self, engine: Engine, catalog: Catalog, broker: Broker, heartbeat_s: float,
+                 auth: Authenticator | None = None) -> None:
         self.engine = engine
+        self.auth = auth or Authenticator(None)
         self.catalog = catalog
         self.broker = broker
         self.heartbeat_s = heartbeat_s
@@ -260,6 +267,9 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
             entry = self.catalog.get(request.definition_name)
             definition, text = entry.definition, entry.source
         elif source == "definition_toml":
+            # Any command at all: an admin's right (an operator runs the reviewed catalog).
+            self.auth.require(context.invocation_metadata(), Role.ADMIN,
+                              "an inline definition (definition_toml)")
             text = request.definition_toml
             # A thread: a big definition takes a while to check, and the loop serves everyone.
             definition = await asyncio.to_thread(parse_definition, text, self.engine.step_types,
@@ -322,6 +332,8 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
                     jobs=[_bounded_header(j) for j in item.jobs]))
             elif isinstance(item, Heartbeat):
                 yield pb.WatchJobsResponse(heartbeat=_heartbeat(item))
+            elif isinstance(item, Deleted):
+                yield pb.WatchJobsResponse(job_deleted=item.job_id)
             else:
                 yield pb.WatchJobsResponse(job_changed=_bounded_header(item))
 
@@ -353,6 +365,12 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
                 yield pb.WatchLogsResponse(heartbeat=_heartbeat(item))
             else:
                 yield pb.WatchLogsResponse(chunk=convert.log_chunk(item))
+
+    @_rpc
+    async def DeleteJob(self, request, context):  # noqa: N802
+        job_id = await self._job_id(request.job_id)
+        await self.engine.store.delete_job(job_id)
+        return pb.DeleteJobResponse(job_id=job_id)
 
     @_rpc
     async def RerunJob(self, request, context):  # noqa: N802

@@ -52,6 +52,11 @@ class JobSnapshots:
         self._size = size
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
 
+    def forget(self, job_ids: list[str]) -> None:
+        """Deleted jobs: drop what is cached of them."""
+        for job_id in job_ids:
+            self._entries.pop(job_id, None)
+
     async def get(self, job_id: str) -> pb.Job:
         """The job as GetJob answers it, at the head read now. Do not modify the result."""
         entry = self._entries.get(job_id)

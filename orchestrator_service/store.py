@@ -156,6 +156,14 @@ _CHILD_COUNTS = (select(C.c.status, func.count())
                  .group_by(C.c.status))
 
 
+class JobStillRunning(Exception):
+    """DeleteJob on a job that is not terminal yet."""
+
+    def __init__(self, job_id: str, status: JobStatus) -> None:
+        super().__init__(f"job {job_id} is {status.name}: only a finished job can be deleted "
+                         "(cancel it first)")
+
+
 class JobNotFound(LookupError):
     pass
 
@@ -601,6 +609,27 @@ class Store:
             if n < batch:
                 return total
 
+    async def delete_job(self, job_id: str) -> None:
+        """Delete a terminal job and everything it made; JobNotFinished-like refusal is the
+        caller's (it checks the status it read); here a non-terminal job raises JobStillRunning."""
+        await self._write("delete_job", self._delete_job, job_id, wait=False)
+        self._deleted([job_id])
+
+    async def delete_finished_before(self, before_us: int, batch: int = 100) -> list[str]:
+        """Delete up to ``batch`` terminal jobs that finished before ``before_us``; their ids."""
+        ids = await self._write("retain_jobs", self._delete_finished_before, before_us, batch,
+                                wait=False)
+        self._deleted(ids)
+        return ids
+
+    def set_delete_listener(self, listener: Callable[[list[str]], None]) -> None:
+        self._delete_listener = listener
+
+    def _deleted(self, job_ids: list[str]) -> None:
+        listener = getattr(self, "_delete_listener", None)
+        if listener is not None and job_ids:
+            listener(job_ids)
+
     async def unfinished_jobs(self) -> list[str]:
         return await self._read(self._unfinished_jobs)
 
@@ -942,6 +971,21 @@ class Store:
                                            LH.c.first_kept < first).values(first_kept=first))
             return len(rows)
 
+    def _delete_job(self, job_id: str) -> None:
+        with self.engine.begin() as c:
+            job = self._lock_job(c, job_id)
+            if not JobStatus(job.status).terminal:
+                raise JobStillRunning(job_id, JobStatus(job.status))
+            _delete_jobs(c, [job_id])
+
+    def _delete_finished_before(self, before_us: int, batch: int) -> list[str]:
+        with self.engine.begin() as c:
+            ids = list(c.execute(select(J.c.job_id).where(
+                J.c.status.in_([int(s) for s in JobStatus if s.terminal]),
+                J.c.finished_at < before_us).order_by(J.c.id).limit(batch)).scalars())
+            _delete_jobs(c, ids)
+            return ids
+
     def _unfinished_jobs(self) -> list[str]:
         with self.engine.begin() as c:
             return list(c.execute(select(J.c.job_id).where(
@@ -950,6 +994,18 @@ class Store:
 
 
 # -- the write path's pieces ---------------------------------------------------------
+
+
+def _delete_jobs(c: Connection, job_ids: list[str]) -> None:
+    """Every row of these jobs, children first (one transaction: all or nothing)."""
+    if not job_ids:
+        return
+    steps = list(c.execute(select(S.c.step_id).where(S.c.job_id.in_(job_ids))).scalars())
+    for chunk in (steps[i:i + 500] for i in range(0, len(steps), 500)):
+        for table in (L, LH, C):
+            c.execute(table.delete().where(table.c.step_id.in_(chunk)))
+    for table in (S, D, E, J):
+        c.execute(table.delete().where(table.c.job_id.in_(job_ids)))
 
 
 class _Log:

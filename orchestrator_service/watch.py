@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from .broker import Broker, BrokerClosed, Overflowed
+from .broker import Broker, BrokerClosed, Deleted, Overflowed
 from .model import Event, JobState
 from .store import LogChunk, Store
 
@@ -81,6 +81,8 @@ async def follow_job(store: Store, broker: Broker, job_id: str, after_seq: int,
                 continue
             if got is None:
                 yield Heartbeat(last, time.time_ns() // 1000)
+            elif isinstance(got, Deleted):
+                continue  # only the jobs feed carries these
             elif got.seq > last + 1:
                 need_log = True
             elif got.seq == last + 1:
@@ -90,8 +92,8 @@ async def follow_job(store: Store, broker: Broker, job_id: str, after_seq: int,
                     return
 
 
-async def follow_jobs(store: Store, broker: Broker, limit: int,
-                      heartbeat_s: float) -> AsyncIterator[JobsSnapshot | JobState | Heartbeat]:
+async def follow_jobs(store: Store, broker: Broker, limit: int, heartbeat_s: float,
+                      ) -> AsyncIterator[JobsSnapshot | JobState | Heartbeat | Deleted]:
     """Every job's header: the newest ``limit`` first, then each change."""
     with broker.subscribe(None) as sub:
         jobs, _ = await store.list_jobs(limit)
@@ -105,6 +107,8 @@ async def follow_jobs(store: Store, broker: Broker, limit: int,
                 continue
             if ev is None:
                 yield Heartbeat(0, time.time_ns() // 1000)
+            elif isinstance(ev, Deleted):
+                yield ev
             elif ev.job is not None:
                 yield ev.job
 

@@ -23,9 +23,10 @@ from rich.table import Table
 from rich.text import Text
 
 from stepwatch import status
-from stepwatch.client import Backoff, Client, default_target
+from stepwatch.client import Backoff, Client, Credentials, default_target
 from stepwatch.errors import StepwatchError
 from stepwatch.jobview import apply_event, is_terminal
+from stepwatch.tokens import new_token
 from stepwatch.v1 import orchestrator_pb2 as pb
 
 T = TypeVar("T")
@@ -47,6 +48,7 @@ EXIT_CODES = {pb.JOB_STATUS_COMPLETED: 0, pb.JOB_STATUS_FAILED: 1,
 
 class State:
     target: str = ""
+    credentials: Credentials = Credentials()
 
 
 state = State()
@@ -54,8 +56,39 @@ state = State()
 
 @app.callback()
 def main(target: Annotated[str, typer.Option(envvar="STEPWATCH_TARGET",
-                                             help="orchestrator host:port")] = default_target()) -> None:
+                                             help="orchestrator host:port")] = default_target(),
+         token: Annotated[str | None, typer.Option(envvar="STEPWATCH_TOKEN",
+                                                   help="bearer token (see `token create`)")] = None,
+         token_file: Annotated[str | None, typer.Option(envvar="STEPWATCH_TOKEN_FILE",
+                                                        help="a file holding the token")] = None,
+         tls_ca: Annotated[str | None, typer.Option(envvar="STEPWATCH_TLS_CA",
+                                                    help="CA to trust (PEM): talk TLS")] = None,
+         tls_cert: Annotated[str | None, typer.Option(envvar="STEPWATCH_TLS_CERT",
+                                                      help="client certificate (PEM), mTLS")] = None,
+         tls_key: Annotated[str | None, typer.Option(envvar="STEPWATCH_TLS_KEY",
+                                                     help="its private key (PEM)")] = None) -> None:
     state.target = target
+    try:
+        state.credentials = Credentials.from_env(token, token_file, tls_ca, tls_cert, tls_key)
+    except OSError as exc:
+        _fail(f"cannot read the token file: {exc}")
+
+
+token_app = typer.Typer(help="Tokens for an orchestrator started with --auth-token-file.")
+app.add_typer(token_app, name="token")
+
+
+@token_app.command("create")
+def token_create(role: Annotated[str, typer.Option(help="viewer, operator or admin")],
+                 name: Annotated[str, typer.Option(help="who or what uses it, e.g. ci")]) -> None:
+    """Print a new token, and the line to add to the orchestrator's token file."""
+    try:
+        token, line = new_token(role, name)
+    except ValueError as exc:
+        _fail(str(exc))
+    console.print(f"token (give it to {name}; it is shown once): {token}", soft_wrap=True)
+    console.print("add this line to the --auth-token-file, then `kill -HUP` the orchestrator:")
+    console.print(line, soft_wrap=True, markup=False)
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
@@ -88,7 +121,7 @@ def _call(method: Callable[[Client], Awaitable[T]]) -> T:
     """One request to the server, with errors printed as _run prints them."""
 
     async def go() -> T:
-        async with Client(state.target) as client:
+        async with Client(state.target, credentials=state.credentials) as client:
             return await method(client)
 
     return _run(go())
@@ -249,7 +282,7 @@ def watch(job_id: str) -> None:
 
     async def go() -> pb.Job:
         job = pb.Job()
-        async with Client(state.target) as c:
+        async with Client(state.target, credentials=state.credentials) as c:
             with Live(console=console, auto_refresh=False) as live:
                 async for msg in c.watch(job_id, on_retry=lambda e, d: live.console.print(
                         f"[yellow]cannot reach the orchestrator at {state.target}[/] "
@@ -286,7 +319,7 @@ def children(job_id: str, step: str,
     async def go() -> tuple[list[pb.Child], int]:
         out: list[pb.Child] = []
         token = ""
-        async with Client(state.target) as c:
+        async with Client(state.target, credentials=state.credentials) as c:
             while len(out) < limit:
                 page = await c.list_children(job_id, step, attempt=attempt, status=number,
                                              failed_first=True, page_size=min(limit, 1000),
@@ -317,7 +350,7 @@ def logs(job_id: str, step: Annotated[str | None, typer.Argument(help="a step na
     its end, across disconnects and server restarts, printing each line once."""
 
     async def go() -> None:
-        async with Client(state.target) as c:
+        async with Client(state.target, credentials=state.credentials) as c:
             steps = [step] if step else [s.name for s in (await c.get_job(job_id)).steps]
             backoff = Backoff() if follow else Backoff(max_tries=0)
             for name in steps:
@@ -353,7 +386,7 @@ def documents(job_id: str,
     async def go() -> list[pb.Document]:
         out: list[pb.Document] = []
         token = ""
-        async with Client(state.target) as c:
+        async with Client(state.target, credentials=state.credentials) as c:
             while True:
                 page = await c.list_documents(job_id, tag, page_size=1000, page_token=token)
                 out += page.documents

@@ -39,6 +39,69 @@ def default_target() -> str:
 
 
 @dataclass(frozen=True)
+class Credentials:
+    """How to prove who we are: a bearer token, and TLS (a CA to trust, a client certificate
+    for mTLS). ``from_env`` reads STEPWATCH_TOKEN (or STEPWATCH_TOKEN_FILE), STEPWATCH_TLS_CA,
+    STEPWATCH_TLS_CERT and STEPWATCH_TLS_KEY."""
+
+    token: str | None = None
+    tls_ca: str | None = None  # paths to PEM files
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+    @classmethod
+    def from_env(cls, token: str | None = None, token_file: str | None = None,
+                 tls_ca: str | None = None, tls_cert: str | None = None,
+                 tls_key: str | None = None) -> Credentials:
+        env = os.environ.get
+        token = token or env("STEPWATCH_TOKEN")
+        token_file = token_file or env("STEPWATCH_TOKEN_FILE")
+        if not token and token_file:
+            with open(token_file) as f:
+                token = f.read().strip()
+        return cls(token or None, tls_ca or env("STEPWATCH_TLS_CA"),
+                   tls_cert or env("STEPWATCH_TLS_CERT"), tls_key or env("STEPWATCH_TLS_KEY"))
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_ca or self.tls_cert)
+
+    def channel(self, target: str) -> grpc.aio.Channel:
+        interceptors = [_Bearer(self.token)] if self.token else []
+        if not self.tls:
+            return grpc.aio.insecure_channel(target, interceptors=interceptors)
+
+        def read(path: str | None) -> bytes | None:
+            if path is None:
+                return None
+            with open(path, "rb") as f:
+                return f.read()
+
+        creds = grpc.ssl_channel_credentials(root_certificates=read(self.tls_ca),
+                                             private_key=read(self.tls_key),
+                                             certificate_chain=read(self.tls_cert))
+        return grpc.aio.secure_channel(target, creds, interceptors=interceptors)
+
+
+class _Bearer(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
+    """Adds 'authorization: Bearer <token>' to every call (over TLS or not: loopback tests
+    and sidecars terminate TLS elsewhere)."""
+
+    def __init__(self, token: str) -> None:
+        self.header = ("authorization", f"Bearer {token}")
+
+    def _with_token(self, details: Any) -> Any:
+        metadata = [*(details.metadata or ()), self.header]
+        return details._replace(metadata=metadata)
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._with_token(details), request)
+
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._with_token(details), request)
+
+
+@dataclass(frozen=True)
 class Backoff:
     """Exponential backoff with jitter; ``max_tries`` None means retry forever."""
 
@@ -53,9 +116,11 @@ class Backoff:
 
 
 class Client:
-    def __init__(self, target: str | None = None, *, channel: grpc.aio.Channel | None = None) -> None:
+    def __init__(self, target: str | None = None, *, channel: grpc.aio.Channel | None = None,
+                 credentials: Credentials | None = None) -> None:
         self.target = target or default_target()
-        self._channel = channel or grpc.aio.insecure_channel(self.target)
+        creds = credentials if credentials is not None else Credentials.from_env()
+        self._channel = channel or creds.channel(self.target)
         self._stub = pb_grpc.OrchestratorServiceStub(self._channel)
 
     async def __aenter__(self) -> Client:

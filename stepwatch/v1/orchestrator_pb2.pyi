@@ -366,14 +366,16 @@ class JobsSnapshot(_message.Message):
     def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ...) -> None: ...
 
 class WatchJobsResponse(_message.Message):
-    __slots__ = ("snapshot", "job_changed", "heartbeat")
+    __slots__ = ("snapshot", "job_changed", "heartbeat", "job_deleted")
     SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     JOB_CHANGED_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    JOB_DELETED_FIELD_NUMBER: _ClassVar[int]
     snapshot: JobsSnapshot
     job_changed: Job
     heartbeat: Heartbeat
-    def __init__(self, snapshot: _Optional[_Union[JobsSnapshot, _Mapping]] = ..., job_changed: _Optional[_Union[Job, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ...) -> None: ...
+    job_deleted: str
+    def __init__(self, snapshot: _Optional[_Union[JobsSnapshot, _Mapping]] = ..., job_changed: _Optional[_Union[Job, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., job_deleted: _Optional[str] = ...) -> None: ...
 
 class Child(_message.Message):
     __slots__ = ("index", "key", "status", "error", "attempt", "started_at", "finished_at", "output_bytes", "result")
@@ -506,3 +508,15 @@ class RerunJobResponse(_message.Message):
     JOB_FIELD_NUMBER: _ClassVar[int]
     job: Job
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class DeleteJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class DeleteJobResponse(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...

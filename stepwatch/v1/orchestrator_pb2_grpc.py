@@ -94,6 +94,11 @@ class OrchestratorServiceStub:
                 request_serializer=stepwatch_dot_v1_dot_orchestrator__pb2.RerunJobRequest.SerializeToString,
                 response_deserializer=stepwatch_dot_v1_dot_orchestrator__pb2.RerunJobResponse.FromString,
                 _registered_method=True)
+        self.DeleteJob = channel.unary_unary(
+                '/stepwatch.v1.OrchestratorService/DeleteJob',
+                request_serializer=stepwatch_dot_v1_dot_orchestrator__pb2.DeleteJobRequest.SerializeToString,
+                response_deserializer=stepwatch_dot_v1_dot_orchestrator__pb2.DeleteJobResponse.FromString,
+                _registered_method=True)
 
 
 class OrchestratorServiceServicer:
@@ -241,6 +246,18 @@ class OrchestratorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteJob(self, request, context):
+        """Deletes a finished job now, with everything it made: steps, children,
+        documents, events and logs. Afterwards every read of it answers NOT_FOUND,
+        and WatchJobs sends `job_deleted`. Needs the admin role when the server
+        checks tokens. Errors: INVALID_ARGUMENT (empty or over-long job_id);
+        NOT_FOUND (unknown job_id); FAILED_PRECONDITION (the job is not terminal);
+        UNAVAILABLE (storage unavailable).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrchestratorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -298,6 +315,11 @@ def add_OrchestratorServiceServicer_to_server(servicer, server):
                     servicer.RerunJob,
                     request_deserializer=stepwatch_dot_v1_dot_orchestrator__pb2.RerunJobRequest.FromString,
                     response_serializer=stepwatch_dot_v1_dot_orchestrator__pb2.RerunJobResponse.SerializeToString,
+            ),
+            'DeleteJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteJob,
+                    request_deserializer=stepwatch_dot_v1_dot_orchestrator__pb2.DeleteJobRequest.FromString,
+                    response_serializer=stepwatch_dot_v1_dot_orchestrator__pb2.DeleteJobResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -602,6 +624,33 @@ class OrchestratorService:
             '/stepwatch.v1.OrchestratorService/RerunJob',
             stepwatch_dot_v1_dot_orchestrator__pb2.RerunJobRequest.SerializeToString,
             stepwatch_dot_v1_dot_orchestrator__pb2.RerunJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stepwatch.v1.OrchestratorService/DeleteJob',
+            stepwatch_dot_v1_dot_orchestrator__pb2.DeleteJobRequest.SerializeToString,
+            stepwatch_dot_v1_dot_orchestrator__pb2.DeleteJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,7 +45,7 @@ def test_list_and_describe_by_reflection(server: Server) -> None:
     methods = grpcurl(server, "list", SERVICE).split()
     assert {f"{SERVICE}.{m}" for m in ("ListJobDefinitions", "SubmitJob", "GetJob", "ListJobs",
                                        "CancelJob", "WatchJob", "WatchJobs", "ListChildren",
-                                       "WatchLogs", "ListDocuments", "RerunJob")} == set(methods)
+                                       "WatchLogs", "ListDocuments", "RerunJob", "DeleteJob")} == set(methods)
     described = grpcurl(server, "describe", "stepwatch.v1.StepStatus")
     for value in ("STEP_STATUS_FAILED = 4", "STEP_STATUS_COMPLETED = 3", "STEP_STATUS_SKIPPED = 5"):
         assert value in described
