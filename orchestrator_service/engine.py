@@ -19,13 +19,20 @@ from pathlib import Path
 from typing import Any
 
 from . import processes, rules
-from .definitions import JobDefinition, Limits, parse_definition
+from .definitions import DefinitionError, JobDefinition, Limits, Violation, parse_definition
 from .executors import Executor, ExecutorUnavailable, InProcessExecutor, TooManyChildFailures
 from .model import ChildCounts, Failure, JobState, StepState
 from .progress import DEFAULT_LOG_CAP, InitOutput, ProgressRecorder
 from .rules import Decision, StepTransition
 from .statuses import FailureReason, JobStatus, Policy, StepStatus
-from .step_types.base import Document, StepContext, StepFailed, StepType
+from .step_types.base import (
+    DEFAULT_ENV_ALLOW,
+    Document,
+    OptionError,
+    StepContext,
+    StepFailed,
+    StepType,
+)
 from .store import (
     ProgressBatch,
     Rerun,
@@ -79,6 +86,9 @@ class EngineConfig:
     log_cap: int = DEFAULT_LOG_CAP
     #: Where children run (executors.py); the rules and the store are the same for all.
     executor: Executor = field(default_factory=InProcessExecutor)
+    #: What a command sees of the server's environment, and whom it runs as (confinement).
+    env_allow: tuple[str, ...] = DEFAULT_ENV_ALLOW
+    run_as: str | None = None
 
 
 class Engine:
@@ -87,14 +97,15 @@ class Engine:
     def __init__(self, store: Store, step_types: Mapping[str, StepType], workspace: Path,
                  progress_interval: float = 0.1, max_running_steps: int = 64,
                  limits: Limits = Limits(), log_cap: int = DEFAULT_LOG_CAP,
-                 executor: Executor | None = None) -> None:
+                 executor: Executor | None = None, env_allow: tuple[str, ...] = DEFAULT_ENV_ALLOW,
+                 run_as: str | None = None) -> None:
         self.store = store
         self.step_types = step_types
         self.workspace = workspace
         self.config = EngineConfig(store, step_types, workspace, progress_interval,
                                    asyncio.Semaphore(max_running_steps),
                                    processes.owner_key(store.identity), limits, log_cap,
-                                   executor or InProcessExecutor())
+                                   executor or InProcessExecutor(), env_allow, run_as)
         self.limits = limits
         self._runs: dict[str, asyncio.Task[None]] = {}
 
@@ -126,10 +137,24 @@ class Engine:
     async def submit(self, definition: JobDefinition, source_toml: str,
                      request_id: str | None = None) -> JobState:
         """A new job, started; with a ``request_id`` seen within a day, that job instead."""
+        await asyncio.to_thread(self.check_paths, definition)
         job, created = await self.store.create_job(definition, source_toml, request_id)
         if created:
             self._launch(job.job_id)
         return job
+
+    def check_paths(self, definition: JobDefinition) -> None:
+        """Path options that lead out of the workspace are refused before anything runs."""
+        violations = []
+        for step in definition.steps:
+            step_type = self.step_types.get(step.type)
+            try:
+                if step_type is not None:
+                    step_type.check_paths(step.options, self.workspace)
+            except OptionError as exc:
+                violations.append(Violation(f"steps.{step.name}.{exc.key}", exc.message))
+        if violations:
+            raise DefinitionError(violations)
 
     async def rerun(self, job_id: str, failed_only: bool,
                     request_id: str | None = None) -> JobState:
@@ -139,6 +164,7 @@ class Engine:
             raise JobNotFinished(original)
         text = await self.store.definition_text(job_id)
         definition = await asyncio.to_thread(parse_definition, text, self.step_types, self.limits)
+        await asyncio.to_thread(self.check_paths, definition)
         carried = rules.rerun_carries(original, failed_only)
         job, created = await self.store.create_rerun(
             definition, text, Rerun(job_id, {s.name: s for s in original.steps if s.name in carried}),
@@ -343,7 +369,7 @@ class JobRun:
                           env={"STEPWATCH_OWNER": cfg.owner, "STEPWATCH_JOB": step.job_id,
                                "STEPWATCH_STEP": step.step_id,
                                "STEPWATCH_ATTEMPT": str(step.attempt)},
-                          sink=init_output)
+                          sink=init_output, env_allow=cfg.env_allow, run_as=cfg.run_as)
         recorder: ProgressRecorder | None = None
         outcome: Failure | None
         try:

@@ -126,6 +126,8 @@ class BatchSpec:
     concurrency: int
     log_cap: int
     max_failures: int
+    env_allow: tuple[str, ...]
+    run_as: str | None
 
 
 class _NoDocuments:
@@ -191,7 +193,8 @@ async def _batch(spec: BatchSpec, address: str, client: Any) -> None:
     messages.put(["hello", spec.number, address])
     step_type = _step_types()[spec.step_type]
     ctx = StepContext(spec.job_id, spec.step_name, spec.options, Path(spec.workspace),
-                      _NoDocuments(), env=spec.env, sink=_WorkerSink(messages, spec.log_cap))
+                      _NoDocuments(), env=spec.env, sink=_WorkerSink(messages, spec.log_cap),
+                      env_allow=spec.env_allow, run_as=spec.run_as)
     gate = asyncio.Semaphore(spec.concurrency)
     out_name = f"{spec.name}-out"
     failed = [0]
@@ -326,7 +329,7 @@ class DaskExecutor:
         items = list(enumerate(children))
         specs = [BatchSpec(name, n, step_type.name, ctx.options, str(ctx.workspace), ctx.job_id,
                            ctx.step_name, dict(ctx.env), items[s:s + per], each, self.log_cap,
-                           max_failures)
+                           max_failures, ctx.env_allow, ctx.run_as)
                  for n, s in enumerate(range(0, len(children), per))]
         waiting = list(reversed(specs))
         running: dict[Any, BatchSpec] = {}

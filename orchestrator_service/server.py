@@ -32,6 +32,7 @@ from .ownership import AlreadyOwned, Ownership, acquire
 from .progress import DEFAULT_LOG_CAP
 from .service import OrchestratorServicer, add_to_server
 from .step_types import load_step_types
+from .step_types.base import DEFAULT_ENV_ALLOW
 from .store import Store, StoreUnavailable
 
 log = logging.getLogger("orchestrator_service")
@@ -62,6 +63,8 @@ class Settings:
     keep_logs_days: float = 30.0
     retention_interval_s: float = 3600.0
     keep_jobs_days: float | None = None  # None: keep every job forever
+    shell_env: tuple[str, ...] = DEFAULT_ENV_ALLOW
+    shell_user: str | None = None
     executor: str = "inprocess"
     dask_scheduler: str | None = None
     dask_batch_size: int = 50
@@ -90,7 +93,8 @@ class Orchestrator:
             raise StartupError(str(exc)) from None
         self.engine = Engine(self.store, step_types, settings.workspace.resolve(),
                              max_running_steps=settings.max_running_steps, limits=settings.limits,
-                             log_cap=settings.log_cap_bytes, executor=executor)
+                             log_cap=settings.log_cap_bytes, executor=executor,
+                             env_allow=settings.shell_env, run_as=settings.shell_user)
         self.catalog = Catalog(settings.jobs_dir, step_types)
         self.health = health_aio.HealthServicer()
         self.tokens = _token_file(settings)
@@ -335,6 +339,11 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     p.add_argument("--tls-key", default=env("STEPWATCH_TLS_KEY"), help="its private key (PEM)")
     p.add_argument("--tls-client-ca", default=env("STEPWATCH_TLS_CLIENT_CA"),
                    help="require client certificates signed by this CA (mTLS)")
+    p.add_argument("--shell-env", default=env("STEPWATCH_SHELL_ENV", ",".join(DEFAULT_ENV_ALLOW)),
+                   help="comma-separated names passed from this environment to `shell` "
+                        "commands; nothing else is (default: %(default)s)")
+    p.add_argument("--shell-user", default=env("STEPWATCH_SHELL_USER"),
+                   help="run `shell` commands as this user (the server must be able to switch)")
     p.add_argument("--log-level", default=env("STEPWATCH_LOG_LEVEL", "INFO"))
     a = p.parse_args(argv)
     logging.basicConfig(level=a.log_level.upper(),
@@ -362,7 +371,9 @@ def parse_args(argv: list[str] | None = None) -> Settings:
                     dask_scheduler=a.dask_scheduler, dask_batch_size=a.dask_batch_size,
                     auth_token_file=_path(a.auth_token_file), insecure_no_auth=a.insecure_no_auth,
                     tls_cert=_path(a.tls_cert), tls_key=_path(a.tls_key),
-                    tls_client_ca=_path(a.tls_client_ca), keep_jobs_days=a.keep_jobs_days)
+                    tls_client_ca=_path(a.tls_client_ca), keep_jobs_days=a.keep_jobs_days,
+                    shell_env=tuple(n.strip() for n in a.shell_env.split(",") if n.strip()),
+                    shell_user=a.shell_user or None)
 
 
 def _path(value: str | None) -> Path | None:

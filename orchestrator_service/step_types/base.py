@@ -78,6 +78,11 @@ class OutputSink(Protocol):
 CURRENT_CHILD: ContextVar[int | None] = ContextVar("stepwatch_current_child", default=None)
 
 
+#: The variables a shell child sees from the server's environment (plus the markers).
+DEFAULT_ENV_ALLOW = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER",
+                     "LOGNAME", "SHELL", "TERM")
+
+
 @dataclass(frozen=True)
 class StepContext:
     job_id: str
@@ -89,6 +94,10 @@ class StepContext:
     #: (STEPWATCH_OWNER, STEPWATCH_JOB, STEPWATCH_STEP, STEPWATCH_ATTEMPT).
     env: Mapping[str, str] = field(default_factory=dict)
     sink: OutputSink | None = None
+    #: Names passed through from the server's environment to commands; nothing else is.
+    env_allow: tuple[str, ...] = DEFAULT_ENV_ALLOW
+    #: Run commands as this user (name or uid), when the server may switch users.
+    run_as: str | None = None
 
     def log(self, text: str, stream: LogStream = LogStream.SYSTEM) -> None:
         """A line (or lines) of the step's log: the current child's in run_child, the step's in init."""
@@ -117,6 +126,10 @@ class StepType:
         for key in options:
             raise OptionError(key, f"unknown key for step type {self.name!r}")
         return {}
+
+    def check_paths(self, options: Mapping[str, Any], workspace: Path) -> None:
+        """At submit, with the workspace at hand: raise OptionError for a path option that
+        leads out of it (symlinks resolved). Default: nothing to check."""
 
     async def init(self, ctx: StepContext) -> Sequence[Child]:
         raise NotImplementedError

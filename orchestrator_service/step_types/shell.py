@@ -13,6 +13,7 @@ import asyncio
 import codecs
 import contextlib
 import os
+import pwd
 import shutil
 import signal
 from collections import deque
@@ -66,9 +67,32 @@ class Tail:
         return b"".join(self._chunks)[-self.limit:].decode("utf-8", "replace").strip()[-chars:]
 
 
-def command_argv(command: str) -> list[str]:
+def command_argv(command: str, run_as: str | None = None) -> list[str]:
     shell = ["/bin/sh", "-c", command]
+    if run_as is not None:
+        if not SETPRIV:
+            raise StepFailed("--shell-user needs setpriv (util-linux) on this machine")
+        user = _user(run_as)
+        return [SETPRIV, "--pdeathsig", "KILL", f"--reuid={user.pw_uid}",
+                f"--regid={user.pw_gid}", "--init-groups", "--", *shell]
     return [SETPRIV, "--pdeathsig", "KILL", "--", *shell] if SETPRIV else shell
+
+
+def _user(name: str) -> pwd.struct_passwd:
+    try:
+        return pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
+    except KeyError:
+        raise StepFailed(f"--shell-user {name!r}: no such user on this machine") from None
+
+
+def command_env(ctx: StepContext) -> dict[str, str]:
+    """The minimal environment of a command: the allowed names from the server's, the
+    markers, and for another user that user's HOME, USER and LOGNAME."""
+    env = {k: os.environ[k] for k in ctx.env_allow if k in os.environ}
+    if ctx.run_as is not None:
+        user = _user(ctx.run_as)
+        env.update(HOME=user.pw_dir, USER=user.pw_name, LOGNAME=user.pw_name)
+    return {**env, **ctx.env}
 
 
 class Shell(StepType):
@@ -88,9 +112,9 @@ class Shell(StepType):
         # which a background process (`sleep 30 &`) can hold open long after the shell exits.
         transport, command = await asyncio.get_running_loop().subprocess_exec(
             lambda: _Command(tail, out),
-            *command_argv(child.key),
+            *command_argv(child.key, ctx.run_as),
             cwd=ctx.workspace,
-            env={**os.environ, **ctx.env},
+            env=command_env(ctx),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .base import Child, DocumentPut, StepContext, StepType
+from .scan_files import inside
 
 
 class Summarize(StepType):
@@ -17,7 +18,10 @@ class Summarize(StepType):
         return [Child(key=doc.path) for doc in await ctx.documents()]
 
     async def run_child(self, ctx: StepContext, child: Child) -> Sequence[DocumentPut]:
-        stats = await asyncio.to_thread(summarize_file, ctx.workspace / child.key)
+        path = inside(ctx.workspace / child.key, ctx.workspace)
+        if path is None:  # a symlink out, swapped in after the scan: not read
+            raise PermissionError(f"{child.key}: not inside the workspace")
+        stats = await asyncio.to_thread(summarize_file, path)
         return [DocumentPut(child.key, attrs=stats)]
 
 
