@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import processes, rules
+from . import processes, rules, tracing
 from .definitions import DefinitionError, JobDefinition, Limits, Violation, parse_definition
 from .executors import Executor, ExecutorUnavailable, InProcessExecutor, TooManyChildFailures
 from .model import ChildCounts, Failure, JobState, StepState
@@ -269,10 +269,11 @@ class JobRun:
             for dep in s.depends_on:
                 self.dependents.setdefault(dep, []).append(s.name)
         self.options = await self.store.step_options(self.job_id)
-        try:
-            await self._schedule()
-        finally:
-            await _cancel_all(self.tasks)
+        with tracing.span("stepwatch.job", job_id=self.job_id, definition=job.definition_name):
+            try:
+                await self._schedule()
+            finally:
+                await _cancel_all(self.tasks)
 
     async def _schedule(self) -> None:
         failed = next((s for s in self.steps.values() if s.status == StepStatus.FAILED), None)
@@ -336,8 +337,12 @@ class JobRun:
         if step.status == StepStatus.PENDING:
             step = await self._write(step, lambda s: rules.start_attempt(s, now_us()))
         while True:
-            failure, batch = await self._attempt(step)
-            step = await self._write(step, self._outcome(failure), batch)
+            with tracing.span("stepwatch.step_attempt", job_id=self.job_id, step_id=step.step_id,
+                              step=step.name, type=step.type, attempt=step.attempt) as span:
+                failure, batch = await self._attempt(step)
+                step = await self._write(step, self._outcome(failure), batch)
+                if span is not None:
+                    span.set_attribute("stepwatch.status", step.status.name)
             if step.status.terminal:
                 return step
 

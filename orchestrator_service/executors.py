@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from . import tracing
 from .progress import ProgressRecorder
 from .statuses import LogStream
 from .step_types.base import (
@@ -77,6 +78,8 @@ class InProcessExecutor:
                            recorder: ProgressRecorder, max_failures: int,
                            concurrency: int) -> None:
         items = iter(enumerate(children))
+        batch = tracing.span("stepwatch.child_batch", job_id=ctx.job_id, step=ctx.step_name,
+                             children=len(children), executor=self.name)
 
         async def worker() -> None:
             for i, child in items:
@@ -95,9 +98,10 @@ class InProcessExecutor:
                     recorder.completed(i, puts or ())
 
         try:
-            async with asyncio.TaskGroup() as tg:
-                for _ in range(min(concurrency, len(children))):
-                    tg.create_task(worker())
+            with batch:
+                async with asyncio.TaskGroup() as tg:
+                    for _ in range(min(concurrency, len(children))):
+                        tg.create_task(worker())
         except* StepFailed as group:
             raise group.exceptions[0] from None
         except* TooManyChildFailures:
@@ -333,6 +337,7 @@ class DaskExecutor:
                  for n, s in enumerate(range(0, len(children), per))]
         waiting = list(reversed(specs))
         running: dict[Any, BatchSpec] = {}
+        spans: dict[int, Any] = {}
         try:
             while waiting or running:
                 while waiting and len(running) < at_once:
@@ -340,9 +345,13 @@ class DaskExecutor:
                     future = client.submit(run_batch, spec, key=f"{name}-b{spec.number}",
                                            pure=False, retries=0)
                     running[future] = spec
+                    spans[spec.number] = tracing.start_span(
+                        "stepwatch.child_batch", job_id=ctx.job_id, step=ctx.step_name,
+                        batch=spec.number, children=len(spec.items), executor=self.name)
                 await self._receive(out, run)
                 for future in [f for f in running if f.done()]:
                     spec = running.pop(future)
+                    _end(spans.pop(spec.number, None), run.workers.get(spec.number))
                     if future.status != "finished":
                         await self._receive(out, run, wait=False)  # what it said before dying
                         exc = await _exception(future)
@@ -356,6 +365,8 @@ class DaskExecutor:
                 await asyncio.shield(self._stop(client, stop, running))
             raise
         finally:
+            for number, span in spans.items():
+                _end(span, run.workers.get(number))
             with contextlib.suppress(Exception):
                 out.close()
 
@@ -441,6 +452,13 @@ class _AttemptRun:
             raise StepFailed(self.step_failure)
         if self.recorder.counts.failed > self.max_failures:
             raise TooManyChildFailures
+
+
+def _end(span: Any, worker: str | None) -> None:
+    if span is not None:
+        if worker:
+            span.set_attribute("stepwatch.worker", worker)
+        span.end()
 
 
 async def _exception(future: Any) -> BaseException | None:

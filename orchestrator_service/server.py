@@ -22,12 +22,15 @@ from grpc_reflection.v1alpha import reflection
 
 from stepwatch.v1 import orchestrator_pb2 as pb
 
+from . import tracing
 from .auth import Authenticator, AuthInterceptor, TokenFile
 from .broker import Broker
 from .catalog import Catalog
 from .definitions import Limits
 from .engine import Engine
 from .executors import make_executor
+from .metrics import Metrics
+from .model import Event
 from .ownership import AlreadyOwned, Ownership, acquire
 from .progress import DEFAULT_LOG_CAP
 from .service import OrchestratorServicer, add_to_server
@@ -65,6 +68,7 @@ class Settings:
     keep_jobs_days: float | None = None  # None: keep every job forever
     shell_env: tuple[str, ...] = DEFAULT_ENV_ALLOW
     shell_user: str | None = None
+    metrics_port: int | None = None  # None: no metrics endpoint
     executor: str = "inprocess"
     dask_scheduler: str | None = None
     dask_batch_size: int = 50
@@ -82,7 +86,9 @@ class Orchestrator:
         self.settings = settings
         self.store = Store(settings.db_url)
         self.broker = Broker()
-        self.store.set_listener(self.broker.publish)
+        self.metrics = Metrics()
+        self.store.set_listener(self._committed)
+        self.store.write_timer = self.metrics.write_took
         self.store.set_log_listener(self.broker.publish_logs)
         self.store.set_delete_listener(self._jobs_deleted)
         step_types = load_step_types()
@@ -97,6 +103,7 @@ class Orchestrator:
                              env_allow=settings.shell_env, run_as=settings.shell_user)
         self.catalog = Catalog(settings.jobs_dir, step_types)
         self.health = health_aio.HealthServicer()
+        tracing.setup()  # before the server is made: its RPCs get spans
         self.tokens = _token_file(settings)
         self.auth = Authenticator(self.tokens)
         self.server = grpc.aio.server(options=SERVER_OPTIONS,
@@ -104,6 +111,7 @@ class Orchestrator:
         self.port = 0
         self.ownership: Ownership | None = None
         self.servicer: OrchestratorServicer | None = None
+        self.metrics_port = 0
         self._file_watch: asyncio.Task[None] | None = None
         self._retention: asyncio.Task[None] | None = None
         self._health_update: asyncio.Task[None] | None = None
@@ -117,7 +125,7 @@ class Orchestrator:
         self.store.watch_file()
         self.store.on_availability = self._storage_changed
         self.servicer = OrchestratorServicer(self.engine, self.catalog, self.broker,
-                                             self.settings.heartbeat_s, self.auth)
+                                             self.settings.heartbeat_s, self.auth, self.metrics)
         add_to_server(self.servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
@@ -134,6 +142,14 @@ class Orchestrator:
             raise StartupError(f"cannot listen on {address}: the address is in use or not "
                                "available (is another server running there? choose --port)")
         await self.engine.recover()
+        if self.settings.metrics_port is not None:
+            try:
+                self.metrics_port = self.metrics.serve(self.settings.host,
+                                                       self.settings.metrics_port)
+            except OSError as exc:
+                raise StartupError(f"cannot serve metrics on {self.settings.host}:"
+                                   f"{self.settings.metrics_port}: {exc.strerror}") from None
+            log.info("metrics on http://%s:%d/metrics", self.settings.host, self.metrics_port)
         await self.server.start()
         await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         self._file_watch = asyncio.create_task(self._watch_file(), name="watch-db-file")
@@ -184,7 +200,12 @@ class Orchestrator:
         await self.server.stop(self.settings.shutdown_grace_s)
         await self.engine.stop()
         self.store.close()
+        self.metrics.close()
         self.release()
+
+    def _committed(self, events: list[Event]) -> None:
+        self.broker.publish(events)
+        self.metrics.observe(events)
 
     def _jobs_deleted(self, job_ids: list[str]) -> None:
         self.broker.publish_deleted(job_ids)
@@ -344,6 +365,8 @@ def parse_args(argv: list[str] | None = None) -> Settings:
                         "commands; nothing else is (default: %(default)s)")
     p.add_argument("--shell-user", default=env("STEPWATCH_SHELL_USER"),
                    help="run `shell` commands as this user (the server must be able to switch)")
+    p.add_argument("--metrics-port", type=int, default=_int_or_none(env("STEPWATCH_METRICS_PORT")),
+                   help="serve Prometheus metrics at http://HOST:PORT/metrics (default: off)")
     p.add_argument("--log-level", default=env("STEPWATCH_LOG_LEVEL", "INFO"))
     a = p.parse_args(argv)
     logging.basicConfig(level=a.log_level.upper(),
@@ -373,7 +396,11 @@ def parse_args(argv: list[str] | None = None) -> Settings:
                     tls_cert=_path(a.tls_cert), tls_key=_path(a.tls_key),
                     tls_client_ca=_path(a.tls_client_ca), keep_jobs_days=a.keep_jobs_days,
                     shell_env=tuple(n.strip() for n in a.shell_env.split(",") if n.strip()),
-                    shell_user=a.shell_user or None)
+                    shell_user=a.shell_user or None, metrics_port=a.metrics_port)
+
+
+def _int_or_none(value: str | None) -> int | None:
+    return int(value) if value else None
 
 
 def _path(value: str | None) -> Path | None:

@@ -28,6 +28,7 @@ from .catalog import Catalog, DefinitionNotFound, Entry
 from .definitions import DefinitionError, clip, parse_definition
 from .engine import Engine, JobAlreadyFinished, JobNotFinished
 from .errors import RpcError, invalid
+from .metrics import Metrics
 from .model import Event, JobState, StepState
 from .snapshots import JobSnapshots
 from .statuses import ChildStatus, JobStatus
@@ -125,7 +126,7 @@ def _stream(method: Callable[[Any, Any, Any], AsyncIterator[Any]],
     async def wrapper(self: Any, request: Any, context: Any) -> AsyncIterator[Any]:
         try:
             _check_decoded(request)
-            with _errors():
+            with _errors(), self.metrics.watching(method.__name__):
                 async for item in method(self, request, context):
                     yield item
         except RpcError as err:
@@ -218,9 +219,10 @@ def _bounded_header(job: JobState) -> pb.Job:
 
 class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
     def __init__(self, engine: Engine, catalog: Catalog, broker: Broker, heartbeat_s: float,
-                 auth: Authenticator | None = None) -> None:
+                 auth: Authenticator | None = None, metrics: Metrics | None = None) -> None:
         self.engine = engine
         self.auth = auth or Authenticator(None)
+        self.metrics = metrics or Metrics()
         self.catalog = catalog
         self.broker = broker
         self.heartbeat_s = heartbeat_s

@@ -413,12 +413,18 @@ class Store:
                 # The writer thread is free meanwhile: commands fail fast instead of queueing.
                 await asyncio.sleep(min(MAX_BACKOFF_S, 0.05 * 2 ** tries))
 
+    #: Told how long each write transaction took (metrics); called on the writer thread.
+    write_timer: Callable[[str, float], None] | None = None
+
     def _try_write(self, name: str, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         try:
             self._check_file()
             if self.before_write is not None:
                 self.before_write(name)
+            started = time.perf_counter()
             result = fn(*args)
+            if self.write_timer is not None:
+                self.write_timer(name, time.perf_counter() - started)
         except DBAPIError as exc:
             if not _storage_fault(exc):
                 raise

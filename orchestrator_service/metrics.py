@@ -1,0 +1,113 @@
+"""Prometheus metrics, read from what the orchestrator already decided: committed events
+(terminal statuses, durations, child outcomes), watch streams, store writes.
+
+Served as Prometheus text on --metrics-port (off by default). One registry per server, so
+several servers in one process (tests, benches) do not collide.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    start_http_server,
+)
+
+from .model import ChildCounts, Event
+
+__all__ = ["Metrics"]
+
+DURATIONS = (0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
+WRITES = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        ProcessCollector(registry=r)
+        self.jobs_finished = Counter("stepwatch_jobs_finished", "Jobs that reached a terminal "
+                                     "status", ["status"], registry=r)
+        self.steps_finished = Counter("stepwatch_steps_finished", "Steps that reached a terminal "
+                                      "status", ["status", "type"], registry=r)
+        self.step_seconds = Histogram("stepwatch_step_duration_seconds", "From a step's first "
+                                      "start to its terminal status", ["type"], buckets=DURATIONS,
+                                      registry=r)
+        self.children_finished = Counter("stepwatch_children_finished", "Children by outcome",
+                                         ["status"], registry=r)
+        self.events = Counter("stepwatch_events_appended", "Events committed to job logs",
+                              registry=r)
+        self.jobs_running = Gauge("stepwatch_jobs_running", "Jobs running now", registry=r)
+        self.steps_running = Gauge("stepwatch_steps_running", "Steps running now", registry=r)
+        self.watchers = Gauge("stepwatch_watchers_open", "Open watch streams", ["rpc"], registry=r)
+        self.store_writes = Histogram("stepwatch_store_write_seconds", "Store write transactions",
+                                      ["op"], buckets=WRITES, registry=r)
+        self._running_jobs: set[str] = set()
+        self._running_steps: set[str] = set()
+        self._children: dict[str, tuple[int, ChildCounts]] = {}  # step_id -> (attempt, counts)
+        self._server: WSGIServer | None = None
+
+    def serve(self, host: str, port: int) -> int:
+        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        self._server = server
+        return int(server.server_port)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def observe(self, events: list[Event]) -> None:
+        """Committed events (called with each commit, on the event loop)."""
+        self.events.inc(len(events))
+        for ev in events:
+            if ev.step is not None:
+                self._step(ev)
+            elif ev.job is not None:
+                job = ev.job
+                if job.status.terminal:
+                    self._running_jobs.discard(job.job_id)
+                    self.jobs_finished.labels(job.status.name).inc()
+                elif job.status.name == "RUNNING":
+                    self._running_jobs.add(job.job_id)
+        self.jobs_running.set(len(self._running_jobs))
+        self.steps_running.set(len(self._running_steps))
+
+    def _step(self, ev: Event) -> None:
+        s = ev.step
+        assert s is not None
+        attempt, before = self._children.get(s.step_id, (s.attempt, ChildCounts()))
+        if attempt != s.attempt:
+            before = ChildCounts()  # a new attempt counts its children from zero
+        for name in ("completed", "failed", "cancelled"):
+            grew = getattr(s.children, name) - getattr(before, name)
+            if grew > 0:
+                self.children_finished.labels(name).inc(grew)
+        if s.status.terminal:
+            self._children.pop(s.step_id, None)
+            self._running_steps.discard(s.step_id)
+            self.steps_finished.labels(s.status.name, s.type).inc()
+            if s.started_at is not None and s.finished_at is not None:
+                self.step_seconds.labels(s.type).observe((s.finished_at - s.started_at) / 1e6)
+        else:
+            self._children[s.step_id] = (s.attempt, s.children)
+            if s.status.name == "RUNNING":
+                self._running_steps.add(s.step_id)
+
+    def write_took(self, op: str, seconds: float) -> None:
+        self.store_writes.labels(op).observe(seconds)
+
+    @contextlib.contextmanager
+    def watching(self, rpc: str) -> Iterator[None]:
+        gauge = self.watchers.labels(rpc)
+        gauge.inc()
+        try:
+            yield
+        finally:
+            gauge.dec()

@@ -1,0 +1,92 @@
+"""OpenTelemetry traces, when the optional extra is installed (`stepwatch[otel]`); otherwise
+every call here does nothing.
+
+Spans: each RPC (the gRPC instrumentation), each job, each step attempt and each batch of
+children, with the job and step ids as attributes. The exporter is chosen by the standard
+OTEL_* variables (OTEL_TRACES_EXPORTER=otlp|console|none, OTEL_EXPORTER_OTLP_ENDPOINT, ...),
+or by whoever set a tracer provider before the server started (tests, embedding apps).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from typing import Any
+
+__all__ = ["setup", "span", "start_span"]
+
+log = logging.getLogger(__name__)
+
+try:
+    from opentelemetry import trace as _trace
+except ImportError:  # the extra is not installed: tracing is off
+    _trace = None  # type: ignore[assignment]
+
+_instrumented = False
+
+
+def setup() -> None:
+    """Before the gRPC server is made: instrument it, and configure the exporter from the
+    environment unless a tracer provider is already set."""
+    global _instrumented
+    if _trace is None or os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        return
+    if not _instrumented:
+        with contextlib.suppress(ImportError):
+            from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorServer
+
+            GrpcAioInstrumentorServer().instrument()
+        _instrumented = True
+    exporter_name = os.environ.get("OTEL_TRACES_EXPORTER", "")
+    if not exporter_name and not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        return  # nothing asked for: spans go to whatever provider is set (none: dropped)
+    if exporter_name == "none" or type(_trace.get_tracer_provider()).__name__ != "ProxyTracerProvider":
+        return
+    try:
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+    except ImportError:
+        log.warning("OTEL_* set but opentelemetry-sdk is not installed: no traces exported")
+        return
+    exporter: Any
+    if exporter_name == "console":
+        exporter = ConsoleSpanExporter()
+    else:
+        try:
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        except ImportError:
+            log.warning("OTLP exporter not installed (pip install 'stepwatch[otel]')")
+            return
+        exporter = OTLPSpanExporter()
+    provider = TracerProvider(resource=Resource.create(
+        {"service.name": os.environ.get("OTEL_SERVICE_NAME", "stepwatch-orchestrator")}))
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    _trace.set_tracer_provider(provider)
+
+
+def _tracer() -> Any:
+    return _trace.get_tracer("stepwatch") if _trace is not None else None
+
+
+@contextlib.contextmanager
+def span(name: str, **attributes: Any) -> Iterator[Any]:
+    """A span around a block, the current one inside it (children nest under it)."""
+    tracer = _tracer()
+    if tracer is None:
+        yield None
+        return
+    with tracer.start_as_current_span(name, attributes=_clean(attributes)) as s:
+        yield s
+
+
+def start_span(name: str, **attributes: Any) -> Any:
+    """A span ended by the caller (``.end()``), for work that outlives a block."""
+    tracer = _tracer()
+    return tracer.start_span(name, attributes=_clean(attributes)) if tracer is not None else None
+
+
+def _clean(attributes: dict[str, Any]) -> dict[str, Any]:
+    return {f"stepwatch.{k}": v for k, v in attributes.items() if v is not None}
