@@ -5,6 +5,7 @@ browser's CPU, and whether a page reloaded itself. No fixed sleeps: every wait h
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import tempfile
 import time
@@ -40,6 +41,16 @@ class UI(Proc):
                           "--target", target, *extra], cwd=REPO)
         self.wait_for(READY)
         self.url = f"http://127.0.0.1:{self.port}"
+        # The ready line comes at start-up, a moment before uvicorn takes connections.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or self.popen.poll() is not None:
+                    raise RuntimeError(f"the UI does not take connections:\n{self.output}") from None
+                time.sleep(0.05)
 
 
 def start_browser(width: int = 1500, height: int = 1000) -> webdriver.Chrome:

@@ -13,11 +13,11 @@ from stepwatch.client import Backoff, Client
 from stepwatch.errors import NotFound, StepwatchError
 from stepwatch.v1 import orchestrator_pb2 as pb
 
-from .. import status_style
+from .. import access, status_style
 from ..state import EVENT_PANEL_SIZE, Changed, Connection, JobPageState, last_heard_text
 from .graph_panel import GraphPanel
 from .step_panel import StepPanel
-from .widgets import Badge, ChildBar, clock, duration
+from .widgets import Badge, ChildBar, clock, duration, user_menu
 
 BACKOFF = Backoff(initial=0.3, maximum=5.0)
 REDRAW_S = 0.1
@@ -95,6 +95,7 @@ class JobView:
             self.badge.element.mark("job-badge")
             self.actions = ui.row().classes("gap-2")
             ui.space()
+            user_menu()
             self.connection = ui.label(Connection.CONNECTING.value).mark("connection")
             self.heard = ui.label("").classes("text-xs text-grey-7").mark("last-heard")
         self.failure = ui.label("").classes("sw-failure")
@@ -234,17 +235,20 @@ class Actions:
     def __init__(self, target: str, job_id: str, view: JobView) -> None:
         self.target, self.job_id = target, job_id
         self.cancel = ui.button("Cancel", icon="block", color="negative",
-                                on_click=self.confirm_cancel).props("outline dense").mark("cancel")
+                                on_click=self.confirm_cancel).props("outline dense").mark("cancel").classes(
+                                    "sw-cancel")
         self.rerun = ui.button("Rerun", icon="replay", on_click=self.ask_rerun).props(
-            "outline dense").mark("rerun")
+            "outline dense").mark("rerun").classes("sw-rerun")
         for b in (self.cancel, self.rerun):
             b.set_visibility(False)
+        self.may_act = access.can_act()
         view.on_header = self.show
 
     def show(self, job: pb.Job) -> None:
         terminal = job.status in labels.TERMINAL_JOB
-        self.cancel.set_visibility(job.status in labels.CANCELLABLE_JOB)
-        self.rerun.set_visibility(terminal)
+        may = self.may_act  # a viewer is offered neither
+        self.cancel.set_visibility(may and job.status in labels.CANCELLABLE_JOB)
+        self.rerun.set_visibility(may and terminal)
 
     def confirm_cancel(self) -> None:
         with ui.dialog() as dialog, ui.card():
@@ -258,6 +262,8 @@ class Actions:
 
     async def _cancel(self, dialog: ui.dialog) -> None:
         dialog.close()
+        if not access.can_act():
+            return
         try:
             async with Client(self.target) as c:
                 await c.cancel(self.job_id)
@@ -277,6 +283,8 @@ class Actions:
 
     async def _rerun(self, dialog: ui.dialog, failed_only: bool) -> None:
         dialog.close()
+        if not access.can_act():
+            return
         try:
             async with Client(self.target) as c:
                 job = await c.rerun(self.job_id, failed_only=failed_only)

@@ -14,9 +14,9 @@ from stepwatch.client import RETRYABLE, Backoff, Client
 from stepwatch.errors import StepwatchError
 from stepwatch.v1 import orchestrator_pb2 as pb
 
-from .. import status_style
+from .. import access, status_style
 from ..state import Connection, JobQuery, QueueState, day_range
-from .widgets import Badge, ago, clock, date_time, duration
+from .widgets import Badge, ago, clock, date_time, duration, user_menu
 
 PAGE = 50
 
@@ -24,6 +24,7 @@ PAGE = 50
 class JobRow:
     def __init__(self, job: pb.Job, on_cancel: Callable[[str], object]) -> None:
         self.job_id = job.job_id
+        self.may_cancel = access.can_act()
         with ui.card().classes("w-full q-pa-sm").props(f"data-job-id={job.job_id}") as self.card:
             self.card.mark(f"job-{job.job_id}")
             # Wraps on a narrow screen (the card stacks); columns line up on a wide one.
@@ -37,7 +38,7 @@ class JobRow:
                 ui.space()
                 self.cancel = ui.button("Cancel", color="negative",
                                         on_click=lambda: on_cancel(job.job_id)).props("flat dense")
-                self.cancel.mark(f"cancel-{job.job_id}")
+                self.cancel.mark(f"cancel-{job.job_id}").classes("sw-cancel")
         self.set(job)
 
     def set(self, job: pb.Job) -> None:
@@ -51,7 +52,8 @@ class JobRow:
         self.times.set_text(f"created {date_time(job.created_at)} · started {clock(job.started_at)} · "
                             f"finished {clock(job.finished_at)} · "
                             f"{duration(job.started_at, job.finished_at)}")
-        self.cancel.set_visibility(job.status in labels.CANCELLABLE_JOB)  # looked up, not derived
+        # The server's status, looked up (not derived); and only for an operator.
+        self.cancel.set_visibility(self.may_cancel and job.status in labels.CANCELLABLE_JOB)
 
 
 def register(target: str) -> None:
@@ -74,6 +76,9 @@ def register(target: str) -> None:
 
         async def confirmed(dialog: ui.dialog, job_id: str) -> None:
             dialog.close()
+            if not access.can_act():
+                ui.notify("cancelling needs the operator role", type="negative")
+                return
             try:
                 async with Client(target) as c:
                     await c.cancel(job_id)
@@ -81,7 +86,7 @@ def register(target: str) -> None:
                 ui.notify(f"cancel failed: {err.message}", type="negative")
 
         async def run(name: str | None) -> None:
-            if not name:
+            if not name or not access.can_act():
                 return
             try:
                 async with Client(target) as c:
@@ -94,8 +99,12 @@ def register(target: str) -> None:
             ui.label("Stepwatch").classes("text-h5")
             definitions = ui.select([], label="definition").classes("w-full sm:w-64").mark(
                 "definition")
-            ui.button("Run", on_click=lambda: run(definitions.value)).mark("run")
+            run_button = ui.button("Run", on_click=lambda: run(definitions.value)).mark("run").classes(
+                "sw-run")
+            for el in (definitions, run_button):
+                el.set_visibility(access.can_act())  # a viewer runs nothing
             ui.space()
+            user_menu()
             connection = ui.label(Connection.CONNECTING.value).mark("connection").classes(
                 "sw-connection")
         with ui.row().classes("w-full items-center gap-x-4 gap-y-1"):

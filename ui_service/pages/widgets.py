@@ -7,7 +7,7 @@ import time
 
 from google.protobuf.descriptor import EnumDescriptor
 from google.protobuf.timestamp_pb2 import Timestamp
-from nicegui import ui
+from nicegui import app, ui
 
 from stepwatch.status import Tone
 
@@ -107,3 +107,20 @@ def duration(start: Timestamp, end: Timestamp) -> str:
     stop = end.ToMicroseconds() if end.ByteSize() else time.time_ns() // 1000
     seconds = max(0.0, (stop - start.ToMicroseconds()) / 1e6)
     return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def user_menu() -> None:
+    """Who is logged in, and a way out (only when the UI has users)."""
+    from .. import access
+
+    if not access.users().required:
+        return
+
+    def logout() -> None:
+        app.storage.user.clear()
+        ui.navigate.to("/login")
+
+    with ui.row().classes("items-center gap-1 text-xs"):
+        ui.label(f"{app.storage.user.get('user', '')} ({access.role().name.lower()})").mark(
+            "user").classes("sw-user")
+        ui.button("log out", on_click=logout).props("flat dense no-caps").mark("logout")
