@@ -5,6 +5,7 @@ PY     := $(VENV)/bin/python
 BUF    := node_modules/.bin/buf
 ORCH_PORT ?= $(or $(STEPWATCH_PORT),50051)
 UI_PORT   ?= $(or $(STEPWATCH_UI_PORT),8080)
+METRICS_PORT ?= $(or $(STEPWATCH_METRICS_PORT),9464)
 # Pure logic, checked with mypy --strict; the rest of the packages at mypy's default level.
 STRICT_TYPED := orchestrator_service/rules.py orchestrator_service/definitions.py \
 	orchestrator_service/model.py orchestrator_service/statuses.py
@@ -50,7 +51,8 @@ system-deps:
 	fi
 
 run: install
-	$(PY) scripts/run_all.py --orchestrator-port $(ORCH_PORT) --ui-port $(UI_PORT)
+	$(PY) scripts/run_all.py --orchestrator-port $(ORCH_PORT) --ui-port $(UI_PORT) \
+		--metrics-port $(METRICS_PORT)
 
 test: install system-deps lint
 	$(PY) -m pytest

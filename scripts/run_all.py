@@ -18,17 +18,21 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--orchestrator-port", type=int, default=50051)
     p.add_argument("--ui-port", type=int, default=8080)
+    p.add_argument("--metrics-port", type=int, default=9464)
     p.add_argument("--db-url", default=os.environ.get("STEPWATCH_DB_URL", "sqlite:///stepwatch.db"))
     a = p.parse_args()
     target = f"127.0.0.1:{a.orchestrator_port}"
     procs = [
         subprocess.Popen([sys.executable, "-m", "orchestrator_service", "--port",
-                          str(a.orchestrator_port), "--db-url", a.db_url]),
+                          str(a.orchestrator_port), "--db-url", a.db_url,
+                          "--metrics-port", str(a.metrics_port)]),
         subprocess.Popen([sys.executable, "-m", "ui_service", "--port", str(a.ui_port),
                           "--target", target]),
     ]
     print(f"\n  Stepwatch UI:           http://127.0.0.1:{a.ui_port}/\n"
           f"  Orchestrator (gRPC):    {target}   (stepwatch --target {target} ...)\n"
+          f"  Metrics (Prometheus):   http://127.0.0.1:{a.metrics_port}/metrics "
+          f"(the UI's: http://127.0.0.1:{a.ui_port}/metrics)\n"
           f"  Ctrl-C stops both.\n", flush=True)
 
     def stop(*_: object) -> None:

@@ -26,6 +26,7 @@ from stepwatch import status
 from stepwatch.client import Backoff, Client, Credentials, default_target
 from stepwatch.errors import StepwatchError
 from stepwatch.jobview import apply_event, is_terminal
+from stepwatch.passwords import hash_password
 from stepwatch.tokens import new_token
 from stepwatch.v1 import orchestrator_pb2 as pb
 
@@ -72,6 +73,19 @@ def main(target: Annotated[str, typer.Option(envvar="STEPWATCH_TARGET",
         state.credentials = Credentials.from_env(token, token_file, tls_ca, tls_cert, tls_key)
     except OSError as exc:
         _fail(f"cannot read the token file: {exc}")
+
+
+@app.command("ui-user")
+def ui_user(name: Annotated[str, typer.Option(help="the login name")],
+            role: Annotated[str, typer.Option(help="viewer, operator or admin")] = "viewer",
+            password: Annotated[str, typer.Option(prompt=True, hide_input=True,
+                                                  confirmation_prompt=True)] = "") -> None:
+    """Print a --ui-auth-file line for a web UI user (the password is asked for)."""
+    if role not in ("viewer", "operator", "admin"):
+        _fail("role must be one of viewer, operator, admin")
+    if not name or any(c.isspace() for c in name):
+        _fail("the name must be one word")
+    console.print(f"{name} {hash_password(password)} {role}", soft_wrap=True, markup=False)
 
 
 token_app = typer.Typer(help="Tokens for an orchestrator started with --auth-token-file.")

@@ -15,12 +15,13 @@ from nicegui import app, ui
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.responses import Response
 
-from . import access
+from . import access, metrics
 from .pages import job, login, queue
 from .pages.widgets import CSS
 from .security import Guard, Users, allowed_hosts, loopback
 
-OPEN_PATHS = ("/login", "/_nicegui")  # the login page and NiceGUI's own assets and socket
+# The login page, NiceGUI's own assets and socket, and metrics (scraped without a login).
+OPEN_PATHS = ("/login", "/_nicegui", "/metrics")
 
 
 class LoginRequired(BaseHTTPMiddleware):
@@ -43,6 +44,8 @@ class LoginRequired(BaseHTTPMiddleware):
 def build(target: str) -> None:
     """Register the pages against an orchestrator at ``target``."""
     ui.add_css(CSS, shared=True)
+    app.add_api_route("/metrics", lambda: Response(metrics.render(),
+                                                   media_type="text/plain; version=0.0.4"))
     queue.register(target)
     job.register(target)
     login.register()

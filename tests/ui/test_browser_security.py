@@ -119,6 +119,11 @@ def test_foreign_host_and_origin_are_refused_and_headers_are_set(
     assert headers["x-content-type-options"] == "nosniff"
     cookie = headers.get("set-cookie", "").lower()
     assert "httponly" in cookie and "samesite=lax" in cookie
+    # The UI's own metrics, for Prometheus (no login).
+    scraped = request(ui.port, "/metrics", {"Host": f"127.0.0.1:{ui.port}"})
+    assert scraped.status == 200
+    text = scraped.read().decode()
+    assert "stepwatch_ui_pages_open" in text and "stepwatch_ui_stream_reconnects" in text
     # A page (not the login page) without a session goes to the login.
     assert request(ui.port, "/", {"Host": f"127.0.0.1:{ui.port}"}).status in (302, 307)
     # socket.io from another origin: refused, over polling and over a websocket.

@@ -13,7 +13,7 @@ from stepwatch.client import Backoff, Client
 from stepwatch.errors import NotFound, StepwatchError
 from stepwatch.v1 import orchestrator_pb2 as pb
 
-from .. import access, status_style
+from .. import access, metrics, status_style
 from ..state import EVENT_PANEL_SIZE, Changed, Connection, JobPageState, last_heard_text
 from .graph_panel import GraphPanel
 from .step_panel import StepPanel
@@ -314,6 +314,7 @@ def register(target: str) -> None:
             background_tasks.create(panel[0].open(step, child), name=f"open-{job_id}-{step}")
 
         def on_retry(err: StepwatchError, delay: float) -> None:
+            metrics.RECONNECTS.labels("WatchJob").inc()
             state.reconnecting(f"cannot hear the orchestrator ({err.code.name}); "
                                f"retrying in {delay:.1f} s")
             view.render_connection()
@@ -364,6 +365,9 @@ def register(target: str) -> None:
             for t in tasks:
                 t.cancel()
             graph.stop()
+            metrics.PAGES_OPEN.labels("job").dec()
+
+        metrics.PAGES_OPEN.labels("job").inc()
 
         ui.context.client.on_delete(stop)
         pending = [Changed()]

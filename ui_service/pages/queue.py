@@ -14,7 +14,7 @@ from stepwatch.client import RETRYABLE, Backoff, Client
 from stepwatch.errors import StepwatchError
 from stepwatch.v1 import orchestrator_pb2 as pb
 
-from .. import access, status_style
+from .. import access, metrics, status_style
 from ..state import Connection, JobQuery, QueueState, day_range
 from .widgets import Badge, ago, clock, date_time, duration, user_menu
 
@@ -195,6 +195,7 @@ def register(target: str) -> None:
             connection.set_text(state.connection.value)
 
         def on_retry(err: StepwatchError, delay: float) -> None:
+            metrics.RECONNECTS.labels("WatchJobs").inc()
             state.connection = Connection.RECONNECTING
             connection.set_text(f"{Connection.RECONNECTING.value} ({err.code.name})")
 
@@ -233,4 +234,6 @@ def register(target: str) -> None:
                     render(changed)
 
         task = background_tasks.create(follow(), name="watch-jobs")
+        metrics.PAGES_OPEN.labels("queue").inc()
         ui.context.client.on_delete(task.cancel)
+        ui.context.client.on_delete(metrics.PAGES_OPEN.labels("queue").dec)
