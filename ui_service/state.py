@@ -188,6 +188,8 @@ class QueueState:
         kind = msg.WhichOneof("kind")
         if kind == "snapshot":
             return [], True
+        if kind == "job_deleted":  # the page reads itself again (a later job moves up)
+            return [], msg.job_deleted in self.jobs
         if kind != "job_changed":
             return [], False
         job = msg.job_changed

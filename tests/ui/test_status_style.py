@@ -118,6 +118,8 @@ def test_queue_state_pages_and_takes_live_changes() -> None:
     assert q.order() == ["b", "a"]
     q.query = JobQuery(name_prefix="y")  # a new job the query does not ask for stays off
     assert q.apply(pb.WatchJobsResponse(job_changed=job_at("c", 1, "x", NOON))) == ([], False)
+    assert q.apply(pb.WatchJobsResponse(job_deleted="zz")) == ([], False)  # not on this page
+    assert q.apply(pb.WatchJobsResponse(job_deleted="a")) == ([], True)  # on it: read again
     q.query, q.tokens = JobQuery(), ["", "next"]  # page 2 holds older jobs: no new ones
     assert q.page == 2
     assert q.apply(pb.WatchJobsResponse(job_changed=job_at("d", 1, "x", NOON))) == ([], False)
