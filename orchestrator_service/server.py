@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import ipaddress
 import logging
 import os
 import signal
@@ -20,6 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from stepwatch.net import is_loopback
 from stepwatch.v1 import orchestrator_pb2 as pb
 
 from . import tracing
@@ -264,7 +264,7 @@ def _token_file(settings: Settings) -> TokenFile | None:
             return TokenFile(settings.auth_token_file)
         except (OSError, ValueError) as exc:
             raise StartupError(f"cannot read --auth-token-file: {exc}") from None
-    if not _loopback(settings.host):
+    if not is_loopback(settings.host):
         if not settings.insecure_no_auth:
             raise StartupError(
                 f"--host {settings.host} is reachable from other machines and there is no "
@@ -274,15 +274,6 @@ def _token_file(settings: Settings) -> TokenFile | None:
                     "anyone who reaches this port can run commands as %s", settings.host,
                     os.environ.get("USER", "this user"))
     return None
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _server_credentials(settings: Settings) -> grpc.ServerCredentials | None:

@@ -15,10 +15,12 @@ from nicegui import app, ui
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.responses import Response
 
+from stepwatch.net import is_loopback
+
 from . import access, metrics
 from .pages import job, login, queue
 from .pages.widgets import CSS
-from .security import Guard, Users, allowed_hosts, loopback
+from .security import Guard, Users, allowed_hosts
 
 # The login page, NiceGUI's own assets and socket, and metrics (scraped without a login).
 OPEN_PATHS = ("/login", "/_nicegui", "/metrics")
@@ -81,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     except (OSError, ValueError) as exc:
         print(f"stepwatch ui: cannot read --ui-auth-file: {exc}", file=sys.stderr)
         sys.exit(2)
-    if not users.required and not loopback(a.host) and not a.insecure_no_auth:
+    if not users.required and not is_loopback(a.host) and not a.insecure_no_auth:
         print(f"stepwatch ui: --host {a.host} is reachable from other machines and there are no "
               "users: give --ui-auth-file or --trust-proxy-user-header, or --insecure-no-auth",
               file=sys.stderr)

@@ -10,7 +10,6 @@ Without either, everyone is an admin: the loopback development default.
 from __future__ import annotations
 
 import enum
-import ipaddress
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ from urllib.parse import urlsplit
 
 from stepwatch.passwords import verify_password
 
-__all__ = ["Guard", "Role", "Users", "allowed_hosts", "loopback"]
+__all__ = ["Guard", "Role", "Users", "allowed_hosts"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -90,15 +89,6 @@ class Users:
             return None
         known = self.by_name.get(name)
         return User(name, known.role if known else Role.VIEWER, "")
-
-
-def loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def allowed_hosts(bind: str, extra: list[str]) -> set[str]:

@@ -2,15 +2,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 from nicegui.testing.user import User
 from nicegui.testing.user_simulation import user_simulation
+from selenium import webdriver
 
 from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
+from tests.chromium import start_browser
 
 from .fake_orchestrator import FakeOrchestrator
 
@@ -52,3 +54,11 @@ def data_status(user: User, marker: str) -> str | None:
     except AssertionError:  # user.find raises when nothing matches
         return None
     return next(iter(found)).props.get("data-status")
+
+
+@pytest.fixture
+def browser() -> Iterator[webdriver.Chrome]:
+    """Real headless Chromium (Debian's), closed after the test."""
+    driver = start_browser()
+    yield driver
+    driver.quit()

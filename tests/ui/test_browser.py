@@ -15,7 +15,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from stepwatch.v1 import orchestrator_pb2 as pb
 from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
-from tests.chromium import UI, start_browser
+from tests.chromium import UI
 from tests.procs import REPO, Orchestrator, Proc, free_port
 
 pytestmark = pytest.mark.browser
@@ -25,12 +25,6 @@ TERMINAL = ("JOB_STATUS_COMPLETED", "JOB_STATUS_COMPLETED_WITH_FAILURES", "JOB_S
             "JOB_STATUS_CANCELLED")
 FAILED_RED = "rgb(211, 47, 47)"  # #d32f2f, the status table's FAILED colour
 
-
-@pytest.fixture
-def browser() -> Iterator[webdriver.Chrome]:
-    driver = start_browser()
-    yield driver
-    driver.quit()
 
 
 def data_status(driver: webdriver.Chrome, css: str) -> str | None:

@@ -22,7 +22,6 @@ from tests.chromium import (
     reloaded,
     render_seconds,
     seen_seqs,
-    start_browser,
     wait,
     watch_seqs,
 )
@@ -36,12 +35,6 @@ DEADLINE = 90
 TERMINAL = {pb.JOB_STATUS_COMPLETED, pb.JOB_STATUS_COMPLETED_WITH_FAILURES, pb.JOB_STATUS_FAILED,
             pb.JOB_STATUS_CANCELLED}
 
-
-@pytest.fixture
-def browser() -> Iterator[webdriver.Chrome]:
-    driver = start_browser()
-    yield driver
-    driver.quit()
 
 
 @pytest.fixture

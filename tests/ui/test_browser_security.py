@@ -18,18 +18,12 @@ from websockets.exceptions import InvalidStatus
 from stepwatch.passwords import hash_password
 from stepwatch.v1 import orchestrator_pb2 as pb
 from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
-from tests.chromium import UI, start_browser, wait
+from tests.chromium import UI, wait
 from tests.procs import Orchestrator, Proc
 
 pytestmark = pytest.mark.browser
 DEADLINE = 60
 
-
-@pytest.fixture
-def browser() -> Iterator[webdriver.Chrome]:
-    driver = start_browser()
-    yield driver
-    driver.quit()
 
 
 @pytest.fixture
