@@ -67,7 +67,9 @@ class Credentials:
         return bool(self.tls_ca or self.tls_cert)
 
     def channel(self, target: str) -> grpc.aio.Channel:
-        interceptors = [_Bearer(self.token)] if self.token else []
+        # One object per kind: grpc.aio files an interceptor under its first kind only.
+        interceptors: list[Any] = ([_BearerUnary(self.token), _BearerStream(self.token)]
+                                   if self.token else [])
         if not self.tls:
             return grpc.aio.insecure_channel(target, interceptors=interceptors)
 
@@ -83,7 +85,7 @@ class Credentials:
         return grpc.aio.secure_channel(target, creds, interceptors=interceptors)
 
 
-class _Bearer(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
+class _Bearer:
     """Adds 'authorization: Bearer <token>' to every call (over TLS or not: loopback tests
     and sidecars terminate TLS elsewhere)."""
 
@@ -94,9 +96,13 @@ class _Bearer(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientIn
         metadata = [*(details.metadata or ()), self.header]
         return details._replace(metadata=metadata)
 
+
+class _BearerUnary(_Bearer, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(self._with_token(details), request)
 
+
+class _BearerStream(_Bearer, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(self._with_token(details), request)
 

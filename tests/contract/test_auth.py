@@ -156,6 +156,9 @@ def test_grpcurl_with_a_bearer_header(secured: Secured) -> None:
 def test_the_client_sends_its_token(secured: Secured) -> None:
     async def go(token: str | None) -> str:
         async with Client(secured.orch.target, credentials=Credentials(token=token)) as c:
+            async for msg in c.watch_jobs(limit=1):  # a stream carries the token too
+                assert msg.WhichOneof("kind") == "snapshot"
+                break
             return (await c.definitions())[0].name
 
     assert asyncio.run(go(secured.tokens["viewer"])) == "codebase_assess"

@@ -16,6 +16,7 @@ from selenium.webdriver.common.by import By
 from websockets.exceptions import InvalidStatus
 
 from stepwatch.passwords import hash_password
+from stepwatch.tokens import new_token
 from stepwatch.v1 import orchestrator_pb2 as pb
 from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
 from tests.chromium import UI, wait
@@ -137,3 +138,29 @@ def test_foreign_host_and_origin_are_refused_and_headers_are_set(
                                         open_timeout=DEADLINE) as conn:
         assert conn.recv(timeout=DEADLINE).startswith("0")  # engine.io's open packet
     assert time.monotonic() - started < DEADLINE
+
+
+def test_the_ui_talks_to_an_orchestrator_with_auth_on_with_its_own_token(
+        browser: webdriver.Chrome, tmp_path: Path) -> None:
+    viewer, line = new_token("viewer", "the-ui")
+    admin, admin_line = new_token("admin", "test")
+    (tmp_path / "tokens").write_text(f"{line}\n{admin_line}\n")
+    started: list[Proc] = []
+    try:
+        orch = Orchestrator(f"sqlite:///{tmp_path / 't.db'}", workspace=tmp_path,
+                            extra=["--auth-token-file", str(tmp_path / "tokens")])
+        started.append(orch)
+        with grpc.insecure_channel(orch.target) as ch:
+            job = pb_grpc.OrchestratorServiceStub(ch).SubmitJob(pb.SubmitJobRequest(
+                definition_toml='name = "t"\n[steps.s]\ntype = "shell"\ncommands = ["true"]\n'),
+                timeout=DEADLINE, metadata=[("authorization", f"Bearer {admin}")]).job
+        ui = UI(orch.target, "--token", viewer)
+        started.append(ui)
+        browser.get(f"{ui.url}/jobs/{job.job_id}")
+        wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "[data-step-id]"), DEADLINE)
+        browser.get(f"{ui.url}/")
+        wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, f"[data-job-id='{job.job_id}']"),
+             DEADLINE)
+    finally:
+        for proc in reversed(started):
+            proc.stop()
