@@ -104,6 +104,8 @@ class Event:
     emitted_at: int
     step: StepState | None = None
     job: JobState | None = None
+    #: The event as the contract's JobEvent bytes, made once at commit (wire.py).
+    wire: bytes = field(default=b"", compare=False, repr=False)
 
     @property
     def ends_job(self) -> bool:

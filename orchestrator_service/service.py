@@ -12,6 +12,7 @@ import binascii
 import contextlib
 import hashlib
 import hmac
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
@@ -21,7 +22,7 @@ from google.protobuf.message import DecodeError
 from stepwatch.v1 import orchestrator_pb2 as pb
 from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
 
-from . import convert
+from . import convert, wire
 from .auth import Authenticator, AuthError, Role
 from .broker import Broker, BrokerClosed, Deleted
 from .catalog import Catalog, DefinitionNotFound, Entry
@@ -50,6 +51,7 @@ MAX_VIOLATIONS = 100
 HEADER_TEXT = 1024  # characters of a description or failure in a list or feed
 DEFAULT_PAGE = 50
 DEFAULT_FEED = 100
+SNAPSHOT_CACHE = 64  # encoded WatchJob snapshots kept, by (job, head)
 DEFAULT_CHILDREN = 100
 
 
@@ -158,9 +160,19 @@ def add_to_server(servicer: OrchestratorServicer, server: grpc.aio.Server) -> No
                 else grpc.unary_unary_rpc_method_handler)
         handlers[m.name] = make(getattr(servicer, m.name),
                                 request_deserializer=_safe_decoder(request_type),
-                                response_serializer=getattr(pb, m.output_type.name).SerializeToString)
+                                response_serializer=_serializer(getattr(pb, m.output_type.name)))
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name,
                                                                           handlers),))
+
+
+def _serializer(message_type: Any) -> Callable[[Any], bytes]:
+    """A response already encoded (an event's bytes, a cached snapshot) goes out as it is."""
+    serialize = message_type.SerializeToString
+
+    def encode(message: Any) -> bytes:
+        return message if isinstance(message, bytes) else serialize(message)
+
+    return encode
 
 
 def _safe_decoder(message_type: Any) -> Callable[[bytes], Any]:
@@ -227,7 +239,20 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
         self.broker = broker
         self.heartbeat_s = heartbeat_s
         self.snapshots = JobSnapshots(engine.store)
+        self._snapshots: OrderedDict[tuple[str, int], bytes] = OrderedDict()
         self.tokens: PageTokens | None = None
+
+    def _snapshot_bytes(self, job: JobState) -> bytes:
+        """One encoding per (job, head): many watchers opening at once share it."""
+        key = (job.job_id, job.head_seq)
+        found = self._snapshots.get(key)
+        if found is None:
+            found = pb.WatchJobResponse(snapshot=pb.JobSnapshot(
+                job=convert.job(job), seq=job.head_seq)).SerializeToString()
+            self._snapshots[key] = found
+            while len(self._snapshots) > SNAPSHOT_CACHE:
+                self._snapshots.popitem(last=False)
+        return found
 
     async def _job_id(self, ref: str) -> str:
         """The job's full id, from itself or a unique prefix of 8 or more characters."""
@@ -311,15 +336,15 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
         return pb.CancelJobResponse(job=convert.job(job))
 
     @_stream
-    async def WatchJob(self, request, context) -> AsyncIterator[pb.WatchJobResponse]:  # noqa: N802
+    async def WatchJob(self, request, context) -> AsyncIterator[pb.WatchJobResponse | bytes]:  # noqa: N802
         job_id = await self._job_id(request.job_id)
         async for item in follow_job(self.engine.store, self.broker, job_id, request.after_seq,
                                      self.heartbeat_s):
             if isinstance(item, Event):
-                yield pb.WatchJobResponse(event=convert.event(item))
+                # The bytes made at commit, behind the response's header: no message per watcher.
+                yield wire.watch_response(item.wire or wire.encode(item))
             elif isinstance(item, Snapshot):
-                yield pb.WatchJobResponse(snapshot=pb.JobSnapshot(
-                    job=convert.job(item.job), seq=item.job.head_seq))
+                yield self._snapshot_bytes(item.job)
             elif isinstance(item, Heartbeat):
                 yield pb.WatchJobResponse(heartbeat=_heartbeat(item))
 

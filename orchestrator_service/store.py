@@ -50,7 +50,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from . import rules
+from . import rules, wire
 from .definitions import JobDefinition
 from .model import (
     ChildCounts,
@@ -59,9 +59,6 @@ from .model import (
     JobState,
     StepCounts,
     StepState,
-    job_from_json,
-    step_from_json,
-    to_json,
 )
 from .rules import Decision, JobTransition, StepTransition
 from .statuses import ChildStatus, FailureReason, JobStatus, LogStream, StepStatus
@@ -1083,15 +1080,15 @@ class _Log:
         now = now_us()
         if header:
             self._header_due = False
-            job = _header(self.values)
-            self.rows.append({"job_id": self.job_id, "seq": self.head, "emitted_at": now,
-                              "kind": "job", "payload": json.dumps(to_json(job))})
-            self.events.append(Event(self.job_id, self.head, now, job=job))
+            event = Event(self.job_id, self.head, now, job=_header(self.values))
         else:
             assert step is not None
-            self.rows.append({"job_id": self.job_id, "seq": self.head, "emitted_at": now,
-                              "kind": "step", "payload": json.dumps(to_json(step))})
-            self.events.append(Event(self.job_id, self.head, now, step=step))
+            event = Event(self.job_id, self.head, now, step=step)
+        # Encoded once, here: these bytes are what the log keeps and every watcher receives.
+        body = wire.encode(event)
+        self.rows.append({"job_id": self.job_id, "seq": self.head, "emitted_at": now,
+                          "kind": "job" if header else "step", "body": body})
+        self.events.append(replace(event, wire=body))
 
 
 def _fence(step: StepState, attempt: int) -> None:
@@ -1233,10 +1230,9 @@ def _put_documents(c: Connection, job_id: str, puts: Iterable[DocumentPut]) -> N
 
 
 def _read_events(c: Connection, job_id: str, after_seq: int, limit: int) -> list[Event]:
-    rows = c.execute(select(E.c.job_id, E.c.seq, E.c.emitted_at, E.c.kind, E.c.payload)
-                     .where(E.c.job_id == job_id, E.c.seq > after_seq)
+    rows = c.execute(select(E.c.body).where(E.c.job_id == job_id, E.c.seq > after_seq)
                      .order_by(E.c.seq).limit(limit))
-    return [_event(r) for r in rows]
+    return [wire.decode(r.body) for r in rows]
 
 
 def _child_record(r: Any, phase: int) -> ChildRecord:
@@ -1280,13 +1276,6 @@ def _header(j: Mapping[str, Any] | Row[Any]) -> JobState:
             completed=g["steps_completed"], failed=g["steps_failed"],
             skipped=g["steps_skipped"], cancelled=g["steps_cancelled"]),
         started_at=g["started_at"], finished_at=g["finished_at"], rerun_of=g.get("rerun_of") or "")
-
-
-def _event(r: Any) -> Event:
-    data = json.loads(r.payload)
-    if r.kind == "step":
-        return Event(r.job_id, r.seq, r.emitted_at, step=step_from_json(data))
-    return Event(r.job_id, r.seq, r.emitted_at, job=job_from_json(data))
 
 
 STORAGE_FAULTS = ("locked", "busy", "disk i/o", "disk is full", "database or disk is full",

@@ -9,6 +9,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -124,7 +125,8 @@ class EventRow(Base):
     seq: Mapped[int] = mapped_column(BigInteger)
     emitted_at: Mapped[int] = mapped_column(BigInteger)
     kind: Mapped[str] = mapped_column(String(8))  # "step" | "job"
-    payload: Mapped[str] = mapped_column(Text)  # JSON of the whole new state
+    payload: Mapped[str | None] = mapped_column(Text, nullable=True)  # before 0006: JSON
+    body: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # JobEvent bytes
 
 
 class MetaRow(Base):
