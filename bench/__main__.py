@@ -40,7 +40,8 @@ def main() -> None:
         print("\n".join(lines), flush=True)
         sections.append(("steps", lines))
     if a.only in (None, "stream"):
-        lines = asyncio.run(stream.main(1000 if a.quick else a.files, a.min_messages))
+        lines = asyncio.run(stream.main(1000 if a.quick else a.files, a.min_messages,
+                                        300 if a.quick else 2000))
         print("\n".join(lines), flush=True)
         sections.append(("stream", lines))
     if a.only in (None, "memory"):

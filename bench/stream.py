@@ -4,7 +4,8 @@ Prints:
 1. child transitions per second, persisted and streamed to one watcher (from
    the summarize step starting to the watcher receiving its COMPLETED event);
 2. events per second through WatchJob (replaying the job's log), next to a bare
-   grpc.aio server-stream of the very same messages in the same run, and the ratio.
+   grpc.aio server-stream of the very same bytes (serialized beforehand) in the same run,
+   and the ratio.
 """
 
 from __future__ import annotations
@@ -40,15 +41,22 @@ def make_files(root: Path, n: int) -> None:
         (folder / f"f{i:05d}.txt").write_text(f"file {i}\n" + "lorem ipsum dolor sit amet\n" * (i % 7))
 
 
-class BareService(pb_grpc.OrchestratorServiceServicer):
-    """Streams a fixed list of messages: the floor any WatchJob stream is measured against."""
+def bare_server(messages: list[pb.WatchJobResponse]) -> grpc.aio.Server:
+    """Streams the same responses, serialized beforehand, through a pass-through serializer:
+    the floor any WatchJob stream of these bytes is measured against."""
+    encoded = [m.SerializeToString() for m in messages]
 
-    def __init__(self, messages: list[pb.WatchJobResponse]) -> None:
-        self.messages = messages
+    async def watch(request: pb.WatchJobRequest, context: object):  # type: ignore[no-untyped-def]
+        for data in encoded:
+            yield data
 
-    async def WatchJob(self, request, context):  # noqa: N802
-        for m in self.messages:
-            yield m
+    server = grpc.aio.server()
+    handler = grpc.unary_stream_rpc_method_handler(
+        watch, request_deserializer=pb.WatchJobRequest.FromString,
+        response_serializer=lambda b: b)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "stepwatch.v1.OrchestratorService", {"WatchJob": handler}),))
+    return server
 
 
 async def stream_rate(target: str, job_id: str, rounds: int) -> tuple[int, float]:
@@ -62,7 +70,7 @@ async def stream_rate(target: str, job_id: str, rounds: int) -> tuple[int, float
         return count, time.perf_counter() - start
 
 
-async def main(files: int, min_messages: int) -> list[str]:
+async def main(files: int, min_messages: int, log_steps: int = 2000) -> list[str]:
     with tempfile.TemporaryDirectory() as d:
         ws = Path(d)
         make_files(ws, files)
@@ -92,12 +100,18 @@ async def main(files: int, min_messages: int) -> list[str]:
             transitions = 2 * step.children.total  # PENDING->RUNNING, RUNNING->COMPLETED
             took = finished - started
 
-            log = [m async for m in Client(target).watch(job.job_id, after_seq=1)]
+            # A long log to replay: one event per step transition of many small steps.
+            async with Client(target) as client:
+                long_job = await client.submit(definition_toml='name = "long"\n' + "".join(
+                    f'[steps.s{i}]\ntype = "shell"\ncommands = ["true"]\n'
+                    for i in range(log_steps)))
+                async for _ in client.watch(long_job.job_id):
+                    pass
+                log = [m async for m in client.watch(long_job.job_id, after_seq=1)]
             rounds = max(1, -(-min_messages // len(log)))
-            n_sw, t_sw = await stream_rate(target, job.job_id, rounds)
+            n_sw, t_sw = await stream_rate(target, long_job.job_id, rounds)
 
-            bare = grpc.aio.server()
-            pb_grpc.add_OrchestratorServiceServicer_to_server(BareService(log), bare)
+            bare = bare_server(log)
             bare_port = bare.add_insecure_port("127.0.0.1:0")
             await bare.start()
             n_bare, t_bare = await stream_rate(f"127.0.0.1:{bare_port}", "bare", rounds)

@@ -339,7 +339,7 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
     async def WatchJob(self, request, context) -> AsyncIterator[pb.WatchJobResponse | bytes]:  # noqa: N802
         job_id = await self._job_id(request.job_id)
         async for item in follow_job(self.engine.store, self.broker, job_id, request.after_seq,
-                                     self.heartbeat_s):
+                                     self.heartbeat_s, decoded=False):
             if isinstance(item, Event):
                 # The bytes made at commit, behind the response's header: no message per watcher.
                 yield wire.watch_response(item.wire or wire.encode(item))

@@ -560,13 +560,14 @@ class Store:
         """The job's head seq (raises JobNotFound)."""
         return await self._read(self._head, job_id)
 
-    async def resume(self, job_id: str, after_seq: int,
-                     limit: int) -> tuple[int, JobStatus, list[Event]]:
+    async def resume(self, job_id: str, after_seq: int, limit: int,
+                     decoded: bool = True) -> tuple[int, JobStatus, list[Event]]:
         """Head seq, status and the first events after ``after_seq``, read in one transaction."""
-        return await self._read(self._resume, job_id, after_seq, limit)
+        return await self._read(self._resume, job_id, after_seq, limit, decoded)
 
-    async def events_after(self, job_id: str, after_seq: int, limit: int) -> list[Event]:
-        return await self._read(self._events_after, job_id, after_seq, limit)
+    async def events_after(self, job_id: str, after_seq: int, limit: int,
+                           decoded: bool = True) -> list[Event]:
+        return await self._read(self._events_after, job_id, after_seq, limit, decoded)
 
     async def list_jobs(self, limit: int, before: int | None = None,
                         status: JobStatus | None = None, name_prefix: str = "",
@@ -804,19 +805,21 @@ class Store:
                 raise JobNotFound(job_id)
             return int(head)
 
-    def _resume(self, job_id: str, after_seq: int,
-                limit: int) -> tuple[int, JobStatus, list[Event]]:
+    def _resume(self, job_id: str, after_seq: int, limit: int,
+                decoded: bool = True) -> tuple[int, JobStatus, list[Event]]:
         with self.engine.begin() as c:
             row = c.execute(select(J.c.head_seq, J.c.status).where(J.c.job_id == job_id)).first()
             if row is None:
                 raise JobNotFound(job_id)
             head = row[0]
-            events = _read_events(c, job_id, after_seq, limit) if after_seq < head else []
+            events = (_read_events(c, job_id, after_seq, limit, decoded) if after_seq < head
+                      else [])
             return head, JobStatus(row[1]), events
 
-    def _events_after(self, job_id: str, after_seq: int, limit: int) -> list[Event]:
+    def _events_after(self, job_id: str, after_seq: int, limit: int,
+                      decoded: bool = True) -> list[Event]:
         with self.engine.begin() as c:
-            return _read_events(c, job_id, after_seq, limit)
+            return _read_events(c, job_id, after_seq, limit, decoded)
 
     def _list_jobs(self, limit: int, before: int | None, status: JobStatus | None,
                    name_prefix: str, created: tuple[int | None, int | None],
@@ -1229,10 +1232,17 @@ def _put_documents(c: Connection, job_id: str, puts: Iterable[DocumentPut]) -> N
                   .values(tags=bindparam("b_tags"), attrs=bindparam("b_attrs")), changed)
 
 
-def _read_events(c: Connection, job_id: str, after_seq: int, limit: int) -> list[Event]:
-    rows = c.execute(select(E.c.body).where(E.c.job_id == job_id, E.c.seq > after_seq)
+def _read_events(c: Connection, job_id: str, after_seq: int, limit: int,
+                 decoded: bool = True) -> list[Event]:
+    """A page of the log. ``decoded=False`` is for senders: a step event keeps only its bytes
+    (seq and time beside them); a job event is decoded (whether it ends the job matters)."""
+    rows = c.execute(select(E.c.seq, E.c.emitted_at, E.c.kind, E.c.body)
+                     .where(E.c.job_id == job_id, E.c.seq > after_seq)
                      .order_by(E.c.seq).limit(limit))
-    return [wire.decode(r.body) for r in rows]
+    if decoded:
+        return [wire.decode(r.body) for r in rows]
+    return [Event(job_id, r.seq, r.emitted_at, wire=r.body) if r.kind == "step"
+            else wire.decode(r.body) for r in rows]
 
 
 def _child_record(r: Any, phase: int) -> ChildRecord:

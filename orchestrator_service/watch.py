@@ -44,7 +44,9 @@ class JobsSnapshot:
 
 
 async def follow_job(store: Store, broker: Broker, job_id: str, after_seq: int,
-                     heartbeat_s: float) -> AsyncIterator[Snapshot | Event | Heartbeat]:
+                     heartbeat_s: float, decoded: bool = True,
+                     ) -> AsyncIterator[Snapshot | Event | Heartbeat]:
+    """``decoded=False``: events from the log may carry only their bytes (for a sender)."""
     with broker.subscribe(job_id) as sub:
         # Raises JobNotFound. A snapshot reads the whole job; a resume reads the head
         # and the first page of the backlog in the same transaction.
@@ -54,7 +56,7 @@ async def follow_job(store: Store, broker: Broker, job_id: str, after_seq: int,
             head, status = job.head_seq, job.status
             yield Snapshot(job)
         else:
-            head, status, backlog = await store.resume(job_id, after_seq, PAGE)
+            head, status, backlog = await store.resume(job_id, after_seq, PAGE, decoded)
             if after_seq > head:
                 raise AfterSeqOutOfRange(after_seq, head)
         last = after_seq or head
@@ -65,7 +67,7 @@ async def follow_job(store: Store, broker: Broker, job_id: str, after_seq: int,
             if need_log:
                 need_log = False
                 while True:
-                    batch = backlog or await store.events_after(job_id, last, PAGE)
+                    batch = backlog or await store.events_after(job_id, last, PAGE, decoded)
                     backlog = []  # the page read with the head serves once
                     for ev in batch:
                         yield ev
