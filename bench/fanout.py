@@ -1,0 +1,143 @@
+"""Fan-out: N watchers of one job at ~100 events/s, in separate client processes, for N = 1,
+100 and 1,000; per event and watcher, the delay from emitted_at to receipt (p50/p99/max) and
+the share of events delivered; next to a bare grpc.aio server (its own process) pushing the
+same event bytes at the same rate to the same number of streams. Also the RSS an idle
+watcher costs the orchestrator."""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import json
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import grpc
+
+from stepwatch.v1 import orchestrator_pb2 as pb
+from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
+from tests.procs import REPO, Orchestrator
+
+from .ui import busy
+
+PROCS = 4  # client processes (the machine has 2 cores)
+
+
+def clients(target: str, job_id: str, n: int, out: Path) -> list[subprocess.Popen[str]]:
+    per = [n // PROCS + (1 if i < n % PROCS else 0) for i in range(min(PROCS, n))]
+    return [subprocess.Popen([sys.executable, "-m", "bench.fanout_client", target, job_id,
+                              str(k), str(out / f"c{i}")], cwd=REPO, stdout=subprocess.PIPE,
+                             text=True) for i, k in enumerate(per) if k]
+
+
+def wait_ready(procs: list[subprocess.Popen[str]]) -> None:
+    for p in procs:
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready", "client failed"
+
+
+def collect(procs: list[subprocess.Popen[str]], out: Path) -> tuple[list[float], list[dict]]:
+    for p in procs:
+        assert p.wait(600) == 0, "a client process failed"
+    delays: list[float] = []
+    counts: list[dict] = []
+    for i in range(len(procs)):
+        a = array.array("f")
+        data = (out / f"c{i}.bin").read_bytes()
+        a.frombytes(data)
+        delays += a.tolist()
+        counts += json.loads((out / f"c{i}.json").read_text())
+    return delays, counts
+
+
+def summary(delays: list[float], counts: list[dict], expected: int) -> tuple[str, float]:
+    delays.sort()
+    got = sum(c["events"] for c in counts)
+    share = got / (expected * len(counts)) if expected else 0.0
+    if not delays:
+        return "no events", float("inf")
+    p99 = delays[min(len(delays) - 1, int(len(delays) * 0.99))]
+    return (f"p50 {statistics.median(delays):.0f} ms, p99 {p99:.0f} ms, max {delays[-1]:.0f} ms, "
+            f"delivered {100 * share:.1f} %"), p99
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def stepwatch_run(ws: Path, n: int, seconds: float) -> tuple[str, float, list[bytes], float]:
+    gate = ws / f"gate{n}"
+    orch = Orchestrator(f"sqlite:///{ws / f'f{n}.db'}", 0, None, ws)
+    try:
+        wait_gate = f"while [ ! -f {gate} ]; do sleep 0.05; done"
+        toml = busy(12, seconds).replace('commands = ["', f'commands = ["{wait_gate}; ', 1)
+        with grpc.insecure_channel(orch.target) as ch:
+            stub = pb_grpc.OrchestratorServiceStub(ch)
+            job = stub.SubmitJob(pb.SubmitJobRequest(definition_toml=toml), timeout=60).job
+            before = rss_kib(orch.popen.pid)
+            out = ws / f"sw{n}"
+            out.mkdir()
+            procs = clients(orch.target, job.job_id, n, out)
+            wait_ready(procs)
+            per_watcher = (rss_kib(orch.popen.pid) - before) / n
+            head0 = stub.GetJob(pb.GetJobRequest(job_id=job.job_id), timeout=60).job.head_seq
+            gate.write_text("")
+            delays, counts = collect(procs, out)
+            final = stub.GetJob(pb.GetJobRequest(job_id=job.job_id), timeout=60).job
+            log = [r.event.SerializeToString() for r in stub.WatchJob(
+                pb.WatchJobRequest(job_id=job.job_id, after_seq=head0), timeout=60)
+                if r.WhichOneof("kind") == "event"]
+    finally:
+        orch.stop()
+    expected = final.head_seq - min(c["snapshot"] for c in counts)
+    text, p99 = summary(delays, counts, expected)
+    return text, p99, log, per_watcher
+
+
+def bare_run(ws: Path, n: int, log: list[bytes], rate: float) -> tuple[str, float]:
+    path = ws / f"events{n}.bin"
+    path.write_bytes(b"".join(struct.pack(">I", len(e)) + e for e in log))
+    bare = subprocess.Popen([sys.executable, "-m", "bench.fanout_bare", str(path), str(rate),
+                             str(n)], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert bare.stdout is not None and bare.stdin is not None
+        target = bare.stdout.readline().split()[-1]
+        out = ws / f"bare{n}"
+        out.mkdir()
+        procs = clients(target, "bare", n, out)
+        wait_ready(procs)
+        bare.stdin.write("go\n")
+        bare.stdin.flush()
+        delays, counts = collect(procs, out)
+    finally:
+        bare.wait(60)
+    return summary(delays, counts, len(log))
+
+
+async def main(sizes: tuple[int, ...] = (1, 100, 1000), seconds: float = 10) -> list[str]:
+    lines = []
+    with tempfile.TemporaryDirectory() as d:
+        ws = Path(d)
+        for n in sizes:
+            text, p99, log, per_watcher = await asyncio.to_thread(stepwatch_run, ws, n, seconds)
+            stamps = [pb.JobEvent.FromString(e).emitted_at.ToMilliseconds() for e in log]
+            rate = len(log) / max(0.001, (max(stamps) - min(stamps)) / 1000)
+            bare_text, bare_p99 = await asyncio.to_thread(bare_run, ws, n, log, min(rate, 100.0))
+            lines.append(f"{n:>5} watchers, {len(log)} events at {rate:.0f}/s: stepwatch {text}")
+            lines.append(f"{'':>5}           bare grpc.aio: {bare_text}; "
+                         f"p99 ratio {p99 / max(bare_p99, 0.001):.1f}x (goal <= 1.5x and <= 100 ms)")
+            if n >= 100:
+                lines.append(f"{'':>5}           orchestrator RSS per idle watcher: "
+                             f"{per_watcher:.0f} KiB (goal <= 48 KiB)")
+    return lines
+
+
+if __name__ == "__main__":
+    print("\n".join(asyncio.run(main())))
