@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,7 +236,24 @@ def tune_gc() -> None:
     gc.set_threshold(20_000, 50, 1000)
 
 
+def _child_watcher() -> None:
+    """Commands end through pidfds on the event loop, not a waitpid thread per command (the
+    default): at hundreds of commands a second the threads cost the loop that serves watchers."""
+    if not hasattr(os, "pidfd_open"):
+        return
+    try:
+        os.close(os.pidfd_open(os.getpid()))  # the kernel supports it (Linux 5.3+)
+    except OSError:
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the API goes in 3.12; 3.11 has it
+        watcher = asyncio.PidfdChildWatcher()
+        watcher.attach_loop(asyncio.get_running_loop())
+        asyncio.set_child_watcher(watcher)
+
+
 async def serve(settings: Settings, on_ready: Callable[[int], None] | None = None) -> None:
+    _child_watcher()
     orch = Orchestrator(settings)
     try:
         port = await orch.start()
