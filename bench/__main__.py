@@ -4,6 +4,11 @@
   5,000-step chain, and GetJob p50/p99 while the 10,000-step job runs;
 - stream: child transitions/s of a 5,000-child summarize step, and WatchJob
   replay events/s next to a bare grpc.aio stream of the same messages;
+- fanout: 1, 100 and 1,000 watchers of a job at ~100 events/s (client processes): delay from
+  emitted_at to receipt and the share delivered, next to a bare grpc.aio server pushing the
+  same bytes; the orchestrator's RSS per idle watcher;
+- engine: children/s of a 5,000- and a 50,000-child summarize step next to raw SQLAlchemy
+  Core doing the same row writes;
 - memory: RSS growth for 1 GB of stderr and a 1 GB file summarized;
 - logs: lines/s of one step printing 100,000 lines, captured, stored and streamed, next to
   the same command writing them to a file;
@@ -21,12 +26,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from . import executors, logs, memory, steps, stream, ui
+from . import engine, executors, fanout, logs, memory, steps, stream, ui
 
 
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench")
-    p.add_argument("--only", choices=["steps", "stream", "memory", "logs", "ui", "executors"],
+    p.add_argument("--only", choices=["steps", "stream", "fanout", "engine", "memory", "logs", "ui",
+                                       "executors"],
                    help="run one section")
     p.add_argument("--quick", action="store_true", help="smaller sizes, about a minute")
     p.add_argument("--files", type=int, default=5000)
@@ -44,6 +50,15 @@ def main() -> None:
                                         300 if a.quick else 2000))
         print("\n".join(lines), flush=True)
         sections.append(("stream", lines))
+    if a.only in (None, "fanout"):
+        lines = asyncio.run(fanout.main((1, 100) if a.quick else (1, 100, 1000),
+                                        5 if a.quick else 10))
+        print("\n".join(lines), flush=True)
+        sections.append(("fanout", lines))
+    if a.only in (None, "engine"):
+        lines = asyncio.run(engine.main((2000,) if a.quick else (5000, 50_000)))
+        print("\n".join(lines), flush=True)
+        sections.append(("engine", lines))
     if a.only in (None, "memory"):
         lines = asyncio.run(memory.main(200_000_000 if a.quick else 1_000_000_000))
         print("\n".join(lines), flush=True)

@@ -78,7 +78,7 @@ def stepwatch_run(ws: Path, n: int, seconds: float) -> tuple[str, float, list[by
     orch = Orchestrator(f"sqlite:///{ws / f'f{n}.db'}", 0, None, ws)
     try:
         wait_gate = f"while [ ! -f {gate} ]; do sleep 0.05; done"
-        toml = busy(12, seconds).replace('commands = ["', f'commands = ["{wait_gate}; ', 1)
+        toml = busy(12, seconds).replace('"sleep 0.', f'"{wait_gate}; sleep 0.')  # all wait
         with grpc.insecure_channel(orch.target) as ch:
             stub = pb_grpc.OrchestratorServiceStub(ch)
             job = stub.SubmitJob(pb.SubmitJobRequest(definition_toml=toml), timeout=60).job

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -48,10 +49,10 @@ class ScanFiles(StepType):
         return [Child(key=_relative(p, ctx.workspace), payload=p) for p in paths]
 
     async def run_child(self, ctx: StepContext, child: Child) -> Sequence[DocumentPut]:
-        path = inside(ctx.workspace / child.key, ctx.workspace)
-        if path is None:
-            raise PermissionError(f"{child.key}: not inside the workspace")
-        size = (await asyncio.to_thread(path.stat)).st_size
+        # The payload is the real path init found inside the workspace; not following a
+        # link here means a file swapped for a symlink since tells nothing of its target.
+        path: Path = child.payload
+        size = (await asyncio.to_thread(os.stat, path, follow_symlinks=False)).st_size
         return [DocumentPut(child.key, tags=file_tags(child.key, ctx.options["tags"]),
                             attrs={"size": size})]
 

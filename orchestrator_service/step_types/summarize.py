@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from .base import Child, DocumentPut, StepContext, StepType
-from .scan_files import inside
 
 
 class Summarize(StepType):
@@ -18,24 +19,38 @@ class Summarize(StepType):
         return [Child(key=doc.path) for doc in await ctx.documents()]
 
     async def run_child(self, ctx: StepContext, child: Child) -> Sequence[DocumentPut]:
-        path = inside(ctx.workspace / child.key, ctx.workspace)
-        if path is None:  # a symlink out, swapped in after the scan: not read
-            raise PermissionError(f"{child.key}: not inside the workspace")
-        stats = await asyncio.to_thread(summarize_file, path)
+        stats = await asyncio.to_thread(summarize_file, ctx.workspace / child.key,
+                                        ctx.workspace.resolve())
         return [DocumentPut(child.key, attrs=stats)]
 
 
 CHUNK = 1 << 20  # a file is read 1 MiB at a time: a 1 GB file costs 1 MiB of memory
 
 
-def summarize_file(path: Path) -> dict[str, int]:
+def _open_inside(path: Path, workspace: Path | None) -> BinaryIO:
+    """Open the file; with a workspace, refuse one whose real path (a symlink out, even one
+    swapped in after the scan) is outside it. The check is on what was opened, not before."""
+    f = path.open("rb")
+    if workspace is None:
+        return f
+    try:
+        real = Path(os.readlink(f"/proc/self/fd/{f.fileno()}"))
+    except OSError:
+        real = path.resolve()  # no /proc: the path's real path instead
+    if workspace != real and workspace not in real.parents:
+        f.close()
+        raise PermissionError(f"{path.name}: not inside the workspace")
+    return f
+
+
+def summarize_file(path: Path, workspace: Path | None = None) -> dict[str, int]:
     """Lines (newline-terminated, plus a last unterminated one), words and bytes of a UTF-8 file."""
     decoder = codecs.getincrementaldecoder("utf-8")()
     lines = words = size = 0
     in_word = False  # the text so far ends inside a word
     last = ""
     try:
-        with path.open("rb") as f:
+        with _open_inside(path, workspace) as f:
             while data := f.read(CHUNK):
                 try:
                     text = decoder.decode(data)
