@@ -21,7 +21,7 @@ from selenium.webdriver.common.by import By
 from stepwatch.v1 import orchestrator_pb2 as pb
 from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
 from tests.chromium import UI, cpu_seconds, lag, render_seconds, seen_seqs, start_browser, watch_seqs
-from tests.procs import Orchestrator
+from tests.procs import Orchestrator, run_job
 from ui_service.pages.job import STEP_PAGE
 
 ROUNDS = 3
@@ -42,18 +42,9 @@ def busy(steps: int, seconds: float) -> str:
         for i in range(steps))
 
 
-def submit_and_finish(target: str, toml: str) -> pb.Job:
-    with grpc.insecure_channel(target) as ch:
-        stub = pb_grpc.OrchestratorServiceStub(ch)
-        job = stub.SubmitJob(pb.SubmitJobRequest(definition_toml=toml), timeout=60).job
-        for _ in stub.WatchJob(pb.WatchJobRequest(job_id=job.job_id), timeout=600):
-            pass
-        return stub.GetJob(pb.GetJobRequest(job_id=job.job_id), timeout=60).job
-
-
 def render(ui: UI, target: str) -> list[str]:
-    small = submit_and_finish(target, many_steps(1))
-    big = submit_and_finish(target, many_steps(300))
+    small = run_job(target, 600, definition_toml=many_steps(1))
+    big = run_job(target, 600, definition_toml=many_steps(300))
     driver = start_browser()
     try:
         one, wide = [], []

@@ -340,6 +340,7 @@ class Store:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listener: Listener | None = None
         self._log_listener: Callable[[set[tuple[str, int]]], None] | None = None
+        self._delete_listener: Callable[[list[str]], None] | None = None
         #: Called on the writer thread before each write, with its name (tests delay it).
         self.before_write = before_write
         self._closed = threading.Event()
@@ -614,8 +615,8 @@ class Store:
                 return total
 
     async def delete_job(self, job_id: str) -> None:
-        """Delete a terminal job and everything it made; JobNotFinished-like refusal is the
-        caller's (it checks the status it read); here a non-terminal job raises JobStillRunning."""
+        """Delete a terminal job and everything it made; a job not terminal yet raises
+        JobStillRunning (checked under the job's lock)."""
         await self._write("delete_job", self._delete_job, job_id, wait=False)
         self._deleted([job_id])
 
@@ -630,9 +631,8 @@ class Store:
         self._delete_listener = listener
 
     def _deleted(self, job_ids: list[str]) -> None:
-        listener = getattr(self, "_delete_listener", None)
-        if listener is not None and job_ids:
-            listener(job_ids)
+        if self._delete_listener is not None and job_ids:
+            self._delete_listener(job_ids)
 
     async def unfinished_jobs(self) -> list[str]:
         return await self._read(self._unfinished_jobs)

@@ -13,6 +13,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import grpc
+
+from stepwatch.v1 import orchestrator_pb2 as pb
+from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
+
 REPO = Path(__file__).resolve().parent.parent
 READY = re.compile(r"listening on ([\w.\-]+):(\d+)")
 
@@ -104,3 +109,14 @@ class Orchestrator(Proc):
         m = self.wait_for(READY)
         self.port = int(m.group(2))
         self.target = f"127.0.0.1:{self.port}"
+
+
+def run_job(target: str, timeout: float = 60.0, **source: str) -> pb.Job:
+    """Submit a job (definition_name= or definition_toml=), follow its stream to the end, and
+    return it as GetJob then answers: the one "run a job to its end" of tests and benches."""
+    with grpc.insecure_channel(target) as ch:
+        stub = pb_grpc.OrchestratorServiceStub(ch)
+        job = stub.SubmitJob(pb.SubmitJobRequest(**source), timeout=timeout).job
+        for _ in stub.WatchJob(pb.WatchJobRequest(job_id=job.job_id), timeout=timeout):
+            pass
+        return stub.GetJob(pb.GetJobRequest(job_id=job.job_id), timeout=timeout).job

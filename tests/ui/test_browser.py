@@ -16,7 +16,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from stepwatch.v1 import orchestrator_pb2 as pb
 from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
 from tests.chromium import UI
-from tests.procs import REPO, Orchestrator, Proc, free_port
+from tests.procs import REPO, Orchestrator, Proc, free_port, run_job
 
 pytestmark = pytest.mark.browser
 OUTPUT = REPO / "test-output" / "ui"
@@ -42,16 +42,6 @@ def submit(target: str, **source: str) -> pb.Job:
     with grpc.insecure_channel(target) as ch:
         return pb_grpc.OrchestratorServiceStub(ch).SubmitJob(pb.SubmitJobRequest(**source),
                                                              timeout=DEADLINE).job
-
-
-def finished(target: str, **source: str) -> pb.Job:
-    """Submit a job and wait (on its stream) until it is finished; the final job."""
-    job = submit(target, **source)
-    with grpc.insecure_channel(target) as ch:
-        for _ in pb_grpc.OrchestratorServiceStub(ch).WatchJob(
-                pb.WatchJobRequest(job_id=job.job_id), timeout=DEADLINE):
-            pass
-    return get_job(target, job.job_id)
 
 
 def cancel(target: str, job_id: str) -> None:
@@ -275,7 +265,7 @@ def test_a_finished_job_page_a_missing_job_and_a_ticking_duration(
     procs.append(orch)
     ui = UI(orch.target)
     procs.append(ui)
-    final = job = finished(orch.target, definition_name="codebase_assess")
+    final = job = run_job(orch.target, DEADLINE, definition_name="codebase_assess")
     browser.get(f"{ui.url}/jobs/{job.job_id}")
     # The events panel of a finished job holds its last events, newest first.
     WebDriverWait(browser, DEADLINE).until(lambda d: f"#{final.head_seq} " in d.find_element(
@@ -322,7 +312,7 @@ def test_layout_fits_from_390_to_1280_px_in_light_and_dark(
     procs.append(orch)
     ui = UI(orch.target)
     procs.append(ui)
-    job = finished(orch.target, definition_name="codebase_assess")
+    job = run_job(orch.target, DEADLINE, definition_name="codebase_assess")
     docs = REPO / "docs"
     for scheme in ("light", "dark"):
         browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {

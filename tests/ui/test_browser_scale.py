@@ -25,7 +25,7 @@ from tests.chromium import (
     wait,
     watch_seqs,
 )
-from tests.procs import Orchestrator, Proc
+from tests.procs import Orchestrator, Proc, run_job
 from ui_service import status_style
 from ui_service.pages.job import STEP_PAGE
 from ui_service.pages.queue import PAGE
@@ -52,12 +52,7 @@ def stack(tmp_path: Path) -> Iterator[tuple[Orchestrator, UI]]:
 
 
 def run_to_end(target: str, toml: str) -> pb.Job:
-    with grpc.insecure_channel(target) as ch:
-        s = pb_grpc.OrchestratorServiceStub(ch)
-        job = s.SubmitJob(pb.SubmitJobRequest(definition_toml=toml), timeout=DEADLINE).job
-        for _ in s.WatchJob(pb.WatchJobRequest(job_id=job.job_id), timeout=DEADLINE):
-            pass
-        return s.GetJob(pb.GetJobRequest(job_id=job.job_id), timeout=DEADLINE).job
+    return run_job(target, DEADLINE, definition_toml=toml)
 
 
 def text(driver: webdriver.Chrome, marker_css: str) -> str:
