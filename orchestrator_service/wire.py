@@ -15,7 +15,7 @@ from stepwatch.v1 import orchestrator_pb2 as pb
 from .model import ChildCounts, Event, Failure, JobState, StepCounts, StepState
 from .statuses import FailureReason, JobStatus, StepStatus
 
-__all__ = ["decode", "encode", "watch_response"]
+__all__ = ["decode", "encode", "fill_job", "fill_step", "watch_response"]
 
 EVENT_TAG = b"\x12"  # WatchJobResponse.event: field 2, length-delimited
 
@@ -25,9 +25,9 @@ def encode(e: Event) -> bytes:
     msg = pb.JobEvent(seq=e.seq, job_id=e.job_id)
     msg.emitted_at.FromMicroseconds(e.emitted_at)
     if e.step is not None:
-        _step(msg.step_changed, e.step)
+        fill_step(msg.step_changed, e.step)
     elif e.job is not None:
-        _job(msg.job_changed, e.job)
+        fill_job(msg.job_changed, e.job)
     return msg.SerializeToString()
 
 
@@ -76,7 +76,8 @@ def _failure_of(msg: object, name: str) -> Failure | None:
     return Failure(FailureReason(f.reason), f.message)
 
 
-def _step(m: pb.Step, s: StepState) -> None:
+def fill_step(m: pb.Step, s: StepState) -> None:
+    """Set a Step message's fields from the domain value (field by field: no copies)."""
     m.step_id, m.index, m.name, m.type = s.step_id, s.index, s.name, s.type
     m.depends_on.extend(s.depends_on)
     m.status = int(s.status)  # type: ignore[assignment]
@@ -113,7 +114,7 @@ def _step_state(job_id: str, m: pb.Step) -> StepState:
         carried_from=m.carried_from)
 
 
-def _job(m: pb.Job, j: JobState) -> None:
+def fill_job(m: pb.Job, j: JobState) -> None:
     m.job_id, m.definition_name, m.description = j.job_id, j.definition_name, j.description
     m.status = int(j.status)  # type: ignore[assignment]
     if j.failure is not None:
@@ -130,7 +131,7 @@ def _job(m: pb.Job, j: JobState) -> None:
     m.head_seq = j.head_seq
     m.rerun_of = j.rerun_of
     for s in j.steps:
-        _step(m.steps.add(), s)
+        fill_step(m.steps.add(), s)
 
 
 def _job_state(m: pb.Job) -> JobState:
