@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.common.by import By
 
 from stepwatch.v1 import orchestrator_pb2 as pb
@@ -208,7 +209,18 @@ def test_the_graph_and_the_attempt_timeline_draw_the_servers_statuses(
     links = chart_option(browser, ".sw-graph")["series"][0]["links"]
     assert {(x["source"], x["target"]) for x in links} == {("flaky", "after"), ("broken", "never")}
     # The timeline reads the job's log when opened: flaky's first attempt failed, then it ran again.
-    browser.find_element(By.CSS_SELECTOR, ".sw-timeline-box .q-item").click()
+    def expanded(d: webdriver.Chrome) -> bool:
+        return bool(d.find_elements(By.CSS_SELECTOR, ".sw-timeline-box.q-expansion-item--expanded"))
+
+    # Open the timeline; a click a loaded machine's page did not take is made again (10 s each).
+    for _ in range(DEADLINE // 10):
+        browser.find_element(By.CSS_SELECTOR, ".sw-timeline-box .q-item").click()
+        try:
+            wait(browser, expanded, 10)
+            break
+        except TimeoutException:
+            continue
+    assert expanded(browser), "the timeline did not open"
 
     def bars(d: webdriver.Chrome) -> dict[str, str]:
         opt = chart_option(d, ".sw-timeline")
