@@ -27,15 +27,32 @@ class BrokerClosed(Exception):
     """The server is shutting down."""
 
 
+@dataclass(frozen=True)
+class Deleted:
+    """In the jobs feed: this job was deleted."""
+
+    job_id: str
+
+
+@dataclass(frozen=True)
+class More:
+    """Another replica committed this job's events up to ``seq``: read them from the log."""
+
+    seq: int
+
+
+Item = Event | Deleted | More
+
+
 class Subscription:
     def __init__(self, limit: int) -> None:
         self._limit = limit
-        self._items: deque[Event | Deleted] = deque()
+        self._items: deque[Item] = deque()
         self._ready = asyncio.Event()
         self._overflowed = False
         self._closed = False
 
-    def push(self, event: Event | Deleted) -> None:
+    def push(self, event: Item) -> None:
         if len(self._items) >= self._limit:
             self._items.clear()
             self._overflowed = True
@@ -43,11 +60,17 @@ class Subscription:
             self._items.append(event)
         self._ready.set()
 
+    def resync(self) -> None:
+        """What was published may be incomplete (notifications lost): re-read the log."""
+        self._items.clear()
+        self._overflowed = True
+        self._ready.set()
+
     def close(self) -> None:
         self._closed = True
         self._ready.set()
 
-    async def next(self, timeout: float) -> Event | Deleted | None:
+    async def next(self, timeout: float) -> Item | None:
         """The next event; None after ``timeout`` seconds of silence."""
         if not self._items and not self._overflowed and not self._closed:
             self._ready.clear()
@@ -61,13 +84,6 @@ class Subscription:
             self._overflowed = False
             raise Overflowed
         return self._items.popleft()
-
-
-@dataclass(frozen=True)
-class Deleted:
-    """In the jobs feed: this job was deleted."""
-
-    job_id: str
 
 
 class Broker:
@@ -85,6 +101,26 @@ class Broker:
             if ev.job is not None:
                 for sub in self._feed:
                     sub.push(ev)
+
+    def poke(self, job_id: str, seq: int) -> None:
+        """Another replica committed the job's log up to ``seq`` (a notification)."""
+        for sub in self._by_job.get(job_id, ()):
+            sub.push(More(seq))
+
+    def publish_feed(self, event: Event) -> None:
+        """A job header another replica committed, read back from the store: to the feed."""
+        for sub in self._feed:
+            sub.push(event)
+
+    @property
+    def feed_watched(self) -> bool:
+        return bool(self._feed)
+
+    def resync_all(self) -> None:
+        """Notifications may have been missed (the listener reconnected): everyone re-reads."""
+        for sub in [*self._feed, *(s for g in self._by_job.values() for s in g)]:
+            sub.resync()
+        self.publish_logs(set(self._logs))
 
     def publish_deleted(self, job_ids: list[str]) -> None:
         """Jobs deleted (DeleteJob, retention): the feed's watchers are told."""

@@ -21,6 +21,7 @@ from typing import Any
 from . import processes, rules, tracing
 from .definitions import DefinitionError, JobDefinition, Limits, Violation, parse_definition
 from .executors import Executor, ExecutorUnavailable, InProcessExecutor, TooManyChildFailures
+from .leases import Claimed
 from .model import ChildCounts, Failure, JobState, StepState
 from .progress import DEFAULT_LOG_CAP, InitOutput, ProgressRecorder
 from .rules import Decision, StepTransition
@@ -43,7 +44,7 @@ from .store import (
     now_us,
 )
 
-__all__ = ["Engine", "JobAlreadyFinished", "JobNotFinished"]
+__all__ = ["CancelNotConfirmed", "Engine", "JobAlreadyFinished", "JobNotFinished"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,10 @@ class JobNotFinished(Exception):
         super().__init__(f"job {job.job_id} is {job.status.name}: only a finished job can be "
                          "rerun (cancel it, or wait for it to end)")
         self.job = job
+
+
+class CancelNotConfirmed(Exception):
+    """The cancel is recorded, but the replica running the job has not carried it out yet."""
 
 
 class JobDocuments:
@@ -102,12 +107,17 @@ class Engine:
         self.store = store
         self.step_types = step_types
         self.workspace = workspace
+        # Replicas on one machine each mark their own commands: one never kills another's.
+        marker = store.identity if store.leases is None else f"{store.identity}|{store.leases.name}"
         self.config = EngineConfig(store, step_types, workspace, progress_interval,
                                    asyncio.Semaphore(max_running_steps),
-                                   processes.owner_key(store.identity), limits, log_cap,
+                                   processes.owner_key(marker), limits, log_cap,
                                    executor or InProcessExecutor(), env_allow, run_as)
         self.limits = limits
         self._runs: dict[str, asyncio.Task[None]] = {}
+        self._cancels: set[asyncio.Task[Any]] = set()
+        #: How long a CancelJob for a job another replica runs waits for its outcome.
+        self.remote_cancel_s = 10.0
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -120,13 +130,56 @@ class Engine:
         killed = await asyncio.to_thread(processes.kill_marked, self.config.owner)
         if killed:
             log.warning("killed %d command(s) left running by the previous orchestrator", killed)
+        if self.store.leases is not None:
+            return  # replicas: jobs are taken over by the lease sweep (replicas.py), not here
         for job_id in await self.store.unfinished_jobs():
             await self.store.decide_job(job_id, lambda j: rules.interrupted_job(j, now_us()))
             self._launch(job_id)
 
+    async def adopt(self, claimed: Claimed) -> None:
+        """A job whose lease this replica just took: its previous runner is gone. Commands it
+        left on this machine die first; its interrupted steps get a new attempt or FAILED."""
+        job = await self.store.get_job(claimed.job_id)
+        for s in job.steps:
+            if s.status == StepStatus.RUNNING:
+                await asyncio.to_thread(processes.kill_marked, None, s.step_id)
+        try:
+            await self.store.decide_job(claimed.job_id,
+                                        lambda j: rules.interrupted_job(j, now_us()))
+        except StaleWrite as exc:  # lost again already, or finished meanwhile
+            log.info("job %s: not taken over: %s", claimed.job_id, exc)
+            return
+        if claimed.cancel_requested:
+            self.carry_out_cancel(claimed.job_id)
+        else:
+            self._launch(claimed.job_id)
+
+    def abandon(self, job_id: str) -> None:
+        """This replica lost the job's lease: stop its runner and commands, decide nothing
+        (the new owner decides; our late writes would be refused anyway)."""
+        if self.store.leases is not None:
+            self.store.leases.drop(job_id)
+        task = self._runs.get(job_id)
+        if task is not None:
+            log.warning("job %s: lease lost; stopping its runner and commands here", job_id)
+            task.cancel()
+
+    def carry_out_cancel(self, job_id: str) -> None:
+        """A CancelJob received by another replica, for a job this one runs."""
+        if self.store.leases is None or job_id not in self.store.leases:
+            return
+
+        async def cancel() -> None:
+            with contextlib.suppress(JobAlreadyFinished, StaleWrite):
+                await self.cancel(job_id)
+
+        task = asyncio.create_task(cancel(), name=f"cancel-{job_id}")
+        self._cancels.add(task)
+        task.add_done_callback(self._cancels.discard)
+
     async def stop(self) -> None:
         """Stop running jobs without deciding anything: the next start recovers them."""
-        tasks = list(self._runs.values())
+        tasks = [*self._runs.values(), *self._cancels]
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -178,6 +231,11 @@ class Engine:
         job = await self.store.get_job(job_id)
         if job.status.terminal:
             raise JobAlreadyFinished(job)
+        book = self.store.leases
+        if book is not None and job_id not in book:
+            claimed = await self.store.request_cancel(job_id)
+            if claimed is None:
+                return await self._await_remote_cancel(job_id)
         task = self._runs.get(job_id)
         if task is not None:
             task.cancel()
@@ -190,6 +248,24 @@ class Engine:
             return rules.cancel(current, now_us())
 
         return await self.store.decide_job(job_id, decide)
+
+    async def _await_remote_cancel(self, job_id: str) -> JobState:
+        """The owner cancels on the notification (or its successor at takeover): wait for the
+        job's terminal status, reading the store with a growing pause, within a deadline."""
+        pause = 0.02
+        try:
+            async with asyncio.timeout(self.remote_cancel_s):
+                while True:
+                    job = await self.store.get_job(job_id)
+                    if job.status.terminal:
+                        return job
+                    await asyncio.sleep(pause)  # a poll of another process's write, bounded
+                    pause = min(0.2, pause * 2)
+        except TimeoutError:
+            raise CancelNotConfirmed(
+                f"cancel of job {job_id} is recorded, but the replica running it has not carried "
+                f"it out within {self.remote_cancel_s:g} s; it will when that replica or the one "
+                "taking its jobs over reads it") from None
 
     async def wait(self, job_id: str) -> None:
         """Until the job's runner is done (for tests and benchmarks)."""

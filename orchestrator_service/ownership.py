@@ -2,9 +2,9 @@
 
 SQLite: an OS lock (``flock``) on ``<db file>.lock``, held for the process's
 life; the kernel drops it when the process dies, however it dies, so a
-crashed orchestrator never blocks its successor. PostgreSQL: a session-level
-``pg_advisory_lock`` on a dedicated connection, the same guarantee until
-replicas share a database through per-job leases.
+crashed orchestrator never blocks its successor. PostgreSQL: any number of
+replicas share the database; each job is owned through its lease (leases.py,
+replicas.py), so there is nothing to hold for the whole database.
 """
 
 from __future__ import annotations
@@ -12,16 +12,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
-from sqlalchemy import create_engine, make_url, text
-from sqlalchemy.pool import NullPool
+from sqlalchemy import make_url
 
 __all__ = ["AlreadyOwned", "Ownership", "acquire"]
-
-# "Stepwatc" as a 64-bit number: the advisory lock key of an orchestrator.
-PG_LOCK_KEY = 0x5374657077617463
 
 
 class AlreadyOwned(Exception):
@@ -34,8 +29,6 @@ class Ownership:
 
     what: str
     _fd: int | None = None
-    _conn: Any = None
-    _engine: Any = field(default=None, repr=False)
 
     def release(self) -> None:
         if self._fd is not None:
@@ -43,11 +36,6 @@ class Ownership:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
                 os.close(self._fd)
             self._fd = None
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                self._conn.close()
-                self._engine.dispose()
-            self._conn = None
 
 
 def acquire(db_url: str) -> Ownership:
@@ -57,7 +45,7 @@ def acquire(db_url: str) -> Ownership:
             return Ownership("an in-memory database")
         return _lock_file(os.path.abspath(url.database))
     if url.get_backend_name() == "postgresql":
-        return _advisory_lock(db_url)
+        return Ownership("a shared PostgreSQL database (jobs owned through leases)")
     return Ownership(f"a {url.get_backend_name()} database (not locked)")
 
 
@@ -83,17 +71,3 @@ def _read_pid(fd: int) -> str:
         pid = int(os.pread(fd, 32, 0).decode().strip())
         return f" (pid {pid})"
     return ""
-
-
-def _advisory_lock(db_url: str) -> Ownership:
-    engine = create_engine(db_url, poolclass=NullPool)
-    conn = engine.connect()
-    got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": PG_LOCK_KEY}).scalar()
-    conn.commit()
-    if not got:
-        conn.close()
-        engine.dispose()
-        raise AlreadyOwned(
-            f"another orchestrator is using the database {make_url(db_url).render_as_string()} "
-            "(it holds the advisory lock); stop it, or give this one its own --db-url")
-    return Ownership(make_url(db_url).render_as_string(), _conn=conn, _engine=engine)

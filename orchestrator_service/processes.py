@@ -27,9 +27,11 @@ def owner_key(db_identity: str) -> str:
     return hashlib.sha256(db_identity.encode()).hexdigest()[:20]
 
 
-def marked(owner: str, step_id: str | None = None) -> Iterator[int]:
-    """Pids of live processes carrying the owner's marker (and the step's, if given)."""
-    want = [f"{OWNER}={owner}".encode()]
+def marked(owner: str | None, step_id: str | None = None) -> Iterator[int]:
+    """Pids of live processes carrying the owner's marker and/or the step's (one at least)."""
+    if owner is None and step_id is None:
+        raise ValueError("marked() needs an owner or a step")
+    want = [] if owner is None else [f"{OWNER}={owner}".encode()]
     if step_id is not None:
         want.append(f"{STEP}={step_id}".encode())
     me = os.getpid()
@@ -45,7 +47,7 @@ def marked(owner: str, step_id: str | None = None) -> Iterator[int]:
             yield int(name)
 
 
-def kill_marked(owner: str, step_id: str | None = None, deadline_s: float = 10.0) -> int:
+def kill_marked(owner: str | None, step_id: str | None = None, deadline_s: float = 10.0) -> int:
     """SIGKILL every marked process and wait until none is left; returns how many were killed."""
     killed: set[int] = set()
     end = time.monotonic() + deadline_s

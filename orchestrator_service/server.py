@@ -19,6 +19,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
+from sqlalchemy import make_url
+from sqlalchemy.exc import ArgumentError
 
 from stepwatch.net import is_loopback
 from stepwatch.v1 import orchestrator_pb2 as pb
@@ -30,10 +32,12 @@ from .catalog import Catalog
 from .definitions import Limits
 from .engine import Engine
 from .executors import make_executor
+from .leases import LeaseBook, default_replica_name
 from .metrics import Metrics
 from .model import Event
 from .ownership import AlreadyOwned, Ownership, acquire
 from .progress import DEFAULT_LOG_CAP
+from .replicas import Replicas
 from .service import OrchestratorServicer, add_to_server
 from .step_types import load_step_types
 from .step_types.base import DEFAULT_ENV_ALLOW
@@ -78,6 +82,9 @@ class Settings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
+    lease_s: float = 10.0
+    replica_name: str | None = None  # None: host:port (host:pidNNN with --port 0)
+    migrate_only: bool = False
 
 
 class Orchestrator:
@@ -85,7 +92,19 @@ class Orchestrator:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.store = Store(settings.db_url)
+        try:
+            backend = make_url(settings.db_url).get_backend_name()
+        except ArgumentError as exc:
+            raise StartupError(f"--db-url is not a database URL: {exc}") from None
+        # PostgreSQL: any number of replicas, each job owned through a lease (leases.py).
+        book = (LeaseBook(settings.replica_name or default_replica_name(settings.port),
+                          int(settings.lease_s * 1e6)) if backend == "postgresql" else None)
+        try:
+            self.store = Store(settings.db_url, leases=book)
+        except ModuleNotFoundError as exc:
+            raise StartupError(f"the database driver is not installed ({exc.name}); for "
+                               "PostgreSQL: pip install 'stepwatch[postgres]'") from None
+        self.replicas: Replicas | None = None
         self.broker = Broker()
         self.metrics = Metrics()
         self.store.set_listener(self._committed)
@@ -123,6 +142,8 @@ class Orchestrator:
         except AlreadyOwned as exc:
             raise StartupError(str(exc)) from None
         await asyncio.to_thread(self.store.migrate)
+        if self.settings.migrate_only:
+            return 0
         self.store.watch_file()
         self.store.on_availability = self._storage_changed
         self.servicer = OrchestratorServicer(self.engine, self.catalog, self.broker,
@@ -143,6 +164,10 @@ class Orchestrator:
             raise StartupError(f"cannot listen on {address}: the address is in use or not "
                                "available (is another server running there? choose --port)")
         await self.engine.recover()
+        if self.store.leases is not None:
+            self.replicas = Replicas(self.store, self.engine, self.broker, self.settings.lease_s,
+                                     self._jobs_deleted)
+            await self.replicas.start()
         if self.settings.metrics_port is not None:
             try:
                 self.metrics_port = self.metrics.serve(self.settings.host,
@@ -197,9 +222,13 @@ class Orchestrator:
             if task is not None:
                 task.cancel()
         await self.health.enter_graceful_shutdown()
+        if self.replicas is not None:
+            await self.replicas.stop()  # no more claims while the jobs stop
         self.broker.close()
         await self.server.stop(self.settings.shutdown_grace_s)
         await self.engine.stop()
+        if self.replicas is not None:
+            await self.replicas.release()  # the other replicas take the jobs over now
         self.store.close()
         self.metrics.close()
         self.release()
@@ -260,6 +289,11 @@ async def serve(settings: Settings, on_ready: Callable[[int], None] | None = Non
     except BaseException:
         orch.release()
         raise
+    if settings.migrate_only:
+        log.info("database schema is at head; --migrate-only: not serving")
+        orch.store.close()
+        orch.release()
+        return
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -376,11 +410,21 @@ def parse_args(argv: list[str] | None = None) -> Settings:
                    help="run `shell` commands as this user (the server must be able to switch)")
     p.add_argument("--metrics-port", type=int, default=_int_or_none(env("STEPWATCH_METRICS_PORT")),
                    help="serve Prometheus metrics at http://HOST:PORT/metrics (default: off)")
+    p.add_argument("--lease-seconds", type=float,
+                   default=float(env("STEPWATCH_LEASE_SECONDS", "10")),
+                   help="PostgreSQL replicas: how long a job's lease lasts without renewal; a dead "
+                        "replica's jobs resume elsewhere within about 1.5 leases (default: %(default)s)")
+    p.add_argument("--replica-name", default=env("STEPWATCH_REPLICA_NAME"),
+                   help="this replica's name in leases (default: HOST:PORT)")
+    p.add_argument("--migrate-only", action="store_true",
+                   help="upgrade the database schema to this version's, then exit")
     p.add_argument("--log-level", default=env("STEPWATCH_LOG_LEVEL", "INFO"))
     a = p.parse_args(argv)
     logging.basicConfig(level=a.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    if not 0.5 <= a.lease_seconds <= 3600:
+        p.error("--lease-seconds must be between 0.5 and 3600")
     if a.heartbeat_interval <= 0:
         p.error("--heartbeat-interval must be positive")
     if a.keep_jobs_days is not None and a.keep_jobs_days <= 0:
@@ -405,7 +449,9 @@ def parse_args(argv: list[str] | None = None) -> Settings:
                     tls_cert=_path(a.tls_cert), tls_key=_path(a.tls_key),
                     tls_client_ca=_path(a.tls_client_ca), keep_jobs_days=a.keep_jobs_days,
                     shell_env=tuple(n.strip() for n in a.shell_env.split(",") if n.strip()),
-                    shell_user=a.shell_user or None, metrics_port=a.metrics_port)
+                    shell_user=a.shell_user or None, metrics_port=a.metrics_port,
+                    lease_s=a.lease_seconds, replica_name=a.replica_name or None,
+                    migrate_only=a.migrate_only)
 
 
 def _int_or_none(value: str | None) -> int | None:
@@ -420,6 +466,8 @@ def main(argv: list[str] | None = None) -> None:
     settings = parse_args(argv)
 
     def ready(port: int) -> None:
+        if settings.migrate_only:
+            return
         # Tests and scripts read this line to learn the port.
         print(f"stepwatch orchestrator listening on {settings.host}:{port}", flush=True)
 

@@ -27,13 +27,20 @@ from .auth import Authenticator, AuthError, Role
 from .broker import Broker, BrokerClosed, Deleted
 from .catalog import Catalog, DefinitionNotFound, Entry
 from .definitions import DefinitionError, clip, parse_definition
-from .engine import Engine, JobAlreadyFinished, JobNotFinished
+from .engine import CancelNotConfirmed, Engine, JobAlreadyFinished, JobNotFinished
 from .errors import RpcError, invalid
 from .metrics import Metrics
 from .model import Event, JobState, StepState
 from .snapshots import JobSnapshots
 from .statuses import ChildStatus, JobStatus
-from .store import AmbiguousId, JobNotFound, JobStillRunning, StepNotFound, StoreUnavailable
+from .store import (
+    AmbiguousId,
+    JobNotFound,
+    JobStillRunning,
+    LeaseLost,
+    StepNotFound,
+    StoreUnavailable,
+)
 from .watch import (
     AfterSeqOutOfRange,
     Heartbeat,
@@ -68,8 +75,10 @@ def _errors() -> Iterator[None]:
         what = "" if str(exc).startswith("invalid definition file") else "invalid job definition: "
         raise RpcError(grpc.StatusCode.INVALID_ARGUMENT, f"{what}{clip(str(exc), 1000)}",
                        exc.violations[:MAX_VIOLATIONS]) from None
-    except StoreUnavailable as exc:
+    except (StoreUnavailable, CancelNotConfirmed) as exc:
         raise RpcError(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
+    except LeaseLost as exc:  # the job changed hands mid-command: the new owner will answer
+        raise RpcError(grpc.StatusCode.UNAVAILABLE, f"{exc}; try again") from None
     except StepNotFound as exc:
         raise RpcError(grpc.StatusCode.NOT_FOUND,
                        f"job {exc.job_id} has no step {clip(repr(exc.ref))}") from None

@@ -13,14 +13,22 @@ closed out (CANCELLED) and counted in that same transaction: a step never
 leaves an attempt with unfinished children, and the counts in every event
 equal the child rows as of its commit.
 
-Writes run on one thread (SQLite sees a single writer) and are shielded from
-the caller's cancellation: a write once asked for is never dropped. Reads run
-on their own threads so a busy writer does not hold them up.
+Writes run on one thread for SQLite (a single writer) and on several for
+PostgreSQL, a job's writes always on the same one (so its events reach the
+broker in commit order); they are shielded from the caller's cancellation: a
+write once asked for is never dropped. Reads run on their own threads so a busy
+writer does not hold them up.
+
+Replicas (PostgreSQL): with a ``LeaseBook`` every write of a job also checks,
+under the job's row lock, that this process holds the job's lease at the epoch
+it claimed (``LeaseLost`` otherwise), and each commit tells the other replicas
+through ``pg_notify`` which job's log grew.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -50,8 +58,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from . import rules, wire
+from . import leases, rules, wire
 from .definitions import JobDefinition
+from .leases import Claimed, LeaseBook, Renewal
 from .model import (
     ChildCounts,
     Event,
@@ -75,7 +84,7 @@ from .tables import (
 )
 
 __all__ = [
-    "JobNotFound", "ProgressBatch", "StaleWrite", "StepWrite", "Store", "StoreUnavailable",
+    "JobNotFound", "LeaseLost", "ProgressBatch", "StaleWrite", "StepWrite", "Store", "StoreUnavailable",
     "new_id", "now_us",
 ]
 
@@ -83,6 +92,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Listener = Callable[[list[Event]], None]
 IN_CHUNK = 500  # bound for IN (...) lists
+NOTIFY_CHANNEL = "stepwatch"  # pg_notify channel: "there is more" for other replicas
+PG_WRITERS = 4  # write threads (connections) on PostgreSQL; SQLite has one writer
 FAST_TRIES = 3  # a command's write (SubmitJob, CancelJob) tries this often, then answers UNAVAILABLE
 MAX_BACKOFF_S = 2.0  # a running job's write retries at least this often while storage is down
 
@@ -125,6 +136,7 @@ def _params(key: str, values: Mapping[str, Any], columns: Sequence[str]) -> dict
 
 # Hot-path statements are built once: building a Core statement costs more than running it.
 _LOCK_JOB = select(J).where(J.c.job_id == bindparam("k")).with_for_update()
+_NOTIFY = select(func.pg_notify(NOTIFY_CHANNEL, bindparam("p")))
 _STEP = select(S).where(S.c.step_id == bindparam("k"))
 _JOB_OF_STEP = select(S.c.job_id).where(S.c.step_id == bindparam("k"))
 _SET_STEP_STATUS = _set(S, "step_id", _STEP_STATUS_COLUMNS)
@@ -177,6 +189,10 @@ class AmbiguousId(ValueError):
 
 class StaleWrite(Exception):
     """A write for an attempt that is not the step's current one, or to a terminal step or job."""
+
+
+class LeaseLost(StaleWrite):
+    """This process no longer holds the job's lease: another replica runs it now."""
 
 
 class _StorageFault(Exception):
@@ -322,7 +338,8 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN")
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    # Enough connections for every writer and reader thread and the lease thread at once.
+    return create_engine(url, pool_pre_ping=True, pool_size=PG_WRITERS + 6, max_overflow=4)
 
 
 def _is_memory(url: str) -> bool:
@@ -330,13 +347,23 @@ def _is_memory(url: str) -> bool:
 
 
 class Store:
-    def __init__(self, url: str, *, before_write: Callable[[str], None] | None = None) -> None:
+    def __init__(self, url: str, *, before_write: Callable[[str], None] | None = None,
+                 leases: LeaseBook | None = None) -> None:
         self.url = url
         self.engine = make_engine(url)
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-write")
+        #: True on a database several replicas may share (PostgreSQL).
+        self.shared = self.engine.url.get_backend_name() == "postgresql"
+        #: The leases this process holds; None: it alone writes the database (no lease checks).
+        self.leases = leases
+        n = PG_WRITERS if self.shared else 1
+        self._writers = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"store-write{i}")
+                         for i in range(n)]
+        self._writer = self._writers[0]
         # An in-memory SQLite database is one per connection: read it on the writer's thread.
         self._reader = (self._writer if _is_memory(url)
-                        else ThreadPoolExecutor(max_workers=2, thread_name_prefix="store-read"))
+                        else ThreadPoolExecutor(max_workers=4 if self.shared else 2,
+                                                thread_name_prefix="store-read"))
+        self._lease_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-lease")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listener: Listener | None = None
         self._log_listener: Callable[[set[tuple[str, int]]], None] | None = None
@@ -373,7 +400,9 @@ class Store:
 
     def close(self) -> None:
         self._closed.set()
-        self._writer.shutdown(wait=True)
+        for w in self._writers:
+            w.shutdown(wait=True)
+        self._lease_thread.shutdown(wait=True)
         if self._reader is not self._writer:
             self._reader.shutdown(wait=True)
         self.engine.dispose()
@@ -387,21 +416,24 @@ class Store:
                 raise
             raise StoreUnavailable(_reason(exc)) from exc
 
-    async def _write(self, name: str, fn: Callable[..., T], *args: Any, wait: bool = True) -> T:
+    async def _write(self, name: str, fn: Callable[..., T], *args: Any, wait: bool = True,
+                     key: str = "") -> T:
         """Run a write transaction on the writer thread; retry while storage is faulty.
 
         ``wait``: a running job's write waits out a storage fault (retrying with
         backoff, however long it lasts); a command's write (wait=False) answers
         StoreUnavailable at once when the store is known down, or after a few tries.
         Each try is shielded: cancelling the caller does not cancel a queued write
-        (it would silently lose what it carried).
+        (it would silently lose what it carried). ``key`` (a job or step id) picks the
+        writer thread: one key's writes commit, and are published, in order.
         """
+        writer = self._writers[hash(key) % len(self._writers)]
         self._loop = asyncio.get_running_loop()
         if not wait and not self.available:
             raise StoreUnavailable(self.unavailable_reason)
         tries = 0
         while True:
-            fut = self._loop.run_in_executor(self._writer, self._try_write, name, fn, args)
+            fut = self._loop.run_in_executor(writer, self._try_write, name, fn, args)
             try:
                 return await asyncio.shield(fut)
             except _StorageFault as fault:
@@ -526,19 +558,22 @@ class Store:
     async def page_secret(self) -> bytes:
         """This database's secret for signing page tokens (made on first use)."""
         if self._secret is None:
-            self._secret = await self._write("page_secret", self._page_secret)
+            try:
+                self._secret = await self._write("page_secret", self._page_secret)
+            except IntegrityError:  # another replica made it first: read theirs
+                self._secret = await self._write("page_secret", self._page_secret)
         return self._secret
 
     async def write_steps(self, job_id: str, writes: Sequence[StepWrite]) -> list[StepState]:
         """Step transitions of one job in one transaction; each fenced by its attempt."""
-        return await self._write("write_steps", self._write_steps, job_id, writes)
+        return await self._write("write_steps", self._write_steps, job_id, writes, key=job_id)
 
     async def decide_job(self, job_id: str, decide: Callable[[JobState], Decision]) -> JobState:
         """Read the whole job under its lock, let ``decide`` (a rule) say what changes, write it.
 
         For the decisions taken once per job (start, stop, cancel, finish, recovery).
         """
-        return await self._write("decide_job", self._decide_job, job_id, decide)
+        return await self._write("decide_job", self._decide_job, job_id, decide, key=job_id)
 
     def require_available(self) -> None:
         """For commands: answer at once, rather than wait, when storage is known down."""
@@ -549,13 +584,17 @@ class Store:
                              logs: Sequence[LogLine] = ()) -> StepState:
         """An attempt's children, PENDING; with what its init logged."""
         return await self._write("start_children", self._start_children, step_id, attempt, keys,
-                                 logs)
+                                 logs, key=step_id)
 
     async def record_progress(self, progress: ProgressBatch) -> None:
-        await self._write("record_progress", self._record_progress, progress)
+        await self._write("record_progress", self._record_progress, progress, key=progress.step_id)
 
     async def get_job(self, job_id: str) -> JobState:
         return await self._read(self._get_job, job_id)
+
+    async def job_header(self, job_id: str) -> JobState:
+        """The job without its steps (raises JobNotFound)."""
+        return await self._read(self._job_header, job_id)
 
     async def head(self, job_id: str) -> int:
         """The job's head seq (raises JobNotFound)."""
@@ -619,12 +658,14 @@ class Store:
         JobStillRunning (checked under the job's lock)."""
         await self._write("delete_job", self._delete_job, job_id, wait=False)
         self._deleted([job_id])
+        await self._tell_deleted([job_id])
 
     async def delete_finished_before(self, before_us: int, batch: int = 100) -> list[str]:
         """Delete up to ``batch`` terminal jobs that finished before ``before_us``; their ids."""
         ids = await self._write("retain_jobs", self._delete_finished_before, before_us, batch,
                                 wait=False)
         self._deleted(ids)
+        await self._tell_deleted(ids)
         return ids
 
     def set_delete_listener(self, listener: Callable[[list[str]], None]) -> None:
@@ -633,6 +674,73 @@ class Store:
     def _deleted(self, job_ids: list[str]) -> None:
         if self._delete_listener is not None and job_ids:
             self._delete_listener(job_ids)
+
+    async def _tell_deleted(self, job_ids: list[str]) -> None:
+        """Other replicas' watchers hear of a deletion too (best effort: a feed resyncs)."""
+        if self.leases is not None and self.shared and job_ids:
+            with contextlib.suppress(DBAPIError):
+                await self.notify(f"d {self.leases.owner} {' '.join(job_ids)}")
+
+    # -- leases (replicas on PostgreSQL; leases.py) ------------------------------
+
+    async def _lease_op(self, fn: Callable[..., T], *args: Any) -> T:
+        """On its own thread and connection: a busy or retrying writer never delays a renewal."""
+        self._loop = asyncio.get_running_loop()
+        return await self._loop.run_in_executor(self._lease_thread, fn, *args)
+
+    async def claim_jobs(self, limit: int) -> list[Claimed]:
+        """Unowned or expired unfinished jobs, now held by this process."""
+        return await self._lease_op(self._claim_jobs, limit)
+
+    async def renew_leases(self) -> Renewal:
+        return await self._lease_op(self._renew_leases)
+
+    async def release_leases(self) -> None:
+        await self._lease_op(self._release_leases)
+
+    async def request_cancel(self, job_id: str) -> Claimed | None:
+        """Cancel a job held elsewhere: recorded for its owner (None), or, when its lease
+        has lapsed, taken over here so that this process cancels it (the claim)."""
+        return await self._lease_op(self._request_cancel, job_id)
+
+    async def notify(self, payload: str) -> None:
+        await self._lease_op(self._notify, payload)
+
+    def _claim_jobs(self, limit: int) -> list[Claimed]:
+        assert self.leases is not None
+        with self.engine.begin() as c:
+            claimed = leases.claim(c, self.leases, limit)
+        for cl in claimed:
+            self.leases.take(cl.job_id, cl.epoch)
+        return claimed
+
+    def _renew_leases(self) -> Renewal:
+        assert self.leases is not None
+        with self.engine.begin() as c:
+            return leases.renew(c, self.leases)
+
+    def _release_leases(self) -> None:
+        assert self.leases is not None
+        held = self.leases.held()
+        for job_id in held:
+            self.leases.drop(job_id)
+        with self.engine.begin() as c:
+            leases.release(c, self.leases, held)
+
+    def _request_cancel(self, job_id: str) -> Claimed | None:
+        assert self.leases is not None
+        with self.engine.begin() as c:
+            self._lock_job(c, job_id)
+            claimed = leases.request_cancel(c, self.leases, job_id)
+            if claimed is None:
+                c.execute(_NOTIFY, {"p": f"c {self.leases.owner} {job_id}"})
+        if claimed is not None:
+            self.leases.take(job_id, claimed.epoch)
+        return claimed
+
+    def _notify(self, payload: str) -> None:
+        with self.engine.begin() as c:
+            c.execute(_NOTIFY, {"p": payload})
 
     async def unfinished_jobs(self) -> list[str]:
         return await self._read(self._unfinished_jobs)
@@ -655,8 +763,19 @@ class Store:
                     request_id: str | None, rerun: Rerun | None = None) -> tuple[JobState, bool]:
         now = now_us()
         job_id = new_id()
-        n = len(definition.steps)
         carried = {} if rerun is None else rerun.carried
+        try:
+            return self._insert_job(definition, source_toml, request_id, rerun, job_id, now,
+                                    carried)
+        except BaseException:
+            if self.leases is not None:
+                self.leases.drop(job_id)
+            raise
+
+    def _insert_job(self, definition: JobDefinition, source_toml: str, request_id: str | None,
+                    rerun: Rerun | None, job_id: str, now: int,
+                    carried: Mapping[str, StepState]) -> tuple[JobState, bool]:
+        n = len(definition.steps)
         with self.engine.begin() as c:
             if request_id is not None:
                 seen = c.execute(select(J.c.job_id, J.c.created_at)
@@ -665,7 +784,10 @@ class Store:
                     return self._read_job(c, seen.job_id), False
                 if seen is not None:  # a day old: the key is free again
                     c.execute(update(J).where(J.c.job_id == seen.job_id).values(request_id=None))
-            c.execute(insert(J).values(request_id=request_id,
+            # With replicas, the replica that creates a job runs it: it holds the lease at once.
+            lease = ({} if self.leases is None
+                     else leases.lease_values(self.leases, leases.db_now_us(c), 1))
+            c.execute(insert(J).values(request_id=request_id, **lease,
                 job_id=job_id, definition_name=definition.name, description=definition.description,
                 definition_toml=source_toml, on_step_failure=definition.on_step_failure.value,
                 status=int(JobStatus.PENDING), head_seq=0, created_at=now,
@@ -699,7 +821,9 @@ class Store:
                     ["job_id", "path", "tags", "attrs"],
                     select(literal(job_id), D.c.path, D.c.tags, D.c.attrs)
                     .where(D.c.job_id == rerun.original)))
-            log_ = _Log(c, self._lock_job(c, job_id))
+            if self.leases is not None:
+                self.leases.take(job_id, 1)
+            log_ = self._log(c, job_id)
             log_.header()
             steps = [_step_from_values(r) for r in step_rows]
             for st in steps:
@@ -711,7 +835,7 @@ class Store:
 
     def _write_steps(self, job_id: str, writes: Sequence[StepWrite]) -> list[StepState]:
         with self.engine.begin() as c:
-            log_ = _Log(c, self._lock_job(c, job_id))
+            log_ = self._log(c, job_id)
             log_.refuse_if_terminal()
             out = []
             for w in writes:
@@ -729,7 +853,7 @@ class Store:
 
     def _decide_job(self, job_id: str, decide: Callable[[JobState], Decision]) -> JobState:
         with self.engine.begin() as c:
-            log_ = _Log(c, self._lock_job(c, job_id))
+            log_ = self._log(c, job_id)
             steps = {r.step_id: _step_state(r) for r in
                      c.execute(select(S).where(S.c.job_id == job_id).order_by(S.c.idx))}
             decision = decide(replace(log_.state(), steps=tuple(steps.values())))
@@ -748,7 +872,7 @@ class Store:
                         logs: Sequence[LogLine]) -> StepState:
         with self.engine.begin() as c:
             job_id = c.execute(_JOB_OF_STEP, {"k": step_id}).scalar_one()
-            log_ = _Log(c, self._lock_job(c, job_id))
+            log_ = self._log(c, job_id)
             log_.refuse_if_terminal()
             step = _step_state(c.execute(_STEP, {"k": step_id}).one())
             _fence(step, attempt)
@@ -769,7 +893,7 @@ class Store:
     def _record_progress(self, p: ProgressBatch) -> None:
         with self.engine.begin() as c:
             job_id = c.execute(_JOB_OF_STEP, {"k": p.step_id}).scalar_one()
-            log_ = _Log(c, self._lock_job(c, job_id))
+            log_ = self._log(c, job_id)
             log_.refuse_if_terminal()
             step = _step_state(c.execute(_STEP, {"k": p.step_id}).one())
             _fence(step, p.attempt)
@@ -784,6 +908,15 @@ class Store:
             raise JobNotFound(job_id)
         return job
 
+    def _log(self, c: Connection, job_id: str) -> _Log:
+        """The job's row, locked and fenced: with leases, only their holder may write it."""
+        job = self._lock_job(c, job_id)
+        book = self.leases
+        if book is not None and not book.holds(job_id, job.lease_owner, job.lease_epoch):
+            raise LeaseLost(f"job {job_id} is run by another replica now (lease "
+                            f"{job.lease_owner} epoch {job.lease_epoch})")
+        return _Log(c, job, book.owner if book is not None and self.shared else None)
+
     # -- reads ---------------------------------------------------------------
 
     def _get_job(self, job_id: str) -> JobState:
@@ -797,6 +930,13 @@ class Store:
             raise JobNotFound(job_id)
         steps = c.execute(select(S).where(S.c.job_id == job_id).order_by(S.c.idx))
         return replace(_header(job), steps=tuple(_step_state(r) for r in steps))
+
+    def _job_header(self, job_id: str) -> JobState:
+        with self.engine.begin() as c:
+            job = c.execute(select(J).where(J.c.job_id == job_id)).first()
+        if job is None:
+            raise JobNotFound(job_id)
+        return _header(job)
 
     def _head(self, job_id: str) -> int:
         with self.engine.begin() as c:
@@ -1017,8 +1157,9 @@ def _delete_jobs(c: Connection, job_ids: list[str]) -> None:
 class _Log:
     """The locked job row of one transaction: its header, counts and new events."""
 
-    def __init__(self, c: Connection, job: Row[Any]) -> None:
+    def __init__(self, c: Connection, job: Row[Any], notify_as: str | None = None) -> None:
         self.c = c
+        self.notify_as = notify_as  # with replicas: this incarnation, named in pg_notify
         self.job_id: str = job.job_id
         self.values: dict[str, Any] = dict(job._mapping)
         self.head = self.values["head_seq"]
@@ -1071,7 +1212,19 @@ class _Log:
                                                     (*_JOB_COUNT_COLUMNS, *_JOB_STATUS_COLUMNS)))
         elif self.rows:
             self.c.execute(_SET_JOB_COUNTS, _params(self.job_id, self.values, _JOB_COUNT_COLUMNS))
+        if self.notify_as is not None and (self.rows or self.log_keys):
+            self.c.execute(_NOTIFY, {"p": self.notice()})
         return self.events
+
+    def notice(self) -> str:
+        """What other replicas are told at commit: the job's new head (and whether its
+        header changed), and which logs grew; one line each."""
+        lines = []
+        if self.rows:
+            header = any(r["kind"] == "job" for r in self.rows)
+            lines.append(f"e {self.notify_as} {self.job_id} {self.head} {int(header)}")
+        lines += [f"l {self.notify_as} {step} {attempt}" for step, attempt in self.log_keys]
+        return "\n".join(lines)
 
     def _append(self, *, step: StepState | None = None, header: bool = False) -> None:
         if step is not None and self._header_due:

@@ -13,6 +13,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -21,10 +22,14 @@ class Base(DeclarativeBase):
     pass
 
 
+# 64-bit ids on PostgreSQL; on SQLite an INTEGER PRIMARY KEY is already 64-bit (and the rowid).
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
 class JobRow(Base):
     __tablename__ = "jobs"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(String(32), unique=True)
     definition_name: Mapped[str] = mapped_column(String(200))
     description: Mapped[str] = mapped_column(Text, default="")
@@ -49,6 +54,13 @@ class JobRow(Base):
     # A client's idempotency key for SubmitJob: the same key within a day is the same job.
     request_id: Mapped[str | None] = mapped_column(String(200), nullable=True, unique=True,
                                                    index=True)
+    # The lease (ownership.py): which replica runs the job, until when, and how many times it
+    # changed hands. Every write checks owner and epoch under the job's row lock.
+    lease_owner: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    lease_epoch: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    lease_expires_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # CancelJob on a replica that does not own the job: the owner carries it out.
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, server_default=false())
 
 
 class StepRow(Base):
@@ -91,7 +103,7 @@ class ChildRow(Base):
     __table_args__ = (UniqueConstraint("step_id", "attempt", "idx"),
                       Index("ix_children_attempt_status", "step_id", "attempt", "status", "idx"))
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     step_id: Mapped[str] = mapped_column(ForeignKey("steps.step_id"), index=True)
     attempt: Mapped[int] = mapped_column(Integer)
     idx: Mapped[int] = mapped_column(Integer)
@@ -109,7 +121,7 @@ class DocumentRow(Base):
     __tablename__ = "documents"
     __table_args__ = (UniqueConstraint("job_id", "path"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.job_id"), index=True)
     path: Mapped[str] = mapped_column(Text)
     tags: Mapped[str] = mapped_column(Text)  # JSON list
@@ -120,7 +132,7 @@ class EventRow(Base):
     __tablename__ = "events"
     __table_args__ = (UniqueConstraint("job_id", "seq"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.job_id"))
     seq: Mapped[int] = mapped_column(BigInteger)
     emitted_at: Mapped[int] = mapped_column(BigInteger)
@@ -144,7 +156,7 @@ class LogChunkRow(Base):
     __tablename__ = "log_chunks"
     __table_args__ = (UniqueConstraint("step_id", "attempt", "offset"), Index("ix_log_chunks_at", "at"))
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     step_id: Mapped[str] = mapped_column(String(32))
     attempt: Mapped[int] = mapped_column(Integer)
     offset: Mapped[int] = mapped_column(BigInteger)

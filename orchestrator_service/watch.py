@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from .broker import Broker, BrokerClosed, Deleted, Overflowed
+from .broker import Broker, BrokerClosed, Deleted, More, Overflowed
 from .model import Event, JobState
 from .store import LogChunk, Store
 
@@ -82,9 +82,17 @@ async def follow_job(store: Store, broker: Broker, job_id: str, after_seq: int,
                 need_log = True
                 continue
             if got is None:
+                if store.shared:
+                    # Replicas: the database's head, so a lost notification costs one heartbeat.
+                    head = await store.head(job_id)
+                    if head > last:
+                        need_log = True
+                        continue
                 yield Heartbeat(last, time.time_ns() // 1000)
             elif isinstance(got, Deleted):
                 continue  # only the jobs feed carries these
+            elif isinstance(got, More):  # another replica wrote: the log is the source
+                need_log = got.seq > last
             elif got.seq > last + 1:
                 need_log = True
             elif got.seq == last + 1:
@@ -111,7 +119,7 @@ async def follow_jobs(store: Store, broker: Broker, limit: int, heartbeat_s: flo
                 yield Heartbeat(0, time.time_ns() // 1000)
             elif isinstance(ev, Deleted):
                 yield ev
-            elif ev.job is not None:
+            elif isinstance(ev, Event) and ev.job is not None:
                 yield ev.job
 
 

@@ -88,6 +88,29 @@ def ui_user(name: Annotated[str, typer.Option(help="the login name")],
     console.print(f"{name} {hash_password(password)} {role}", soft_wrap=True, markup=False)
 
 
+@app.command()
+def migrate(db_url: Annotated[str, typer.Option(
+        envvar="STEPWATCH_DB_URL", help="the orchestrator's database (a SQLAlchemy URL)")]) -> None:
+    """Upgrade a database's schema to this version's, for operators who migrate before a
+    rollout (replicas also migrate at start, one at a time, under an advisory lock)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from orchestrator_service.store import Store
+
+    try:
+        store = Store(db_url)
+        try:
+            store.migrate()
+        finally:
+            store.close()
+    except ModuleNotFoundError as exc:
+        _fail(f"the database driver is not installed ({exc.name}); for PostgreSQL: "
+              "pip install 'stepwatch[postgres]'")
+    except (SQLAlchemyError, ValueError) as exc:
+        _fail(f"cannot migrate {db_url.split('@')[-1]}: {str(exc).splitlines()[0][:300]}")
+    console.print("database schema is at head")
+
+
 token_app = typer.Typer(help="Tokens for an orchestrator started with --auth-token-file.")
 app.add_typer(token_app, name="token")
 

@@ -5,6 +5,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.dask_cluster import DaskCluster
+from tests.postgres import PostgresCluster
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -21,3 +22,17 @@ def dask_cluster() -> Iterator[DaskCluster]:
     cluster = DaskCluster()
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """One real PostgreSQL server for the session (initdb in a temp folder, about a second)."""
+    cluster = PostgresCluster()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def pg_url(postgres: PostgresCluster) -> str:
+    """An empty database of its own on the session's PostgreSQL."""
+    return postgres.new_database()

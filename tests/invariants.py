@@ -44,13 +44,24 @@ def job_problems(job: pb.Job, where: str) -> list[str]:
     return out
 
 
-def child_rows(db: Path) -> dict[tuple[str, int], Counter[str]]:
-    """(step_id, attempt) -> child rows by status, read straight from the SQLite file."""
+def child_rows(db: Path | str) -> dict[tuple[str, int], Counter[str]]:
+    """(step_id, attempt) -> child rows by status, read straight from the database: a SQLite
+    file (read-only, its own connection) or a PostgreSQL URL."""
+    q = "SELECT step_id, attempt, status, count(*) FROM children GROUP BY step_id, attempt, status"
     out: dict[tuple[str, int], Counter[str]] = {}
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        q = "SELECT step_id, attempt, status, count(*) FROM children GROUP BY step_id, attempt, status"
-        for step_id, attempt, status, n in conn.execute(q):
-            out.setdefault((step_id, attempt), Counter())[CHILD_STATUS[status]] = n
+    if isinstance(db, str):
+        from sqlalchemy import create_engine, text
+        from sqlalchemy.pool import NullPool
+
+        engine = create_engine(db, poolclass=NullPool)
+        with engine.connect() as conn:
+            rows = list(conn.execute(text(q)))
+        engine.dispose()
+    else:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            rows = list(conn.execute(q))
+    for step_id, attempt, status, n in rows:
+        out.setdefault((step_id, attempt), Counter())[CHILD_STATUS[status]] = n
     return out
 
 

@@ -25,6 +25,7 @@ from stepwatch.errors import FailedPrecondition
 from stepwatch.jobview import apply_event
 from stepwatch.v1 import orchestrator_pb2 as pb
 from tests.invariants import child_rows, job_problems, rows_problems, step_problems
+from tests.postgres import PostgresCluster
 
 TERMINAL_STEP = {pb.STEP_STATUS_COMPLETED, pb.STEP_STATUS_FAILED, pb.STEP_STATUS_SKIPPED,
                  pb.STEP_STATUS_CANCELLED}
@@ -64,8 +65,11 @@ def assert_terminal_values_stay(events: list[pb.JobEvent]) -> None:
             terminal[key] = value
 
 
-async def scenario(toml: str, workdir: Path, cancel_at: int | None) -> None:
-    orch = Orchestrator(Settings(port=0, db_url=f"sqlite:///{workdir / 'p.db'}", jobs_dir=None,
+async def scenario(toml: str, workdir: Path, cancel_at: int | None, db_url: str | None = None,
+                   ) -> None:
+    """On a SQLite file in ``workdir``, or on the PostgreSQL database ``db_url``."""
+    db: Path | str = db_url or workdir / "p.db"
+    orch = Orchestrator(Settings(port=0, db_url=db_url or f"sqlite:///{db}", jobs_dir=None,
                                  workspace=workdir, heartbeat_s=1.0))
     port = await orch.start()
     try:
@@ -113,7 +117,7 @@ async def scenario(toml: str, workdir: Path, cancel_at: int | None) -> None:
             problems = [p for e in log if e.HasField("step_changed")
                         for p in step_problems(e.step_changed, f"seq {e.seq}")]
             problems += job_problems(final, "final")
-            problems += rows_problems(final, child_rows(workdir / "p.db"), "final")
+            problems += rows_problems(final, child_rows(db), "final")
             assert not problems, "\n".join(problems)
             ends = [e.seq for e in log if e.HasField("job_changed")
                     and e.job_changed.status in TERMINAL_JOB]
@@ -127,3 +131,14 @@ async def scenario(toml: str, workdir: Path, cancel_at: int | None) -> None:
 def test_event_log_is_exact_for_random_dags(toml: str, cancel_at: int | None) -> None:
     with tempfile.TemporaryDirectory() as d:
         asyncio.run(scenario(toml, Path(d), cancel_at))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(toml=definitions(), cancel_at=st.one_of(st.none(), st.integers(2, 12)))
+def test_event_log_is_exact_for_random_dags_on_postgresql(postgres: PostgresCluster, toml: str,
+                                                          cancel_at: int | None) -> None:
+    """The same property on a real PostgreSQL (a database per example): the replica's
+    leases, notifications and several writer connections are in the path."""
+    url = postgres.new_database()
+    with tempfile.TemporaryDirectory() as d:
+        asyncio.run(scenario(toml, Path(d), cancel_at, url))

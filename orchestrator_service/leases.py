@@ -1,0 +1,184 @@
+"""Job leases on a shared PostgreSQL database: who runs a job, until when, at which epoch.
+
+A job is run by one replica at a time. Its row carries the lease: the owner (one
+process's incarnation, never reused), an expiry on the database's clock, and an
+epoch that grows on every change of hands. A replica claims unowned or expired
+jobs with ``FOR UPDATE SKIP LOCKED`` (two replicas never claim the same row),
+renews its own well before expiry, and the store refuses every write of a job
+whose row does not name this incarnation at the epoch it claimed: a replica
+that lost a job can no longer write it, whatever its runner still believes.
+
+The functions here run inside a transaction the caller opened; ``LeaseBook`` is
+the process's memory of what it holds (shared by the writer threads).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from sqlalchemy import Connection, Table, and_, or_, select, text, update
+
+from .statuses import JobStatus
+from .tables import JobRow
+
+__all__ = ["Claimed", "LeaseBook", "Renewal", "default_replica_name"]
+
+J = cast(Table, JobRow.__table__)
+_UNFINISHED = (int(JobStatus.PENDING), int(JobStatus.RUNNING))
+_DB_NOW = text("SELECT (extract(epoch from clock_timestamp()) * 1000000)::bigint")
+
+
+def default_replica_name(port: int) -> str:
+    """Stable across restarts on one host and port: a restart finds its predecessor's commands."""
+    host = socket.gethostname()
+    return f"{host}:{port}" if port else f"{host}:pid{os.getpid()}"
+
+
+@dataclass
+class LeaseBook:
+    """What this process holds: job id -> the epoch it claimed at."""
+
+    name: str
+    lease_us: int
+    #: This process's incarnation: the name plus what makes it unique (never reused).
+    owner: str = ""
+    _held: dict[str, int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        if not self.owner:
+            self.owner = f"{self.name}/{os.getpid()}/{secrets.token_hex(4)}"
+
+    def holds(self, job_id: str, owner: str | None, epoch: int) -> bool:
+        with self._lock:
+            return owner == self.owner and self._held.get(job_id) == epoch
+
+    def take(self, job_id: str, epoch: int) -> None:
+        with self._lock:
+            self._held[job_id] = epoch
+
+    def drop(self, job_id: str) -> bool:
+        """Forget a job; True if it was held."""
+        with self._lock:
+            return self._held.pop(job_id, None) is not None
+
+    def held(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._held)
+
+    def __contains__(self, job_id: object) -> bool:
+        with self._lock:
+            return job_id in self._held
+
+
+@dataclass(frozen=True)
+class Claimed:
+    job_id: str
+    epoch: int
+    #: The lease had an owner before (a takeover), or the job had never been claimed.
+    takeover: bool
+    cancel_requested: bool
+
+
+@dataclass(frozen=True)
+class Renewal:
+    #: Held jobs whose lease was extended; those of them a CancelJob elsewhere asked to stop.
+    renewed: frozenset[str] = frozenset()
+    cancel_requested: frozenset[str] = frozenset()
+    #: Held jobs whose row names another owner or epoch now: taken over.
+    lost: frozenset[str] = frozenset()
+    #: Held jobs that reached a terminal status: nothing to hold any more.
+    ended: frozenset[str] = frozenset()
+
+
+def db_now_us(c: Connection) -> int:
+    """The database's clock: every replica compares expiries against the same one."""
+    return int(c.execute(_DB_NOW).scalar_one())
+
+
+def lease_values(book: LeaseBook, now: int, epoch: int) -> dict[str, Any]:
+    return {"lease_owner": book.owner, "lease_epoch": epoch,
+            "lease_expires_at": now + book.lease_us}
+
+
+def claim(c: Connection, book: LeaseBook, limit: int) -> list[Claimed]:
+    """Unowned or expired unfinished jobs, at most ``limit``, now this process's (epoch + 1)."""
+    now = db_now_us(c)
+    rows = c.execute(
+        select(J.c.job_id, J.c.lease_owner, J.c.lease_epoch, J.c.cancel_requested)
+        .where(J.c.status.in_(_UNFINISHED),
+               or_(J.c.lease_owner.is_(None), J.c.lease_expires_at < now))
+        .order_by(J.c.id).limit(limit).with_for_update(skip_locked=True)).all()
+    out = []
+    for r in rows:
+        epoch = int(r.lease_epoch) + 1
+        c.execute(update(J).where(J.c.job_id == r.job_id).values(**lease_values(book, now, epoch)))
+        out.append(Claimed(r.job_id, epoch, r.lease_owner is not None, bool(r.cancel_requested)))
+    return out
+
+
+def renew(c: Connection, book: LeaseBook) -> Renewal:
+    """Extend every lease this process still holds; say which it lost and which ended."""
+    held = book.held()
+    if not held:
+        return Renewal()
+    now = db_now_us(c)
+    renewed: set[str] = set()
+    cancel: set[str] = set()
+    ids = list(held)
+    for chunk in (ids[i:i + 500] for i in range(0, len(ids), 500)):
+        rows = c.execute(
+            update(J).where(J.c.job_id.in_(chunk), J.c.lease_owner == book.owner,
+                            J.c.status.in_(_UNFINISHED))
+            .values(lease_expires_at=now + book.lease_us)
+            .returning(J.c.job_id, J.c.lease_epoch, J.c.cancel_requested)).all()
+        for r in rows:
+            if held.get(r.job_id) == r.lease_epoch:
+                renewed.add(r.job_id)
+                if r.cancel_requested:
+                    cancel.add(r.job_id)
+    lost: set[str] = set()
+    ended: set[str] = set()
+    missing = [j for j in ids if j not in renewed]
+    for chunk in (missing[i:i + 500] for i in range(0, len(missing), 500)):
+        # A statement of its own sees what committed since the update began: a job created
+        # meanwhile is ours, not lost; a job not committed yet is not looked at.
+        for r in c.execute(select(J.c.job_id, J.c.lease_owner, J.c.lease_epoch, J.c.status)
+                           .where(J.c.job_id.in_(chunk))):
+            if JobStatus(r.status).terminal:
+                ended.add(r.job_id)
+            elif r.lease_owner != book.owner or r.lease_epoch != held[r.job_id]:
+                lost.add(r.job_id)
+    return Renewal(frozenset(renewed), frozenset(cancel), frozenset(lost), frozenset(ended))
+
+
+def release(c: Connection, book: LeaseBook, job_ids: Mapping[str, int]) -> None:
+    """Give leases up at once (a clean stop): another replica takes the jobs over now."""
+    for job_id, epoch in job_ids.items():
+        c.execute(update(J).where(and_(J.c.job_id == job_id, J.c.lease_owner == book.owner,
+                                       J.c.lease_epoch == epoch))
+                  .values(lease_expires_at=0))
+
+
+def request_cancel(c: Connection, book: LeaseBook, job_id: str) -> Claimed | None:
+    """CancelJob for a job this process does not hold, under the job's row lock.
+
+    An expired or unowned lease is taken here (the caller then cancels as the
+    owner, returned); a live one elsewhere gets the request recorded for its
+    owner (None), who is told through the notification that follows the commit.
+    """
+    now = db_now_us(c)
+    row = c.execute(select(J.c.lease_owner, J.c.lease_epoch, J.c.lease_expires_at)
+                    .where(J.c.job_id == job_id).with_for_update()).one()
+    if row.lease_owner is None or (row.lease_expires_at or 0) < now or row.lease_owner == book.owner:
+        epoch = int(row.lease_epoch) + (0 if row.lease_owner == book.owner else 1)
+        c.execute(update(J).where(J.c.job_id == job_id).values(**lease_values(book, now, epoch)))
+        return Claimed(job_id, epoch, row.lease_owner is not None, True)
+    c.execute(update(J).where(J.c.job_id == job_id).values(cancel_requested=True))
+    return None

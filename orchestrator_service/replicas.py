@@ -1,0 +1,157 @@
+"""A replica's part in a shared PostgreSQL database: the lease loop and the notification listener.
+
+The lease loop, every tenth of a lease: renew what this replica holds (a job
+whose lease it lost is abandoned at once: runner and commands stopped, nothing
+decided), carry out the cancels other replicas recorded, and claim unowned or
+expired jobs (their steps interrupted by the rules, then run here). When the
+database cannot be reached for most of a lease, the replica abandons every job
+before its leases can expire: by the time another replica may claim them,
+nothing of them runs here any more.
+
+The listener: one connection doing ``LISTEN`` (psycopg 3's async notifies).
+A notice from another replica is only ever "there is more": watchers read the
+log, which stays the only source.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from sqlalchemy.exc import DBAPIError
+
+from .broker import Broker
+from .engine import Engine
+from .model import Event
+from .store import NOTIFY_CHANNEL, JobNotFound, Store
+
+__all__ = ["Replicas"]
+
+log = logging.getLogger(__name__)
+CLAIM_BATCH = 20  # jobs claimed per sweep: replicas share a backlog instead of one taking all
+SELF_FENCE = 0.6  # of a lease without a renewal: abandon everything before anyone may claim it
+# Of a lease: how often leases are renewed and expired ones claimed. A dead replica's jobs are
+# taken over within (1 + SWEEP) leases.
+SWEEP = 0.1
+MAX_BACKOFF_S = 2.0
+
+
+class Replicas:
+    def __init__(self, store: Store, engine: Engine, broker: Broker, lease_s: float,
+                 on_deleted: Callable[[list[str]], None]) -> None:
+        assert store.leases is not None
+        self.store = store
+        self.book = store.leases
+        self.engine = engine
+        self.broker = broker
+        self.lease_s = lease_s
+        self.on_deleted = on_deleted
+        self._tasks: list[asyncio.Task[None]] = []
+        self._headers: set[str] = set()
+        self._header_task: asyncio.Task[None] | None = None
+        #: Set while the listener is connected and listening (tests wait on it).
+        self.listening = asyncio.Event()
+
+    async def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._listen(), name="replica-listen"),
+                       asyncio.create_task(self._lease_loop(), name="replica-leases")]
+        async with asyncio.timeout(30):  # a replica that cannot listen must not serve watchers
+            await self.listening.wait()
+
+    async def stop(self) -> None:
+        """A clean stop gives the leases up: another replica takes the jobs over at once."""
+        for t in [*self._tasks, *([self._header_task] if self._header_task else [])]:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def release(self) -> None:
+        with contextlib.suppress(DBAPIError, OSError):
+            await self.store.release_leases()
+
+    # -- leases ---------------------------------------------------------------
+
+    async def _lease_loop(self) -> None:
+        last_ok = time.monotonic()
+        while True:
+            started = time.monotonic()
+            try:
+                await self.sweep()
+                last_ok = started
+            except (DBAPIError, OSError) as exc:
+                log.warning("lease renewal failed: %s", str(exc).splitlines()[0][:200])
+                if time.monotonic() - last_ok > SELF_FENCE * self.lease_s:
+                    held = self.book.held()
+                    if held:
+                        log.error("no renewal for %.1f s: abandoning %d job(s) before their "
+                                  "leases expire", time.monotonic() - last_ok, len(held))
+                    for job_id in held:
+                        self.engine.abandon(job_id)
+            await asyncio.sleep(self.lease_s * SWEEP)  # the sweep's period
+
+    async def sweep(self) -> None:
+        renewal = await self.store.renew_leases()
+        for job_id in renewal.lost:
+            self.engine.abandon(job_id)
+        for job_id in renewal.ended:
+            self.book.drop(job_id)
+        for job_id in renewal.cancel_requested:
+            self.engine.carry_out_cancel(job_id)
+        for claimed in await self.store.claim_jobs(CLAIM_BATCH):
+            log.warning("job %s: taken over (epoch %d)", claimed.job_id, claimed.epoch)
+            await self.engine.adopt(claimed)
+
+    # -- notifications --------------------------------------------------------
+
+    async def _listen(self) -> None:
+        import psycopg
+
+        url = self.store.engine.url.set(drivername="postgresql")
+        conninfo = url.render_as_string(hide_password=False)
+        pause = 0.1
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(conninfo,
+                                                                 autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    if self.listening.is_set():
+                        self.broker.resync_all()  # what was said while we were away is lost
+                    self.listening.set()
+                    pause = 0.1
+                    async for note in conn.notifies():
+                        self.handle(note.payload)
+            except (psycopg.Error, OSError) as exc:
+                log.warning("notification listener: %s; reconnecting", exc)
+            await asyncio.sleep(pause)  # backoff before reconnecting
+            pause = min(MAX_BACKOFF_S, pause * 2)
+
+    def handle(self, payload: str) -> None:
+        for line in payload.splitlines():
+            kind, owner, *rest = line.split(" ")
+            if kind == "c":
+                self.engine.carry_out_cancel(rest[0])
+            elif owner == self.book.owner:
+                continue  # our own commit: the broker has it already
+            elif kind == "e":
+                job_id, seq, header = rest
+                self.broker.poke(job_id, int(seq))
+                if header == "1" and self.broker.feed_watched:
+                    self._headers.add(job_id)
+                    if self._header_task is None or self._header_task.done():
+                        self._header_task = asyncio.create_task(self._read_headers())
+            elif kind == "l":
+                self.broker.publish_logs({(rest[0], int(rest[1]))})
+            elif kind == "d":
+                self.on_deleted(rest)
+
+    async def _read_headers(self) -> None:
+        """The feed (WatchJobs) carries headers: read the ones other replicas changed."""
+        while self._headers:
+            job_id = self._headers.pop()
+            try:
+                job = await self.store.job_header(job_id)
+            except JobNotFound:
+                continue
+            self.broker.publish_feed(Event(job_id, job.head_seq, time.time_ns() // 1000, job=job))
