@@ -88,7 +88,26 @@ def parse_definition(text: str, step_types: Mapping[str, StepType],
                                          f"TOML syntax error: {clip(str(exc))}")]) from exc
     except RecursionError:
         raise DefinitionError([Violation("definition_toml", "nested too deeply")]) from None
+    nul = _nul_paths(data, "")
+    if nul:  # no database stores them as text (PostgreSQL refuses), and no command needs one
+        raise DefinitionError([Violation(clip(path), "must not contain a NUL character (\\u0000)")
+                               for path in nul[:20]])
     return build_definition(data, step_types, limits)
+
+
+def _nul_paths(value: Any, path: str) -> list[str]:
+    """Where a string (key or value) holds a NUL character; TOML nests at most a few levels."""
+    if isinstance(value, str):
+        return [path or "definition_toml"] if "\x00" in value else []
+    out: list[str] = []
+    if isinstance(value, dict):
+        for k, v in value.items():
+            here = f"{path}.{k}" if path else str(k)
+            out += [here] if "\x00" in k else _nul_paths(v, here)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            out += _nul_paths(v, f"{path}[{i}]")
+    return out
 
 
 def build_definition(data: Mapping[str, Any], step_types: Mapping[str, StepType],

@@ -107,13 +107,20 @@ def lease_values(book: LeaseBook, now: int, epoch: int) -> dict[str, Any]:
             "lease_expires_at": now + book.lease_us}
 
 
-def claim(c: Connection, book: LeaseBook, limit: int) -> list[Claimed]:
-    """Unowned or expired unfinished jobs, at most ``limit``, now this process's (epoch + 1)."""
+def claim(c: Connection, book: LeaseBook, limit: int, predecessor: bool = False) -> list[Claimed]:
+    """Unowned or expired unfinished jobs, at most ``limit``, now this process's (epoch + 1).
+
+    ``predecessor``: also the live-looking leases of an earlier incarnation of this replica's
+    name (the caller knows it is dead: it bound the address that name stands for).
+    """
     now = db_now_us(c)
+    claimable = or_(J.c.lease_owner.is_(None), J.c.lease_expires_at < now)
+    if predecessor:
+        claimable = or_(claimable, and_(J.c.lease_owner.startswith(f"{book.name}/", autoescape=True),
+                                        J.c.lease_owner != book.owner))
     rows = c.execute(
         select(J.c.job_id, J.c.lease_owner, J.c.lease_epoch, J.c.cancel_requested)
-        .where(J.c.status.in_(_UNFINISHED),
-               or_(J.c.lease_owner.is_(None), J.c.lease_expires_at < now))
+        .where(J.c.status.in_(_UNFINISHED), claimable)
         .order_by(J.c.id).limit(limit).with_for_update(skip_locked=True)).all()
     out = []
     for r in rows:

@@ -32,6 +32,9 @@ __all__ = ["DEFAULT_LOG_CAP", "InitOutput", "ProgressRecorder"]
 log = logging.getLogger(__name__)
 DEFAULT_LOG_CAP = 1 << 20  # bytes of output kept per child
 RESULT_CHARS = 1000
+# A NUL byte of output, as text every database stores (PostgreSQL's text refuses NUL); one
+# byte for one, as hexdump shows bytes it cannot print, so the output cap stays exact.
+NUL_SHOWN = "."
 
 
 class InitOutput:
@@ -85,12 +88,15 @@ class ProgressRecorder:
         self._doc_delta += len(puts)
 
     def failed(self, i: int, error: str) -> None:
+        error = error.replace("\x00", NUL_SHOWN)
         self.errors.append(error)
         self._move(i, ChildStatus.FAILED, error)
 
     # -- output (OutputSink) -----------------------------------------------------------
 
     def write(self, child: int | None, stream: LogStream, data: str, nbytes: int) -> None:
+        if "\x00" in data:  # binary output: kept readable, and storable as text everywhere
+            data = data.replace("\x00", NUL_SHOWN)
         if child is not None:
             used = self._bytes.get(child, 0)
             self._bytes[child] = used + nbytes
@@ -105,7 +111,7 @@ class ProgressRecorder:
         self._logs.append(LogLine(child, int(stream), data, now_us()))
 
     def result(self, child: int, text: str) -> None:
-        self._results[child] = text[:RESULT_CHARS]
+        self._results[child] = text[:RESULT_CHARS].replace("\x00", NUL_SHOWN)
 
     async def finish(self) -> ProgressBatch:
         """Stop the periodic flush (waiting for one in flight) and take what is left.

@@ -41,7 +41,7 @@ MAX_BACKOFF_S = 2.0
 
 class Replicas:
     def __init__(self, store: Store, engine: Engine, broker: Broker, lease_s: float,
-                 on_deleted: Callable[[list[str]], None]) -> None:
+                 on_deleted: Callable[[list[str]], None], successor: bool = False) -> None:
         assert store.leases is not None
         self.store = store
         self.book = store.leases
@@ -49,6 +49,9 @@ class Replicas:
         self.broker = broker
         self.lease_s = lease_s
         self.on_deleted = on_deleted
+        #: This replica's name is the address it bound: an earlier process of that name is dead,
+        #: and its jobs are taken over at once (a restart resumes them as on SQLite).
+        self._successor = successor
         self._tasks: list[asyncio.Task[None]] = []
         self._headers: set[str] = set()
         self._header_task: asyncio.Task[None] | None = None
@@ -99,7 +102,9 @@ class Replicas:
             self.book.drop(job_id)
         for job_id in renewal.cancel_requested:
             self.engine.carry_out_cancel(job_id)
-        for claimed in await self.store.claim_jobs(CLAIM_BATCH):
+        predecessor, self._successor = self._successor, False
+        for claimed in await self.store.claim_jobs(CLAIM_BATCH if not predecessor else 10_000,
+                                                   predecessor):
             log.warning("job %s: taken over (epoch %d)", claimed.job_id, claimed.epoch)
             await self.engine.adopt(claimed)
 

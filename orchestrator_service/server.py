@@ -165,8 +165,9 @@ class Orchestrator:
                                "available (is another server running there? choose --port)")
         await self.engine.recover()
         if self.store.leases is not None:
-            self.replicas = Replicas(self.store, self.engine, self.broker, self.settings.lease_s,
-                                     self._jobs_deleted)
+            self.replicas = Replicas(
+                self.store, self.engine, self.broker, self.settings.lease_s, self._jobs_deleted,
+                successor=self.settings.replica_name is None and self.settings.port != 0)
             await self.replicas.start()
         if self.settings.metrics_port is not None:
             try:

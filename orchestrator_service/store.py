@@ -353,6 +353,11 @@ class Store:
         self.engine = make_engine(url)
         #: True on a database several replicas may share (PostgreSQL).
         self.shared = self.engine.url.get_backend_name() == "postgresql"
+        # A read of several statements sees one snapshot: SQLite's transactions do (WAL), and
+        # PostgreSQL's REPEATABLE READ (its READ COMMITTED, which writers keep, would let the
+        # job's row and its steps come from two different commits).
+        self.reading = (self.engine.execution_options(isolation_level="REPEATABLE READ")
+                        if self.shared else self.engine)
         #: The leases this process holds; None: it alone writes the database (no lease checks).
         self.leases = leases
         n = PG_WRITERS if self.shared else 1
@@ -688,9 +693,9 @@ class Store:
         self._loop = asyncio.get_running_loop()
         return await self._loop.run_in_executor(self._lease_thread, fn, *args)
 
-    async def claim_jobs(self, limit: int) -> list[Claimed]:
-        """Unowned or expired unfinished jobs, now held by this process."""
-        return await self._lease_op(self._claim_jobs, limit)
+    async def claim_jobs(self, limit: int, predecessor: bool = False) -> list[Claimed]:
+        """Unowned or expired unfinished jobs (and a dead predecessor's), now held here."""
+        return await self._lease_op(self._claim_jobs, limit, predecessor)
 
     async def renew_leases(self) -> Renewal:
         return await self._lease_op(self._renew_leases)
@@ -706,10 +711,10 @@ class Store:
     async def notify(self, payload: str) -> None:
         await self._lease_op(self._notify, payload)
 
-    def _claim_jobs(self, limit: int) -> list[Claimed]:
+    def _claim_jobs(self, limit: int, predecessor: bool) -> list[Claimed]:
         assert self.leases is not None
         with self.engine.begin() as c:
-            claimed = leases.claim(c, self.leases, limit)
+            claimed = leases.claim(c, self.leases, limit, predecessor)
         for cl in claimed:
             self.leases.take(cl.job_id, cl.epoch)
         return claimed
@@ -920,7 +925,7 @@ class Store:
     # -- reads ---------------------------------------------------------------
 
     def _get_job(self, job_id: str) -> JobState:
-        with self.engine.begin() as c:
+        with self.reading.begin() as c:
             return self._read_job(c, job_id)
 
     @staticmethod
@@ -932,14 +937,14 @@ class Store:
         return replace(_header(job), steps=tuple(_step_state(r) for r in steps))
 
     def _job_header(self, job_id: str) -> JobState:
-        with self.engine.begin() as c:
+        with self.reading.begin() as c:
             job = c.execute(select(J).where(J.c.job_id == job_id)).first()
         if job is None:
             raise JobNotFound(job_id)
         return _header(job)
 
     def _head(self, job_id: str) -> int:
-        with self.engine.begin() as c:
+        with self.reading.begin() as c:
             head = c.execute(select(J.c.head_seq).where(J.c.job_id == job_id)).scalar()
             if head is None:
                 raise JobNotFound(job_id)
@@ -947,7 +952,7 @@ class Store:
 
     def _resume(self, job_id: str, after_seq: int, limit: int,
                 decoded: bool = True) -> tuple[int, JobStatus, list[Event]]:
-        with self.engine.begin() as c:
+        with self.reading.begin() as c:
             row = c.execute(select(J.c.head_seq, J.c.status).where(J.c.job_id == job_id)).first()
             if row is None:
                 raise JobNotFound(job_id)
@@ -958,13 +963,13 @@ class Store:
 
     def _events_after(self, job_id: str, after_seq: int, limit: int,
                       decoded: bool = True) -> list[Event]:
-        with self.engine.begin() as c:
+        with self.reading.begin() as c:
             return _read_events(c, job_id, after_seq, limit, decoded)
 
     def _list_jobs(self, limit: int, before: int | None, status: JobStatus | None,
                    name_prefix: str, created: tuple[int | None, int | None],
                    ) -> tuple[list[JobState], int | None]:
-        with self.engine.begin() as c:
+        with self.reading.begin() as c:
             q = select(J).order_by(J.c.id.desc()).limit(limit + 1)
             if before is not None:
                 q = q.where(J.c.id < before)
@@ -982,7 +987,7 @@ class Store:
             return [_header(j) for j in jobs], (jobs[-1].id if more else None)
 
     def _documents(self, job_id: str, tags: Sequence[str] | None) -> list[Document]:
-        with self.engine.begin() as c:
+        with self.reading.begin() as c:
             rows = c.execute(select(D.c.path, D.c.tags, D.c.attrs).where(D.c.job_id == job_id)
                              .order_by(D.c.path))
             docs = [Document(r.path, tuple(json.loads(r.tags)), json.loads(r.attrs)) for r in rows]
@@ -992,20 +997,20 @@ class Store:
         return [d for d in docs if wanted.intersection(d.tags)]
 
     def _step_options(self, job_id: str) -> dict[str, tuple[dict[str, Any], int]]:
-        with self.engine.begin() as c:
+        with self.reading.begin() as c:
             rows = c.execute(select(S.c.step_id, S.c.options, S.c.concurrency)
                              .where(S.c.job_id == job_id))
             return {r.step_id: (json.loads(r.options), r.concurrency) for r in rows}
 
     def _definition_text(self, job_id: str) -> str:
-        with self.engine.begin() as c:
+        with self.reading.begin() as c:
             text = c.execute(select(J.c.definition_toml).where(J.c.job_id == job_id)).scalar()
         if text is None:
             raise JobNotFound(job_id)
         return str(text)
 
     def _resolve_job_id(self, ref: str) -> str:
-        with self.engine.begin() as c:
+        with self.reading.begin() as c:
             if c.execute(select(J.c.job_id).where(J.c.job_id == ref)).first() is not None:
                 return ref
             if len(ref) < MIN_PREFIX or len(ref) >= 32 or not all(ch in HEX for ch in ref):
@@ -1019,7 +1024,7 @@ class Store:
         return str(found[0])
 
     def _find_step(self, job_id: str, ref: str) -> StepState:
-        with self.engine.begin() as c:
+        with self.reading.begin() as c:
             if c.execute(select(J.c.job_id).where(J.c.job_id == job_id)).first() is None:
                 raise JobNotFound(job_id)
             rows = list(c.execute(select(S).where(S.c.job_id == job_id, (S.c.step_id == ref)
@@ -1038,7 +1043,7 @@ class Store:
                        after: tuple[int, int] | None) -> tuple[list[ChildRecord], tuple[int, int] | None]:
         phase, last = after or (0, -1)
         out: list[ChildRecord] = []
-        with self.engine.begin() as c:
+        with self.reading.begin() as c:
             while len(out) <= limit and phase < 2:
                 q = select(C).where(C.c.step_id == step_id, C.c.attempt == attempt,
                                     C.c.idx > last).order_by(C.c.idx).limit(limit + 1 - len(out))
@@ -1062,7 +1067,7 @@ class Store:
 
     def _read_logs(self, step_id: str, attempt: int, after: int, limit: int,
                    child: int | None) -> LogPage:
-        with self.engine.begin() as c:
+        with self.reading.begin() as c:
             head = c.execute(select(LH.c.head, LH.c.first_kept).where(
                 LH.c.step_id == step_id, LH.c.attempt == attempt)).first()
             step = c.execute(select(S.c.status, S.c.attempt).where(S.c.step_id == step_id)).one()
@@ -1081,7 +1086,7 @@ class Store:
                         after: str | None) -> tuple[list[Document], str | None]:
         wanted = set(tags)
         out: list[Document] = []
-        with self.engine.begin() as c:
+        with self.reading.begin() as c:
             if c.execute(select(J.c.job_id).where(J.c.job_id == job_id)).first() is None:
                 raise JobNotFound(job_id)
             last = after
@@ -1133,7 +1138,7 @@ class Store:
             return ids
 
     def _unfinished_jobs(self) -> list[str]:
-        with self.engine.begin() as c:
+        with self.reading.begin() as c:
             return list(c.execute(select(J.c.job_id).where(
                 J.c.status.in_([int(JobStatus.PENDING), int(JobStatus.RUNNING)]))
                 .order_by(J.c.id)).scalars())

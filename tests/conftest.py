@@ -36,3 +36,11 @@ def postgres() -> Iterator[PostgresCluster]:
 def pg_url(postgres: PostgresCluster) -> str:
     """An empty database of its own on the session's PostgreSQL."""
     return postgres.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The suites run on both databases: a SQLite file of its own, or a PostgreSQL database."""
+    if request.param == "postgresql":
+        return str(request.getfixturevalue("postgres").new_database())
+    return f"sqlite:///{tmp_path_factory.mktemp('db') / 'stepwatch.db'}"

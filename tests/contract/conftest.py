@@ -26,14 +26,19 @@ class Server:
     heartbeat_s: float
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The suite runs against a server on SQLite, then one on PostgreSQL."""
     target = request.config.getoption("--target") or os.environ.get("STEPWATCH_TARGET")
     if target:
+        if request.param == "postgresql":
+            pytest.fail("--target runs the suite once, against that server: use -k sqlite")
         yield Server(target, None, heartbeat_s=5.0)
         return
     tmp: Path = tmp_path_factory.mktemp("contract")
-    proc = Orchestrator(f"sqlite:///{tmp / 'contract.db'}", workspace=tmp, heartbeat=0.5)
+    url = (request.getfixturevalue("postgres").new_database() if request.param == "postgresql"
+           else f"sqlite:///{tmp / 'contract.db'}")
+    proc = Orchestrator(url, workspace=tmp, heartbeat=0.5)
     yield Server(proc.target, proc, heartbeat_s=0.5)
     proc.stop()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -146,8 +147,12 @@ def test_unknown_ids_are_not_found(stub: pb_grpc.OrchestratorServiceStub, big_jo
 
 def test_documents_with_their_attributes(stub: pb_grpc.OrchestratorServiceStub, server: Server,
                                          tmp_path_factory: pytest.TempPathFactory) -> None:
-    toml = ('name = "docs"\n[steps.scan]\ntype = "scan_files"\ninclude = ["*.db"]\ntags = ["t"]\n'
-            '[steps.sum]\ntype = "scan_files"\ninclude = ["*.db-wal"]\n')
+    # The job makes its own files in the server's workspace (whatever database it runs on).
+    tag = uuid.uuid4().hex[:12]
+    toml = (f'name = "docs"\n[steps.make]\ntype = "shell"\ncommands = ["printf abc > {tag}-1.txt; '
+            f'printf defg > {tag}-2.txt"]\n[steps.scan]\ntype = "scan_files"\ninclude = ["{tag}-*"]\n'
+            f'tags = ["t"]\ndepends = ["make"]\n[steps.sum]\ntype = "scan_files"\n'
+            f'include = ["{tag}-2.txt"]\ndepends = ["make"]\n')
     job = run_to_end(stub, toml)
     docs = [d for d in stub.ListDocuments(pb.ListDocumentsRequest(job_id=job.job_id)).documents]
     assert docs and all(d.attrs.fields["size"].number_value > 0 for d in docs)

@@ -22,13 +22,18 @@ def finish(stub: pb_grpc.OrchestratorServiceStub, job_id: str) -> tuple[pb.Job, 
 @pytest.fixture
 def flaky_job(stub: pb_grpc.OrchestratorServiceStub) -> pb.Job:
     flag = f"/tmp/stepwatch-rerun-{uuid.uuid4().hex}"
+    made = f"rerun-{uuid.uuid4().hex[:12]}.txt"  # a document of its own, whatever the database
     toml = f'''
 name = "rerun_me"
 [policy]
 on_step_failure = "continue"
+[steps.make]
+type = "shell"
+commands = ["printf x > {made}"]
 [steps.scan]
 type = "scan_files"
-include = ["*.db"]
+include = ["{made}"]
+depends = ["make"]
 [steps.flaky]
 type = "shell"
 commands = ["test -e {flag} || {{ touch {flag}; exit 1; }}"]
@@ -44,7 +49,8 @@ depends = ["flaky"]
     job = stub.SubmitJob(pb.SubmitJobRequest(definition_toml=toml)).job
     done, _ = finish(stub, job.job_id)
     statuses = {s.name: s.status for s in done.steps}
-    assert statuses == {"scan": pb.STEP_STATUS_COMPLETED, "flaky": pb.STEP_STATUS_FAILED,
+    assert statuses == {"make": pb.STEP_STATUS_COMPLETED, "scan": pb.STEP_STATUS_COMPLETED,
+                        "flaky": pb.STEP_STATUS_FAILED,
                         "after_scan": pb.STEP_STATUS_COMPLETED,
                         "after_flaky": pb.STEP_STATUS_SKIPPED}
     return done
@@ -58,7 +64,8 @@ def test_failed_only_rerun_carries_completed_steps_over(stub: pb_grpc.Orchestrat
     steps = {s.name: s for s in done.steps}
     assert done.status == pb.JOB_STATUS_COMPLETED
     assert all(s.status == pb.STEP_STATUS_COMPLETED for s in done.steps)
-    assert steps["scan"].carried_from == steps["after_scan"].carried_from == flaky_job.job_id
+    assert steps["make"].carried_from == steps["scan"].carried_from == \
+        steps["after_scan"].carried_from == flaky_job.job_id
     assert steps["flaky"].carried_from == steps["after_flaky"].carried_from == ""
     original = {s.name: s for s in flaky_job.steps}
     assert steps["scan"].children == original["scan"].children  # as the original counted them
@@ -78,7 +85,7 @@ def test_a_whole_rerun_runs_every_step_again(stub: pb_grpc.OrchestratorServiceSt
     assert all(s.carried_from == "" for s in done.steps)
     ran = {e.step_changed.name for e in events if e.HasField("step_changed")
            and e.step_changed.status == pb.STEP_STATUS_RUNNING}
-    assert ran == {"scan", "flaky", "after_scan", "after_flaky"}
+    assert ran == {"make", "scan", "flaky", "after_scan", "after_flaky"}
 
 
 def test_rerun_errors(stub: pb_grpc.OrchestratorServiceStub) -> None:

@@ -10,6 +10,7 @@ from orchestrator_service.broker import Broker
 from orchestrator_service.definitions import parse_definition
 from orchestrator_service.engine import Engine
 from orchestrator_service.executors import DaskExecutor, Executor, InProcessExecutor
+from orchestrator_service.leases import LeaseBook
 from orchestrator_service.model import Event, JobState
 from orchestrator_service.step_types import load_step_types
 from orchestrator_service.store import Store
@@ -19,18 +20,25 @@ DEADLINE = 30.0
 
 
 class Harness:
-    """A real engine on a real SQLite file, driven in-process."""
+    """A real engine on a real SQLite file or PostgreSQL database, driven in-process.
 
-    def __init__(self, db: Path, workspace: Path,
+    On PostgreSQL it is a replica: its store holds leases, and a restart is a new process of
+    the same replica name, which takes its dead predecessor's jobs over (the lease sweep).
+    """
+
+    def __init__(self, db: Path | str, workspace: Path,
                  executor: Callable[[], Executor] = InProcessExecutor) -> None:
-        self.db = db
+        self.db = db  # a SQLite file, or a PostgreSQL URL
+        self.url = db if isinstance(db, str) else f"sqlite:///{db}"
         self.workspace = workspace
         self.executor = executor
         self.types = load_step_types()
         self.start()
 
     def start(self) -> None:
-        self.store = Store(f"sqlite:///{self.db}")
+        book = (LeaseBook("harness", lease_us=60_000_000) if self.url.startswith("postgresql")
+                else None)
+        self.store = Store(self.url, leases=book)
         self.store.migrate()
         self.broker = Broker()
         self.store.set_listener(self.broker.publish)
@@ -43,6 +51,9 @@ class Harness:
         self.store.close()
         self.start()
         await self.engine.recover()
+        if self.store.leases is not None:
+            for claimed in await self.store.claim_jobs(10_000, predecessor=True):
+                await self.engine.adopt(claimed)
 
     async def submit(self, toml: str) -> JobState:
         return await self.engine.submit(parse_definition(toml, self.types), toml)
@@ -79,24 +90,32 @@ class Harness:
         self.store.close()
 
 
-@pytest.fixture
-async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+def _database(request: pytest.FixtureRequest, tmp_path: Path, backend: str) -> Path | str:
+    if backend == "postgresql":
+        return str(request.getfixturevalue("postgres").new_database())
+    return tmp_path / "engine.db"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
     ws = tmp_path / "ws"
     ws.mkdir()
-    h = Harness(tmp_path / "engine.db", ws)
+    h = Harness(_database(request, tmp_path, request.param), ws)
     yield h
     await h.close()
 
 
-@pytest.fixture(params=["inprocess", "dask"])
+@pytest.fixture(params=["inprocess", "dask", "inprocess-postgresql"])
 async def any_harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
-    """The same engine with children in-process, or on a real Dask cluster (two workers)."""
+    """The same engine with children in-process, or on a real Dask cluster (two workers); on
+    SQLite, and in-process on PostgreSQL."""
     ws = tmp_path / "ws"
     ws.mkdir()
     if request.param == "dask":
         cluster = request.getfixturevalue("dask_cluster")
         h = Harness(tmp_path / "engine.db", ws, lambda: DaskExecutor(cluster.address, batch_size=4))
     else:
-        h = Harness(tmp_path / "engine.db", ws)
+        backend = "postgresql" if request.param.endswith("postgresql") else "sqlite"
+        h = Harness(_database(request, tmp_path, backend), ws)
     yield h
     await h.close()
