@@ -42,12 +42,13 @@ lint: install
 	$(VENV)/bin/mypy --strict $(STRICT_TYPED)
 
 # Debian packages the tests use: Chromium + chromedriver (browser tests), tmux (the CLI in a
-# 24-row terminal); util-linux (setpriv, flock, mount) comes with Debian itself.
+# 24-row terminal), PostgreSQL's server (a test fixture runs its own cluster with initdb);
+# util-linux (setpriv, flock, mount) comes with Debian itself.
 system-deps:
 	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null \
-			|| ! command -v tmux >/dev/null; then \
-		echo "installing chromium, chromium-driver and tmux"; \
-		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver tmux >/dev/null; \
+			|| ! command -v tmux >/dev/null || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		echo "installing chromium, chromium-driver, tmux and postgresql"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver tmux postgresql >/dev/null; \
 	fi
 
 run: install

@@ -21,9 +21,10 @@ from tests.procs import Orchestrator, free_port, kill_process_groups_matching
 from .helpers import DEADLINE, events, shell, step, toml
 
 
-def test_a_step_interrupted_by_a_dead_server_fails_with_orchestrator_restarted(tmp_path: Path) -> None:
+def test_a_step_interrupted_by_a_dead_server_fails_with_orchestrator_restarted(tmp_path: Path,
+                                                                               db_url: str) -> None:
     marker = f"stepwatch-contract-{uuid.uuid4().hex}"
-    db, port = f"sqlite:///{tmp_path / 'restart.db'}", free_port()
+    db, port = db_url, free_port()
     text = toml("continue", shell("long", f"sleep 60; echo {marker}"),
                 shell("after", "true", extra='depends = ["long"]'))
     server = Orchestrator(db, port=port)

@@ -14,6 +14,9 @@ import random
 import signal
 from pathlib import Path
 
+from sqlalchemy import make_url
+
+from orchestrator_service.leases import default_replica_name
 from orchestrator_service.processes import marked, owner_key
 from stepwatch.client import Backoff, Client
 from stepwatch.jobview import apply_event, is_terminal
@@ -41,17 +44,25 @@ def definition(i: int, ws: Path) -> str:
     return f'name = "chaos_{i}"\n[policy]\non_step_failure = "continue"\n' + "".join(steps)
 
 
+def marker_of(db_url: str, port: int) -> str:
+    """What the server's commands are marked with: its database (and replica name, host:port)."""
+    url = make_url(db_url)
+    if url.get_backend_name() == "sqlite":
+        return os.path.abspath(str(url.database))
+    return f"{url.render_as_string(hide_password=True)}|{default_replica_name(port)}"
+
+
 def ours(owner: str) -> set[int]:
     return set(marked(owner))
 
 
-async def test_sigkill_storm_runs_nothing_twice_and_leaves_nothing_behind(tmp_path: Path) -> None:
+async def test_sigkill_storm_runs_nothing_twice_and_leaves_nothing_behind(tmp_path: Path,
+                                                                          db_url: str) -> None:
     ws = tmp_path / "ws"
     (ws / "locks").mkdir(parents=True)
-    db = tmp_path / "chaos.db"
-    owner = owner_key(str(db))
     port = free_port()
-    server = await asyncio.to_thread(Orchestrator, f"sqlite:///{db}", port, None, ws)
+    owner = owner_key(marker_of(db_url, port))
+    server = await asyncio.to_thread(Orchestrator, db_url, port, None, ws)
     seen: dict[str, list[pb.WatchJobResponse]] = {}
     survivors: list[str] = []
     try:
@@ -74,7 +85,7 @@ async def test_sigkill_storm_runs_nothing_twice_and_leaves_nothing_behind(tmp_pa
                 await asyncio.sleep(random.uniform(0.3, 1.5))  # a random moment, not an event
                 before = ours(owner)
                 server.stop(signal.SIGKILL)
-                server = await asyncio.to_thread(Orchestrator, f"sqlite:///{db}", port, None, ws)
+                server = await asyncio.to_thread(Orchestrator, db_url, port, None, ws)
                 # Recovery ran before the server said it listens: nothing from before is alive.
                 survivors += [f"pid {p}" for p in before & ours(owner)]
             async with asyncio.timeout(DEADLINE):

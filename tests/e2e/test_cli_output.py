@@ -40,8 +40,9 @@ def finish(target: str, job_id: str) -> pb.Job:
         return stub.GetJob(pb.GetJobRequest(job_id=job_id), timeout=30).job
 
 
-def test_logs_follow_through_a_server_restart_prints_every_line_once(tmp_path: Path) -> None:
-    db, port, flag = f"sqlite:///{tmp_path / 'f.db'}", free_port(), tmp_path / "go-on"
+def test_logs_follow_through_a_server_restart_prints_every_line_once(tmp_path: Path,
+                                                                     db_url: str) -> None:
+    db, port, flag = db_url, free_port(), tmp_path / "go-on"
     toml = ('name = "restart_logs"\n[steps.s]\ntype = "shell"\nmax_attempts = 2\ncommands = ["'
             'for i in $(seq 1 20); do echo line $i; done; echo oops >&2; '
             f'while [ ! -f {flag} ]; do sleep 0.05; done; echo after-restart"]\n')

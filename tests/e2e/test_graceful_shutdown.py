@@ -15,8 +15,8 @@ from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
 from tests.procs import Orchestrator, free_port
 
 
-def test_sigterm_ends_watch_streams_cleanly(tmp_path: Path) -> None:
-    db, port = f"sqlite:///{tmp_path / 'g.db'}", free_port()
+def test_sigterm_ends_watch_streams_cleanly(tmp_path: Path, db_url: str) -> None:
+    db, port = db_url, free_port()
     flag = tmp_path / "once"
     toml = (f'name = "g"\n[steps.s]\ntype = "shell"\nmax_attempts = 2\n'
             f'commands = ["test -f {flag} || {{ touch {flag}; sleep 60; }}"]\n')

@@ -20,9 +20,9 @@ from tests.procs import Orchestrator, free_port, kill_process_groups_matching
 DEADLINE = 60
 
 
-async def test_sigkill_mid_job_then_restart(tmp_path: Path) -> None:
+async def test_sigkill_mid_job_then_restart(tmp_path: Path, db_url: str) -> None:
     marker = f"stepwatch-kill-{uuid.uuid4().hex}"
-    db = f"sqlite:///{tmp_path / 'kill.db'}"
+    db = db_url
     port = free_port()
     flag = tmp_path / "attempted"
     toml = f'''

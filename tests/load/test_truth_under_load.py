@@ -58,10 +58,9 @@ def _workspace(root: Path) -> Path:
     return root
 
 
-async def test_counts_hold_under_load(tmp_path: Path) -> None:
+async def test_counts_hold_under_load(tmp_path: Path, db_url: str) -> None:
     ws = _workspace(tmp_path / "ws")
-    db = tmp_path / "load.db"
-    server = await asyncio.to_thread(Orchestrator, f"sqlite:///{db}", 0, None, ws)
+    server = await asyncio.to_thread(Orchestrator, db_url, 0, None, ws)
     problems: list[str] = []
     finals: dict[str, pb.Job] = {}
     try:
@@ -116,7 +115,7 @@ async def test_counts_hold_under_load(tmp_path: Path) -> None:
     finally:
         server.stop()
 
-    rows = child_rows(db)
+    rows = child_rows(db_url if db_url.startswith("postgresql") else Path(db_url[len("sqlite:///"):]))
     files = sum(FILES.values())
     for job_id, job in finals.items():
         problems.extend(job_problems(job, f"final {job_id}"))
