@@ -32,9 +32,10 @@ def make_files(root: Path, n: int) -> None:
         (folder / f"f{i:06d}.txt").write_text(f"file {i}\nlorem ipsum dolor\n")
 
 
-def stepwatch_rate(ws: Path, n: int) -> float:
-    """Children/s from the summarize step's first RUNNING event to its COMPLETED event."""
-    orch = Orchestrator(f"sqlite:///{ws / f'e{n}.db'}", 0, None, ws)
+def stepwatch_rate(ws: Path, n: int, db_url: str | None = None) -> float:
+    """Children/s from the summarize step's first RUNNING event to its COMPLETED event
+    (on a new SQLite file in ``ws``, or on the database ``db_url``)."""
+    orch = Orchestrator(db_url or f"sqlite:///{ws / f'e{n}.db'}", 0, None, ws)
     try:
         with grpc.insecure_channel(orch.target) as ch:
             stub = pb_grpc.OrchestratorServiceStub(ch)

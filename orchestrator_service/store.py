@@ -53,7 +53,9 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    literal_column,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
@@ -145,8 +147,13 @@ _SET_JOB_COUNTS = _set(J, "job_id", _JOB_COUNT_COLUMNS)
 _SET_JOB_STATUS = _set(J, "job_id", (*_JOB_COUNT_COLUMNS, *_JOB_STATUS_COLUMNS))
 _INSERT_EVENTS = insert(E)
 _INSERT_CHILDREN = insert(C)
+# Only an unfinished child moves (a terminal child row never changes). The status condition
+# also makes either index of (step_id, attempt, ...) an exact lookup, whichever the planner
+# picks: PostgreSQL without fresh statistics took the status index and scanned the attempt.
 _THE_CHILD = (C.c.step_id == bindparam("b_step"), C.c.attempt == bindparam("b_attempt"),
-              C.c.idx == bindparam("b_idx"))
+              C.c.idx == bindparam("b_idx"),
+              # Literal values: an expanding IN parameter does not work in an executemany.
+              C.c.status.in_([literal_column(str(v)) for v in _UNFINISHED_CHILD]))
 _CHILD_STARTS = update(C).where(*_THE_CHILD).values(status=bindparam("b_status"),
                                                     started_at=bindparam("b_at"))
 _CHILD_ENDS = update(C).where(*_THE_CHILD).values(
@@ -1264,7 +1271,9 @@ def _fence(step: StepState, attempt: int) -> None:
 def _apply_progress(c: Connection, log_: _Log, step: StepState, p: ProgressBatch) -> StepState:
     starts = [ch for ch in p.children if ch.status == ChildStatus.RUNNING]
     ends = [ch for ch in p.children if ch.status != ChildStatus.RUNNING]
-    if starts:
+    if c.dialect.name == "postgresql" and p.children:
+        _move_children_pg(c, p.step_id, p.attempt, starts, ends)
+    elif starts:
         c.execute(_CHILD_STARTS, [{"b_step": p.step_id, "b_attempt": p.attempt, "b_idx": ch.index,
                                    "b_status": int(ch.status), "b_at": ch.at} for ch in starts])
     if ends:  # after the starts: a child that started and ended in one batch ends ended
@@ -1281,6 +1290,41 @@ def _apply_progress(c: Connection, log_: _Log, step: StepState, p: ProgressBatch
     c.execute(_SET_STEP_COUNTS, _params(step.step_id, _step_values(step),
                                         ("document_count", *_CHILD_COUNT_COLUMNS)))
     return step
+
+
+def _move_children_pg(c: Connection, step_id: str, attempt: int, starts: list[ChildChange],
+                      ends: list[ChildChange]) -> None:
+    """PostgreSQL: a batch of child moves as one statement each (arrays, unnest), not a
+    statement per child: the database joins them on the unique (step_id, attempt, idx)."""
+    key = {"step": step_id, "attempt": attempt}
+    if starts:
+        c.execute(_PG_CHILD_STARTS, {**key, "idx": [ch.index for ch in starts],
+                                     "st": [int(ch.status) for ch in starts],
+                                     "at": [ch.at for ch in starts]})
+    if ends:  # after the starts: a child that started and ended in one batch ends ended
+        c.execute(_PG_CHILD_ENDS, {
+            **key, "idx": [ch.index for ch in ends], "st": [int(ch.status) for ch in ends],
+            "err": [ch.error for ch in ends],
+            "reason": [None if ch.error is None else int(FailureReason.EXECUTION_FAILED)
+                       for ch in ends],
+            "at": [ch.at for ch in ends], "bytes": [ch.output_bytes for ch in ends],
+            "res": [ch.result for ch in ends]})
+
+
+_PG_UNFINISHED = ", ".join(str(v) for v in _UNFINISHED_CHILD)
+_PG_CHILD_STARTS = text(
+    "UPDATE children SET status = d.st, started_at = d.at FROM unnest("
+    "CAST(:idx AS integer[]), CAST(:st AS integer[]), CAST(:at AS bigint[])) AS d(idx, st, at) "
+    "WHERE children.step_id = :step AND children.attempt = :attempt AND children.idx = d.idx "
+    f"AND children.status IN ({_PG_UNFINISHED})")
+_PG_CHILD_ENDS = text(
+    "UPDATE children SET status = d.st, error = d.err, error_reason = d.reason, "
+    "finished_at = d.at, output_bytes = d.bytes, result = d.res FROM unnest("
+    "CAST(:idx AS integer[]), CAST(:st AS integer[]), CAST(:err AS text[]), "
+    "CAST(:reason AS integer[]), CAST(:at AS bigint[]), CAST(:bytes AS bigint[]), "
+    "CAST(:res AS text[])) AS d(idx, st, err, reason, at, bytes, res) "
+    "WHERE children.step_id = :step AND children.attempt = :attempt AND children.idx = d.idx "
+    f"AND children.status IN ({_PG_UNFINISHED})")
 
 
 def _transition(c: Connection, log_: _Log, step: StepState, t: StepTransition) -> StepState:

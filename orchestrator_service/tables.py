@@ -101,10 +101,14 @@ class StepRow(Base):
 class ChildRow(Base):
     __tablename__ = "children"
     __table_args__ = (UniqueConstraint("step_id", "attempt", "idx"),
-                      Index("ix_children_attempt_status", "step_id", "attempt", "status", "idx"))
+                      # Children by status (ListChildren's filter, failed first), in index order.
+                      # Not led by (step_id, attempt): a child's own update must find the unique
+                      # (step_id, attempt, idx) index cheaper, with or without statistics.
+                      Index("ix_children_status", "step_id", "status", "attempt", "idx"))
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
-    step_id: Mapped[str] = mapped_column(ForeignKey("steps.step_id"), index=True)
+    # Looked up through the unique (step_id, attempt, idx) index: no index of its own.
+    step_id: Mapped[str] = mapped_column(ForeignKey("steps.step_id"))
     attempt: Mapped[int] = mapped_column(Integer)
     idx: Mapped[int] = mapped_column(Integer)
     key: Mapped[str] = mapped_column(Text)
