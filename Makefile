@@ -58,8 +58,10 @@ run: install
 test: install system-deps lint
 	$(PY) -m pytest
 
+# PostgreSQL next to SQLite: make bench DB_URL=postgresql+psycopg://USER:PASS@HOST/DB (a server
+# where that user may create databases); without it the bench starts its own PostgreSQL.
 bench: install
-	$(PY) -m bench
+	$(PY) -m bench $(if $(DB_URL),--db-url '$(DB_URL)')
 
 bench-quick: install
 	$(PY) -m bench --quick

@@ -16,7 +16,10 @@
   job's, and on a job at ~100 events/s how far the screen is behind the stream, with
   Chromium's CPU;
 - executors: children/s of a 5,000-child `summarize` step and a 2,000-child `shell` step,
-  in-process next to a real two-worker Dask cluster started by the bench.
+  in-process next to a real two-worker Dask cluster started by the bench;
+- replicas: children/s of a 5,000-child `summarize` step on PostgreSQL next to SQLite, and
+  jobs/s of one replica next to two on one database (`--db-url postgresql+psycopg://...`, or a
+  PostgreSQL the bench starts itself).
 
 `--quick` runs a smaller set (about a minute).
 """
@@ -26,17 +29,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from . import engine, executors, fanout, logs, memory, steps, stream, ui
+from . import engine, executors, fanout, logs, memory, replicas, steps, stream, ui
 
 
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench")
     p.add_argument("--only", choices=["steps", "stream", "fanout", "engine", "memory", "logs", "ui",
-                                       "executors"],
+                                       "executors", "replicas"],
                    help="run one section")
     p.add_argument("--quick", action="store_true", help="smaller sizes, about a minute")
     p.add_argument("--files", type=int, default=5000)
     p.add_argument("--min-messages", type=int, default=20000)
+    p.add_argument("--db-url", default=None,
+                   help="a PostgreSQL server for the replicas section (a database is made there "
+                        "per measurement); default: the bench starts its own")
     a = p.parse_args()
     sizes = [100, 1000] if a.quick else [100, 1000, 10_000]
     chain_len = 500 if a.quick else 5000
@@ -75,6 +81,10 @@ def main() -> None:
         lines = asyncio.run(executors.main(1000 if a.quick else 5000, 500 if a.quick else 2000))
         print("\n".join(lines), flush=True)
         sections.append(("executors", lines))
+    if a.only in (None, "replicas"):
+        lines = asyncio.run(replicas.main(a.db_url, 1000 if a.quick else 5000, 1 if a.quick else 2))
+        print("\n".join(lines), flush=True)
+        sections.append(("replicas", lines))
     print("\n== summary ==")
     for name, lines in sections:
         print(f"[{name}]")
