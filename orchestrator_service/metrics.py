@@ -46,6 +46,8 @@ class Metrics:
         self.jobs_running = Gauge("stepwatch_jobs_running", "Jobs running now", registry=r)
         self.steps_running = Gauge("stepwatch_steps_running", "Steps running now", registry=r)
         self.watchers = Gauge("stepwatch_watchers_open", "Open watch streams", ["rpc"], registry=r)
+        self.takeovers = Counter("stepwatch_lease_takeovers", "Jobs this replica took over from "
+                                 "another (PostgreSQL replicas)", registry=self.registry)
         self.store_writes = Histogram("stepwatch_store_write_seconds", "Store write transactions",
                                       ["op"], buckets=WRITES, registry=r)
         self._running_jobs: set[str] = set()

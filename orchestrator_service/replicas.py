@@ -41,7 +41,8 @@ MAX_BACKOFF_S = 2.0
 
 class Replicas:
     def __init__(self, store: Store, engine: Engine, broker: Broker, lease_s: float,
-                 on_deleted: Callable[[list[str]], None], successor: bool = False) -> None:
+                 on_deleted: Callable[[list[str]], None], successor: bool = False,
+                 on_takeover: Callable[[], None] = lambda: None) -> None:
         assert store.leases is not None
         self.store = store
         self.book = store.leases
@@ -49,6 +50,7 @@ class Replicas:
         self.broker = broker
         self.lease_s = lease_s
         self.on_deleted = on_deleted
+        self.on_takeover = on_takeover
         #: This replica's name is the address it bound: an earlier process of that name is dead,
         #: and its jobs are taken over at once (a restart resumes them as on SQLite).
         self._successor = successor
@@ -106,6 +108,8 @@ class Replicas:
         for claimed in await self.store.claim_jobs(CLAIM_BATCH if not predecessor else 10_000,
                                                    predecessor):
             log.warning("job %s: taken over (epoch %d)", claimed.job_id, claimed.epoch)
+            if claimed.takeover:
+                self.on_takeover()
             await self.engine.adopt(claimed)
 
     # -- notifications --------------------------------------------------------

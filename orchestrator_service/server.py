@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from stepwatch.net import is_loopback
 from stepwatch.v1 import orchestrator_pb2 as pb
@@ -141,7 +141,11 @@ class Orchestrator:
             self.ownership = acquire(self.settings.db_url)
         except AlreadyOwned as exc:
             raise StartupError(str(exc)) from None
-        await asyncio.to_thread(self.store.migrate)
+        try:
+            await asyncio.to_thread(self.store.migrate)
+        except SQLAlchemyError as exc:  # unreachable, wrong password, no such database...
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+            raise StartupError(f"cannot open the database {self.store.identity}: {reason}") from None
         if self.settings.migrate_only:
             return 0
         self.store.watch_file()
@@ -167,7 +171,8 @@ class Orchestrator:
         if self.store.leases is not None:
             self.replicas = Replicas(
                 self.store, self.engine, self.broker, self.settings.lease_s, self._jobs_deleted,
-                successor=self.settings.replica_name is None and self.settings.port != 0)
+                successor=self.settings.replica_name is None and self.settings.port != 0,
+                on_takeover=self.metrics.takeovers.inc)
             await self.replicas.start()
         if self.settings.metrics_port is not None:
             try:

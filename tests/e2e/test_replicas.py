@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +27,7 @@ from orchestrator_service import processes
 from stepwatch.v1 import orchestrator_pb2 as pb
 from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
 from tests.postgres import PASSWORD_USER, PostgresCluster
-from tests.procs import REPO, Orchestrator, kill_process_groups_matching
+from tests.procs import REPO, Orchestrator, free_port, kill_process_groups_matching
 
 LEASE_S = 4.0
 DEADLINE = 60.0
@@ -35,9 +36,10 @@ TERMINAL = {pb.JOB_STATUS_COMPLETED, pb.JOB_STATUS_COMPLETED_WITH_FAILURES,
 LINE = re.compile(r"^(\w+) (\w+) (\d+) c(\d+) (\S+) (start|end) (\d+)$")
 
 
-def replica(url: str, workspace: Path, lease: float = LEASE_S) -> Orchestrator:
+def replica(url: str, workspace: Path, lease: float = LEASE_S,
+            extra: list[str] | None = None) -> Orchestrator:
     return Orchestrator(url, workspace=workspace, heartbeat=0.5,
-                        extra=["--lease-seconds", str(lease)])
+                        extra=["--lease-seconds", str(lease), *(extra or [])])
 
 
 @pytest.fixture
@@ -182,7 +184,9 @@ def test_cancel_on_another_replica_stops_the_owners_command_within_2_s(
 
 def test_a_killed_replicas_job_is_finished_by_another_within_1_5_leases(
         pg_url: str, tmp_path: Path, stop_all: list[Orchestrator]) -> None:
-    stop_all += [replica(pg_url, tmp_path) for _ in range(2)]
+    metrics_port = free_port()
+    stop_all += [replica(pg_url, tmp_path),
+                 replica(pg_url, tmp_path, extra=["--metrics-port", str(metrics_port)])]
     a_proc = stop_all[0]
     a, b = (stub(r) for r in stop_all)
     ledger = tmp_path / "ledger"
@@ -218,6 +222,8 @@ def test_a_killed_replicas_job_is_finished_by_another_within_1_5_leases(
     assert_each_child_attempt_ran_once(ledger)
     owners = {m[5] for m in ledger_lines(ledger) if m[2] == hang.step_id}
     assert len(owners) == 2  # attempt 1 on A, attempt 2 on B
+    scraped = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
+    assert "stepwatch_lease_takeovers_total 1.0" in scraped.read().decode()
     kill_process_groups_matching(str(ledger))
 
 
@@ -266,6 +272,11 @@ def test_a_password_with_percent_and_at_signs_in_the_url(
                            capture_output=True, text=True, cwd=REPO, timeout=60)
     assert wrong.returncode == 2 and "password authentication failed" in wrong.stderr
     assert "Traceback" not in wrong.stderr
+    refused = subprocess.run([sys.executable, "-m", "orchestrator_service", "--port", "0",
+                              "--db-url", postgres.url(database, PASSWORD_USER, "nope")],
+                             capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert refused.returncode == 2 and "password authentication failed" in refused.stderr
+    assert "Traceback" not in refused.stderr and "nope" not in refused.stderr
     stop_all.append(replica(url, tmp_path))
     s = stub(stop_all[0])
     job = s.SubmitJob(pb.SubmitJobRequest(definition_toml=definition("pw", {"s": ["true"]})),

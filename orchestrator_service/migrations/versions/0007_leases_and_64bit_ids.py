@@ -16,13 +16,14 @@ ID_TABLES = ('jobs', 'children', 'documents', 'events', 'log_chunks')
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('jobs', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('lease_owner', sa.String(length=100), nullable=True))
-        batch_op.add_column(sa.Column('lease_epoch', sa.BigInteger(), server_default='0',
-                                      nullable=False))
-        batch_op.add_column(sa.Column('lease_expires_at', sa.BigInteger(), nullable=True))
-        batch_op.add_column(sa.Column('cancel_requested', sa.Boolean(),
-                                      server_default=sa.false(), nullable=False))
+    # Plain ADD COLUMN (both databases have it): a batch on SQLite would copy the jobs table,
+    # and dropping the old one fails its foreign keys.
+    op.add_column('jobs', sa.Column('lease_owner', sa.String(length=100), nullable=True))
+    op.add_column('jobs', sa.Column('lease_epoch', sa.BigInteger(), server_default='0',
+                                    nullable=False))
+    op.add_column('jobs', sa.Column('lease_expires_at', sa.BigInteger(), nullable=True))
+    op.add_column('jobs', sa.Column('cancel_requested', sa.Boolean(), server_default=sa.false(),
+                                    nullable=False))
     if op.get_bind().dialect.name == 'postgresql':
         # SQLite's INTEGER PRIMARY KEY is 64-bit already; PostgreSQL's SERIAL is not.
         for table in ID_TABLES:
