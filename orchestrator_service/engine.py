@@ -116,6 +116,7 @@ class Engine:
         self.limits = limits
         self._runs: dict[str, asyncio.Task[None]] = {}
         self._cancels: set[asyncio.Task[Any]] = set()
+        self._cancelling: set[str] = set()  # jobs whose cancel another replica asked for, under way
         #: How long a CancelJob for a job another replica runs waits for its outcome.
         self.remote_cancel_s = 10.0
 
@@ -166,7 +167,8 @@ class Engine:
 
     def carry_out_cancel(self, job_id: str) -> None:
         """A CancelJob received by another replica, for a job this one runs."""
-        if self.store.leases is None or job_id not in self.store.leases:
+        if self.store.leases is None or job_id not in self.store.leases \
+                or job_id in self._cancelling:
             return
 
         async def cancel() -> None:
@@ -175,7 +177,13 @@ class Engine:
 
         task = asyncio.create_task(cancel(), name=f"cancel-{job_id}")
         self._cancels.add(task)
-        task.add_done_callback(self._cancels.discard)
+        self._cancelling.add(job_id)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._cancels.discard(t)
+            self._cancelling.discard(job_id)
+
+        task.add_done_callback(done)
 
     async def stop(self) -> None:
         """Stop running jobs without deciding anything: the next start recovers them."""

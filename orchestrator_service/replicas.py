@@ -56,6 +56,7 @@ class Replicas:
         self._successor = successor
         self._tasks: list[asyncio.Task[None]] = []
         self._headers: set[str] = set()
+        self._adopting: set[asyncio.Task[None]] = set()
         self._header_task: asyncio.Task[None] | None = None
         #: Set while the listener is connected and listening (tests wait on it).
         self.listening = asyncio.Event()
@@ -68,9 +69,10 @@ class Replicas:
 
     async def stop(self) -> None:
         """A clean stop gives the leases up: another replica takes the jobs over at once."""
-        for t in [*self._tasks, *([self._header_task] if self._header_task else [])]:
+        tasks = [*self._tasks, *self._adopting, *([self._header_task] if self._header_task else [])]
+        for t in tasks:
             t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def release(self) -> None:
         with contextlib.suppress(DBAPIError, OSError):
@@ -110,7 +112,16 @@ class Replicas:
             log.warning("job %s: taken over (epoch %d)", claimed.job_id, claimed.epoch)
             if claimed.takeover:
                 self.on_takeover()
-            await self.engine.adopt(claimed)
+            # Its own task: a decision that waits out a storage fault must not stop the loop
+            # from renewing (or from giving everything up in time).
+            task = asyncio.create_task(self.engine.adopt(claimed), name=f"adopt-{claimed.job_id}")
+            self._adopting.add(task)
+            task.add_done_callback(self._adopted)
+
+    def _adopted(self, task: asyncio.Task[None]) -> None:
+        self._adopting.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("taking a job over failed", exc_info=task.exception())
 
     # -- notifications --------------------------------------------------------
 

@@ -346,7 +346,10 @@ def make_engine(url: str) -> Engine:
 
         return engine
     # Enough connections for every writer and reader thread and the lease thread at once.
-    return create_engine(url, pool_pre_ping=True, pool_size=PG_WRITERS + 6, max_overflow=4)
+    # A database that does not answer is a fault within seconds, not a hang (renewals must
+    # fail in time for a replica to stop its commands before its leases expire).
+    return create_engine(url, pool_pre_ping=True, pool_size=PG_WRITERS + 6, max_overflow=4,
+                         connect_args={"connect_timeout": 5} if url.startswith("postgresql") else {})
 
 
 def _is_memory(url: str) -> bool:
