@@ -285,3 +285,38 @@ def test_a_password_with_percent_and_at_signs_in_the_url(
     assert watch_to_end(s, job.job_id)[-1].event.job_changed.status == pb.JOB_STATUS_COMPLETED
 
 
+
+
+def test_a_paused_replica_loses_its_job_and_its_late_writes_are_refused(
+        pg_url: str, tmp_path: Path, stop_all: list[Orchestrator]) -> None:
+    """SIGSTOP (a long GC pause, a frozen VM) past the lease: B takes the job over; when A
+    wakes, its renewal says the lease is lost, it stops its runner and writes nothing more."""
+    stop_all += [replica(pg_url, tmp_path, lease=2.0) for _ in range(2)]
+    a_proc, b_proc = stop_all
+    a, b = (stub(r) for r in stop_all)
+    ledger = tmp_path / "ledger"
+    body = 'if [ "$STEPWATCH_ATTEMPT" = 1 ]; then sleep 30; fi'
+    toml = definition("paused", {"s": [command(ledger, 0, body)]}, extra="max_attempts = 2\n")
+    job = a.SubmitJob(pb.SubmitJobRequest(definition_toml=toml), timeout=30).job
+    deadline = time.monotonic() + DEADLINE
+    while not any(m[6] == "start" for m in ledger_lines(ledger)):
+        assert time.monotonic() < deadline, "the step never started"
+        time.sleep(0.02)
+    a_proc.popen.send_signal(signal.SIGSTOP)
+    try:
+        watched = watch_to_end(b, job.job_id)  # B takes it over and finishes it
+    finally:
+        a_proc.popen.send_signal(signal.SIGCONT)
+    assert watched[-1].event.job_changed.status == pb.JOB_STATUS_COMPLETED
+    final = b.GetJob(pb.GetJobRequest(job_id=job.job_id), timeout=30).job
+    a_proc.wait_for(re.compile(r"lease lost|run by another replica"), timeout=30)
+    # A is awake and has noticed; its view of the job is B's, and nothing was appended after.
+    again = a.GetJob(pb.GetJobRequest(job_id=job.job_id), timeout=30).job
+    assert again == final
+    log = [m.event for m in a.WatchJob(pb.WatchJobRequest(job_id=job.job_id, after_seq=1),
+                                       timeout=30) if m.WhichOneof("kind") == "event"]
+    assert [e.seq for e in log] == list(range(2, final.head_seq + 1))
+    assert_each_child_attempt_ran_once(ledger)
+    ran_on = {m[3]: m[5] for m in ledger_lines(ledger)}  # attempt -> the replica's marker
+    assert set(ran_on) == {"1", "2"} and ran_on["1"] != ran_on["2"]
+    assert "taken over" in b_proc.output
