@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, and_, or_, select, text, update
+from sqlalchemy import Connection, Row, Table, and_, or_, select, text, update
 
 from .statuses import JobStatus
 from .tables import JobRow
@@ -173,19 +173,18 @@ def release(c: Connection, book: LeaseBook, job_ids: Mapping[str, int]) -> None:
                   .values(lease_expires_at=0))
 
 
-def request_cancel(c: Connection, book: LeaseBook, job_id: str) -> Claimed | None:
-    """CancelJob for a job this process does not hold, under the job's row lock.
+def request_cancel(c: Connection, book: LeaseBook, job: Row[Any]) -> Claimed | None:
+    """CancelJob for a job this process does not hold; ``job`` is its row, locked by the caller.
 
     An expired or unowned lease is taken here (the caller then cancels as the
     owner, returned); a live one elsewhere gets the request recorded for its
     owner (None), who is told through the notification that follows the commit.
     """
     now = db_now_us(c)
-    row = c.execute(select(J.c.lease_owner, J.c.lease_epoch, J.c.lease_expires_at)
-                    .where(J.c.job_id == job_id).with_for_update()).one()
-    if row.lease_owner is None or (row.lease_expires_at or 0) < now or row.lease_owner == book.owner:
-        epoch = int(row.lease_epoch) + (0 if row.lease_owner == book.owner else 1)
-        c.execute(update(J).where(J.c.job_id == job_id).values(**lease_values(book, now, epoch)))
-        return Claimed(job_id, epoch, row.lease_owner is not None, True)
-    c.execute(update(J).where(J.c.job_id == job_id).values(cancel_requested=True))
+    if job.lease_owner is None or (job.lease_expires_at or 0) < now or job.lease_owner == book.owner:
+        epoch = int(job.lease_epoch) + (0 if job.lease_owner == book.owner else 1)
+        c.execute(update(J).where(J.c.job_id == job.job_id)
+                  .values(**lease_values(book, now, epoch)))
+        return Claimed(job.job_id, epoch, job.lease_owner is not None, True)
+    c.execute(update(J).where(J.c.job_id == job.job_id).values(cancel_requested=True))
     return None

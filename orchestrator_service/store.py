@@ -14,9 +14,11 @@ leaves an attempt with unfinished children, and the counts in every event
 equal the child rows as of its commit.
 
 Writes run on one thread for SQLite (a single writer) and on several for
-PostgreSQL, a job's writes always on the same one (so its events reach the
-broker in commit order); they are shielded from the caller's cancellation: a
-write once asked for is never dropped. Reads run on their own threads so a busy
+PostgreSQL, keyed by job (decisions, with every header event) or by step
+(children and logs), each key's writes on one thread and so in commit order; a
+watcher that receives a job's events out of order reads them from the log. They
+are shielded from the caller's cancellation: a write once asked for is never
+dropped. Reads run on their own threads so a busy
 writer does not hold them up.
 
 Replicas (PostgreSQL): with a ``LeaseBook`` every write of a job also checks,
@@ -87,7 +89,7 @@ from .tables import (
 
 __all__ = [
     "JobNotFound", "LeaseLost", "ProgressBatch", "StaleWrite", "StepWrite", "Store", "StoreUnavailable",
-    "new_id", "now_us",
+    "new_id", "now_us", "storage_reason",
 ]
 
 log = logging.getLogger(__name__)
@@ -147,9 +149,8 @@ _SET_JOB_COUNTS = _set(J, "job_id", _JOB_COUNT_COLUMNS)
 _SET_JOB_STATUS = _set(J, "job_id", (*_JOB_COUNT_COLUMNS, *_JOB_STATUS_COLUMNS))
 _INSERT_EVENTS = insert(E)
 _INSERT_CHILDREN = insert(C)
-# Only an unfinished child moves (a terminal child row never changes). The status condition
-# also makes either index of (step_id, attempt, ...) an exact lookup, whichever the planner
-# picks: PostgreSQL without fresh statistics took the status index and scanned the attempt.
+# Only an unfinished child moves (a terminal child row never changes); SQLite's path, as
+# _PG_CHILD_STARTS/_ENDS are PostgreSQL's.
 _THE_CHILD = (C.c.step_id == bindparam("b_step"), C.c.attempt == bindparam("b_attempt"),
               C.c.idx == bindparam("b_idx"),
               # Literal values: an expanding IN parameter does not work in an executemany.
@@ -429,7 +430,7 @@ class Store:
         except DBAPIError as exc:
             if not _storage_fault(exc):
                 raise
-            raise StoreUnavailable(_reason(exc)) from exc
+            raise StoreUnavailable(storage_reason(exc)) from exc
 
     async def _write(self, name: str, fn: Callable[..., T], *args: Any, wait: bool = True,
                      key: str = "") -> T:
@@ -473,8 +474,8 @@ class Store:
         except DBAPIError as exc:
             if not _storage_fault(exc):
                 raise
-            self._set_available(False, _reason(exc))
-            raise _StorageFault(_reason(exc)) from exc
+            self._set_available(False, storage_reason(exc))
+            raise _StorageFault(storage_reason(exc)) from exc
         self._set_available(True, "")
         return result
 
@@ -745,8 +746,7 @@ class Store:
     def _request_cancel(self, job_id: str) -> Claimed | None:
         assert self.leases is not None
         with self.engine.begin() as c:
-            self._lock_job(c, job_id)
-            claimed = leases.request_cancel(c, self.leases, job_id)
+            claimed = leases.request_cancel(c, self.leases, self._lock_job(c, job_id))
             if claimed is None:
                 c.execute(_NOTIFY, {"p": f"c {self.leases.owner} {job_id}"})
         if claimed is not None:
@@ -778,19 +778,8 @@ class Store:
                     request_id: str | None, rerun: Rerun | None = None) -> tuple[JobState, bool]:
         now = now_us()
         job_id = new_id()
-        carried = {} if rerun is None else rerun.carried
-        try:
-            return self._insert_job(definition, source_toml, request_id, rerun, job_id, now,
-                                    carried)
-        except BaseException:
-            if self.leases is not None:
-                self.leases.drop(job_id)
-            raise
-
-    def _insert_job(self, definition: JobDefinition, source_toml: str, request_id: str | None,
-                    rerun: Rerun | None, job_id: str, now: int,
-                    carried: Mapping[str, StepState]) -> tuple[JobState, bool]:
         n = len(definition.steps)
+        carried = {} if rerun is None else rerun.carried
         with self.engine.begin() as c:
             if request_id is not None:
                 seen = c.execute(select(J.c.job_id, J.c.created_at)
@@ -836,15 +825,15 @@ class Store:
                     ["job_id", "path", "tags", "attrs"],
                     select(literal(job_id), D.c.path, D.c.tags, D.c.attrs)
                     .where(D.c.job_id == rerun.original)))
-            if self.leases is not None:
-                self.leases.take(job_id, 1)
-            log_ = self._log(c, job_id)
+            log_ = self._log(c, job_id, fence=False)  # its lease is the one inserted above
             log_.header()
             steps = [_step_from_values(r) for r in step_rows]
             for st in steps:
                 log_.step(st)
             events = log_.flush()
             state = replace(log_.state(), steps=tuple(steps))
+        if self.leases is not None:  # held once committed: a renewal never sees it uncommitted
+            self.leases.take(job_id, 1)
         self._committed(events, log_.log_keys)
         return state, True
 
@@ -923,11 +912,11 @@ class Store:
             raise JobNotFound(job_id)
         return job
 
-    def _log(self, c: Connection, job_id: str) -> _Log:
+    def _log(self, c: Connection, job_id: str, fence: bool = True) -> _Log:
         """The job's row, locked and fenced: with leases, only their holder may write it."""
         job = self._lock_job(c, job_id)
         book = self.leases
-        if book is not None and not book.holds(job_id, job.lease_owner, job.lease_epoch):
+        if fence and book is not None and not book.holds(job_id, job.lease_owner, job.lease_epoch):
             raise LeaseLost(f"job {job_id} is run by another replica now (lease "
                             f"{job.lease_owner} epoch {job.lease_epoch})")
         return _Log(c, job, book.owner if book is not None and self.shared else None)
@@ -1274,17 +1263,10 @@ def _fence(step: StepState, attempt: int) -> None:
 def _apply_progress(c: Connection, log_: _Log, step: StepState, p: ProgressBatch) -> StepState:
     starts = [ch for ch in p.children if ch.status == ChildStatus.RUNNING]
     ends = [ch for ch in p.children if ch.status != ChildStatus.RUNNING]
-    if c.dialect.name == "postgresql" and p.children:
+    if c.dialect.name == "postgresql":
         _move_children_pg(c, p.step_id, p.attempt, starts, ends)
-    elif starts:
-        c.execute(_CHILD_STARTS, [{"b_step": p.step_id, "b_attempt": p.attempt, "b_idx": ch.index,
-                                   "b_status": int(ch.status), "b_at": ch.at} for ch in starts])
-    if ends:  # after the starts: a child that started and ended in one batch ends ended
-        c.execute(_CHILD_ENDS, [
-            {"b_step": p.step_id, "b_attempt": p.attempt, "b_idx": ch.index,
-             "b_status": int(ch.status), "b_error": ch.error,
-             "b_reason": None if ch.error is None else int(FailureReason.EXECUTION_FAILED),
-             "b_at": ch.at, "b_bytes": ch.output_bytes, "b_result": ch.result} for ch in ends])
+    else:
+        _move_children(c, p.step_id, p.attempt, starts, ends)
     if p.logs:
         _append_logs(c, log_, p.step_id, p.attempt, p.logs)
     if p.documents:
@@ -1293,6 +1275,20 @@ def _apply_progress(c: Connection, log_: _Log, step: StepState, p: ProgressBatch
     c.execute(_SET_STEP_COUNTS, _params(step.step_id, _step_values(step),
                                         ("document_count", *_CHILD_COUNT_COLUMNS)))
     return step
+
+
+def _move_children(c: Connection, step_id: str, attempt: int, starts: list[ChildChange],
+                   ends: list[ChildChange]) -> None:
+    """SQLite: a batch of child moves as executemany (a statement per child is cheap there)."""
+    if starts:
+        c.execute(_CHILD_STARTS, [{"b_step": step_id, "b_attempt": attempt, "b_idx": ch.index,
+                                   "b_status": int(ch.status), "b_at": ch.at} for ch in starts])
+    if ends:  # after the starts: a child that started and ended in one batch ends ended
+        c.execute(_CHILD_ENDS, [
+            {"b_step": step_id, "b_attempt": attempt, "b_idx": ch.index,
+             "b_status": int(ch.status), "b_error": ch.error,
+             "b_reason": None if ch.error is None else int(FailureReason.EXECUTION_FAILED),
+             "b_at": ch.at, "b_bytes": ch.output_bytes, "b_result": ch.result} for ch in ends])
 
 
 def _move_children_pg(c: Connection, step_id: str, attempt: int, starts: list[ChildChange],
@@ -1509,6 +1505,7 @@ def _storage_fault(exc: DBAPIError) -> bool:
     return any(w in text for w in STORAGE_FAULTS)
 
 
-def _reason(exc: BaseException) -> str:
+def storage_reason(exc: BaseException) -> str:
+    """A storage error in one line: the driver's first line, without the statement."""
     orig = getattr(exc, "orig", None)
     return str(orig if orig is not None else exc).strip().splitlines()[0][:200]
