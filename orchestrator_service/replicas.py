@@ -26,7 +26,7 @@ from sqlalchemy.exc import DBAPIError
 from .broker import Broker
 from .engine import Engine
 from .model import Event
-from .store import NOTIFY_CHANNEL, JobNotFound, Store
+from .store import NOTIFY_CHANNEL, JobNotFound, Store, StoreUnavailable
 
 __all__ = ["Replicas"]
 
@@ -174,4 +174,8 @@ class Replicas:
                 job = await self.store.job_header(job_id)
             except JobNotFound:
                 continue
+            except StoreUnavailable:  # the feed re-reads the job list rather than miss one
+                self._headers.clear()
+                self.broker.resync_all()
+                return
             self.broker.publish_feed(Event(job_id, job.head_seq, time.time_ns() // 1000, job=job))

@@ -41,7 +41,7 @@ from .replicas import Replicas
 from .service import OrchestratorServicer, add_to_server
 from .step_types import load_step_types
 from .step_types.base import DEFAULT_ENV_ALLOW
-from .store import Store, StoreUnavailable
+from .store import Store, StoreUnavailable, storage_reason
 
 log = logging.getLogger("orchestrator_service")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["OrchestratorService"].full_name
@@ -144,8 +144,8 @@ class Orchestrator:
         try:
             await asyncio.to_thread(self.store.migrate)
         except SQLAlchemyError as exc:  # unreachable, wrong password, no such database...
-            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
-            raise StartupError(f"cannot open the database {self.store.identity}: {reason}") from None
+            raise StartupError(f"cannot open the database {self.store.identity}: "
+                               f"{storage_reason(exc)}") from None
         if self.settings.migrate_only:
             return 0
         self.store.watch_file()
@@ -419,7 +419,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     p.add_argument("--lease-seconds", type=float,
                    default=float(env("STEPWATCH_LEASE_SECONDS", "10")),
                    help="PostgreSQL replicas: how long a job's lease lasts without renewal; a dead "
-                        "replica's jobs resume elsewhere within about 1.5 leases (default: %(default)s)")
+                        "replica's jobs resume elsewhere within about 1.1 leases (default: %(default)s)")
     p.add_argument("--replica-name", default=env("STEPWATCH_REPLICA_NAME"),
                    help="this replica's name in leases (default: HOST:PORT)")
     p.add_argument("--migrate-only", action="store_true",

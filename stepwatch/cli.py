@@ -95,7 +95,7 @@ def migrate(db_url: Annotated[str, typer.Option(
     rollout (replicas also migrate at start, one at a time, under an advisory lock)."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from orchestrator_service.store import Store
+    from orchestrator_service.store import Store, storage_reason
 
     try:
         store = Store(db_url)
@@ -107,7 +107,7 @@ def migrate(db_url: Annotated[str, typer.Option(
         _fail(f"the database driver is not installed ({exc.name}); for PostgreSQL: "
               "pip install 'stepwatch[postgres]'")
     except (SQLAlchemyError, ValueError) as exc:
-        _fail(f"cannot migrate {db_url.split('@')[-1]}: {str(exc).splitlines()[0][:300]}")
+        _fail(f"cannot migrate {db_url.split('@')[-1]}: {storage_reason(exc)}")
     console.print("database schema is at head")
 
 
