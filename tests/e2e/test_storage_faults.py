@@ -136,3 +136,21 @@ def test_a_deleted_database_file_stops_writes(tmp_path: Path) -> None:
     finally:
         server.stop()
     assert not db.exists()  # nothing was written to a new file behind the operator's back
+
+
+def test_health_watch_streams_serving_then_not_serving_when_storage_fails(tmp_path: Path) -> None:
+    """grpc.health.v1.Health/Watch, as a Kubernetes-style probe uses it: a stream of statuses."""
+    db = tmp_path / "watched.db"
+    server = Orchestrator(f"sqlite:///{db}", workspace=tmp_path)
+    try:
+        with grpc.insecure_channel(server.target) as ch:
+            stream = health_pb2_grpc.HealthStub(ch).Watch(
+                health_pb2.HealthCheckRequest(service="stepwatch.v1.OrchestratorService"),
+                timeout=DEADLINE)
+            assert next(stream).status == SERVING
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{db}{suffix}").unlink(missing_ok=True)
+            assert next(stream).status == NOT_SERVING
+            stream.cancel()
+    finally:
+        server.stop()
