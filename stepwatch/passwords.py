@@ -1,38 +1,70 @@
-"""Password hashes for the web UI's users (scrypt, from the standard library)."""
+"""Password hashes for the web UI's users: argon2id at RFC 9106's second recommended profile
+(argon2-cffi's defaults: t=3, m=64 MiB, p=4). Older hashes (scrypt) still verify, and
+``needs_rehash`` says when a stored hash is below today's parameters, so the UI can upgrade
+it at the user's next login."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import hmac
-import secrets
 
-__all__ = ["hash_password", "verify_password"]
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-N, R, P = 2**14, 8, 1
+__all__ = ["hash_password", "needs_rehash", "verify_password"]
+
+_hasher = PasswordHasher()
+# A hash of nothing, checked when the user does not exist: the answer takes as long either way.
+_DUMMY = _hasher.hash("stepwatch: no such user")
 
 
 def hash_password(password: str) -> str:
-    """``scrypt$N$r$p$salt$hash``, one word: it goes on a line of the --ui-auth-file."""
-    salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, n=N, r=R, p=P, dklen=32)
-    return "$".join(["scrypt", str(N), str(R), str(P), _b64(salt), _b64(digest)])
+    """One word (``$argon2id$v=19$m=65536,t=3,p=4$salt$hash``): it goes on a line of the
+    --ui-auth-file."""
+    return _hasher.hash(password)
 
 
-def verify_password(password: str, stored: str) -> bool:
+def verify_password(password: str, stored: str | None) -> bool:
+    """True when ``password`` matches ``stored``; ``None`` runs a check of the same cost and
+    answers False (no user: no timing difference)."""
+    if stored is None:
+        _verify_argon2(password, _DUMMY)
+        return False
+    if stored.startswith("scrypt$"):
+        return _verify_scrypt(password, stored)
+    return _verify_argon2(password, stored)
+
+
+def needs_rehash(stored: str) -> bool:
+    """A hash made with weaker parameters (or scrypt) than hash_password makes today."""
+    if not stored.startswith("$argon2id$"):
+        return True
     try:
-        kind, n, r, p, salt, digest = stored.split("$")
-        if kind != "scrypt":
-            return False
-        got = hashlib.scrypt(password.encode(), salt=_unb64(salt), n=int(n), r=int(r), p=int(p),
-                             dklen=len(_unb64(digest)))
-    except (ValueError, TypeError):
+        return _hasher.check_needs_rehash(stored)
+    except InvalidHashError:
+        return True
+
+
+def _verify_argon2(password: str, stored: str) -> bool:
+    try:
+        return _hasher.verify(stored, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+def _verify_scrypt(password: str, stored: str) -> bool:
+    """The format of earlier versions: ``scrypt$N$r$p$salt$hash``."""
+    try:
+        _kind, n, r, p, salt, digest = stored.split("$")
+        cost, block, par = int(n), int(r), int(p)
+        if not (2 <= cost <= 2**20 and 1 <= block <= 32 and 1 <= par <= 16):
+            return False  # a hostile line must not make one login cost gigabytes
+        got = hashlib.scrypt(password.encode(), salt=_unb64(salt), n=cost, r=block, p=par,
+                             maxmem=2**31 - 1, dklen=len(_unb64(digest)))
+    except (ValueError, TypeError, MemoryError):
         return False
     return hmac.compare_digest(got, _unb64(digest))
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
 
 def _unb64(text: str) -> bytes:

@@ -11,6 +11,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 from selenium import webdriver
@@ -93,8 +94,9 @@ def cpu_seconds(driver: webdriver.Chrome) -> float:
 
 
 def wait(driver: webdriver.Chrome, check: Callable[[webdriver.Chrome], object],
-         timeout: float = 60) -> None:
-    WebDriverWait(driver, timeout, poll_frequency=0.02).until(check)
+         timeout: float = 60) -> Any:
+    """The first truthy value of ``check``, polled until ``timeout``."""
+    return WebDriverWait(driver, timeout, poll_frequency=0.02).until(check)
 
 
 def render_seconds(driver: webdriver.Chrome, url: str, rows_css: str, count: int,

@@ -1,33 +1,71 @@
-"""Who is at the page: the logged-in user's role decides what the page offers."""
+"""Who is at the page, decided again at every request and every page event: the session's
+user looked up in the users file as it is now (removed: logged out; re-roled: the new role),
+or the user a trusted proxy names (security.Guard drops that header from anyone else)."""
 
 from __future__ import annotations
 
-from nicegui import app
+from dataclasses import dataclass, field
+from typing import Any
 
-from .security import Role, Users
+from nicegui import app, context
 
-__all__ = ["can_act", "configure", "role", "users"]
+from .throttle import Throttle
+from .users import Role, Sessions, User, UserBook
 
-_users = Users()
+__all__ = ["Access", "can_act", "configure", "current", "get", "role"]
 
-
-def configure(users: Users) -> None:
-    global _users
-    _users = users
-
-
-def users() -> Users:
-    return _users
+SESSION_KEY = "sid"
 
 
-def role() -> Role:
-    """The role of this page's user; everyone is admin when no users are configured."""
-    if not _users.required:
-        return Role.ADMIN
-    number = app.storage.user.get("role", 0)
-    return Role(number) if number in Role._value2member_map_ else Role.VIEWER
+@dataclass
+class Access:
+    book: UserBook = field(default_factory=lambda: UserBook(None))
+    proxy_header: str | None = None
+    sessions: Sessions = field(default_factory=Sessions)
+    throttle: Throttle = field(default_factory=Throttle)
+
+    @property
+    def required(self) -> bool:
+        return self.book.configured or self.proxy_header is not None
+
+    def user_of(self, session: Any, headers: Any) -> User | None:
+        """The user of a request: its session's, or its (trusted) proxy header's."""
+        if self.proxy_header is not None:
+            name = str(headers.get(self.proxy_header, "")).strip()
+            if not name:
+                return None
+            known = self.book.get(name)
+            return User(name, known.role if known else Role.VIEWER, "")
+        name = self.sessions.user(session.get(SESSION_KEY))
+        return self.book.get(name) if name is not None else None
+
+
+_access = Access()
+
+
+def configure(access: Access) -> None:
+    global _access
+    _access = access
+
+
+def get() -> Access:
+    return _access
+
+
+def current() -> User | None:
+    """The user of this page (None: nobody, or no longer a user)."""
+    if not _access.required:
+        return User("", Role.ADMIN, "")
+    request = context.client.request
+    return _access.user_of(app.storage.browser, request.headers if request else {})
+
+
+def role() -> Role | None:
+    user = current()
+    return user.role if user is not None else None
 
 
 def can_act() -> bool:
     """Run, Cancel and Rerun: an operator's (checked again when the button is used)."""
-    return role() >= Role.OPERATOR
+    r = role()
+    return r is not None and r >= Role.OPERATOR

@@ -7,39 +7,40 @@ import os
 import secrets
 import sys
 from pathlib import Path
-from urllib.parse import quote
+from typing import NoReturn
 
 from fastapi import Request
-from fastapi.responses import RedirectResponse
 from nicegui import app, ui
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.responses import Response
 
 from stepwatch.net import is_loopback
+from stepwatch.secretfile import read_token_file
 
 from . import access, metrics
 from .pages import job, login, queue
 from .pages.widgets import CSS
-from .security import Guard, Users, allowed_hosts
+from .security import Guard, allowed_hosts, parse_networks
+from .users import UserBook
 
 # The login page, NiceGUI's own assets and socket, and metrics (scraped without a login).
-OPEN_PATHS = ("/login", "/_nicegui", "/metrics")
+OPEN_PATHS = ("/login", "/logout", "/_nicegui", "/metrics")
 
 
 class LoginRequired(BaseHTTPMiddleware):
-    """Pages need a logged-in user once users are configured; a trusted proxy header logs
-    its user in on every request."""
+    """Pages need a user once users (or a proxy) are configured, looked up again on every
+    request: a user removed from the file is sent to log in, whatever their cookie says."""
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        users = access.users()
-        if users.required:
-            proxied = users.from_proxy({k.lower(): v for k, v in request.headers.items()})
-            if proxied is not None:
-                app.storage.user.update(user=proxied.name, role=int(proxied.role))
-            elif users.proxy_header is not None:
-                app.storage.user.clear()  # no header: nobody (the proxy decides who)
-            if not app.storage.user.get("user") and not request.url.path.startswith(OPEN_PATHS):
-                return RedirectResponse(f"/login?next={quote(request.url.path)}")
+        acc = access.get()
+        if acc.required and not request.url.path.startswith(OPEN_PATHS):
+            if acc.user_of(request.session, request.headers) is None:
+                if acc.proxy_header is not None:
+                    return Response("no user: this UI takes its users from an authenticating "
+                                    "proxy", status_code=401, media_type="text/plain")
+                acc.sessions.end(request.session.get(access.SESSION_KEY))
+                request.session.pop(access.SESSION_KEY, None)
+                return login.login_redirect(request.url.path)
         return await call_next(request)
 
 
@@ -60,13 +61,22 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--port", type=int, default=int(env("STEPWATCH_UI_PORT", "8080")))
     p.add_argument("--target", default=env("STEPWATCH_TARGET", "127.0.0.1:50051"),
                    help="orchestrator host:port")
-    p.add_argument("--token", default=env("STEPWATCH_TOKEN"),
-                   help="this UI's token for the orchestrator (also STEPWATCH_TOKEN_FILE)")
+    p.add_argument("--token", default=None,
+                   help="this UI's token for the orchestrator: visible in `ps`, prefer "
+                        "--token-file or STEPWATCH_TOKEN_FILE")
+    p.add_argument("--token-file", default=env("STEPWATCH_TOKEN_FILE"),
+                   help="a file holding this UI's token for the orchestrator")
     p.add_argument("--ui-auth-file", default=env("STEPWATCH_UI_AUTH_FILE"),
-                   help="'USER PASSWORD-HASH ROLE' lines (stepwatch ui-user); pages need a login")
+                   help="'USER PASSWORD-HASH ROLE' lines (stepwatch ui-user), read again when "
+                        "it changes; pages need a login")
     p.add_argument("--trust-proxy-user-header", default=env("STEPWATCH_UI_PROXY_USER_HEADER"),
                    help="take the user from this header set by an authenticating proxy, e.g. "
-                        "X-Forwarded-User (role from --ui-auth-file, else viewer)")
+                        "X-Forwarded-User (role from --ui-auth-file, else viewer); needs "
+                        "--trusted-proxy")
+    p.add_argument("--trusted-proxy", action="append", default=[
+        c for c in env("STEPWATCH_UI_TRUSTED_PROXIES", "").split(",") if c],
+                   help="CIDR of a proxy whose user header is believed (repeat; a proxy on this "
+                        "host is 127.0.0.1/32); from any other peer the header is dropped")
     p.add_argument("--allowed-host", action="append", default=[
         h for h in env("STEPWATCH_UI_ALLOWED_HOSTS", "").split(",") if h],
                    help="a Host name the UI answers (repeat; default: the bind address, localhost)")
@@ -75,22 +85,36 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--secure-cookies", action="store_true",
                    help="mark the session cookie Secure (the UI is served over HTTPS)")
     a = p.parse_args(argv)
-    if a.token:
-        os.environ["STEPWATCH_TOKEN"] = a.token  # every Client of this process sends it
+    if a.token is not None:
+        print("stepwatch ui: WARNING: --token on the command line is visible to every user of "
+              "this machine (ps); use --token-file or STEPWATCH_TOKEN_FILE", file=sys.stderr)
     try:
-        users = Users.load(Path(a.ui_auth_file) if a.ui_auth_file else None,
-                           a.trust_proxy_user_header)
+        token = a.token or env("STEPWATCH_TOKEN") or (
+            read_token_file(Path(a.token_file)) if a.token_file else None)
     except (OSError, ValueError) as exc:
-        print(f"stepwatch ui: cannot read --ui-auth-file: {exc}", file=sys.stderr)
-        sys.exit(2)
-    if not users.required and not is_loopback(a.host) and not a.insecure_no_auth:
-        print(f"stepwatch ui: --host {a.host} is reachable from other machines and there are no "
-              "users: give --ui-auth-file or --trust-proxy-user-header, or --insecure-no-auth",
-              file=sys.stderr)
-        sys.exit(2)
-    access.configure(users)
+        _exit(f"cannot read --token-file: {exc}")
+    if token:
+        os.environ["STEPWATCH_TOKEN"] = token  # every Client of this process sends it
+    try:
+        trusted = parse_networks(a.trusted_proxy)
+    except ValueError as exc:
+        _exit(f"--trusted-proxy: {exc}")
+    if a.trust_proxy_user_header and not trusted:
+        _exit("--trust-proxy-user-header needs --trusted-proxy CIDR (the proxy's address; "
+              "127.0.0.1/32 for one on this host): otherwise anyone could send the header")
+    try:
+        book = UserBook(Path(a.ui_auth_file) if a.ui_auth_file else None)
+    except (OSError, ValueError) as exc:
+        _exit(f"cannot read --ui-auth-file: {exc}")
+    acc = access.Access(book, a.trust_proxy_user_header.lower() if a.trust_proxy_user_header
+                        else None)
+    if not acc.required and not is_loopback(a.host) and not a.insecure_no_auth:
+        _exit(f"--host {a.host} is reachable from other machines and there are no users: give "
+              "--ui-auth-file or --trust-proxy-user-header, or --insecure-no-auth")
+    access.configure(acc)
     app.add_middleware(LoginRequired)
-    app.add_middleware(Guard, hosts=allowed_hosts(a.host, a.allowed_host))
+    app.add_middleware(Guard, hosts=allowed_hosts(a.host, a.allowed_host),
+                       proxy_header=acc.proxy_header, trusted=trusted)
     build(a.target)
     app.on_startup(lambda: print(f"stepwatch ui listening on {a.host}:{a.port} "
                                  f"(orchestrator {a.target})", flush=True))
@@ -104,3 +128,8 @@ def main(argv: list[str] | None = None) -> None:
            favicon="🟢", uvicorn_logging_level="warning",
            storage_secret=env("STEPWATCH_UI_SECRET") or secrets.token_urlsafe(32),
            session_middleware_kwargs={"same_site": "lax", "https_only": a.secure_cookies})
+
+
+def _exit(message: str) -> NoReturn:
+    print(f"stepwatch ui: {message}", file=sys.stderr)
+    sys.exit(2)

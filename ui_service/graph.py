@@ -18,6 +18,11 @@ from . import status_style
 __all__ = ["Attempt", "AttemptLog", "graph_options", "levels", "timeline_options"]
 
 MAX_TIMELINE_ROWS = 200  # attempts drawn at most; the rest are counted, not drawn
+# ECharts writes a tooltip's text into the page as HTML: every string from the server is
+# escaped in the browser before it is joined (NiceGUI evaluates ":"-prefixed keys as JS).
+_ESCAPE = "s => String(s ?? '').replace(/[&<>\"'`]/g, c => '&#' + c.charCodeAt(0) + ';')"
+GRAPH_TOOLTIP = f"p => {{ const e = {_ESCAPE}; return e(p.name) + ': ' + e(p.value); }}"
+TIMELINE_TOOLTIP = f"p => {{ const e = {_ESCAPE}; return e(p.name) + ': ' + e(p.data && p.data.tip); }}"
 
 
 def levels(steps: Sequence[pb.Step]) -> dict[str, int]:
@@ -54,7 +59,7 @@ def graph_options(steps: Sequence[pb.Step]) -> dict[str, object]:
                       "status": status_style.value_name(status_style.STEP, s.status)})
     links = [{"source": d, "target": s.name} for s in steps for d in s.depends_on]
     return {
-        "tooltip": {"formatter": "{b}: {c}"},
+        "tooltip": {":formatter": GRAPH_TOOLTIP},
         "animation": False,
         "series": [{"type": "graph", "layout": "none", "roam": True, "symbolSize": 18,
                     "edgeSymbol": ["none", "arrow"], "edgeSymbolSize": 8,
@@ -137,8 +142,7 @@ def timeline_options(log: AttemptLog, now_us: int) -> dict[str, object]:
                       "tip": f"{look.label}{' — ' + a.note if a.note else ''}"})
     return {
         "animation": False,
-        # NiceGUI evaluates ":"-prefixed keys as JavaScript: the bar's own words on hover.
-        "tooltip": {"trigger": "item", ":formatter": "p => p.name + ': ' + (p.data.tip || '')"},
+        "tooltip": {"trigger": "item", ":formatter": TIMELINE_TOOLTIP},
         "title": {"text": f"{hidden} more attempts not drawn" if hidden else "",
                   "textStyle": {"fontSize": 11}},
         "grid": {"left": 8, "right": 16, "top": 24, "bottom": 24, "containLabel": True},

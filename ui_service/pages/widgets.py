@@ -7,7 +7,7 @@ import time
 
 from google.protobuf.descriptor import EnumDescriptor
 from google.protobuf.timestamp_pb2 import Timestamp
-from nicegui import app, ui
+from nicegui import ui
 
 from stepwatch.status import Tone
 
@@ -110,17 +110,27 @@ def duration(start: Timestamp, end: Timestamp) -> str:
 
 
 def user_menu() -> None:
-    """Who is logged in, and a way out (only when the UI has users)."""
+    """Who is logged in, and a way out (only when the UI has users). Checked again every
+    second: a user removed from the users file is sent to log in, a re-roled one gets the
+    page their new role offers."""
     from .. import access
 
-    if not access.users().required:
+    if not access.get().required:
         return
+    user = access.current()
+    shown_role = user.role if user is not None else None
 
-    def logout() -> None:
-        app.storage.user.clear()
-        ui.navigate.to("/login")
+    def recheck() -> None:
+        now = access.current()
+        if now is None:
+            ui.navigate.to("/login")
+        elif now.role != shown_role:
+            ui.navigate.reload()
 
     with ui.row().classes("items-center gap-1 text-xs"):
-        ui.label(f"{app.storage.user.get('user', '')} ({access.role().name.lower()})").mark(
-            "user").classes("sw-user")
-        ui.button("log out", on_click=logout).props("flat dense no-caps").mark("logout")
+        ui.label(f"{user.name} ({user.role.name.lower()})" if user else "").mark("user").classes(
+            "sw-user")
+        if access.get().proxy_header is None:
+            ui.button("log out", on_click=lambda: ui.navigate.to("/logout")).props(
+                "flat dense no-caps").mark("logout")
+    ui.timer(1.0, recheck)
