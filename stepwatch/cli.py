@@ -18,7 +18,6 @@ import typer
 from google.protobuf import json_format
 from rich.console import Console, Group
 from rich.live import Live
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -27,6 +26,7 @@ from stepwatch.client import Backoff, Client, Credentials, default_target
 from stepwatch.errors import StepwatchError
 from stepwatch.jobview import apply_event, is_terminal
 from stepwatch.passwords import hash_password
+from stepwatch.sanitize import printable, safe
 from stepwatch.tokens import new_token
 from stepwatch.v1 import orchestrator_pb2 as pb
 
@@ -56,7 +56,8 @@ state = State()
 
 
 @app.callback()
-def main(target: Annotated[str, typer.Option(envvar="STEPWATCH_TARGET",
+def main(ctx: typer.Context,
+         target: Annotated[str, typer.Option(envvar="STEPWATCH_TARGET",
                                              help="orchestrator host:port")] = default_target(),
          token: Annotated[str | None, typer.Option(envvar="STEPWATCH_TOKEN",
                                                    help="bearer token (see `token create`)")] = None,
@@ -69,6 +70,11 @@ def main(target: Annotated[str, typer.Option(envvar="STEPWATCH_TARGET",
          tls_key: Annotated[str | None, typer.Option(envvar="STEPWATCH_TLS_KEY",
                                                      help="its private key (PEM)")] = None) -> None:
     state.target = target
+    # typer vendors click: the source is compared by name (COMMANDLINE, ENVIRONMENT, ...).
+    if token and getattr(ctx.get_parameter_source("token"), "name", "") == "COMMANDLINE":
+        err_console.print("warning: --token on the command line is visible to every user of "
+                          "this machine (ps); use --token-file or STEPWATCH_TOKEN_FILE",
+                          style="yellow", markup=False)
     try:
         state.credentials = Credentials.from_env(token, token_file, tls_ca, tls_cert, tls_key)
     except OSError as exc:
@@ -123,7 +129,8 @@ def token_create(role: Annotated[str, typer.Option(help="viewer, operator or adm
         token, line = new_token(role, name)
     except ValueError as exc:
         _fail(str(exc))
-    console.print(f"token (give it to {name}; it is shown once): {token}", soft_wrap=True)
+    console.print(f"token (give it to {name}; it is shown once): {token}", soft_wrap=True,
+                  markup=False)
     console.print("add this line to the --auth-token-file, then `kill -HUP` the orchestrator:")
     console.print(line, soft_wrap=True, markup=False)
 
@@ -133,18 +140,20 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coro)
     except StepwatchError as err:
         if err.code == grpc.StatusCode.UNAVAILABLE:
-            err_console.print(f"[bold red]error[/]: cannot reach the orchestrator at "
-                              f"{state.target} ({escape(err.message)})")
+            err_console.print(Text.assemble(("error", "bold red"), ": cannot reach the "
+                                            f"orchestrator at {printable(state.target)} (",
+                                            safe(err.message), ")"))
         else:
-            err_console.print(f"[bold red]error[/] ({err.code.name}): {escape(err.message)}")
+            err_console.print(Text.assemble(("error", "bold red"), f" ({err.code.name}): ",
+                                            safe(err.message)))
         for v in err.violations:
-            err_console.print(f"  [red]{escape(v.field)}[/]: {escape(v.description)}")
+            err_console.print(Text.assemble("  ", safe(v.field, "red"), ": ", safe(v.description)))
         raise typer.Exit(2) from None
 
 
 def _fail(message: str) -> NoReturn:
     """A usage error: one clear line, exit 2."""
-    err_console.print(f"[bold red]error[/]: {escape(message)}")
+    err_console.print(Text.assemble(("error", "bold red"), ": ", safe(message)))
     raise typer.Exit(2)
 
 
@@ -200,11 +209,11 @@ def rows_that_matter(steps: list[pb.Step], room: int) -> tuple[list[pb.Step], st
 
 def job_view(job: pb.Job, height: int | None = None) -> Group:
     """The job as a table; with a terminal ``height``, failed and running steps stay in view."""
-    head = Text.assemble(f"{job.definition_name} ", (job.job_id[:8], "dim"), "  ",
+    head = Text.assemble(safe(job.definition_name), " ", safe(job.job_id[:8], "dim"), "  ",
                          styled(status.JOB, job.status))
     if job.HasField("failure"):
-        head.append(f"\n{status.label(status.REASON, job.failure.reason)}: {job.failure.message}",
-                    style="red")
+        head.append(printable(f"\n{status.label(status.REASON, job.failure.reason)}: "
+                              f"{job.failure.message}"), style="red")
     table = Table(show_edge=False)
     for col in ("#", "step", "type", "status", "children ok/failed/total", "docs", "attempt",
                 "duration"):
@@ -215,12 +224,12 @@ def job_view(job: pb.Job, height: int | None = None) -> Group:
     steps, hidden = rows_that_matter(list(job.steps), room) if room else (list(job.steps), "")
     for s in steps:
         c = s.children
-        table.add_row(str(s.index), s.name, s.type, styled(status.STEP, s.status),
+        table.add_row(str(s.index), safe(s.name), safe(s.type), styled(status.STEP, s.status),
                       f"{c.completed}/{c.failed}/{c.total}", str(s.document_count),
                       f"{s.attempt}/{s.max_attempts}", _duration(s.started_at, s.finished_at))
         if s.HasField("failure"):
             mark = " (tolerated: the job went on)" if s.tolerated else ""
-            notes.append(Text(f"{s.name}: {status.label(status.REASON, s.failure.reason)}{mark}: "
+            notes.append(safe(f"{s.name}: {status.label(status.REASON, s.failure.reason)}{mark}: "
                               f"{s.failure.message}",
                               style=TONE_STYLE[status.present(status.STEP, s.status).tone],
                               overflow="ellipsis", no_wrap=height is not None))
@@ -243,9 +252,10 @@ def definitions(as_json: Annotated[bool, typer.Option("--json", help="JSON outpu
     table = Table("name", "policy", "steps", "description")
     for d in found:
         if d.error:
-            table.add_row(d.name, "", "", Text(f"invalid definition file: {d.error}", style="red"))
+            table.add_row(safe(d.name), "", "", safe(f"invalid definition file: {d.error}", "red"))
         else:
-            table.add_row(d.name, d.on_step_failure, ", ".join(d.step_names), d.description)
+            table.add_row(safe(d.name), safe(d.on_step_failure), safe(", ".join(d.step_names)),
+                          safe(d.description))
     console.print(table)
 
 
@@ -269,7 +279,7 @@ def submit(name: Annotated[str | None, typer.Argument(help="a definition name on
         job = _call(lambda c: c.submit(definition_toml=text, backoff=retries))
     else:
         job = _call(lambda c: c.submit(name, backoff=retries))
-    console.print(f"submitted {job.job_id}")
+    console.print(safe(f"submitted {job.job_id}"))
     if watch_:
         watch(job.job_id)
 
@@ -295,7 +305,7 @@ def jobs(status_filter: Annotated[str | None, typer.Option(
     table = Table("job", "definition", "status", "steps done/failed/total", "created", "duration")
     for j in jobs_page:
         sc = j.step_counts
-        table.add_row(j.job_id[:8], j.definition_name, styled(status.JOB, j.status),
+        table.add_row(safe(j.job_id[:8]), safe(j.definition_name), styled(status.JOB, j.status),
                       f"{sc.completed}/{sc.failed}/{sc.total}", _time(j.created_at),
                       _duration(j.started_at, j.finished_at))
     console.print(table)
@@ -322,7 +332,7 @@ def watch(job_id: str) -> None:
         async with Client(state.target, credentials=state.credentials) as c:
             with Live(console=console, auto_refresh=False) as live:
                 async for msg in c.watch(job_id, on_retry=lambda e, d: live.console.print(
-                        f"[yellow]cannot reach the orchestrator at {state.target}[/] "
+                        safe(f"cannot reach the orchestrator at {state.target}", "yellow"),
                         f"({e.code.name}); retrying in {d:.1f} s")):
                     kind = msg.WhichOneof("kind")
                     if kind == "snapshot":
@@ -367,10 +377,10 @@ def children(job_id: str, step: str,
         return out[:limit], page.attempt
 
     found, used = _run(go())
-    table = Table("#", "status", "key", "error / result", "duration", title=f"attempt {used}")
+    table = Table("#", "status", "key", "error / result", "duration", title=Text(f"attempt {used}"))
     for ch in found:
         detail = ch.error.message if ch.HasField("error") else ch.result
-        table.add_row(str(ch.index), styled(status.CHILD, ch.status), ch.key, detail,
+        table.add_row(str(ch.index), styled(status.CHILD, ch.status), safe(ch.key), safe(detail),
                       _duration(ch.started_at, ch.finished_at))
     console.print(table)
 
@@ -392,7 +402,7 @@ def logs(job_id: str, step: Annotated[str | None, typer.Argument(help="a step na
             backoff = Backoff() if follow else Backoff(max_tries=0)
             for name in steps:
                 if not step:
-                    console.print(f"[bold]== {name}[/]", highlight=False)
+                    console.print(safe(f"== {name}", "bold"), highlight=False)
                 async for msg in c.watch_logs(job_id, name, attempt=attempt, child_index=child,
                                               backoff=backoff):
                     if msg.WhichOneof("kind") == "chunk":
@@ -407,11 +417,11 @@ def _print_chunk(chunk: pb.LogChunk) -> None:
     who = f"[{chunk.child_index}] " if chunk.HasField("child_index") else ""
     for line in chunk.text.splitlines():
         if chunk.stream == pb.LOG_STREAM_STDERR:
-            console.print(f"{who}[red]stderr|[/] {escape(line)}", highlight=False)
+            console.print(Text.assemble(who, ("stderr|", "red"), " ", safe(line)), highlight=False)
         elif chunk.stream == pb.LOG_STREAM_SYSTEM:
-            console.print(f"{who}[dim]{escape(line)}[/]", highlight=False)
+            console.print(Text.assemble(who, safe(line, "dim")), highlight=False)
         else:
-            console.print(f"{who}{escape(line)}", highlight=False)
+            console.print(Text.assemble(who, safe(line)), highlight=False)
 
 
 @app.command()
@@ -434,7 +444,7 @@ def documents(job_id: str,
     for d in _run(go()):
         attrs = ", ".join(f"{k}={_plain(v)}" for k, v in sorted(
             json_format.MessageToDict(d.attrs).items()))
-        table.add_row(d.path, ", ".join(d.tags), attrs)
+        table.add_row(safe(d.path), safe(", ".join(d.tags)), safe(attrs))
     console.print(table)
 
 
@@ -450,8 +460,8 @@ def rerun(job_id: str,
     """Run a finished job again, as a new job."""
     job = _call(lambda c: c.rerun(job_id, failed_only=failed_only))
     carried = [s.name for s in job.steps if s.carried_from]
-    console.print(f"submitted {job.job_id} (rerun of {job.rerun_of})"
-                  + (f"; carried over: {', '.join(carried)}" if carried else ""))
+    console.print(safe(f"submitted {job.job_id} (rerun of {job.rerun_of})"
+                       + (f"; carried over: {', '.join(carried)}" if carried else "")))
     if watch_:
         watch(job.job_id)
 
