@@ -11,7 +11,7 @@ STRICT_TYPED := orchestrator_service/rules.py orchestrator_service/definitions.p
 	orchestrator_service/model.py orchestrator_service/statuses.py
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install proto proto-baseline lint run test bench bench-quick clean system-deps
+.PHONY: install proto proto-baseline lint run test bench bench-quick clean system-deps sandbox-deps
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,17 +41,24 @@ lint: install
 	$(VENV)/bin/mypy
 	$(VENV)/bin/mypy --strict $(STRICT_TYPED)
 
+# The orchestrator runs commands in a bubblewrap sandbox (Debian's bubblewrap).
+sandbox-deps:
+	@if ! command -v bwrap >/dev/null; then \
+		echo "installing bubblewrap (the command sandbox)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; \
+	fi
+
 # Debian packages the tests use: Chromium + chromedriver (browser tests), tmux (the CLI in a
 # 24-row terminal), PostgreSQL's server (a test fixture runs its own cluster with initdb);
 # util-linux (setpriv, flock, mount) comes with Debian itself.
-system-deps:
+system-deps: sandbox-deps
 	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null \
 			|| ! command -v tmux >/dev/null || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 		echo "installing chromium, chromium-driver, tmux and postgresql"; \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver tmux postgresql >/dev/null; \
 	fi
 
-run: install
+run: install sandbox-deps
 	$(PY) scripts/run_all.py --orchestrator-port $(ORCH_PORT) --ui-port $(UI_PORT) \
 		--metrics-port $(METRICS_PORT)
 
@@ -60,10 +67,10 @@ test: install system-deps lint
 
 # PostgreSQL next to SQLite: make bench DB_URL=postgresql+psycopg://USER:PASS@HOST/DB (a server
 # where that user may create databases); without it the bench starts its own PostgreSQL.
-bench: install
+bench: install system-deps
 	$(PY) -m bench $(if $(DB_URL),--db-url '$(DB_URL)')
 
-bench-quick: install
+bench-quick: install system-deps
 	$(PY) -m bench --quick
 
 clean:

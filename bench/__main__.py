@@ -19,7 +19,9 @@
   in-process next to a real two-worker Dask cluster started by the bench;
 - replicas: children/s of a 5,000-child `summarize` step on PostgreSQL next to SQLite, and
   jobs/s of one replica next to two on one database (`--db-url postgresql+psycopg://...`, or a
-  PostgreSQL the bench starts itself).
+  PostgreSQL the bench starts itself);
+- sandbox: `true` commands/s in the bubblewrap sandbox next to unconfined (`--sandbox none`),
+  one at a time and 32 at a time.
 
 `--quick` runs a smaller set (about a minute).
 """
@@ -29,13 +31,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from . import engine, executors, fanout, logs, memory, replicas, steps, stream, ui
+from . import engine, executors, fanout, logs, memory, replicas, sandbox, steps, stream, ui
 
 
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench")
     p.add_argument("--only", choices=["steps", "stream", "fanout", "engine", "memory", "logs", "ui",
-                                       "executors", "replicas"],
+                                       "executors", "replicas", "sandbox"],
                    help="run one section")
     p.add_argument("--quick", action="store_true", help="smaller sizes, about a minute")
     p.add_argument("--files", type=int, default=5000)
@@ -85,6 +87,10 @@ def main() -> None:
         lines = asyncio.run(replicas.main(a.db_url, 1000 if a.quick else 5000, 1 if a.quick else 2))
         print("\n".join(lines), flush=True)
         sections.append(("replicas", lines))
+    if a.only in (None, "sandbox"):
+        lines = asyncio.run(sandbox.main(300 if a.quick else 1000))
+        print("\n".join(lines), flush=True)
+        sections.append(("sandbox", lines))
     print("\n== summary ==")
     for name, lines in sections:
         print(f"[{name}]")

@@ -20,6 +20,7 @@ from typing import Any
 
 import grpc
 
+from stepwatch.secretfile import read_secret_file
 from stepwatch.tokens import digest
 
 __all__ = ["METHOD_ROLES", "AuthError", "AuthInterceptor", "Authenticator", "Caller", "Role",
@@ -63,6 +64,12 @@ class AuthError(Exception):
 class Caller:
     role: Role
     name: str
+    key: str | None = None  # the token's SHA-256: who owns a stream, a request id, a job
+
+    @property
+    def scope(self) -> str:
+        """Whose request ids these are: one token's, or everyone's without auth."""
+        return self.key or "anyone"
 
 
 ANYONE = Caller(Role.ADMIN, "anyone (no --auth-token-file)")
@@ -77,9 +84,13 @@ class TokenFile:
         self._by_digest: dict[str, Caller] = {}
         self.reload()
 
+    @property
+    def keys(self) -> set[str]:
+        return set(self._by_digest)
+
     def reload(self) -> None:
         entries: dict[str, Caller] = {}
-        for n, raw in enumerate(self.path.read_text().splitlines(), 1):
+        for n, raw in enumerate(read_secret_file(self.path).splitlines(), 1):
             line = raw.split("#", 1)[0].strip()
             if not line:
                 continue
@@ -87,7 +98,7 @@ class TokenFile:
             if len(parts) < 3 or parts[0].upper() not in Role.__members__ or len(parts[1]) != 64:
                 raise ValueError(f"{self.path}:{n}: expected 'ROLE TOKEN-SHA256 NAME' with ROLE "
                                  "one of viewer, operator, admin")
-            entries[parts[1].lower()] = Caller(Role[parts[0].upper()], parts[2])
+            entries[parts[1].lower()] = Caller(Role[parts[0].upper()], parts[2], parts[1].lower())
         self._by_digest = entries
         log.info("auth: %d tokens from %s", len(entries), self.path)
 

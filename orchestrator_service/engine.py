@@ -25,6 +25,8 @@ from .leases import Claimed
 from .model import ChildCounts, Failure, JobState, StepState
 from .progress import DEFAULT_LOG_CAP, InitOutput, ProgressRecorder
 from .rules import Decision, StepTransition
+from .sandbox import NONE as NO_SANDBOX
+from .sandbox import Sandbox
 from .statuses import FailureReason, JobStatus, Policy, StepStatus
 from .step_types.base import (
     DEFAULT_ENV_ALLOW,
@@ -36,6 +38,7 @@ from .step_types.base import (
 )
 from .store import (
     ProgressBatch,
+    RequestKey,
     Rerun,
     StaleWrite,
     StepWrite,
@@ -53,6 +56,14 @@ class JobAlreadyFinished(Exception):
     def __init__(self, job: JobState) -> None:
         super().__init__(f"job {job.job_id} is already {job.status.name}")
         self.job = job
+
+
+class InlineRerunRefused(Exception):
+    """A rerun of an inline definition by a caller who may not submit one."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id} ran an inline definition: rerunning it runs that text "
+                         "again, which needs the admin role")
 
 
 class JobNotFinished(Exception):
@@ -94,6 +105,9 @@ class EngineConfig:
     #: What a command sees of the server's environment, and whom it runs as (confinement).
     env_allow: tuple[str, ...] = DEFAULT_ENV_ALLOW
     run_as: str | None = None
+    sandbox: Sandbox = NO_SANDBOX
+    #: Whether a file with several hard links may be read (scan_files, summarize).
+    allow_hardlinks: bool = False
 
 
 class Engine:
@@ -103,7 +117,8 @@ class Engine:
                  progress_interval: float = 0.1, max_running_steps: int = 64,
                  limits: Limits = Limits(), log_cap: int = DEFAULT_LOG_CAP,
                  executor: Executor | None = None, env_allow: tuple[str, ...] = DEFAULT_ENV_ALLOW,
-                 run_as: str | None = None) -> None:
+                 run_as: str | None = None, sandbox: Sandbox = NO_SANDBOX,
+                 allow_hardlinks: bool = False) -> None:
         self.store = store
         self.step_types = step_types
         self.workspace = workspace
@@ -112,7 +127,8 @@ class Engine:
         self.config = EngineConfig(store, step_types, workspace, progress_interval,
                                    asyncio.Semaphore(max_running_steps),
                                    processes.owner_key(marker), limits, log_cap,
-                                   executor or InProcessExecutor(), env_allow, run_as)
+                                   executor or InProcessExecutor(), env_allow, run_as, sandbox,
+                                   allow_hardlinks)
         self.limits = limits
         self._runs: dict[str, asyncio.Task[None]] = {}
         self._cancels: set[asyncio.Task[Any]] = set()
@@ -196,10 +212,10 @@ class Engine:
     # -- commands ------------------------------------------------------------
 
     async def submit(self, definition: JobDefinition, source_toml: str,
-                     request_id: str | None = None) -> JobState:
-        """A new job, started; with a ``request_id`` seen within a day, that job instead."""
+                     request: RequestKey | None = None, source: str = "inline") -> JobState:
+        """A new job, started; with a request key seen within a day, that job instead."""
         await asyncio.to_thread(self.check_paths, definition)
-        job, created = await self.store.create_job(definition, source_toml, request_id)
+        job, created = await self.store.create_job(definition, source_toml, request, source)
         if created:
             self._launch(job.job_id)
         return job
@@ -217,19 +233,22 @@ class Engine:
         if violations:
             raise DefinitionError(violations)
 
-    async def rerun(self, job_id: str, failed_only: bool,
-                    request_id: str | None = None) -> JobState:
-        """A finished job again, as a new job; failed-only carries its COMPLETED steps over."""
+    async def rerun(self, job_id: str, failed_only: bool, request: RequestKey | None = None,
+                    may_run_inline: bool = True) -> JobState:
+        """A finished job again, as a new job; failed-only carries its COMPLETED steps over.
+        An inline definition runs again only for a caller who may submit one."""
         original = await self.store.get_job(job_id)
+        text, source = await self.store.definition_text(job_id)
+        if source != "catalog" and not may_run_inline:
+            raise InlineRerunRefused(job_id)
         if not original.status.terminal:
             raise JobNotFinished(original)
-        text = await self.store.definition_text(job_id)
         definition = await asyncio.to_thread(parse_definition, text, self.step_types, self.limits)
         await asyncio.to_thread(self.check_paths, definition)
         carried = rules.rerun_carries(original, failed_only)
         job, created = await self.store.create_rerun(
             definition, text, Rerun(job_id, {s.name: s for s in original.steps if s.name in carried}),
-            request_id)
+            request, source)
         if created:
             self._launch(job.job_id)
         return job
@@ -458,7 +477,8 @@ class JobRun:
                           env={"STEPWATCH_OWNER": cfg.owner, "STEPWATCH_JOB": step.job_id,
                                "STEPWATCH_STEP": step.step_id,
                                "STEPWATCH_ATTEMPT": str(step.attempt)},
-                          sink=init_output, env_allow=cfg.env_allow, run_as=cfg.run_as)
+                          sink=init_output, env_allow=cfg.env_allow, run_as=cfg.run_as,
+                          sandbox=cfg.sandbox, allow_hardlinks=cfg.allow_hardlinks)
         recorder: ProgressRecorder | None = None
         outcome: Failure | None
         try:

@@ -23,6 +23,8 @@ from typing import Any, Protocol
 
 from . import tracing
 from .progress import ProgressRecorder
+from .sandbox import NONE as NO_SANDBOX
+from .sandbox import Sandbox
 from .statuses import LogStream
 from .step_types.base import (
     CURRENT_CHILD,
@@ -132,6 +134,8 @@ class BatchSpec:
     max_failures: int
     env_allow: tuple[str, ...]
     run_as: str | None
+    sandbox: Sandbox = NO_SANDBOX
+    allow_hardlinks: bool = False
 
 
 class _NoDocuments:
@@ -198,7 +202,8 @@ async def _batch(spec: BatchSpec, address: str, client: Any) -> None:
     step_type = _step_types()[spec.step_type]
     ctx = StepContext(spec.job_id, spec.step_name, spec.options, Path(spec.workspace),
                       _NoDocuments(), env=spec.env, sink=_WorkerSink(messages, spec.log_cap),
-                      env_allow=spec.env_allow, run_as=spec.run_as)
+                      env_allow=spec.env_allow, run_as=spec.run_as, sandbox=spec.sandbox,
+                      allow_hardlinks=spec.allow_hardlinks)
     gate = asyncio.Semaphore(spec.concurrency)
     out_name = f"{spec.name}-out"
     failed = [0]
@@ -333,7 +338,8 @@ class DaskExecutor:
         items = list(enumerate(children))
         specs = [BatchSpec(name, n, step_type.name, ctx.options, str(ctx.workspace), ctx.job_id,
                            ctx.step_name, dict(ctx.env), items[s:s + per], each, self.log_cap,
-                           max_failures, ctx.env_allow, ctx.run_as)
+                           max_failures, ctx.env_allow, ctx.run_as, ctx.sandbox,
+                           ctx.allow_hardlinks)
                  for n, s in enumerate(range(0, len(children), per))]
         waiting = list(reversed(specs))
         running: dict[Any, BatchSpec] = {}

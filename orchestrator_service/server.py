@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import gc
 import logging
 import os
 import signal
+import subprocess
 import sys
 import time
 import warnings
@@ -38,16 +40,21 @@ from .model import Event
 from .ownership import AlreadyOwned, Ownership, acquire
 from .progress import DEFAULT_LOG_CAP
 from .replicas import Replicas
+from .sandbox import NONE as NO_SANDBOX
+from .sandbox import Sandbox, bwrap_path
 from .service import OrchestratorServicer, add_to_server
 from .step_types import load_step_types
 from .step_types.base import DEFAULT_ENV_ALLOW
 from .store import Store, StoreUnavailable, storage_reason
+from .streams import StreamBook
 
 log = logging.getLogger("orchestrator_service")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["OrchestratorService"].full_name
 DEFAULT_DB_URL = "sqlite:///stepwatch.db"
 # No SO_REUSEPORT: a second server on a taken port must fail, not split the clients.
 SERVER_OPTIONS = [("grpc.so_reuseport", 0)]
+MAX_STREAMS_PER_CONNECTION = 1024  # HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS
+PR_SET_DUMPABLE = 4
 JOB_BATCH = 100  # jobs deleted per retention transaction
 FILE_CHECK_S = 1.0
 
@@ -85,6 +92,10 @@ class Settings:
     lease_s: float = 10.0
     replica_name: str | None = None  # None: host:port (host:pidNNN with --port 0)
     migrate_only: bool = False
+    max_streams_per_caller: int = 256  # 0: no cap
+    sandbox: str = "bwrap"  # or "none": commands unconfined (warned at every start)
+    sandbox_ro_binds: tuple[str, ...] = ()
+    allow_hardlinks: bool = False
 
 
 class Orchestrator:
@@ -120,13 +131,16 @@ class Orchestrator:
         self.engine = Engine(self.store, step_types, settings.workspace.resolve(),
                              max_running_steps=settings.max_running_steps, limits=settings.limits,
                              log_cap=settings.log_cap_bytes, executor=executor,
-                             env_allow=settings.shell_env, run_as=settings.shell_user)
+                             env_allow=settings.shell_env, run_as=settings.shell_user,
+                             sandbox=_sandbox(settings), allow_hardlinks=settings.allow_hardlinks)
         self.catalog = Catalog(settings.jobs_dir, step_types)
         self.health = health_aio.HealthServicer()
         tracing.setup()  # before the server is made: its RPCs get spans
         self.tokens = _token_file(settings)
         self.auth = Authenticator(self.tokens)
-        self.server = grpc.aio.server(options=SERVER_OPTIONS,
+        self.streams = StreamBook(settings.max_streams_per_caller)
+        self.server = grpc.aio.server(options=[*SERVER_OPTIONS, ("grpc.max_concurrent_streams",
+                                                                 MAX_STREAMS_PER_CONNECTION)],
                                       interceptors=[AuthInterceptor(self.auth)])
         self.port = 0
         self.ownership: Ownership | None = None
@@ -151,7 +165,8 @@ class Orchestrator:
         self.store.watch_file()
         self.store.on_availability = self._storage_changed
         self.servicer = OrchestratorServicer(self.engine, self.catalog, self.broker,
-                                             self.settings.heartbeat_s, self.auth, self.metrics)
+                                             self.settings.heartbeat_s, self.auth, self.metrics,
+                                             self.streams)
         add_to_server(self.servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
@@ -255,6 +270,10 @@ class Orchestrator:
             self.tokens.reload()
         except (OSError, ValueError) as exc:
             log.error("token file not reloaded, the previous tokens stay: %s", exc)
+            return
+        ended = self.streams.revoke(self.tokens.keys)
+        if ended:
+            log.info("auth: ended %d open streams of revoked tokens", ended)
 
     def release(self) -> None:
         if self.ownership is not None:
@@ -288,6 +307,7 @@ def _child_watcher() -> None:
 
 
 async def serve(settings: Settings, on_ready: Callable[[int], None] | None = None) -> None:
+    _not_dumpable()
     _child_watcher()
     orch = Orchestrator(settings)
     try:
@@ -312,6 +332,48 @@ async def serve(settings: Settings, on_ready: Callable[[int], None] | None = Non
     await stop.wait()
     log.info("shutting down")
     await orch.stop()
+
+
+def _sandbox(settings: Settings) -> Sandbox:
+    """The commands' sandbox, checked once here: a server that cannot confine its commands
+    does not start (unless told --sandbox none, which is warned at every start)."""
+    if settings.migrate_only:
+        return NO_SANDBOX  # runs no command
+    if settings.sandbox == "none":
+        log.warning("INSECURE: --sandbox none: commands run unconfined and can read this "
+                    "server's environment, files and database, and signal it")
+        return NO_SANDBOX
+    bwrap = bwrap_path()
+    if bwrap is None:
+        raise StartupError("commands run in a bubblewrap sandbox and `bwrap` is not installed "
+                           "(Debian: apt-get install bubblewrap); or --sandbox none to run them "
+                           "unconfined")
+    hidden = [*_database_files(settings.db_url), *(str(p.resolve()) for p in (
+        settings.auth_token_file, settings.tls_key, settings.tls_cert, settings.tls_client_ca)
+        if p is not None)]
+    sandbox = Sandbox("bwrap", bwrap, tuple(hidden),
+                      tuple(str(Path(p).resolve()) for p in settings.sandbox_ro_binds))
+    probe = subprocess.run(sandbox.wrap(["/bin/sh", "-c", "true"], settings.workspace.resolve()),
+                           capture_output=True, text=True, timeout=30, env={}, check=False)
+    if probe.returncode != 0:
+        raise StartupError(f"the command sandbox does not work here ({probe.stderr.strip()}); "
+                           "--sandbox none runs commands unconfined")
+    return sandbox
+
+
+def _database_files(db_url: str) -> list[str]:
+    url = make_url(db_url)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return []
+    db = os.path.abspath(url.database)
+    return [db + suffix for suffix in ("", "-wal", "-shm", "-journal", ".lock")]
+
+
+def _not_dumpable() -> None:
+    """No process of the same user may read this one's memory or /proc/PID/environ."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        log.warning("prctl(PR_SET_DUMPABLE, 0) failed: errno %d", ctypes.get_errno())
 
 
 def _token_file(settings: Settings) -> TokenFile | None:
@@ -422,6 +484,21 @@ def parse_args(argv: list[str] | None = None) -> Settings:
                         "replica's jobs resume elsewhere within about 1.1 leases (default: %(default)s)")
     p.add_argument("--replica-name", default=env("STEPWATCH_REPLICA_NAME"),
                    help="this replica's name in leases (default: HOST:PORT)")
+    p.add_argument("--max-streams-per-caller", type=int,
+                   default=int(env("STEPWATCH_MAX_STREAMS_PER_CALLER", "256")),
+                   help="open Watch streams per token (0: no cap; without a token file there "
+                        "is no cap) (default: %(default)s)")
+    p.add_argument("--sandbox", choices=["bwrap", "none"],
+                   default=env("STEPWATCH_SANDBOX", "bwrap"),
+                   help="where `shell` commands run: a bubblewrap sandbox (default) or none "
+                        "(unconfined: they can read this server's secrets; warned at start)")
+    p.add_argument("--sandbox-ro-bind", action="append", default=[
+        b for b in env("STEPWATCH_SANDBOX_RO_BINDS", "").split(",") if b],
+                   help="a path commands may also read in the sandbox (repeat), e.g. a "
+                        "toolchain outside /usr")
+    p.add_argument("--allow-hardlinks", action="store_true",
+                   help="let scan_files and summarize read files with several hard links "
+                        "(such a file may be one from outside the workspace)")
     p.add_argument("--migrate-only", action="store_true",
                    help="upgrade the database schema to this version's, then exit")
     p.add_argument("--log-level", default=env("STEPWATCH_LOG_LEVEL", "INFO"))
@@ -431,6 +508,8 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     if not 0.5 <= a.lease_seconds <= 3600:
         p.error("--lease-seconds must be between 0.5 and 3600")
+    if a.max_streams_per_caller < 0:
+        p.error("--max-streams-per-caller must be 0 (no cap) or more")
     if a.heartbeat_interval <= 0:
         p.error("--heartbeat-interval must be positive")
     if a.keep_jobs_days is not None and a.keep_jobs_days <= 0:
@@ -457,7 +536,9 @@ def parse_args(argv: list[str] | None = None) -> Settings:
                     shell_env=tuple(n.strip() for n in a.shell_env.split(",") if n.strip()),
                     shell_user=a.shell_user or None, metrics_port=a.metrics_port,
                     lease_s=a.lease_seconds, replica_name=a.replica_name or None,
-                    migrate_only=a.migrate_only)
+                    migrate_only=a.migrate_only,
+                    max_streams_per_caller=a.max_streams_per_caller, sandbox=a.sandbox,
+                    sandbox_ro_binds=tuple(a.sandbox_ro_bind), allow_hardlinks=a.allow_hardlinks)
 
 
 def _int_or_none(value: str | None) -> int | None:

@@ -12,6 +12,8 @@ import binascii
 import contextlib
 import hashlib
 import hmac
+import logging
+import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
@@ -27,7 +29,13 @@ from .auth import Authenticator, AuthError, Role
 from .broker import Broker, BrokerClosed, Deleted
 from .catalog import Catalog, DefinitionNotFound, Entry
 from .definitions import DefinitionError, clip, parse_definition
-from .engine import CancelNotConfirmed, Engine, JobAlreadyFinished, JobNotFinished
+from .engine import (
+    CancelNotConfirmed,
+    Engine,
+    InlineRerunRefused,
+    JobAlreadyFinished,
+    JobNotFinished,
+)
 from .errors import RpcError, invalid
 from .metrics import Metrics
 from .model import Event, JobState, StepState
@@ -38,9 +46,12 @@ from .store import (
     JobNotFound,
     JobStillRunning,
     LeaseLost,
+    RequestConflict,
+    RequestKey,
     StepNotFound,
     StoreUnavailable,
 )
+from .streams import StreamBook, StreamRevoked
 from .watch import (
     AfterSeqOutOfRange,
     Heartbeat,
@@ -52,6 +63,7 @@ from .watch import (
     follow_logs,
 )
 
+log = logging.getLogger(__name__)
 MAX_PAGE = 1000
 MAX_ID = 200  # characters of a job id or request id
 MAX_VIOLATIONS = 100
@@ -88,6 +100,10 @@ def _errors() -> Iterator[None]:
         raise RpcError(grpc.StatusCode.OUT_OF_RANGE, str(exc)) from None
     except JobNotFinished as exc:
         raise RpcError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from None
+    except InlineRerunRefused as exc:
+        raise RpcError(grpc.StatusCode.PERMISSION_DENIED, str(exc)) from None
+    except RequestConflict as exc:
+        raise RpcError(grpc.StatusCode.ALREADY_EXISTS, str(exc)) from None
     except JobStillRunning as exc:
         raise RpcError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from None
     except JobAlreadyFinished as exc:
@@ -113,6 +129,20 @@ def _check_decoded(request: Any) -> None:
         raise RpcError(grpc.StatusCode.INVALID_ARGUMENT,
                        f"the request is not a valid message ({clip(str(request.error))}); "
                        "string fields must be UTF-8")
+    # Ids, names and tags go to the database, and PostgreSQL text cannot hold NUL. (A
+    # definition's NULs are reported with their place in the TOML by the definition check.)
+    for fd, value in request.ListFields():
+        if fd.type != fd.TYPE_STRING or fd.name == "definition_toml":
+            continue
+        if any("\x00" in v for v in (value if isinstance(value, str) else list(value))):
+            raise invalid(fd.name, "must not contain NUL characters")
+
+
+async def _internal(context: Any, method: str) -> None:
+    error_id = uuid.uuid4().hex[:12]
+    log.exception("internal error %s in %s", error_id, method)
+    await context.abort(grpc.StatusCode.INTERNAL,
+                        f"internal error {error_id}: a bug; the server log has the details")
 
 
 def _rpc(method: Callable[[Any, Any, Any], Awaitable[Any]]) -> Callable[[Any, Any, Any], Awaitable[Any]]:
@@ -125,6 +155,10 @@ def _rpc(method: Callable[[Any, Any, Any], Awaitable[Any]]) -> Callable[[Any, An
                 return await method(self, request, context)
         except RpcError as err:
             await context.abort_with_status(err.to_status())
+        except grpc.aio.AbortError:
+            raise
+        except Exception:  # a bug: INTERNAL with an id to find it in the log, never UNKNOWN
+            await _internal(context, method.__name__)
 
     wrapper.__name__ = method.__name__
     return wrapper
@@ -137,11 +171,33 @@ def _stream(method: Callable[[Any, Any, Any], AsyncIterator[Any]],
     async def wrapper(self: Any, request: Any, context: Any) -> AsyncIterator[Any]:
         try:
             _check_decoded(request)
-            with _errors(), self.metrics.watching(method.__name__):
-                async for item in method(self, request, context):
+            caller = self.auth.caller(context.invocation_metadata())  # checked by the interceptor
+            with _errors(), self.streams.opened(caller.key) as stream, \
+                    self.metrics.watching(method.__name__):
+                if stream is None:
+                    async for item in method(self, request, context):
+                        yield item
+                    return
+                items = method(self, request, context).__aiter__()
+                while True:
+                    stream.waiting = True
+                    try:
+                        item = await items.__anext__()
+                    except StopAsyncIteration:
+                        break
+                    finally:
+                        stream.waiting = False
                     yield item
+                    stream.check()
         except RpcError as err:
             await context.abort_with_status(err.to_status())
+        except StreamRevoked:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                                "the token of this stream was revoked")
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            await _internal(context, method.__name__)
 
     wrapper.__name__ = method.__name__
     return wrapper
@@ -240,9 +296,11 @@ def _bounded_header(job: JobState) -> pb.Job:
 
 class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
     def __init__(self, engine: Engine, catalog: Catalog, broker: Broker, heartbeat_s: float,
-                 auth: Authenticator | None = None, metrics: Metrics | None = None) -> None:
+                 auth: Authenticator | None = None, metrics: Metrics | None = None,
+                 streams: StreamBook | None = None) -> None:
         self.engine = engine
         self.auth = auth or Authenticator(None)
+        self.streams = streams or StreamBook(0)
         self.metrics = metrics or Metrics()
         self.catalog = catalog
         self.broker = broker
@@ -262,6 +320,16 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
             while len(self._snapshots) > SNAPSHOT_CACHE:
                 self._snapshots.popitem(last=False)
         return found
+
+    def _request_key(self, context: Any, request_id: str, *asked: str) -> RequestKey | None:
+        """A request id scoped to its caller, and bound to what the request asks."""
+        if not request_id:
+            return None
+        if len(request_id) > MAX_ID:
+            raise invalid("request_id", f"is {len(request_id)} characters; at most {MAX_ID}")
+        scope = self.auth.caller(context.invocation_metadata()).scope
+        key = hashlib.sha256(f"{scope}\0{request_id}".encode()).hexdigest()
+        return RequestKey(key, hashlib.sha256("\0".join(asked).encode()).hexdigest())
 
     async def _job_id(self, ref: str) -> str:
         """The job's full id, from itself or a unique prefix of 8 or more characters."""
@@ -312,9 +380,10 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
                                                  self.engine.limits)
         else:
             raise invalid("source", "set definition_name or definition_toml")
-        if len(request.request_id) > MAX_ID:
-            raise invalid("request_id", f"is {len(request.request_id)} characters; at most {MAX_ID}")
-        job = await self.engine.submit(definition, text, request.request_id or None)
+        key = self._request_key(context, request.request_id, "submit", source,
+                                request.definition_name or request.definition_toml)
+        job = await self.engine.submit(definition, text, key,
+                                       "catalog" if source == "definition_name" else "inline")
         return pb.SubmitJobResponse(job=convert.job(job))
 
     @_rpc
@@ -411,9 +480,11 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
     @_rpc
     async def RerunJob(self, request, context):  # noqa: N802
         job_id = await self._job_id(request.job_id)
-        if len(request.request_id) > MAX_ID:
-            raise invalid("request_id", f"is {len(request.request_id)} characters; at most {MAX_ID}")
-        job = await self.engine.rerun(job_id, request.failed_only, request.request_id or None)
+        key = self._request_key(context, request.request_id, "rerun", job_id,
+                                str(request.failed_only))
+        caller = self.auth.caller(context.invocation_metadata())
+        job = await self.engine.rerun(job_id, request.failed_only, key,
+                                      may_run_inline=caller.role >= Role.ADMIN)
         return pb.RerunJobResponse(job=convert.job(job))
 
     @_rpc

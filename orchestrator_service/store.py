@@ -88,7 +88,8 @@ from .tables import (
 )
 
 __all__ = [
-    "JobNotFound", "LeaseLost", "ProgressBatch", "StaleWrite", "StepWrite", "Store", "StoreUnavailable",
+    "JobNotFound", "LeaseLost", "ProgressBatch", "RequestConflict", "RequestKey", "StaleWrite",
+    "StepWrite", "Store", "StoreUnavailable",
     "new_id", "now_us", "storage_reason",
 ]
 
@@ -171,6 +172,23 @@ _INSERT_CHUNKS = insert(L)
 _CHILD_COUNTS = (select(C.c.status, func.count())
                  .where(C.c.step_id == bindparam("k"), C.c.attempt == bindparam("b_attempt"))
                  .group_by(C.c.status))
+
+
+@dataclass(frozen=True)
+class RequestKey:
+    """A request id as stored: ``key`` scopes it to its caller, ``digest`` is what it asked."""
+
+    key: str
+    digest: str
+
+
+class RequestConflict(Exception):
+    """A request id already used, within a day, for another request."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"this request_id was already used for a different request: job "
+                         f"{job_id}; use a new request_id for a new request")
+        self.job_id = job_id
 
 
 class JobStillRunning(Exception):
@@ -550,26 +568,29 @@ class Store:
     # -- public, async -------------------------------------------------------
 
     async def create_rerun(self, definition: JobDefinition, source_toml: str, rerun: Rerun,
-                           request_id: str | None = None) -> tuple[JobState, bool]:
+                           request: RequestKey | None = None,
+                           source: str = "inline") -> tuple[JobState, bool]:
         """A new job rerunning ``rerun.original``: its carried steps COMPLETED, its documents copied."""
-        return await self._write("create_job", self._create_job, definition, source_toml,
-                                 request_id, rerun, wait=False)
+        return await self.create_job(definition, source_toml, request, source, rerun)
 
-    async def definition_text(self, job_id: str) -> str:
+    async def definition_text(self, job_id: str) -> tuple[str, str]:
+        """A job's definition text, and where it came from ("catalog" or "inline")."""
         return await self._read(self._definition_text, job_id)
 
     async def create_job(self, definition: JobDefinition, source_toml: str,
-                         request_id: str | None = None) -> tuple[JobState, bool]:
-        """The new job, and True; or, for a ``request_id`` seen in the last day, that job and False."""
+                         request: RequestKey | None = None, source: str = "inline",
+                         rerun: Rerun | None = None) -> tuple[JobState, bool]:
+        """The new job, and True; or, for a request key seen in the last day, that job and
+        False (RequestConflict when that key asked for something else)."""
         try:
             return await self._write("create_job", self._create_job, definition, source_toml,
-                                     request_id, wait=False)
+                                     request, rerun, source, wait=False)
         except IntegrityError:
-            if request_id is None:
+            if request is None:
                 raise
             # Another replica created it between our look-up and insert: it is the job.
             return await self._write("create_job", self._create_job, definition, source_toml,
-                                     request_id, wait=False)
+                                     request, rerun, source, wait=False)
 
     async def page_secret(self) -> bytes:
         """This database's secret for signing page tokens (made on first use)."""
@@ -775,23 +796,28 @@ class Store:
             return bytes.fromhex(value)
 
     def _create_job(self, definition: JobDefinition, source_toml: str,
-                    request_id: str | None, rerun: Rerun | None = None) -> tuple[JobState, bool]:
+                    request: RequestKey | None, rerun: Rerun | None = None,
+                    source: str = "inline") -> tuple[JobState, bool]:
         now = now_us()
         job_id = new_id()
         n = len(definition.steps)
         carried = {} if rerun is None else rerun.carried
         with self.engine.begin() as c:
-            if request_id is not None:
-                seen = c.execute(select(J.c.job_id, J.c.created_at)
-                                 .where(J.c.request_id == request_id)).first()
+            if request is not None:
+                seen = c.execute(select(J.c.job_id, J.c.created_at, J.c.request_digest)
+                                 .where(J.c.request_id == request.key)).first()
                 if seen is not None and now - seen.created_at < REQUEST_ID_TTL_US:
+                    if seen.request_digest != request.digest:
+                        raise RequestConflict(seen.job_id)
                     return self._read_job(c, seen.job_id), False
                 if seen is not None:  # a day old: the key is free again
                     c.execute(update(J).where(J.c.job_id == seen.job_id).values(request_id=None))
             # With replicas, the replica that creates a job runs it: it holds the lease at once.
             lease = ({} if self.leases is None
                      else leases.lease_values(self.leases, leases.db_now_us(c), 1))
-            c.execute(insert(J).values(request_id=request_id, **lease,
+            c.execute(insert(J).values(
+                request_id=None if request is None else request.key,
+                request_digest=None if request is None else request.digest, source=source, **lease,
                 job_id=job_id, definition_name=definition.name, description=definition.description,
                 definition_toml=source_toml, on_step_failure=definition.on_step_failure.value,
                 status=int(JobStatus.PENDING), head_seq=0, created_at=now,
@@ -1001,12 +1027,13 @@ class Store:
                              .where(S.c.job_id == job_id))
             return {r.step_id: (json.loads(r.options), r.concurrency) for r in rows}
 
-    def _definition_text(self, job_id: str) -> str:
+    def _definition_text(self, job_id: str) -> tuple[str, str]:
         with self.reading.begin() as c:
-            text = c.execute(select(J.c.definition_toml).where(J.c.job_id == job_id)).scalar()
-        if text is None:
+            row = c.execute(select(J.c.definition_toml, J.c.source)
+                            .where(J.c.job_id == job_id)).first()
+        if row is None:
             raise JobNotFound(job_id)
-        return str(text)
+        return str(row.definition_toml), str(row.source)
 
     def _resolve_job_id(self, ref: str) -> str:
         with self.reading.begin() as c:

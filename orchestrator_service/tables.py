@@ -51,9 +51,13 @@ class JobRow(Base):
     steps_skipped: Mapped[int] = mapped_column(Integer, server_default="0")
     steps_cancelled: Mapped[int] = mapped_column(Integer, server_default="0")
     rerun_of: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    # A client's idempotency key for SubmitJob: the same key within a day is the same job.
+    # A client's idempotency key for SubmitJob/RerunJob, scoped by caller (a hash of caller
+    # and id): the same key within a day is the same job, if it asks for the same thing.
     request_id: Mapped[str | None] = mapped_column(String(200), nullable=True, unique=True,
                                                    index=True)
+    request_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Where the definition came from: "catalog" (an operator may rerun it) or "inline" (admin).
+    source: Mapped[str] = mapped_column(String(16), server_default="inline")
     # The lease (ownership.py): which replica runs the job, until when, and how many times it
     # changed hands. Every write checks owner and epoch under the job's row lock.
     lease_owner: Mapped[str | None] = mapped_column(String(100), nullable=True)

@@ -36,8 +36,8 @@ class Access:
                 return None
             known = self.book.get(name)
             return User(name, known.role if known else Role.VIEWER, "")
-        name = self.sessions.user(session.get(SESSION_KEY))
-        return self.book.get(name) if name is not None else None
+        user = self.sessions.user(session.get(SESSION_KEY))
+        return self.book.get(user) if user is not None else None
 
 
 _access = Access()

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
+from ..sandbox import NONE as NO_SANDBOX
+from ..sandbox import Sandbox
 from ..statuses import LogStream
 
 
@@ -98,6 +100,10 @@ class StepContext:
     env_allow: tuple[str, ...] = DEFAULT_ENV_ALLOW
     #: Run commands as this user (name or uid), when the server may switch users.
     run_as: str | None = None
+    #: Where commands run: the bubblewrap sandbox (the server's default) or unconfined.
+    sandbox: Sandbox = NO_SANDBOX
+    #: Whether a file with several hard links may be read.
+    allow_hardlinks: bool = False
 
     def log(self, text: str, stream: LogStream = LogStream.SYSTEM) -> None:
         """A line (or lines) of the step's log: the current child's in run_child, the step's in init."""

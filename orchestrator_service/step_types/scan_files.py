@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import fnmatch
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from ..beneath import list_beneath, stat_beneath
 from .base import Child, DocumentPut, OptionError, StepContext, StepType, check_known, string_list
 
 
@@ -43,18 +42,22 @@ class ScanFiles(StepType):
             # One message for "missing" and "outside": it must not tell what exists outside.
             raise FileNotFoundError(f"root folder not found in the workspace: "
                                     f"{ctx.options['root']!r}")
+        # From here on nothing is resolved by path: the walk holds descriptors beneath the
+        # workspace and enters no symlink, however the tree changes under it.
+        top = ctx.workspace.resolve()
+        rel_root = root.relative_to(top).as_posix() if root != top else "."
         paths = await asyncio.to_thread(
-            matching_files, root, ctx.options["include"], ctx.options["exclude"], ctx.workspace
-        )
-        return [Child(key=_relative(p, ctx.workspace), payload=p) for p in paths]
+            lambda: list(list_beneath(top, rel_root, ctx.options["include"],
+                                      ctx.options["exclude"])))
+        return [Child(key=p) for p in paths]
 
     async def run_child(self, ctx: StepContext, child: Child) -> Sequence[DocumentPut]:
-        # The payload is the real path init found inside the workspace; not following a
-        # link here means a file swapped for a symlink since tells nothing of its target.
-        path: Path = child.payload
-        size = (await asyncio.to_thread(os.stat, path, follow_symlinks=False)).st_size
+        # Opened beneath the workspace again, without following a link on the way: a folder
+        # swapped for a symlink since the scan tells nothing of where it leads.
+        st = await asyncio.to_thread(stat_beneath, ctx.workspace.resolve(), child.key,
+                                     ctx.allow_hardlinks)
         return [DocumentPut(child.key, tags=file_tags(child.key, ctx.options["tags"]),
-                            attrs={"size": size})]
+                            attrs={"size": st.st_size})]
 
 
 OUTSIDE = "must be a folder inside the workspace (relative, without '..', not leading out)"
@@ -72,21 +75,6 @@ def inside(path: Path, workspace: Path) -> Path | None:
     return real if real == top or top in real.parents else None
 
 
-def matching_files(root: Path, include: Sequence[str], exclude: Sequence[str],
-                   workspace: Path | None = None) -> list[Path]:
-    """Files under root matching any include glob and no exclude pattern, sorted. A match
-    whose real path leaves the workspace (a symlink out) is left out, never read."""
-    found: set[Path] = set()
-    for pattern in include:
-        for path in root.glob(pattern):
-            rel = path.relative_to(root).as_posix()
-            if workspace is not None and inside(path, workspace) is None:
-                continue
-            if path.is_file() and not any(fnmatch.fnmatch(rel, ex) for ex in exclude):
-                found.add(path)
-    return sorted(found)
-
-
 def file_tags(rel_path: str, extra: Sequence[str]) -> tuple[str, ...]:
     """Tags of a scanned file: its extension, its top folder, then the step's tags."""
     parts = rel_path.split("/")
@@ -98,10 +86,3 @@ def file_tags(rel_path: str, extra: Sequence[str]) -> tuple[str, ...]:
         tags.append(parts[0])
     tags.extend(t for t in extra if t not in tags)
     return tuple(tags)
-
-
-def _relative(path: Path, workspace: Path) -> str:
-    try:
-        return path.relative_to(workspace.resolve()).as_posix()
-    except ValueError:
-        return path.as_posix()

@@ -18,8 +18,11 @@ import shutil
 import signal
 from collections import deque
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+from ..sandbox import NONE as NO_SANDBOX
+from ..sandbox import Sandbox
 from ..statuses import LogStream
 from .base import (
     CURRENT_CHILD,
@@ -67,8 +70,13 @@ class Tail:
         return b"".join(self._chunks)[-self.limit:].decode("utf-8", "replace").strip()[-chars:]
 
 
-def command_argv(command: str, run_as: str | None = None) -> list[str]:
+def command_argv(command: str, run_as: str | None = None, sandbox: Sandbox = NO_SANDBOX,
+                 workspace: Path | None = None) -> list[str]:
+    """``/bin/sh -c command``, in the sandbox (its own namespaces: the whole tree dies with
+    it), as ``run_as`` when given, and with the death signal of its parent set."""
     shell = ["/bin/sh", "-c", command]
+    if sandbox.enabled:
+        shell = sandbox.wrap(shell, workspace or Path.cwd())
     if run_as is not None:
         if not SETPRIV:
             raise StepFailed("--shell-user needs setpriv (util-linux) on this machine")
@@ -112,7 +120,7 @@ class Shell(StepType):
         # which a background process (`sleep 30 &`) can hold open long after the shell exits.
         transport, command = await asyncio.get_running_loop().subprocess_exec(
             lambda: _Command(tail, out),
-            *command_argv(child.key, ctx.run_as),
+            *command_argv(child.key, ctx.run_as, ctx.sandbox, ctx.workspace),
             cwd=ctx.workspace,
             env=command_env(ctx),
             stdin=asyncio.subprocess.DEVNULL,

@@ -136,3 +136,38 @@ def test_shell_user_runs_commands_as_that_user(workspace: Path) -> None:
             assert child.result == "nobody"
     finally:
         orch.stop()
+
+
+def test_a_hard_link_to_an_outside_file_is_refused_and_messages_are_relative(
+        workspace: Path, outside: Path) -> None:
+    (workspace / "docs").mkdir()
+    (workspace / "docs" / "notes.txt").write_text("one two three\n")
+    (workspace / "docs" / "bad.txt").write_bytes(b"ok\n\xff\n")
+    os.link(outside / "secret.txt", workspace / "docs" / "linked.txt")  # same filesystem (/tmp)
+    for extra, linked_ok in (([], False), (["--allow-hardlinks"], True)):
+        orch = Orchestrator(f"sqlite:///{workspace / f'h{int(linked_ok)}.db'}", workspace=workspace,
+                            extra=extra)
+        try:
+            with grpc.insecure_channel(orch.target) as ch:
+                stub = pb_grpc.OrchestratorServiceStub(ch)
+                job = stub.SubmitJob(pb.SubmitJobRequest(definition_toml=(
+                    'name = "scan"\n[policy]\non_step_failure = "continue"\n'
+                    '[steps.scan]\ntype = "scan_files"\nroot = "docs"\ninclude = ["*.txt"]\n'
+                    'max_child_failures = 5\n[steps.sum]\ntype = "summarize"\n'
+                    'depends = ["scan"]\nmax_child_failures = 5\n')), timeout=DEADLINE).job
+                finish(stub, job.job_id)
+                children = {c.key: c for step in ("scan", "sum") for c in stub.ListChildren(
+                    pb.ListChildrenRequest(job_id=job.job_id, step=step), timeout=DEADLINE,
+                    ).children if step == "sum" or c.key == "docs/linked.txt"}
+            linked = children["docs/linked.txt"]  # the scan's child when refused, else sum's
+            if linked_ok:
+                assert linked.status == pb.CHILD_STATUS_COMPLETED and linked.result == ""
+            else:
+                assert linked.status == pb.CHILD_STATUS_FAILED
+                assert "hard links" in linked.error.message
+            bad = children["docs/bad.txt"].error.message
+            assert "not UTF-8 text: docs/bad.txt (byte 3)" in bad, bad
+            for c in children.values():  # no message tells where the workspace is
+                assert str(workspace) not in c.error.message, c.error.message
+        finally:
+            orch.stop()
