@@ -1,8 +1,8 @@
 """Where a `shell` command runs: a bubblewrap sandbox by default.
 
-A command sees the system read-only (/usr, /etc, the library links), a private /tmp, /dev
-and /proc of its own, and the workspace read-write, and nothing else of the machine: not the
-orchestrator's environment, files or database (those inside the workspace are masked), not
+A command sees the system read-only (/usr, /etc, the library links), the machine's /tmp, a
+/dev and /proc of its own, and the workspace read-write, and nothing else: not the
+orchestrator's environment, files or database (those in the workspace or /tmp are masked), not
 its processes (its own PID namespace, so no signal reaches the server), with no capabilities.
 When bwrap dies (the orchestrator died, or the attempt ended and killed it), the kernel ends
 every process of the sandbox's PID namespace: a command never outlives its attempt, however
@@ -57,14 +57,15 @@ class Sandbox:
                 out += ["--symlink", os.readlink(path), path]
             elif os.path.isdir(path):
                 out += ["--ro-bind", path, path]
-        out += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+        # /tmp is the machine's, as for any command (steps pass files through it); what of
+        # the server lies there (a database, a token file) is masked below like elsewhere.
+        out += ["--proc", "/proc", "--dev", "/dev", "--bind", "/tmp", "/tmp"]
         for path in self.read_only:
             out += ["--ro-bind-try", path, path]
         out += ["--bind", ws, ws]
         for path in self._masks(workspace):
             out += ["--tmpfs", path] if os.path.isdir(path) else ["--ro-bind", "/dev/null", path]
-        out += ["--chdir", ws, "--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp", "--",
-                *argv]
+        out += ["--chdir", ws, "--setenv", "HOME", "/tmp", "--", *argv]
         return out
 
     def _masks(self, workspace: Path) -> list[str]:
@@ -72,7 +73,7 @@ class Sandbox:
         empty one, a folder by an empty tmpfs). A file that does not exist when the command
         starts cannot be covered: the server lists its database's -wal/-shm files, which
         exist while it runs."""
-        visible = [str(workspace), *self.read_only, *self.system]
+        visible = [str(workspace), "/tmp", *self.read_only, *self.system]
         out = []
         for path in self.hidden:
             if os.path.lexists(path) and any(_beneath(path, top) for top in visible):

@@ -24,6 +24,7 @@ from .security import Guard, allowed_hosts, parse_networks
 from .users import UserBook
 
 # The login page, NiceGUI's own assets and socket, and metrics (scraped without a login).
+RECONNECT_S = 15.0
 OPEN_PATHS = ("/login", "/logout", "/_nicegui", "/metrics")
 
 
@@ -126,6 +127,9 @@ def main(argv: list[str] | None = None) -> None:
         for scheme in ("http", "https") for port in ("", f":{a.port}")]
     ui.run(host=a.host, port=a.port, title="Stepwatch", reload=False, show=False, dark=None,
            favicon="🟢", uvicorn_logging_level="warning",
+           # A page whose socket drops keeps its state this long (NiceGUI's default, 3 s, made a
+           # loaded 2-core machine reload pages mid-job).
+           reconnect_timeout=RECONNECT_S,
            storage_secret=env("STEPWATCH_UI_SECRET") or secrets.token_urlsafe(32),
            session_middleware_kwargs={"same_site": "lax", "https_only": a.secure_cookies})
 

@@ -38,6 +38,7 @@ from .base import (
 STDERR_TAIL = 4096  # bytes of stderr kept for the failure message
 SHOWN_TAIL = 400  # characters of it shown there
 PIPE_GRACE_S = 0.2  # after the shell exits, how long its pipes may still be read
+REAP_WAIT_S = 5.0  # after a kill, how long the child watcher gets to reap the command
 PARTIAL_LINE = 8192  # a line longer than this goes to the log in pieces
 RESULT_CHARS = 1000
 # The shell's own codes for "cannot execute" and "command not found": the step is
@@ -133,10 +134,19 @@ class Shell(StepType):
             await command.exited
         except BaseException:
             _kill_group(pgid)
+            # Closing the transport before the child watcher has reaped it makes asyncio poll
+            # (reap) the process itself, and the watcher then reports 255 for it: wait for
+            # the exit the kill causes first (bounded), so exactly one owner reaps.
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(asyncio.shield(command.exited), REAP_WAIT_S)
             transport.close()
             raise
         code = transport.get_returncode()
-        _kill_group(pgid)  # what it left behind in its group ends with it
+        if not ctx.sandbox.enabled:
+            # What it left behind in its group ends with it. (In the sandbox the kernel ended
+            # them all with bwrap; there the group is empty now and its number may already be
+            # another new command's, which a kill here would hit.)
+            _kill_group(pgid)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(command.closed), PIPE_GRACE_S)
         transport.close()

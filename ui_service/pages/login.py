@@ -29,7 +29,7 @@ body {{ font-family: system-ui, sans-serif; display: flex; min-height: 100vh; ma
 form {{ background: #fff; padding: 28px; border-radius: 8px; box-shadow: 0 1px 4px #0003;
   display: flex; flex-direction: column; gap: 12px; width: min(320px, 86vw); }}
 input {{ width: 100%; box-sizing: border-box; padding: 8px; font-size: 1rem; }}
-button {{ padding: 8px; font-size: 1rem; background: #1976d2; color: #fff; border: 0;
+button {{ padding: 8px; font-size: 1rem; background: #37474f; color: #fff; border: 0;
   border-radius: 4px; cursor: pointer; }}
 .sw-login-error {{ color: #c62828; min-height: 1.2em; }}
 @media (prefers-color-scheme: dark) {{ body {{ background: #121212; color: #eee; }}
