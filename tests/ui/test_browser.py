@@ -161,8 +161,9 @@ def test_the_step_panel_shows_failed_children_first_and_a_live_log(
     procs.append(orch)
     ui = UI(orch.target)
     procs.append(ui)
-    # Child 0 prints for a minute: its log is live whatever the load on the machine.
-    commands = ["for i in $(seq 1 600); do echo tick $i; sleep 0.1; done"] + ["true"] * 1999
+    # Child 0 prints for two minutes: its log is live whatever the load on the machine (the
+    # other 1,999 start sandboxes, a few ms of kernel time each).
+    commands = ["for i in $(seq 1 1200); do echo tick $i; sleep 0.1; done"] + ["true"] * 1999
     for i in (17, 90, 199):  # early: they fail soon, whatever the load
         commands[i] = f"echo boom-{i} >&2; exit 3"
     quoted = ", ".join(f'"{c}"' for c in commands)
