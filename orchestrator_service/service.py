@@ -171,7 +171,8 @@ def _stream(method: Callable[[Any, Any, Any], AsyncIterator[Any]],
     async def wrapper(self: Any, request: Any, context: Any) -> AsyncIterator[Any]:
         try:
             _check_decoded(request)
-            caller = self.auth.caller(context.invocation_metadata())  # checked by the interceptor
+            with _errors():  # checked by the interceptor; a reload since may refuse it now
+                caller = self.auth.caller(context.invocation_metadata())
             with _errors(), self.streams.opened(caller.key) as stream, \
                     self.metrics.watching(method.__name__):
                 if stream is None:
