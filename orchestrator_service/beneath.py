@@ -17,7 +17,7 @@ import os
 import platform
 import re
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
 
@@ -159,7 +159,7 @@ def glob_regex(pattern: str) -> re.Pattern[str]:
 
 
 def list_beneath(workspace: Path, root: str, include: Sequence[str],
-                 exclude: Sequence[str]) -> Iterator[str]:
+                 exclude: Sequence[str]) -> list[str]:
     """Regular files under ``root`` (relative to the workspace) matching an include glob and
     no exclude pattern, as workspace-relative paths, sorted. The walk holds descriptors and
     follows no symlink: a folder swapped for a link is not entered."""
@@ -184,4 +184,4 @@ def list_beneath(workspace: Path, root: str, include: Sequence[str],
                     found.append((base / rel).as_posix() if root not in ("", ".") else rel)
     finally:
         os.close(top)
-    return iter(sorted(found))
+    return sorted(found)

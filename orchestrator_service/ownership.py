@@ -38,19 +38,29 @@ class Ownership:
             self._fd = None
 
 
+LOCK_SUFFIX = ".lock"
+
+
+def sqlite_file(db_url: str) -> str | None:
+    """The absolute path of a SQLite database file; None for another database or memory."""
+    url = make_url(db_url)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    return os.path.abspath(url.database)
+
+
 def acquire(db_url: str) -> Ownership:
     url = make_url(db_url)
     if url.get_backend_name() == "sqlite":
-        if not url.database or url.database == ":memory:":
-            return Ownership("an in-memory database")
-        return _lock_file(os.path.abspath(url.database))
+        path = sqlite_file(db_url)
+        return Ownership("an in-memory database") if path is None else _lock_file(path)
     if url.get_backend_name() == "postgresql":
         return Ownership("a shared PostgreSQL database (jobs owned through leases)")
     return Ownership(f"a {url.get_backend_name()} database (not locked)")
 
 
 def _lock_file(db_path: str) -> Ownership:
-    lock_path = f"{db_path}.lock"
+    lock_path = db_path + LOCK_SUFFIX
     # CLOEXEC: a command the orchestrator starts must not inherit (and keep) the lock.
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:

@@ -37,7 +37,7 @@ from .executors import make_executor
 from .leases import LeaseBook, default_replica_name
 from .metrics import Metrics
 from .model import Event
-from .ownership import AlreadyOwned, Ownership, acquire
+from .ownership import LOCK_SUFFIX, AlreadyOwned, Ownership, acquire, sqlite_file
 from .progress import DEFAULT_LOG_CAP
 from .replicas import Replicas
 from .sandbox import NONE as NO_SANDBOX
@@ -362,11 +362,8 @@ def _sandbox(settings: Settings) -> Sandbox:
 
 
 def _database_files(db_url: str) -> list[str]:
-    url = make_url(db_url)
-    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
-        return []
-    db = os.path.abspath(url.database)
-    return [db + suffix for suffix in ("", "-wal", "-shm", "-journal", ".lock")]
+    db = sqlite_file(db_url)
+    return [] if db is None else [db + s for s in ("", "-wal", "-shm", "-journal", LOCK_SUFFIX)]
 
 
 def _not_dumpable() -> None:

@@ -25,7 +25,7 @@ from stepwatch.v1 import orchestrator_pb2 as pb
 from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
 
 from . import convert, wire
-from .auth import Authenticator, AuthError, Role
+from .auth import Authenticator, AuthError, Caller, Role
 from .broker import Broker, BrokerClosed, Deleted
 from .catalog import Catalog, DefinitionNotFound, Entry
 from .definitions import DefinitionError, clip, parse_definition
@@ -322,14 +322,14 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
                 self._snapshots.popitem(last=False)
         return found
 
-    def _request_key(self, context: Any, request_id: str, *asked: str) -> RequestKey | None:
+    @staticmethod
+    def _request_key(caller: Caller, request_id: str, *asked: str) -> RequestKey | None:
         """A request id scoped to its caller, and bound to what the request asks."""
         if not request_id:
             return None
         if len(request_id) > MAX_ID:
             raise invalid("request_id", f"is {len(request_id)} characters; at most {MAX_ID}")
-        scope = self.auth.caller(context.invocation_metadata()).scope
-        key = hashlib.sha256(f"{scope}\0{request_id}".encode()).hexdigest()
+        key = hashlib.sha256(f"{caller.scope}\0{request_id}".encode()).hexdigest()
         return RequestKey(key, hashlib.sha256("\0".join(asked).encode()).hexdigest())
 
     async def _job_id(self, ref: str) -> str:
@@ -381,7 +381,8 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
                                                  self.engine.limits)
         else:
             raise invalid("source", "set definition_name or definition_toml")
-        key = self._request_key(context, request.request_id, "submit", source,
+        key = self._request_key(self.auth.caller(context.invocation_metadata()),
+                                request.request_id, "submit", source,
                                 request.definition_name or request.definition_toml)
         job = await self.engine.submit(definition, text, key,
                                        "catalog" if source == "definition_name" else "inline")
@@ -481,9 +482,9 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
     @_rpc
     async def RerunJob(self, request, context):  # noqa: N802
         job_id = await self._job_id(request.job_id)
-        key = self._request_key(context, request.request_id, "rerun", job_id,
-                                str(request.failed_only))
         caller = self.auth.caller(context.invocation_metadata())
+        key = self._request_key(caller, request.request_id, "rerun", job_id,
+                                str(request.failed_only))
         job = await self.engine.rerun(job_id, request.failed_only, key,
                                       may_run_inline=caller.role >= Role.ADMIN)
         return pb.RerunJobResponse(job=convert.job(job))

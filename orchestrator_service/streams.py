@@ -42,9 +42,6 @@ class StreamBook:
         self.max_per_caller = max_per_caller  # 0: no cap
         self._open: dict[str, dict[asyncio.Task[object], Stream]] = {}
 
-    def count(self, key: str) -> int:
-        return len(self._open.get(key, ()))
-
     @contextlib.contextmanager
     def opened(self, key: str | None) -> Iterator[Stream | None]:
         """Around a stream of caller ``key`` (None: not capped, never revoked). A revoked

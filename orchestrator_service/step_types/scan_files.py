@@ -46,9 +46,8 @@ class ScanFiles(StepType):
         # workspace and enters no symlink, however the tree changes under it.
         top = ctx.workspace.resolve()
         rel_root = root.relative_to(top).as_posix() if root != top else "."
-        paths = await asyncio.to_thread(
-            lambda: list(list_beneath(top, rel_root, ctx.options["include"],
-                                      ctx.options["exclude"])))
+        paths = await asyncio.to_thread(list_beneath, top, rel_root, ctx.options["include"],
+                                        ctx.options["exclude"])
         return [Child(key=p) for p in paths]
 
     async def run_child(self, ctx: StepContext, child: Child) -> Sequence[DocumentPut]:
