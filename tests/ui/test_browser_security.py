@@ -69,8 +69,11 @@ def test_a_viewer_sees_no_run_cancel_or_rerun_and_an_operator_does(
     browser.find_element(By.CSS_SELECTOR, ".sw-login-user input").send_keys("bob")
     browser.find_element(By.CSS_SELECTOR, ".sw-login-password input").send_keys("nope")
     browser.find_element(By.CSS_SELECTOR, ".sw-login").click()
-    wait(browser, lambda d: "wrong user or password" in d.find_element(
-        By.CSS_SELECTOR, ".sw-login-error").text, DEADLINE)
+    # The form posts and the answer is a new document: read it in one go, never through an
+    # element of the page being replaced (stale).
+    wait(browser, lambda d: "wrong user or password" in d.execute_script(
+        "const e = document.querySelector('.sw-login-error'); return e ? e.textContent : ''"),
+        DEADLINE)
     # bob, a viewer: sees the job, is offered no action.
     log_in(browser, f"{ui.url}/", "bob", "bob-pw")
     wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, f"[data-job-id='{job.job_id}']"),
