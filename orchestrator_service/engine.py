@@ -37,6 +37,8 @@ from .step_types.base import (
     StepType,
 )
 from .store import (
+    JobNotFound,
+    LeaseLost,
     ProgressBatch,
     RequestKey,
     Rerun,
@@ -50,6 +52,7 @@ from .store import (
 __all__ = ["CancelNotConfirmed", "Engine", "JobAlreadyFinished", "JobNotFinished"]
 
 log = logging.getLogger(__name__)
+MAX_RUNNER_RESTARTS = 3  # a runner refused while its job is RUNNING is restarted this often
 
 
 class JobAlreadyFinished(Exception):
@@ -108,6 +111,8 @@ class EngineConfig:
     sandbox: Sandbox = NO_SANDBOX
     #: Whether a file with several hard links may be read (scan_files, summarize).
     allow_hardlinks: bool = False
+    #: False while this replica's leases are in doubt: no command starts then.
+    may_start: Callable[[], bool] = lambda: True
 
 
 class Engine:
@@ -128,7 +133,8 @@ class Engine:
                                    asyncio.Semaphore(max_running_steps),
                                    processes.owner_key(marker), limits, log_cap,
                                    executor or InProcessExecutor(), env_allow, run_as, sandbox,
-                                   allow_hardlinks)
+                                   allow_hardlinks,
+                                   store.leases.fresh if store.leases is not None else _always)
         self.limits = limits
         self._runs: dict[str, asyncio.Task[None]] = {}
         self._cancels: set[asyncio.Task[Any]] = set()
@@ -153,23 +159,45 @@ class Engine:
             await self.store.decide_job(job_id, lambda j: rules.interrupted_job(j, now_us()))
             self._launch(job_id)
 
-    async def adopt(self, claimed: Claimed) -> None:
+    async def adopt(self, claimed: Claimed, patience_s: float = 5.0) -> None:
         """A job whose lease this replica just took: its previous runner is gone. Commands it
-        left on this machine die first; its interrupted steps get a new attempt or FAILED."""
-        job = await self.store.get_job(claimed.job_id)
-        for s in job.steps:
-            if s.status == StepStatus.RUNNING:
-                await asyncio.to_thread(processes.kill_marked, None, s.step_id)
+        left on this machine die first; its interrupted steps get a new attempt or FAILED.
+
+        Its reads are retried like writes (for ``patience_s``); a takeover that still fails
+        gives the job back at once (dropped here, its lease expired) for any replica to
+        claim, rather than hold a lease with nothing running it."""
         try:
+            job = await self._read_patiently(claimed.job_id, patience_s)
+            for s in job.steps:
+                if s.status == StepStatus.RUNNING:
+                    await asyncio.to_thread(processes.kill_marked, None, s.step_id)
             await self.store.decide_job(claimed.job_id,
                                         lambda j: rules.interrupted_job(j, now_us()))
         except StaleWrite as exc:  # lost again already, or finished meanwhile
             log.info("job %s: not taken over: %s", claimed.job_id, exc)
             return
+        except (StoreUnavailable, JobNotFound) as exc:
+            log.error("job %s: taking it over failed (%s); giving it back", claimed.job_id, exc)
+            await self.store.give_back(claimed.job_id, claimed.epoch)
+            return
         if claimed.cancel_requested:
             self.carry_out_cancel(claimed.job_id)
         else:
             self._launch(claimed.job_id)
+
+    async def _read_patiently(self, job_id: str, patience_s: float) -> JobState:
+        """The job, read again with a growing pause while storage faults last (bounded)."""
+        pause = 0.05
+        deadline = asyncio.get_running_loop().time() + patience_s
+        while True:
+            try:
+                return await self.store.get_job(job_id)
+            except StoreUnavailable:
+                if asyncio.get_running_loop().time() + pause > deadline:
+                    raise
+                log.warning("job %s: its read failed during takeover; trying again", job_id)
+            await asyncio.sleep(pause)  # backoff between reads of a faulty database
+            pause = min(1.0, pause * 2)
 
     def abandon(self, job_id: str) -> None:
         """This replica lost the job's lease: stop its runner and commands, decide nothing
@@ -307,8 +335,8 @@ class Engine:
 
     # -- running a job -------------------------------------------------------
 
-    def _launch(self, job_id: str) -> None:
-        task = asyncio.create_task(self._run_job(job_id), name=f"job-{job_id}")
+    def _launch(self, job_id: str, restarts: int = 0) -> None:
+        task = asyncio.create_task(self._run_job(job_id, restarts), name=f"job-{job_id}")
         self._runs[job_id] = task
         task.add_done_callback(lambda t: self._finished(job_id, t))
 
@@ -318,15 +346,40 @@ class Engine:
         if not task.cancelled() and task.exception() is not None:
             log.error("job %s: runner ended with an error", job_id, exc_info=task.exception())
 
-    async def _run_job(self, job_id: str) -> None:
+    async def _run_job(self, job_id: str, restarts: int = 0) -> None:
         try:
             await JobRun(self.config, job_id).run()
-        except StaleWrite as exc:
-            # Another decision ended the job or the attempt (e.g. a cancel): nothing to do.
+        except LeaseLost as exc:
             log.info("job %s: runner stopped: %s", job_id, exc)
+        except StaleWrite as exc:
+            await self._after_stale(job_id, exc, restarts)
         except Exception as exc:  # a store that kept failing, or a bug: never leave it RUNNING
             log.exception("job %s: runner crashed", job_id)
             await self._record_internal_error(job_id, exc)
+
+    async def _after_stale(self, job_id: str, exc: StaleWrite, restarts: int) -> None:
+        """A write of the runner was refused. Usually another decision ended the job (a
+        cancel): nothing to do. But a job still RUNNING here must not be left without a
+        runner: its interrupted steps are recovered and it goes on (a few times at most)."""
+        try:
+            job = await self._read_patiently(job_id, 30.0)
+        except (StoreUnavailable, JobNotFound):
+            log.error("job %s: runner stopped (%s) and the job cannot be read", job_id, exc)
+            return
+        book = self.store.leases
+        if job.status.terminal or (book is not None and job_id not in book):
+            log.info("job %s: runner stopped: %s", job_id, exc)
+            return
+        if restarts >= MAX_RUNNER_RESTARTS:
+            await self._record_internal_error(job_id, exc)
+            return
+        log.warning("job %s: a write was refused (%s) though the job is still %s: recovering "
+                    "its steps and going on", job_id, exc, job.status.name)
+        try:
+            await self.store.decide_job(job_id, lambda j: rules.interrupted_job(j, now_us()))
+        except StaleWrite:
+            return
+        self._launch(job_id, restarts + 1)
 
     async def _record_internal_error(self, job_id: str, exc: Exception) -> None:
         message = _text(exc) if isinstance(exc, StoreUnavailable) else (
@@ -359,6 +412,8 @@ class JobRun:
         # Finished step tasks, in the order they finished: O(1) per completion, whatever
         # the number of steps running (asyncio.wait over every task would be O(running)).
         self.done: asyncio.Queue[asyncio.Task[StepState]] = asyncio.Queue()
+        #: Step name -> cluster faults in a row (the backoff before its next attempt).
+        self.cluster_faults: dict[str, int] = {}
 
     async def run(self) -> None:
         job = await self.store.get_job(self.job_id)
@@ -440,6 +495,9 @@ class JobRun:
         if step.status == StepStatus.PENDING:
             step = await self._write(step, lambda s: rules.start_attempt(s, now_us()))
         while True:
+            # After a cluster fault the next attempt waits (exponential, capped): a scheduler
+            # that is down is not asked again at once.
+            await asyncio.sleep(rules.cluster_retry_delay(self.cluster_faults.get(step.name, 0)))
             with tracing.span("stepwatch.step_attempt", job_id=self.job_id, step_id=step.step_id,
                               step=step.name, type=step.type, attempt=step.attempt) as span:
                 failure, batch = await self._attempt(step)
@@ -478,7 +536,8 @@ class JobRun:
                                "STEPWATCH_STEP": step.step_id,
                                "STEPWATCH_ATTEMPT": str(step.attempt)},
                           sink=init_output, env_allow=cfg.env_allow, run_as=cfg.run_as,
-                          sandbox=cfg.sandbox, allow_hardlinks=cfg.allow_hardlinks)
+                          sandbox=cfg.sandbox, allow_hardlinks=cfg.allow_hardlinks,
+                          may_start=cfg.may_start)
         recorder: ProgressRecorder | None = None
         outcome: Failure | None
         try:
@@ -496,7 +555,8 @@ class JobRun:
                 try:
                     await cfg.executor.prepare(ctx)
                 except ExecutorUnavailable as exc:
-                    return rules.init_failed(str(exc)), _init_batch(step, init_output)
+                    self.cluster_faults[step.name] = self.cluster_faults.get(step.name, 0) + 1
+                    return rules.cluster_failed(str(exc)), _init_batch(step, init_output)
                 await self.store.start_children(step.step_id, step.attempt,
                                                 [c.key for c in children], init_output.lines)
                 recorder = ProgressRecorder(self.store, step.step_id, step.attempt,
@@ -513,7 +573,9 @@ class JobRun:
         except StepFailed as exc:
             outcome = Failure(FailureReason.EXECUTION_FAILED, _text(exc))
         except ExecutorUnavailable as exc:  # e.g. the scheduler went away mid-attempt
-            outcome = Failure(FailureReason.EXECUTION_FAILED, _text(exc))
+            self.cluster_faults[step.name] = self.cluster_faults.get(step.name, 0) + 1
+            return rules.cluster_failed(_text(exc)), (
+                await recorder.finish() if recorder is not None else None)
         except TooManyChildFailures:
             assert recorder is not None
             outcome = rules.children_outcome(recorder.counts.failed, step.max_child_failures,
@@ -532,7 +594,12 @@ class JobRun:
             raise
         # Anything else is the orchestrator's own error, not the step's: the runner records
         # it as INTERNAL_ERROR (step code only runs in init and run_child, both caught above).
+        self.cluster_faults.pop(step.name, None)
         return outcome, (await recorder.finish() if recorder is not None else None)
+
+
+def _always() -> bool:
+    return True
 
 
 def _init_batch(step: StepState, output: InitOutput) -> ProgressBatch | None:

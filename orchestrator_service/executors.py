@@ -85,6 +85,7 @@ class InProcessExecutor:
 
         async def worker() -> None:
             for i, child in items:
+                await until_may_start(ctx)
                 CURRENT_CHILD.set(i)  # this task's context: ctx.log and ctx.result name the child
                 recorder.running(i)
                 try:
@@ -257,6 +258,13 @@ async def _batch(spec: BatchSpec, address: str, client: Any) -> None:
         await sender
 
 
+async def until_may_start(ctx: StepContext) -> None:
+    """Hold a child back while the replica's lease is in doubt: either a renewal comes (and
+    it starts) or the watchdog abandons the job (and this task is cancelled)."""
+    while not ctx.may_start():
+        await asyncio.sleep(0.05)
+
+
 def _drain(q: queue.SimpleQueue[list[Any]]) -> list[list[Any]]:
     got = []
     while True:
@@ -326,6 +334,16 @@ class DaskExecutor:
     async def run_children(self, step_type: StepType, ctx: StepContext, children: list[Child],
                            recorder: ProgressRecorder, max_failures: int,
                            concurrency: int) -> None:
+        try:
+            await self._run_children(step_type, ctx, children, recorder, max_failures,
+                                     concurrency)
+        except (OSError, TimeoutError) as exc:  # the scheduler went away (CommClosedError...)
+            raise ExecutorUnavailable(
+                f"lost the Dask scheduler at {self.scheduler}: {_text(exc)}") from None
+
+    async def _run_children(self, step_type: StepType, ctx: StepContext, children: list[Child],
+                            recorder: ProgressRecorder, max_failures: int,
+                            concurrency: int) -> None:
         from distributed import Event, Queue
 
         client = await self._connect()
@@ -346,7 +364,7 @@ class DaskExecutor:
         spans: dict[int, Any] = {}
         try:
             while waiting or running:
-                while waiting and len(running) < at_once:
+                while waiting and len(running) < at_once and ctx.may_start():
                     spec = waiting.pop()
                     future = client.submit(run_batch, spec, key=f"{name}-b{spec.number}",
                                            pure=False, retries=0)
@@ -368,7 +386,8 @@ class DaskExecutor:
             run.raise_if_over()
         except BaseException:
             with contextlib.suppress(Exception):
-                await asyncio.shield(self._stop(client, stop, running))
+                await asyncio.shield(asyncio.wait_for(self._stop(client, stop, running),
+                                                      STOP_GRACE_S * 2))
             raise
         finally:
             for number, span in spans.items():

@@ -18,6 +18,7 @@ import os
 import secrets
 import socket
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -31,6 +32,9 @@ __all__ = ["Claimed", "LeaseBook", "Renewal", "default_replica_name"]
 
 J = cast(Table, JobRow.__table__)
 _UNFINISHED = (int(JobStatus.PENDING), int(JobStatus.RUNNING))
+#: Of a lease since the last renewal: past this no new command starts (the watchdog abandons
+#: everything at replicas.SELF_FENCE, later).
+START_MARGIN = 0.4
 _DB_NOW = text("SELECT (extract(epoch from clock_timestamp()) * 1000000)::bigint")
 
 
@@ -50,6 +54,9 @@ class LeaseBook:
     owner: str = ""
     _held: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    #: monotonic time at which the last successful renewal began (every lease held then
+    #: runs until at least that moment plus a lease, on the database's clock)
+    renewed_at: float = field(default_factory=time.monotonic)
 
     def __post_init__(self) -> None:
         if not self.owner:
@@ -67,6 +74,11 @@ class LeaseBook:
         """Forget a job; True if it was held."""
         with self._lock:
             return self._held.pop(job_id, None) is not None
+
+    def fresh(self, margin: float = START_MARGIN) -> bool:
+        """Renewed within ``margin`` of a lease: safe to start a command (it has most of a
+        lease before anyone else may claim the job)."""
+        return time.monotonic() - self.renewed_at < margin * self.lease_us / 1e6
 
     def held(self) -> dict[str, int]:
         with self._lock:

@@ -3,10 +3,12 @@
 The lease loop, every tenth of a lease: renew what this replica holds (a job
 whose lease it lost is abandoned at once: runner and commands stopped, nothing
 decided), carry out the cancels other replicas recorded, and claim unowned or
-expired jobs (their steps interrupted by the rules, then run here). When the
-database cannot be reached for most of a lease, the replica abandons every job
-before its leases can expire: by the time another replica may claim them,
-nothing of them runs here any more.
+expired jobs (their steps interrupted by the rules, then run here). The
+watchdog, on the clock alone: when no renewal succeeded for most of a lease
+(the database down, or a network that drops packets and leaves the renewal
+hanging), the replica abandons every job before its leases can expire: by the
+time another replica may claim them, nothing of them runs here any more. No new
+command starts on a lease older than leases.START_MARGIN.
 
 The listener: one connection doing ``LISTEN`` (psycopg 3's async notifies).
 A notice from another replica is only ever "there is more": watchers read the
@@ -26,7 +28,7 @@ from sqlalchemy.exc import DBAPIError
 from .broker import Broker
 from .engine import Engine
 from .model import Event
-from .store import NOTIFY_CHANNEL, JobNotFound, Store, StoreUnavailable
+from .store import NOTIFY_CHANNEL, JobNotFound, Store, StoreUnavailable, pg_connect_args
 
 __all__ = ["Replicas"]
 
@@ -63,7 +65,8 @@ class Replicas:
 
     async def start(self) -> None:
         self._tasks = [asyncio.create_task(self._listen(), name="replica-listen"),
-                       asyncio.create_task(self._lease_loop(), name="replica-leases")]
+                       asyncio.create_task(self._lease_loop(), name="replica-leases"),
+                       asyncio.create_task(self._watchdog(), name="replica-watchdog")]
         async with asyncio.timeout(30):  # a replica that cannot listen must not serve watchers
             await self.listening.wait()
 
@@ -81,25 +84,37 @@ class Replicas:
     # -- leases ---------------------------------------------------------------
 
     async def _lease_loop(self) -> None:
-        last_ok = time.monotonic()
         while True:
             started = time.monotonic()
             try:
-                await self.sweep()
-                last_ok = started
+                await self.sweep(started)
             except (DBAPIError, OSError) as exc:
                 log.warning("lease renewal failed: %s", str(exc).splitlines()[0][:200])
-                if time.monotonic() - last_ok > SELF_FENCE * self.lease_s:
-                    held = self.book.held()
-                    if held:
-                        log.error("no renewal for %.1f s: abandoning %d job(s) before their "
-                                  "leases expire", time.monotonic() - last_ok, len(held))
-                    for job_id in held:
-                        self.engine.abandon(job_id)
             await asyncio.sleep(self.lease_s * SWEEP)  # the sweep's period
 
-    async def sweep(self) -> None:
+    async def _watchdog(self) -> None:
+        """Leases are kept by the clock, not by a sweep's return: a renewal stuck on a silent
+        network never fails, so this loop, on its own, abandons every job (runners and
+        commands stopped) once no renewal succeeded for SELF_FENCE of a lease, before any
+        other replica may claim them."""
+        period = min(0.1, self.lease_s * 0.02)
+        while True:
+            await asyncio.sleep(period)  # a clock, not a wait for an event
+            silent = time.monotonic() - self.book.renewed_at
+            if silent <= SELF_FENCE * self.lease_s:
+                continue
+            held = self.book.held()
+            if held:
+                log.error("no lease renewal for %.1f s: abandoning %d job(s) before their "
+                          "leases expire", silent, len(held))
+            for job_id in held:
+                self.engine.abandon(job_id)
+
+    async def sweep(self, started: float | None = None) -> None:
+        started = time.monotonic() if started is None else started
         renewal = await self.store.renew_leases()
+        # Every lease held when the renewal began runs a lease past that moment (at least).
+        self.book.renewed_at = max(self.book.renewed_at, started)
         for job_id in renewal.lost:
             self.engine.abandon(job_id)
         for job_id in renewal.ended:
@@ -133,8 +148,8 @@ class Replicas:
         pause = 0.1
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(conninfo,
-                                                                 autocommit=True) as conn:
+                async with await psycopg.AsyncConnection.connect(
+                        conninfo, autocommit=True, **pg_connect_args(self.lease_s)) as conn:
                     await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
                     if self.listening.is_set():
                         self.broker.resync_all()  # what was said while we were away is lost

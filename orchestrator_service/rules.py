@@ -96,6 +96,22 @@ def init_failed(message: str) -> Failure:
     return Failure(FailureReason.INIT_FAILED, message or "step init failed")
 
 
+def cluster_failed(message: str) -> Failure:
+    """The cluster running the children failed (scheduler gone, no workers): the attempt
+    failed, for a reason outside the step; retried like any failed attempt, after a pause."""
+    return Failure(FailureReason.EXECUTION_FAILED, message or "the executor failed")
+
+
+RETRY_BASE_S = 1.0
+RETRY_CAP_S = 30.0
+
+
+def cluster_retry_delay(faults: int) -> float:
+    """Seconds before the next attempt after ``faults`` cluster faults in a row: exponential,
+    capped (a cluster that is down is not asked again at once)."""
+    return 0.0 if faults <= 0 else min(RETRY_CAP_S, RETRY_BASE_S * 2.0 ** (faults - 1))
+
+
 def children_outcome(failed: int, max_child_failures: int,
                      first_errors: Iterable[str] = ()) -> Failure | None:
     """None: the attempt succeeded (failed count stays visible). Else why it failed."""

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from stepwatch.net import is_loopback
 from stepwatch.v1 import orchestrator_pb2 as pb
 
-from . import tracing
+from . import reaper, tracing
 from .auth import Authenticator, AuthInterceptor, TokenFile
 from .broker import Broker
 from .catalog import Catalog
@@ -38,6 +37,7 @@ from .leases import LeaseBook, default_replica_name
 from .metrics import Metrics
 from .model import Event
 from .ownership import LOCK_SUFFIX, AlreadyOwned, Ownership, acquire, sqlite_file
+from .probe import HealthProbe
 from .progress import DEFAULT_LOG_CAP
 from .replicas import Replicas
 from .sandbox import NONE as NO_SANDBOX
@@ -56,7 +56,6 @@ SERVER_OPTIONS = [("grpc.so_reuseport", 0)]
 MAX_STREAMS_PER_CONNECTION = 1024  # HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS
 PR_SET_DUMPABLE = 4
 JOB_BATCH = 100  # jobs deleted per retention transaction
-FILE_CHECK_S = 1.0
 
 
 class StartupError(Exception):
@@ -199,7 +198,8 @@ class Orchestrator:
             log.info("metrics on http://%s:%d/metrics", self.settings.host, self.metrics_port)
         await self.server.start()
         await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
-        self._file_watch = asyncio.create_task(self._watch_file(), name="watch-db-file")
+        # The file (deleted, replaced) and the database (gone, back) are watched even when idle.
+        self._file_watch = asyncio.create_task(HealthProbe(self.store).run(), name="health-probe")
         self._retention = asyncio.create_task(self._retain(), name="retention")
         return self.port
 
@@ -230,12 +230,6 @@ class Orchestrator:
         status = (health_pb2.HealthCheckResponse.SERVING if available
                   else health_pb2.HealthCheckResponse.NOT_SERVING)
         self._health_update = asyncio.create_task(self.health.set(SERVICE_NAME, status))
-
-    async def _watch_file(self) -> None:
-        """A deleted or replaced database file is noticed within a second, even with no writes."""
-        while True:
-            await asyncio.sleep(FILE_CHECK_S)  # a polling period, not a wait for an event
-            self.store.check_file()
 
     async def stop(self) -> None:
         """Not serving, end open streams with UNAVAILABLE, let calls finish, stop jobs."""
@@ -290,25 +284,9 @@ def tune_gc() -> None:
     gc.set_threshold(20_000, 50, 1000)
 
 
-def _child_watcher() -> None:
-    """Commands end through pidfds on the event loop, not a waitpid thread per command (the
-    default): at hundreds of commands a second the threads cost the loop that serves watchers."""
-    if not hasattr(os, "pidfd_open"):
-        return
-    try:
-        os.close(os.pidfd_open(os.getpid()))  # the kernel supports it (Linux 5.3+)
-    except OSError:
-        return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # the API goes in 3.12; 3.11 has it
-        watcher = asyncio.PidfdChildWatcher()
-        watcher.attach_loop(asyncio.get_running_loop())
-        asyncio.set_child_watcher(watcher)
-
-
 async def serve(settings: Settings, on_ready: Callable[[int], None] | None = None) -> None:
     _not_dumpable()
-    _child_watcher()
+    reaper.install()
     orch = Orchestrator(settings)
     try:
         port = await orch.start()

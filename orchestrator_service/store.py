@@ -85,6 +85,7 @@ from .tables import (
     LogHeadRow,
     MetaRow,
     StepRow,
+    WriteReceiptRow,
 )
 
 __all__ = [
@@ -110,6 +111,8 @@ E = cast(Table, EventRow.__table__)
 M = cast(Table, MetaRow.__table__)
 L = cast(Table, LogChunkRow.__table__)
 LH = cast(Table, LogHeadRow.__table__)
+R = cast(Table, WriteReceiptRow.__table__)
+RECEIPT_TTL_US = 3600 * 1_000_000  # a write's receipt outlives any retry of it by far
 REQUEST_ID_TTL_US = 24 * 3600 * 1_000_000  # a SubmitJob request_id names one job for a day
 MIN_PREFIX = 8  # characters of an id that may stand for the whole id
 HEX = frozenset("0123456789abcdef")
@@ -169,6 +172,11 @@ _NEW_LOG_HEAD = insert(LH)
 _SET_LOG_HEAD = (update(LH).where(LH.c.step_id == bindparam("k"), LH.c.attempt == bindparam("b_attempt"))
                  .values(head=bindparam("b_head")))
 _INSERT_CHUNKS = insert(L)
+_RECEIPT = select(R.c.job_id, R.c.first_seq, R.c.last_seq).where(R.c.write_id == bindparam("k"))
+_INSERT_RECEIPT = insert(R)
+# Both databases speak this upsert: one row, rewritten by every probe.
+_PROBE_WRITE = text("INSERT INTO meta (key, value) VALUES ('health_probe', :v) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value")
 _CHILD_COUNTS = (select(C.c.status, func.count())
                  .where(C.c.step_id == bindparam("k"), C.c.attempt == bindparam("b_attempt"))
                  .group_by(C.c.status))
@@ -219,6 +227,28 @@ class StaleWrite(Exception):
 
 class LeaseLost(StaleWrite):
     """This process no longer holds the job's lease: another replica runs it now."""
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """A committed write: its job and the events it appended (first > last: none)."""
+
+    job_id: str
+    first_seq: int
+    last_seq: int
+
+
+class _Committed(Exception):
+    """A retried write found its own receipt: its first try committed (only the reply was
+    lost). Raised inside the retry's transaction, which is then rolled back."""
+
+    def __init__(self, receipt: Receipt) -> None:
+        super().__init__(f"write already committed ({receipt})")
+        self.receipt = receipt
+
+
+#: Re-reads a committed write's result (and the logs it may have grown) from the database.
+Recover = Callable[[Connection, Receipt], tuple[Any, set[tuple[str, int]]]]
 
 
 class _StorageFault(Exception):
@@ -343,7 +373,7 @@ class StepWrite:
     progress: ProgressBatch | None = None
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, lease_s: float = 10.0) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
@@ -367,8 +397,20 @@ def make_engine(url: str) -> Engine:
     # Enough connections for every writer and reader thread and the lease thread at once.
     # A database that does not answer is a fault within seconds, not a hang (renewals must
     # fail in time for a replica to stop its commands before its leases expire).
-    return create_engine(url, pool_pre_ping=True, pool_size=PG_WRITERS + 6, max_overflow=4,
-                         connect_args={"connect_timeout": 5} if url.startswith("postgresql") else {})
+    return create_engine(url, pool_pre_ping=True, pool_size=PG_WRITERS + 7, max_overflow=4,
+                         connect_args=pg_connect_args(lease_s) if url.startswith("postgresql")
+                         else {})
+
+
+def pg_connect_args(lease_s: float) -> dict[str, Any]:
+    """A connection whose peer went silent (packets dropped, sockets open) fails within a
+    fraction of a lease instead of hanging: TCP keepalives while it waits for a reply, and
+    tcp_user_timeout while what it sent is unacknowledged. (No statement_timeout: a big
+    write or a lock wait may rightly take longer; the lease watchdog is on the clock.)"""
+    return {"connect_timeout": max(2, min(5, int(lease_s / 2))),
+            "keepalives": 1, "keepalives_idle": max(1, int(lease_s * 0.2)),
+            "keepalives_interval": 1, "keepalives_count": 2,
+            "tcp_user_timeout": max(1000, int(lease_s * 400))}
 
 
 def _is_memory(url: str) -> bool:
@@ -379,7 +421,7 @@ class Store:
     def __init__(self, url: str, *, before_write: Callable[[str], None] | None = None,
                  leases: LeaseBook | None = None) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, 10.0 if leases is None else leases.lease_us / 1e6)
         #: True on a database several replicas may share (PostgreSQL).
         self.shared = self.engine.url.get_backend_name() == "postgresql"
         # A read of several statements sees one snapshot: SQLite's transactions do (WAL), and
@@ -414,6 +456,10 @@ class Store:
         self._availability_lock = threading.Lock()
         self._file_id: tuple[int, int] | None = None
         self._lost: str | None = None  # the database file is gone: never writable again
+        self._tls = threading.local()  # the write id of the transaction on this writer thread
+        self._next_prune = 0.0
+        #: monotonic time of the last statement the database answered (health's freshness)
+        self.last_contact = time.monotonic()
 
     @property
     def identity(self) -> str:
@@ -451,36 +497,60 @@ class Store:
             raise StoreUnavailable(storage_reason(exc)) from exc
 
     async def _write(self, name: str, fn: Callable[..., T], *args: Any, wait: bool = True,
-                     key: str = "") -> T:
+                     key: str = "", recover: Recover | None = None) -> T:
         """Run a write transaction on the writer thread; retry while storage is faulty.
 
         ``wait``: a running job's write waits out a storage fault (retrying with
-        backoff, however long it lasts); a command's write (wait=False) answers
-        StoreUnavailable at once when the store is known down, or after a few tries.
+        backoff, however long it lasts); a command's write (wait=False) tries at
+        least once, and answers StoreUnavailable after a few tries.
         Each try is shielded: cancelling the caller does not cancel a queued write
         (it would silently lose what it carried). ``key`` (a job or step id) picks the
         writer thread: one key's writes commit, and are published, in order.
+
+        ``recover``: on PostgreSQL the write commits a receipt under an id chosen once,
+        here; a connection that dies after its COMMIT was sent leaves the outcome unknown,
+        so every retry first looks, under the job's lock, for that receipt: found, the
+        write is not run again and its result is read back (``recover``).
         """
         writer = self._writers[hash(key) % len(self._writers)]
         self._loop = asyncio.get_running_loop()
-        if not wait and not self.available:
-            raise StoreUnavailable(self.unavailable_reason)
+        write_id = new_id() if self.shared and recover is not None else None
         tries = 0
+        # Known down: a command still tries once (the database may be back), then answers.
+        fast_tries = FAST_TRIES if self.available else 1
+        call: Callable[..., Any] = fn
+        call_args: tuple[Any, ...] = args
         while True:
-            fut = self._loop.run_in_executor(writer, self._try_write, name, fn, args)
+            fut = self._loop.run_in_executor(writer, self._try_write, name, call, call_args,
+                                             write_id, tries > 0)
             try:
-                return await asyncio.shield(fut)
+                return cast(T, await asyncio.shield(fut))
+            except _Committed as done:
+                assert recover is not None
+                log.warning("%s: its COMMIT's reply was lost, and it had committed: read back, "
+                            "not run again", name)
+                call, call_args, write_id = self._recovered, (done.receipt, recover), None
+                continue
+            except IntegrityError:
+                if write_id is None or tries == 0:
+                    raise
+                # A retry's insert met its own first try's row, which committed meanwhile:
+                # the next try finds the receipt.
+                tries += 1
+                continue
             except _StorageFault as fault:
                 tries += 1
-                if self._lost is not None or self._closed.is_set() or (not wait and tries >= FAST_TRIES):
+                if self._lost is not None or self._closed.is_set() or (not wait and tries >= fast_tries):
                     raise StoreUnavailable(fault.reason) from None
-                # The writer thread is free meanwhile: commands fail fast instead of queueing.
-                await asyncio.sleep(min(MAX_BACKOFF_S, 0.05 * 2 ** tries))
+            # The writer thread is free meanwhile: commands fail fast instead of queueing.
+            await asyncio.sleep(min(MAX_BACKOFF_S, 0.05 * 2 ** tries))
 
     #: Told how long each write transaction took (metrics); called on the writer thread.
     write_timer: Callable[[str, float], None] | None = None
 
-    def _try_write(self, name: str, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+    def _try_write(self, name: str, fn: Callable[..., T], args: tuple[Any, ...],
+                   write_id: str | None = None, retry: bool = False) -> T:
+        self._tls.write_id, self._tls.retry = write_id, retry
         try:
             self._check_file()
             if self.before_write is not None:
@@ -490,12 +560,34 @@ class Store:
             if self.write_timer is not None:
                 self.write_timer(name, time.perf_counter() - started)
         except DBAPIError as exc:
-            if not _storage_fault(exc):
+            if isinstance(exc, IntegrityError) or not _storage_fault(exc):
                 raise
-            self._set_available(False, storage_reason(exc))
+            self._contact(False, storage_reason(exc))
             raise _StorageFault(storage_reason(exc)) from exc
-        self._set_available(True, "")
+        finally:
+            self._tls.write_id, self._tls.retry = None, False
+        self._contact(True, "")
         return result
+
+    def _recovered(self, receipt: Receipt, recover: Recover) -> Any:
+        """A write that committed though its reply was lost: its result and events, read back
+        (the events are published as its commit would have)."""
+        with self.engine.begin() as c:
+            n = receipt.last_seq - receipt.first_seq + 1
+            events = _read_events(c, receipt.job_id, receipt.first_seq - 1, n) if n > 0 else []
+            result, logs = recover(c, receipt)
+        self._committed(events, logs)
+        return result
+
+    def _check_receipt(self, c: Connection) -> None:
+        """In a retried write, under the job's lock: raise _Committed if its first try committed
+        (a first try still in flight held that lock, so it has ended either way by now)."""
+        write_id = getattr(self._tls, "write_id", None)
+        if write_id is None or not getattr(self._tls, "retry", False):
+            return
+        row = c.execute(_RECEIPT, {"k": write_id}).first()
+        if row is not None:
+            raise _Committed(Receipt(row.job_id, row.first_seq, row.last_seq))
 
     # -- availability ------------------------------------------------------------
 
@@ -536,6 +628,34 @@ class Store:
         if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
             return os.path.abspath(url.database)
         return None
+
+    def probe(self) -> None:
+        """A read and a tiny write, on a connection of their own (health's probe; blocking).
+        Tells availability both ways; raises the database's error."""
+        try:
+            with self.engine.begin() as c:
+                c.execute(select(literal(1))).scalar()
+                c.execute(_PROBE_WRITE, {"v": str(now_us())})
+        except DBAPIError as exc:
+            if isinstance(exc, IntegrityError) or not _storage_fault(exc):
+                raise
+            self._contact(False, storage_reason(exc))
+            raise
+        self._contact(True, "")
+
+    @property
+    def probe_allowed(self) -> bool:
+        """Whether probing can tell anything (not for a lost file or an in-memory database)."""
+        return self._lost is None and not _is_memory(self.url) and not self._closed.is_set()
+
+    def mark_unavailable(self, reason: str) -> None:
+        self._contact(False, reason)
+
+    def _contact(self, ok: bool, reason: str) -> None:
+        """The database answered (or failed to): the freshness health is judged by."""
+        if ok:
+            self.last_contact = time.monotonic()
+        self._set_available(ok, reason)
 
     def _set_available(self, ok: bool, reason: str) -> None:
         if ok and self._lost is not None:
@@ -582,15 +702,23 @@ class Store:
                          rerun: Rerun | None = None) -> tuple[JobState, bool]:
         """The new job, and True; or, for a request key seen in the last day, that job and
         False (RequestConflict when that key asked for something else)."""
+        job_id = new_id()  # once, outside the retries: a retried create makes this job or none
+
+        def recover(c: Connection, r: Receipt) -> tuple[Any, set[tuple[str, int]]]:
+            if self.leases is not None:
+                self.leases.take(job_id, 1)
+            return (self._read_job(c, r.job_id), True), set()
+
         try:
-            return await self._write("create_job", self._create_job, definition, source_toml,
-                                     request, rerun, source, wait=False)
+            return await self._write("create_job", self._create_job, job_id, definition,
+                                     source_toml, request, rerun, source, wait=False,
+                                     recover=recover)
         except IntegrityError:
             if request is None:
                 raise
             # Another replica created it between our look-up and insert: it is the job.
-            return await self._write("create_job", self._create_job, definition, source_toml,
-                                     request, rerun, source, wait=False)
+            return await self._write("create_job", self._create_job, new_id(), definition,
+                                     source_toml, request, rerun, source, wait=False)
 
     async def page_secret(self) -> bytes:
         """This database's secret for signing page tokens (made on first use)."""
@@ -603,14 +731,24 @@ class Store:
 
     async def write_steps(self, job_id: str, writes: Sequence[StepWrite]) -> list[StepState]:
         """Step transitions of one job in one transaction; each fenced by its attempt."""
-        return await self._write("write_steps", self._write_steps, job_id, writes, key=job_id)
+        def recover(c: Connection, r: Receipt) -> tuple[Any, set[tuple[str, int]]]:
+            steps = [_step_state(c.execute(_STEP, {"k": w.step_id}).one()) for w in writes]
+            return steps, _attempt_logs(steps)
+
+        return await self._write("write_steps", self._write_steps, job_id, writes, key=job_id,
+                                 recover=recover)
 
     async def decide_job(self, job_id: str, decide: Callable[[JobState], Decision]) -> JobState:
         """Read the whole job under its lock, let ``decide`` (a rule) say what changes, write it.
 
         For the decisions taken once per job (start, stop, cancel, finish, recovery).
         """
-        return await self._write("decide_job", self._decide_job, job_id, decide, key=job_id)
+        def recover(c: Connection, r: Receipt) -> tuple[Any, set[tuple[str, int]]]:
+            job = self._read_job(c, job_id)
+            return job, _attempt_logs(job.steps)
+
+        return await self._write("decide_job", self._decide_job, job_id, decide, key=job_id,
+                                 recover=recover)
 
     def require_available(self) -> None:
         """For commands: answer at once, rather than wait, when storage is known down."""
@@ -620,11 +758,18 @@ class Store:
     async def start_children(self, step_id: str, attempt: int, keys: Sequence[str],
                              logs: Sequence[LogLine] = ()) -> StepState:
         """An attempt's children, PENDING; with what its init logged."""
+        def recover(c: Connection, r: Receipt) -> tuple[Any, set[tuple[str, int]]]:
+            return _step_state(c.execute(_STEP, {"k": step_id}).one()), {(step_id, attempt)}
+
         return await self._write("start_children", self._start_children, step_id, attempt, keys,
-                                 logs, key=step_id)
+                                 logs, key=step_id, recover=recover)
 
     async def record_progress(self, progress: ProgressBatch) -> None:
-        await self._write("record_progress", self._record_progress, progress, key=progress.step_id)
+        def recover(c: Connection, r: Receipt) -> tuple[Any, set[tuple[str, int]]]:
+            return None, {(progress.step_id, progress.attempt)}
+
+        await self._write("record_progress", self._record_progress, progress,
+                          key=progress.step_id, recover=recover)
 
     async def get_job(self, job_id: str) -> JobState:
         return await self._read(self._get_job, job_id)
@@ -721,9 +866,15 @@ class Store:
     # -- leases (replicas on PostgreSQL; leases.py) ------------------------------
 
     async def _lease_op(self, fn: Callable[..., T], *args: Any) -> T:
-        """On its own thread and connection: a busy or retrying writer never delays a renewal."""
+        """On its own thread and connection: a busy or retrying writer never delays a renewal.
+        Its faults count for health (on PostgreSQL the lease sweep is the probe)."""
         self._loop = asyncio.get_running_loop()
-        return await self._loop.run_in_executor(self._lease_thread, fn, *args)
+        try:
+            return await self._loop.run_in_executor(self._lease_thread, fn, *args)
+        except DBAPIError as exc:
+            if _storage_fault(exc):
+                self._contact(False, storage_reason(exc))
+            raise
 
     async def claim_jobs(self, limit: int, predecessor: bool = False) -> list[Claimed]:
         """Unowned or expired unfinished jobs (and a dead predecessor's), now held here."""
@@ -734,6 +885,20 @@ class Store:
 
     async def release_leases(self) -> None:
         await self._lease_op(self._release_leases)
+
+    async def give_back(self, job_id: str, epoch: int) -> None:
+        """Stop holding a job at once: dropped from the book, its lease expired (best effort:
+        with the database unreachable it expires on its own within a lease)."""
+        if self.leases is None:
+            return
+        self.leases.drop(job_id)
+        with contextlib.suppress(DBAPIError):
+            await self._lease_op(self._give_back, job_id, epoch)
+
+    def _give_back(self, job_id: str, epoch: int) -> None:
+        assert self.leases is not None
+        with self.engine.begin() as c:
+            leases.release(c, self.leases, {job_id: epoch})
 
     async def request_cancel(self, job_id: str) -> Claimed | None:
         """Cancel a job held elsewhere: recorded for its owner (None), or, when its lease
@@ -754,7 +919,13 @@ class Store:
     def _renew_leases(self) -> Renewal:
         assert self.leases is not None
         with self.engine.begin() as c:
-            return leases.renew(c, self.leases)
+            renewal = leases.renew(c, self.leases)
+        if time.monotonic() >= self._next_prune:  # receipts outlive their retries by far
+            self._next_prune = time.monotonic() + 60
+            with self.engine.begin() as c:
+                c.execute(R.delete().where(R.c.at < now_us() - RECEIPT_TTL_US))
+        self._contact(True, "")  # the sweep is the replica's health probe
+        return renewal
 
     def _release_leases(self) -> None:
         assert self.leases is not None
@@ -795,14 +966,14 @@ class Store:
                 c.execute(insert(M).values(key="page_token_secret", value=value))
             return bytes.fromhex(value)
 
-    def _create_job(self, definition: JobDefinition, source_toml: str,
+    def _create_job(self, job_id: str, definition: JobDefinition, source_toml: str,
                     request: RequestKey | None, rerun: Rerun | None = None,
                     source: str = "inline") -> tuple[JobState, bool]:
         now = now_us()
-        job_id = new_id()
         n = len(definition.steps)
         carried = {} if rerun is None else rerun.carried
         with self.engine.begin() as c:
+            self._check_receipt(c)  # no lock to take yet: a first try in flight meets the insert
             if request is not None:
                 seen = c.execute(select(J.c.job_id, J.c.created_at, J.c.request_digest)
                                  .where(J.c.request_id == request.key)).first()
@@ -945,7 +1116,9 @@ class Store:
         if fence and book is not None and not book.holds(job_id, job.lease_owner, job.lease_epoch):
             raise LeaseLost(f"job {job_id} is run by another replica now (lease "
                             f"{job.lease_owner} epoch {job.lease_epoch})")
-        return _Log(c, job, book.owner if book is not None and self.shared else None)
+        self._check_receipt(c)
+        return _Log(c, job, book.owner if book is not None and self.shared else None,
+                    getattr(self._tls, "write_id", None))
 
     # -- reads ---------------------------------------------------------------
 
@@ -1188,12 +1361,15 @@ def _delete_jobs(c: Connection, job_ids: list[str]) -> None:
 class _Log:
     """The locked job row of one transaction: its header, counts and new events."""
 
-    def __init__(self, c: Connection, job: Row[Any], notify_as: str | None = None) -> None:
+    def __init__(self, c: Connection, job: Row[Any], notify_as: str | None = None,
+                 write_id: str | None = None) -> None:
         self.c = c
         self.notify_as = notify_as  # with replicas: this incarnation, named in pg_notify
+        self.write_id = write_id  # committed with a receipt under this id (PostgreSQL)
         self.job_id: str = job.job_id
         self.values: dict[str, Any] = dict(job._mapping)
         self.head = self.values["head_seq"]
+        self.first = self.head + 1
         self.events: list[Event] = []
         self.rows: list[dict[str, Any]] = []
         self.status_dirty = False
@@ -1245,6 +1421,10 @@ class _Log:
             self.c.execute(_SET_JOB_COUNTS, _params(self.job_id, self.values, _JOB_COUNT_COLUMNS))
         if self.notify_as is not None and (self.rows or self.log_keys):
             self.c.execute(_NOTIFY, {"p": self.notice()})
+        if self.write_id is not None:
+            self.c.execute(_INSERT_RECEIPT, {"write_id": self.write_id, "job_id": self.job_id,
+                                             "first_seq": self.first, "last_seq": self.head,
+                                             "at": now_us()})
         return self.events
 
     def notice(self) -> str:
@@ -1407,6 +1587,11 @@ def child_counts(c: Connection, step_id: str, attempt: int) -> ChildCounts:
     return ChildCounts(total=sum(n.values()), pending=n[ChildStatus.PENDING],
                        running=n[ChildStatus.RUNNING], completed=n[ChildStatus.COMPLETED],
                        failed=n[ChildStatus.FAILED], cancelled=n[ChildStatus.CANCELLED])
+
+
+def _attempt_logs(steps: Iterable[StepState]) -> set[tuple[str, int]]:
+    """Every step's current attempt log: its followers re-read (an attempt may have ended)."""
+    return {(s.step_id, max(s.attempt, 1)) for s in steps}
 
 
 def _step_values(s: StepState) -> dict[str, Any]:

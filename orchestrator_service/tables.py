@@ -183,3 +183,19 @@ class LogHeadRow(Base):
     attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
     head: Mapped[int] = mapped_column(BigInteger)
     first_kept: Mapped[int] = mapped_column(BigInteger)
+
+
+class WriteReceiptRow(Base):
+    """A write transaction that committed (PostgreSQL): its id and the job events it wrote.
+
+    After a connection fault the store asks here whether the write it could not hear the
+    COMMIT reply of went through, instead of running it again. Kept for an hour."""
+
+    __tablename__ = "write_receipts"
+    __table_args__ = (Index("ix_write_receipts_at", "at"),)
+
+    write_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(32))
+    first_seq: Mapped[int] = mapped_column(BigInteger)
+    last_seq: Mapped[int] = mapped_column(BigInteger)
+    at: Mapped[int] = mapped_column(BigInteger)

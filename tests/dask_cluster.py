@@ -20,20 +20,28 @@ class DaskCluster:
     def __init__(self, workers: int = 2, threads: int = 2) -> None:
         self.port = free_port()
         self.address = f"tcp://127.0.0.1:{self.port}"
-        self.scheduler = Proc([DASK, "scheduler", "--host", "127.0.0.1", "--port", str(self.port),
-                               "--no-dashboard"], cwd=REPO, env=SCHEDULER_ENV)
+        self.threads = threads
         self.workers: list[Proc] = []
         try:
-            self.scheduler.wait_for(re.compile(r"Scheduler at:"), timeout=60)
-            for n in range(workers):
-                self.workers.append(Proc(
-                    [DASK, "worker", self.address, "--nworkers", "1", "--nthreads", str(threads),
-                     "--no-dashboard", "--name", f"w{n}", "--host", "127.0.0.1"], cwd=REPO))
-            for w in self.workers:
-                w.wait_for(WORKER_READY, timeout=60)
+            self.start_scheduler()
+            self.start_workers(workers)
         except BaseException:
             self.stop()
             raise
+
+    def start_scheduler(self) -> None:
+        """A scheduler at the cluster's address (again, after a kill)."""
+        self.scheduler = Proc([DASK, "scheduler", "--host", "127.0.0.1", "--port", str(self.port),
+                               "--no-dashboard"], cwd=REPO, env=SCHEDULER_ENV)
+        self.scheduler.wait_for(re.compile(r"Scheduler at:"), timeout=60)
+
+    def start_workers(self, n: int) -> None:
+        new = [Proc([DASK, "worker", self.address, "--nworkers", "1", "--nthreads",
+                     str(self.threads), "--no-dashboard", "--name", f"w{len(self.workers) + i}",
+                     "--host", "127.0.0.1"], cwd=REPO) for i in range(n)]
+        self.workers += new
+        for w in new:
+            w.wait_for(WORKER_READY, timeout=60)
 
     def worker_pids(self) -> set[int]:
         """The worker processes' pids (the nanny and the worker it starts)."""

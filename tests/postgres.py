@@ -89,6 +89,14 @@ class PostgresCluster:
         self.sql(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
+    def pause(self) -> None:
+        """The server stopped (fast: sessions ended), its data kept; ``resume`` starts it."""
+        self._run([_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"])
+
+    def resume(self) -> None:
+        self._run([_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.root / "server.log"),
+                   "-w", "-t", str(int(START_DEADLINE_S)), "start"])
+
     def stop(self) -> None:
         subprocess.run([*self._as_user, _bin("pg_ctl"), "-D", str(self.data), "-m", "immediate",
                         "-w", "stop"], capture_output=True, cwd=self.root)

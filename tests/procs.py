@@ -100,10 +100,12 @@ class Proc:
 class Orchestrator(Proc):
     def __init__(self, db_url: str, port: int = 0, jobs_dir: Path | None = None,
                  workspace: Path | None = None, heartbeat: float = 0.5,
-                 extra: Sequence[str] = (), env: dict[str, str] | None = None) -> None:
+                 extra: Sequence[str] = (), env: dict[str, str] | None = None,
+                 prefix: Sequence[str] = ()) -> None:
+        """``prefix``: what runs the server (e.g. ``unshare`` for a PID namespace of its own)."""
         if db_url.startswith("postgresql") and "--lease-seconds" not in extra:
             extra = [*extra, "--lease-seconds", "3"]  # a takeover in tests waits seconds, not 10
-        args = [sys.executable, "-m", "orchestrator_service", "--port", str(port),
+        args = [*prefix, sys.executable, "-m", "orchestrator_service", "--port", str(port),
                 "--db-url", db_url, "--heartbeat-interval", str(heartbeat),
                 "--jobs-dir", str(jobs_dir or REPO / "jobs"), "--workspace", str(workspace or REPO),
                 *extra]

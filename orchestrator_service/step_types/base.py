@@ -12,7 +12,7 @@ the child's status, in one transaction.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +104,9 @@ class StepContext:
     sandbox: Sandbox = NO_SANDBOX
     #: Whether a file with several hard links may be read.
     allow_hardlinks: bool = False
+    #: False while this replica's hold on the job is in doubt (no recent lease renewal):
+    #: executors start no command then.
+    may_start: Callable[[], bool] = field(default=lambda: True, compare=False)
 
     def log(self, text: str, stream: LogStream = LogStream.SYSTEM) -> None:
         """A line (or lines) of the step's log: the current child's in run_child, the step's in init."""

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..reaper import UNKNOWN_EXIT
 from ..sandbox import NONE as NO_SANDBOX
 from ..sandbox import Sandbox
 from ..statuses import LogStream
@@ -119,7 +120,7 @@ class Shell(StepType):
         out = _Output(ctx, CURRENT_CHILD.get())
         # The protocol API, not Process.wait(): that one also waits for the pipes to close,
         # which a background process (`sleep 30 &`) can hold open long after the shell exits.
-        transport, command = await asyncio.get_running_loop().subprocess_exec(
+        spawn = asyncio.ensure_future(asyncio.get_running_loop().subprocess_exec(
             lambda: _Command(tail, out),
             *command_argv(child.key, ctx.run_as, ctx.sandbox, ctx.workspace),
             cwd=ctx.workspace,
@@ -128,20 +129,26 @@ class Shell(StepType):
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,  # its own process group, so a stop kills the whole tree
-        )
+        ))
+        try:
+            # Shielded: a cancel mid-spawn would make asyncio close the new transport, which
+            # polls (reaps) the process behind the child watcher's back.
+            transport, command = await asyncio.shield(spawn)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                transport, command = await spawn
+                await _stop(transport, command)
+            raise
         pgid = transport.get_pid()
         try:
             await command.exited
         except BaseException:
-            _kill_group(pgid)
-            # Closing the transport before the child watcher has reaped it makes asyncio poll
-            # (reap) the process itself, and the watcher then reports 255 for it: wait for
-            # the exit the kill causes first (bounded), so exactly one owner reaps.
-            with contextlib.suppress(BaseException):
-                await asyncio.wait_for(asyncio.shield(command.exited), REAP_WAIT_S)
-            transport.close()
+            await _stop(transport, command)
             raise
         code = transport.get_returncode()
+        if code == UNKNOWN_EXIT:
+            raise CommandFailed("its exit status could not be read (another process reaped it); "
+                                "it is not known whether it succeeded")
         if not ctx.sandbox.enabled:
             # What it left behind in its group ends with it. (In the sandbox the kernel ended
             # them all with bwrap; there the group is empty now and its number may already be
@@ -161,6 +168,15 @@ class Shell(StepType):
             shown = tail.text(SHOWN_TAIL)
             raise CommandFailed(f"exit code {code}" + (f": {shown}" if shown else ""))
         return []
+
+
+async def _stop(transport: asyncio.SubprocessTransport, command: _Command) -> None:
+    """Kill a command's group, wait (bounded) for the child watcher to reap it, then close:
+    closing first would make asyncio poll (reap) it itself, and its status would be lost."""
+    _kill_group(transport.get_pid())
+    with contextlib.suppress(BaseException):
+        await asyncio.wait_for(asyncio.shield(command.exited), REAP_WAIT_S)
+    transport.close()
 
 
 class _Output:

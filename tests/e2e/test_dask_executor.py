@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -192,7 +193,75 @@ def test_a_scheduler_that_is_down_fails_the_attempt_naming_it(tmp_path: Path) ->
             orch.target, 'name = "d"\n[steps.s]\ntype = "shell"\ncommands = ["true"]\n').job_id)
         assert job.status == pb.JOB_STATUS_FAILED
         failure = job.steps[0].failure
-        assert failure.reason == pb.FAILURE_REASON_INIT_FAILED
+        assert failure.reason == pb.FAILURE_REASON_EXECUTION_FAILED
         assert address in failure.message and "scheduler" in failure.message
+    finally:
+        orch.stop()
+
+
+def tree_command(marker: str) -> str:
+    """A command that is a process tree: a background sleep and a foreground one."""
+    return f"sh -c 'sleep 30 & sleep 30; echo {marker}' {marker}"
+
+
+def test_all_workers_killed_none_of_the_batchs_commands_outlive_them(
+        own_cluster: DaskCluster, tmp_path: Path) -> None:
+    orch = on_dask(tmp_path, own_cluster.address)
+    marker = f"sw-{uuid.uuid4().hex[:12]}"
+    try:
+        cmds = ", ".join(f'"{tree_command(marker)}"' for _ in range(4))
+        submit(orch.target, f'name = "w"\n[steps.s]\ntype = "shell"\nconcurrency = 4\n'
+                            f'commands = [{cmds}]\n')
+        until(lambda: len(processes_with(marker)) >= 8, "4 commands of 2 processes each")
+        for pid in own_cluster.worker_pids():  # every worker and nanny, as lost machines
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        killed = time.monotonic()
+        took = until(lambda: not processes_with(marker), "no command alive", timeout=2.0)
+        print(f"\nevery command gone {took:.2f} s after all workers were killed")
+        assert time.monotonic() - killed <= 2.0
+    finally:
+        orch.stop()
+
+
+def test_a_killed_scheduler_fails_the_attempt_naming_it_and_the_next_runs_after_backoff(
+        own_cluster: DaskCluster, tmp_path: Path) -> None:
+    orch = on_dask(tmp_path, own_cluster.address)
+    marker = f"sw-{uuid.uuid4().hex[:12]}"
+    done = tmp_path / "done"
+    try:
+        job = submit(orch.target, (
+            'name = "sched"\n[steps.s]\ntype = "shell"\nmax_attempts = 6\n'
+            f'commands = ["if [ $STEPWATCH_ATTEMPT = 1 ]; then sleep 30; fi; '
+            f'echo $STEPWATCH_ATTEMPT $(date +%s%N) >> {done}; : {marker}"]\n'))
+        until(lambda: processes_with(marker), "attempt 1 running on a worker")
+        own_cluster.scheduler.stop(signal.SIGKILL)
+        lost = time.time_ns()
+        until(lambda: not processes_with(marker), "attempt 1's command stopped", timeout=10)
+        own_cluster.start_scheduler()
+        for w in own_cluster.workers:
+            w.stop(signal.SIGKILL)
+        own_cluster.workers.clear()
+        own_cluster.start_workers(2)
+        final = finish(orch.target, job.job_id)
+        assert final.status == pb.JOB_STATUS_COMPLETED, final
+        step = final.steps[0]
+        assert step.attempt >= 2
+        with grpc.insecure_channel(orch.target) as ch:
+            log = [m.event.step_changed for m in pb_grpc.OrchestratorServiceStub(ch).WatchJob(
+                pb.WatchJobRequest(job_id=job.job_id, after_seq=1), timeout=DEADLINE)
+                if m.WhichOneof("kind") == "event" and m.event.HasField("step_changed")]
+        failures = [e.previous_attempt_failure for e in log
+                    if e.attempt > 1 and e.status == pb.STEP_STATUS_RUNNING]
+        assert failures and all(f.reason == pb.FAILURE_REASON_EXECUTION_FAILED
+                                for f in failures), failures
+        first = failures[0].message
+        assert own_cluster.address in first and "scheduler" in first, first
+        # Attempts after a cluster fault wait (1 s, 2 s, ...): never at once.
+        starts = sorted({(e.attempt, e.started_at.ToNanoseconds()) for e in log
+                         if e.attempt > 1 and e.status == pb.STEP_STATUS_RUNNING})
+        print(f"\nattempts after the scheduler's loss: {[a for a, _ in starts]}")
+        [ran] = done.read_text().splitlines()
+        assert int(ran.split()[1]) - lost >= 1e9, "the next attempt ran with no backoff"
     finally:
         orch.stop()
