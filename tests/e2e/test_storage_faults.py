@@ -154,3 +154,25 @@ def test_health_watch_streams_serving_then_not_serving_when_storage_fails(tmp_pa
             stream.cancel()
     finally:
         server.stop()
+
+
+def test_an_idle_server_is_serving_within_1_s_of_a_full_disk_freed(disk: Path,
+                                                                   tmp_path: Path) -> None:
+    """Nothing writes on an idle server: its probe, not a job's write, notices space is back."""
+    server = Orchestrator(f"sqlite:///{disk / 'sw.db'}", workspace=tmp_path)
+    try:
+        with grpc.insecure_channel(server.target) as ch:
+            stub = pb_grpc.OrchestratorServiceStub(ch)
+            filler = fill(disk)
+            assert "storage unavailable" in refused_for_storage(stub)
+            until(lambda: health(ch) == NOT_SERVING, "NOT_SERVING")
+            filler.unlink()
+            freed = time.monotonic()
+            until(lambda: health(ch) == SERVING, "SERVING again", deadline=10)
+            took = time.monotonic() - freed
+            print(f"\nSERVING {took:.2f} s after the disk was freed")
+            assert took <= 1.0, took
+            job = stub.SubmitJob(pb.SubmitJobRequest(definition_toml=QUICK_JOB)).job
+            assert finish(stub, job.job_id).status == pb.JOB_STATUS_COMPLETED
+    finally:
+        server.stop()
