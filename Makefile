@@ -8,7 +8,8 @@ UI_PORT   ?= $(or $(STEPWATCH_UI_PORT),8080)
 METRICS_PORT ?= $(or $(STEPWATCH_METRICS_PORT),9464)
 # Pure logic, checked with mypy --strict; the rest of the packages at mypy's default level.
 STRICT_TYPED := orchestrator_service/rules.py orchestrator_service/definitions.py \
-	orchestrator_service/model.py orchestrator_service/statuses.py
+	orchestrator_service/model.py orchestrator_service/statuses.py \
+	orchestrator_service/tomldepth.py
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install proto proto-baseline lint run test bench bench-quick clean system-deps sandbox-deps

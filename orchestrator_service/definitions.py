@@ -14,6 +14,7 @@ from typing import Any
 
 from .statuses import Policy
 from .step_types.base import OptionError, StepType
+from .tomldepth import MAX_DEPTH, nesting_depth
 
 COMMON_KEYS = {"type", "depends", "max_child_failures", "max_attempts", "timeout", "concurrency"}
 TOP_KEYS = {"name", "description", "policy", "steps"}
@@ -81,6 +82,10 @@ def parse_definition(text: str, step_types: Mapping[str, StepType],
     if size > limits.definition_bytes:
         raise DefinitionError([Violation(
             "definition_toml", f"is {size} bytes; at most {limits.definition_bytes} are allowed")])
+    if nesting_depth(text) > MAX_DEPTH:  # before tomllib, which is quadratic on deep keys
+        raise DefinitionError([Violation(
+            "definition_toml", f"nests more than {MAX_DEPTH} levels deep (arrays, inline tables, "
+            "dotted keys and table headers all count); a job definition needs a few")])
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -96,18 +101,25 @@ def parse_definition(text: str, step_types: Mapping[str, StepType],
 
 
 def _nul_paths(value: Any, path: str) -> list[str]:
-    """Where a string (key or value) holds a NUL character; TOML nests at most a few levels."""
-    if isinstance(value, str):
-        return [path or "definition_toml"] if "\x00" in value else []
+    """Where a string (key or value) holds a NUL character; a walk with a stack of its own,
+    so no input depth reaches Python's recursion limit."""
     out: list[str] = []
-    if isinstance(value, dict):
-        for k, v in value.items():
-            here = f"{path}.{k}" if path else str(k)
-            out += [here] if "\x00" in k else _nul_paths(v, here)
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            out += _nul_paths(v, f"{path}[{i}]")
-    return out
+    todo: list[tuple[Any, str]] = [(value, path)]
+    while todo:
+        item, where = todo.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                out.append(where or "definition_toml")
+        elif isinstance(item, dict):
+            for k, v in item.items():
+                here = f"{where}.{k}" if where else str(k)
+                if "\x00" in k:
+                    out.append(here)
+                else:
+                    todo.append((v, here))
+        elif isinstance(item, list):
+            todo += [(v, f"{where}[{i}]") for i, v in enumerate(item)]
+    return sorted(out)
 
 
 def build_definition(data: Mapping[str, Any], step_types: Mapping[str, StepType],

@@ -98,22 +98,24 @@ def ui_user(name: Annotated[str, typer.Option(help="the login name")],
 def migrate(db_url: Annotated[str, typer.Option(
         envvar="STEPWATCH_DB_URL", help="the orchestrator's database (a SQLAlchemy URL)")]) -> None:
     """Upgrade a database's schema to this version's, for operators who migrate before a
-    rollout (replicas also migrate at start, one at a time, under an advisory lock)."""
-    from sqlalchemy.exc import SQLAlchemyError
+    rollout (replicas also migrate at start, one at a time, under an advisory lock).
 
-    from orchestrator_service.store import Store, storage_reason
+    The schema is the server's: this runs ``python -m orchestrator_service --migrate-only``
+    (the client package imports nothing of the server)."""
+    import importlib.util
+    import subprocess
+    import sys
 
-    try:
-        store = Store(db_url)
-        try:
-            store.migrate()
-        finally:
-            store.close()
-    except ModuleNotFoundError as exc:
-        _fail(f"the database driver is not installed ({exc.name}); for PostgreSQL: "
-              "pip install 'stepwatch[postgres]'")
-    except (SQLAlchemyError, ValueError) as exc:
-        _fail(f"cannot migrate {db_url.split('@')[-1]}: {storage_reason(exc)}")
+    if importlib.util.find_spec("orchestrator_service") is None:
+        _fail("stepwatch migrate needs the server installed here (the orchestrator_service "
+              "package); or run `python -m orchestrator_service --migrate-only` where it is")
+    done = subprocess.run([sys.executable, "-m", "orchestrator_service", "--migrate-only",
+                           "--port", "0", "--db-url", db_url],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
+        _fail(lines[-1].removeprefix("stepwatch orchestrator: ") if lines else
+              f"migration failed (exit {done.returncode})")
     console.print("database schema is at head")
 
 

@@ -195,6 +195,21 @@ def test_deep_nesting_and_long_chains_are_checked_without_recursion(
     assert "dependency cycle" in err.value.details() and len(err.value.details()) < 2000
 
 
+@pytest.mark.parametrize("form", ["array", "inline", "header", "array-of-tables", "dotted"])
+def test_100_000_levels_of_any_toml_form_are_refused_at_once(
+        stub: pb_grpc.OrchestratorServiceStub, form: str) -> None:
+    """Refused before parsing (tomllib recurses on brackets and is quadratic on dotted keys):
+    INVALID_ARGUMENT inside a 10 s deadline, not UNKNOWN, not a minute of a server thread."""
+    n = 100_000
+    keys = ".".join(["a"] * n)
+    body = {"array": "v = " + "[" * n + "]" * n, "inline": "v = " + "{a=" * n + "1" + "}" * n,
+            "header": f"[{keys}]", "array-of-tables": f"[[{keys}]]", "dotted": f"{keys} = 1"}[form]
+    with pytest.raises(grpc.RpcError) as err:
+        stub.SubmitJob(pb.SubmitJobRequest(definition_toml=f'name = "x"\n{body}\n'), timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+    assert "levels deep" in err.value.details()
+
+
 def test_forged_page_tokens_are_refused(stub: pb_grpc.OrchestratorServiceStub) -> None:
     import base64
 
