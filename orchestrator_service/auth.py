@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 import hmac
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,7 +116,7 @@ class Authenticator:
     def __init__(self, tokens: TokenFile | None) -> None:
         self.tokens = tokens
 
-    def caller(self, metadata: Sequence[tuple[str, Any]] | None) -> Caller:
+    def caller(self, metadata: Iterable[tuple[str, Any]] | None) -> Caller:
         if self.tokens is None:
             return ANYONE
         header = next((str(v) for k, v in metadata or () if k == "authorization"), "")
@@ -129,7 +129,7 @@ class Authenticator:
             raise AuthError(grpc.StatusCode.UNAUTHENTICATED, "unknown token")
         return found
 
-    def require(self, metadata: Sequence[tuple[str, Any]] | None, role: Role,
+    def require(self, metadata: Iterable[tuple[str, Any]] | None, role: Role,
                 what: str) -> Caller:
         caller = self.caller(metadata)
         if caller.role < role:
@@ -162,10 +162,10 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
 def _refusal(handler: Any, err: AuthError) -> Any:
     """A handler of the same shape as ``handler`` that answers the error."""
-    async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         await context.abort(err.code, err.message)
 
-    async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         await context.abort(err.code, err.message)
         yield  # pragma: no cover - makes this an async generator
 

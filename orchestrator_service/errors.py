@@ -31,8 +31,9 @@ class RpcError(Exception):
             packed = any_pb2.Any()
             packed.Pack(bad)
             details.append(packed)
-        return rpc_status.to_status(status_pb2.Status(
+        status: grpc.Status = rpc_status.to_status(status_pb2.Status(
             code=self.code.value[0], message=self.message, details=details))
+        return status
 
 
 def invalid(field: str, description: str) -> RpcError:

@@ -488,7 +488,8 @@ def _end(span: Any, worker: str | None) -> None:
 
 async def _exception(future: Any) -> BaseException | None:
     with contextlib.suppress(Exception):
-        return await future.exception()
+        exc: BaseException | None = await future.exception()
+        return exc
     return None
 
 

@@ -64,6 +64,7 @@ from .watch import (
 )
 
 log = logging.getLogger(__name__)
+Context = grpc.aio.ServicerContext[Any, Any]
 MAX_PAGE = 1000
 MAX_ID = 200  # characters of a job id or request id
 MAX_VIOLATIONS = 100
@@ -358,7 +359,8 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
         return self.tokens
 
     @_rpc
-    async def ListJobDefinitions(self, request, context):  # noqa: N802
+    async def ListJobDefinitions(  # noqa: N802
+            self, request: pb.ListJobDefinitionsRequest, context: Context) -> pb.ListJobDefinitionsResponse:
         entries = sorted(self.catalog.entries().items())
         return pb.ListJobDefinitionsResponse(definitions=[
             convert.definition_info(e.definition) if isinstance(e, Entry)
@@ -366,7 +368,8 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
             for name, e in entries])
 
     @_rpc
-    async def SubmitJob(self, request, context):  # noqa: N802
+    async def SubmitJob(  # noqa: N802
+            self, request: pb.SubmitJobRequest, context: Context) -> pb.SubmitJobResponse:
         source = request.WhichOneof("source")
         if source == "definition_name":
             entry = self.catalog.get(request.definition_name)
@@ -389,12 +392,13 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
         return pb.SubmitJobResponse(job=convert.job(job))
 
     @_rpc
-    async def GetJob(self, request, context):  # noqa: N802
+    async def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.GetJobResponse:  # noqa: N802
         job = await self.snapshots.get(await self._job_id(request.job_id))
         return pb.GetJobResponse(job=job)
 
     @_rpc
-    async def ListJobs(self, request, context):  # noqa: N802
+    async def ListJobs(  # noqa: N802
+            self, request: pb.ListJobsRequest, context: Context) -> pb.ListJobsResponse:
         size = _page_size(request.page_size, DEFAULT_PAGE)
         status = _enum_value(JobStatus, request.status, "status")
         if len(request.name_prefix) > MAX_ID:
@@ -411,12 +415,15 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
                                    next_page_token="" if last is None else tokens.sign(scope, str(last)))
 
     @_rpc
-    async def CancelJob(self, request, context):  # noqa: N802
+    async def CancelJob(  # noqa: N802
+            self, request: pb.CancelJobRequest, context: Context) -> pb.CancelJobResponse:
         job = await self.engine.cancel(await self._job_id(request.job_id))
         return pb.CancelJobResponse(job=convert.job(job))
 
     @_stream
-    async def WatchJob(self, request, context) -> AsyncIterator[pb.WatchJobResponse | bytes]:  # noqa: N802
+    async def WatchJob(  # noqa: N802
+            self, request: pb.WatchJobRequest, context: Context,
+    ) -> AsyncIterator[pb.WatchJobResponse | bytes]:
         job_id = await self._job_id(request.job_id)
         async for item in follow_job(self.engine.store, self.broker, job_id, request.after_seq,
                                      self.heartbeat_s, decoded=False):
@@ -429,7 +436,8 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
                 yield pb.WatchJobResponse(heartbeat=_heartbeat(item))
 
     @_stream
-    async def WatchJobs(self, request, context) -> AsyncIterator[pb.WatchJobsResponse]:  # noqa: N802
+    async def WatchJobs(  # noqa: N802
+            self, request: pb.WatchJobsRequest, context: Context) -> AsyncIterator[pb.WatchJobsResponse]:
         if request.limit > MAX_PAGE:
             raise invalid("limit", f"must be at most {MAX_PAGE}")
         async for item in follow_jobs(self.engine.store, self.broker,
@@ -446,7 +454,8 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
 
 
     @_rpc
-    async def ListChildren(self, request, context):  # noqa: N802
+    async def ListChildren(  # noqa: N802
+            self, request: pb.ListChildrenRequest, context: Context) -> pb.ListChildrenResponse:
         _, step, attempt = await self._step(request)
         size = _page_size(request.page_size, DEFAULT_CHILDREN)
         status = _enum_value(ChildStatus, request.status, "status")
@@ -463,7 +472,8 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
             next_page_token="" if last is None else tokens.sign(scope, f"{last[0]} {last[1]}"))
 
     @_stream
-    async def WatchLogs(self, request, context) -> AsyncIterator[pb.WatchLogsResponse]:  # noqa: N802
+    async def WatchLogs(  # noqa: N802
+            self, request: pb.WatchLogsRequest, context: Context) -> AsyncIterator[pb.WatchLogsResponse]:
         _, step, attempt = await self._step(request)
         child = request.child_index if request.HasField("child_index") else None
         async for item in follow_logs(self.engine.store, self.broker, step.step_id, attempt,
@@ -474,13 +484,15 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
                 yield pb.WatchLogsResponse(chunk=convert.log_chunk(item))
 
     @_rpc
-    async def DeleteJob(self, request, context):  # noqa: N802
+    async def DeleteJob(  # noqa: N802
+            self, request: pb.DeleteJobRequest, context: Context) -> pb.DeleteJobResponse:
         job_id = await self._job_id(request.job_id)
         await self.engine.store.delete_job(job_id)
         return pb.DeleteJobResponse(job_id=job_id)
 
     @_rpc
-    async def RerunJob(self, request, context):  # noqa: N802
+    async def RerunJob(  # noqa: N802
+            self, request: pb.RerunJobRequest, context: Context) -> pb.RerunJobResponse:
         job_id = await self._job_id(request.job_id)
         caller = self.auth.caller(context.invocation_metadata())
         key = self._request_key(caller, request.request_id, "rerun", job_id,
@@ -490,7 +502,8 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
         return pb.RerunJobResponse(job=convert.job(job))
 
     @_rpc
-    async def ListDocuments(self, request, context):  # noqa: N802
+    async def ListDocuments(  # noqa: N802
+            self, request: pb.ListDocumentsRequest, context: Context) -> pb.ListDocumentsResponse:
         job_id = await self._job_id(request.job_id)
         size = _page_size(request.page_size, DEFAULT_CHILDREN)
         if len(request.tags) > 100 or any(len(t) > MAX_ID for t in request.tags):

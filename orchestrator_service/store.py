@@ -1075,7 +1075,7 @@ class Store:
             job_id = c.execute(_JOB_OF_STEP, {"k": step_id}).scalar_one()
             log_ = self._log(c, job_id)
             log_.refuse_if_terminal()
-            step = _step_state(c.execute(_STEP, {"k": step_id}).one())
+            step = before = _step_state(c.execute(_STEP, {"k": step_id}).one())
             _fence(step, attempt)
             if keys:
                 c.execute(_INSERT_CHILDREN, [
@@ -1086,7 +1086,8 @@ class Store:
                                                 ("document_count", *_CHILD_COUNT_COLUMNS)))
             if logs:  # the log's head row is made with its first lines, not for every attempt
                 _append_logs(c, log_, step_id, attempt, logs)
-            log_.step(step)
+            if step != before:  # no children and no counts before: nothing changed
+                log_.step(step)
             events = log_.flush()
         self._committed(events, log_.log_keys)
         return step
@@ -1098,7 +1099,9 @@ class Store:
             log_.refuse_if_terminal()
             step = _step_state(c.execute(_STEP, {"k": p.step_id}).one())
             _fence(step, p.attempt)
-            log_.step(_apply_progress(c, log_, step, p))
+            moved = _apply_progress(c, log_, step, p)
+            if moved != step:  # output alone changes no state: no event (its log followers
+                log_.step(moved)  # are told through the log keys)
             events = log_.flush()
         self._committed(events, log_.log_keys)
 

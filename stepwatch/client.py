@@ -166,7 +166,8 @@ class Client:
         tries = 0
         while True:
             try:
-                return (await self._stub.SubmitJob(req, timeout=30)).job
+                resp: pb.SubmitJobResponse = await self._stub.SubmitJob(req, timeout=30)
+                return resp.job
             except grpc.aio.AioRpcError as err:
                 tries += 1
                 if backoff is None:
@@ -174,7 +175,9 @@ class Client:
                 await _pause_before_retry(err, tries, backoff, None)
 
     async def get_job(self, job_id: str) -> pb.Job:
-        return (await self._call(self._stub.GetJob, pb.GetJobRequest(job_id=job_id))).job
+        resp: pb.GetJobResponse = await self._call(self._stub.GetJob,
+                                                   pb.GetJobRequest(job_id=job_id))
+        return resp.job
 
     async def list_jobs(self, page_size: int = 0, page_token: str = "", status: int = 0,
                         name_prefix: str = "", created_after: dt.datetime | None = None,
@@ -192,10 +195,13 @@ class Client:
                     request_id: str | None = None) -> pb.Job:
         req = pb.RerunJobRequest(job_id=job_id, failed_only=failed_only,
                                  request_id=request_id or uuid.uuid4().hex)
-        return (await self._call(self._stub.RerunJob, req)).job
+        resp: pb.RerunJobResponse = await self._call(self._stub.RerunJob, req)
+        return resp.job
 
     async def cancel(self, job_id: str) -> pb.Job:
-        return (await self._call(self._stub.CancelJob, pb.CancelJobRequest(job_id=job_id))).job
+        resp: pb.CancelJobResponse = await self._call(self._stub.CancelJob,
+                                                      pb.CancelJobRequest(job_id=job_id))
+        return resp.job
 
     async def watch(self, job_id: str, after_seq: int = 0, *, backoff: Backoff = Backoff(),
                     on_retry: OnRetry | None = None) -> AsyncIterator[pb.WatchJobResponse]:
@@ -227,14 +233,17 @@ class Client:
                             failed_first: bool = False, page_size: int = 0,
                             page_token: str = "") -> pb.ListChildrenResponse:
         order = pb.CHILD_ORDER_FAILED_FIRST if failed_first else pb.CHILD_ORDER_INDEX
-        return await self._call(self._stub.ListChildren, pb.ListChildrenRequest(
+        resp: pb.ListChildrenResponse = await self._call(self._stub.ListChildren, pb.ListChildrenRequest(
             job_id=job_id, step=step, attempt=attempt, status=cast(Any, status), order=order,
             page_size=page_size, page_token=page_token))
+        return resp
 
     async def list_documents(self, job_id: str, tags: list[str] | None = None, page_size: int = 0,
                              page_token: str = "") -> pb.ListDocumentsResponse:
-        return await self._call(self._stub.ListDocuments, pb.ListDocumentsRequest(
-            job_id=job_id, tags=tags or [], page_size=page_size, page_token=page_token))
+        resp: pb.ListDocumentsResponse = await self._call(
+            self._stub.ListDocuments, pb.ListDocumentsRequest(
+                job_id=job_id, tags=tags or [], page_size=page_size, page_token=page_token))
+        return resp
 
     async def watch_logs(self, job_id: str, step: str, *, attempt: int = 0,
                          child_index: int | None = None, after_offset: int = 0,

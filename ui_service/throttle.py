@@ -34,7 +34,7 @@ class Throttle:
             return self.lockout_s
         if failures < self.free:
             return 0.0
-        return min(self.max_delay_s, self.base_s * 2 ** (failures - self.free))
+        return float(min(self.max_delay_s, self.base_s * 2.0 ** (failures - self.free)))
 
     def wait_s(self, keys: Iterable[str]) -> float:
         """Seconds until an attempt for all of ``keys`` may be checked (0: now)."""
