@@ -10,11 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-import grpc
-
-from stepwatch.v1 import orchestrator_pb2 as pb
-from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
 from tests.procs import REPO, Orchestrator, Proc, free_port
+from tests.support import finish_at as finish
+from tests.support import submit_at as submit
 
 STEPWATCH = str(Path(sys.executable).parent / "stepwatch")
 DEADLINE = 60
@@ -24,20 +22,6 @@ def cli(target: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "STEPWATCH_TARGET": target, "COLUMNS": "200", "NO_COLOR": "1"}
     return subprocess.run([STEPWATCH, *args], capture_output=True, text=True, env=env,
                           timeout=DEADLINE, cwd=REPO)
-
-
-def submit(target: str, toml: str) -> pb.Job:
-    with grpc.insecure_channel(target) as ch:
-        return pb_grpc.OrchestratorServiceStub(ch).SubmitJob(
-            pb.SubmitJobRequest(definition_toml=toml), timeout=30).job
-
-
-def finish(target: str, job_id: str) -> pb.Job:
-    with grpc.insecure_channel(target) as ch:
-        stub = pb_grpc.OrchestratorServiceStub(ch)
-        for _ in stub.WatchJob(pb.WatchJobRequest(job_id=job_id), timeout=DEADLINE):
-            pass
-        return stub.GetJob(pb.GetJobRequest(job_id=job_id), timeout=30).job
 
 
 def test_logs_follow_through_a_server_restart_prints_every_line_once(tmp_path: Path,

@@ -18,10 +18,11 @@ from stepwatch.v1 import orchestrator_pb2 as pb
 from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
 from tests.dask_cluster import DaskCluster
 from tests.procs import Orchestrator, free_port
+from tests.support import TERMINAL, until
+from tests.support import finish_at as finish
+from tests.support import submit_at as submit
 
 DEADLINE = 60
-TERMINAL = {pb.JOB_STATUS_COMPLETED, pb.JOB_STATUS_COMPLETED_WITH_FAILURES, pb.JOB_STATUS_FAILED,
-            pb.JOB_STATUS_CANCELLED}
 
 
 @pytest.fixture
@@ -35,30 +36,6 @@ def own_cluster() -> Iterator[DaskCluster]:
 def on_dask(tmp_path: Path, scheduler: str, *extra: str) -> Orchestrator:
     return Orchestrator(f"sqlite:///{tmp_path / 'd.db'}", workspace=tmp_path,
                         extra=["--executor", "dask", "--dask-scheduler", scheduler, *extra])
-
-
-def submit(target: str, toml: str) -> pb.Job:
-    with grpc.insecure_channel(target) as ch:
-        return pb_grpc.OrchestratorServiceStub(ch).SubmitJob(
-            pb.SubmitJobRequest(definition_toml=toml), timeout=DEADLINE).job
-
-
-def finish(target: str, job_id: str) -> pb.Job:
-    with grpc.insecure_channel(target) as ch:
-        stub = pb_grpc.OrchestratorServiceStub(ch)
-        for _ in stub.WatchJob(pb.WatchJobRequest(job_id=job_id), timeout=DEADLINE):
-            pass
-        return stub.GetJob(pb.GetJobRequest(job_id=job_id), timeout=DEADLINE).job
-
-
-def until(check, what: str, timeout: float = DEADLINE) -> float:  # type: ignore[no-untyped-def]
-    """Wait for a condition with a deadline; the seconds it took."""
-    start = time.monotonic()
-    while not check():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.02)
-    return time.monotonic() - start
 
 
 def processes_with(marker: str) -> list[tuple[int, int]]:

@@ -33,12 +33,11 @@ from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
 from tests.faultproxy import FaultProxy
 from tests.postgres import PostgresCluster
 from tests.procs import Orchestrator, kill_process_groups_matching
+from tests.support import TERMINAL, finish, until
 
 DEADLINE = 60.0
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-TERMINAL = {pb.JOB_STATUS_COMPLETED, pb.JOB_STATUS_COMPLETED_WITH_FAILURES,
-            pb.JOB_STATUS_FAILED, pb.JOB_STATUS_CANCELLED}
 # As on separate hosts: a PID namespace (and /proc) of its own for each replica.
 OWN_HOST = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child=SIGTERM"]
 
@@ -72,22 +71,6 @@ def health(r: Orchestrator) -> int:
         return health_pb2_grpc.HealthStub(ch).Check(
             health_pb2.HealthCheckRequest(service="stepwatch.v1.OrchestratorService"),
             timeout=5).status
-
-
-def until(check, what: str, timeout: float = DEADLINE) -> float:  # type: ignore[no-untyped-def]
-    """Wait for a condition with a deadline; the seconds it took."""
-    start = time.monotonic()
-    while not check():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.02)  # polling another process's state, with a deadline
-    return time.monotonic() - start
-
-
-def finish(s: pb_grpc.OrchestratorServiceStub, job_id: str) -> pb.Job:
-    for _ in s.WatchJob(pb.WatchJobRequest(job_id=job_id), timeout=DEADLINE):
-        pass
-    return s.GetJob(pb.GetJobRequest(job_id=job_id), timeout=DEADLINE).job
 
 
 def rows(url: str, sql: str) -> list[tuple[object, ...]]:

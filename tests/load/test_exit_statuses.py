@@ -21,8 +21,6 @@ from tests.procs import Orchestrator
 
 COMMANDS = 5000
 DEADLINE = 600
-TERMINAL = {pb.JOB_STATUS_COMPLETED, pb.JOB_STATUS_COMPLETED_WITH_FAILURES,
-            pb.JOB_STATUS_FAILED, pb.JOB_STATUS_CANCELLED}
 
 
 def _disturb(stub: pb_grpc.OrchestratorServiceStub, stop: threading.Event,
