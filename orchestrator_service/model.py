@@ -48,6 +48,17 @@ class StepCounts:
 
 
 @dataclass(frozen=True)
+class AttemptRecord:
+    """One attempt of a step as decided: RUNNING until it ends, then its outcome."""
+
+    attempt: int
+    status: StepStatus
+    started_at: int
+    finished_at: int | None = None
+    failure: Failure | None = None
+
+
+@dataclass(frozen=True)
 class StepState:
     step_id: str
     job_id: str
@@ -69,6 +80,7 @@ class StepState:
     finished_at: int | None = None
     previous_attempt_failure: Failure | None = None
     carried_from: str = ""  # a failed-only rerun's step carried over from this job
+    attempts: tuple[AttemptRecord, ...] = ()  # every attempt so far, in order
 
 
 @dataclass(frozen=True)
@@ -139,6 +151,9 @@ def _step_json(s: StepState) -> dict[str, Any]:
         "attempt": s.attempt, "started_at": s.started_at, "finished_at": s.finished_at,
         "previous_attempt_failure": _failure_json(s.previous_attempt_failure),
         "carried_from": s.carried_from,
+        "attempts": [{"attempt": a.attempt, "status": int(a.status), "started_at": a.started_at,
+                      "finished_at": a.finished_at, "failure": _failure_json(a.failure)}
+                     for a in s.attempts],
     }
 
 
@@ -162,6 +177,9 @@ def step_from_json(d: dict[str, Any]) -> StepState:
         "failure": _failure(d["failure"]),
         "previous_attempt_failure": _failure(d["previous_attempt_failure"]),
         "children": ChildCounts(**d["children"]),
+        "attempts": tuple(AttemptRecord(a["attempt"], StepStatus(a["status"]), a["started_at"],
+                                        a["finished_at"], _failure(a["failure"]))
+                          for a in d.get("attempts", ())),
     })
 
 

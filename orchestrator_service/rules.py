@@ -10,14 +10,15 @@ the attempt it names, and refuses to move a terminal status.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from .model import Failure, JobState, StepState
+from .model import AttemptRecord, Failure, JobState, StepState
 from .statuses import FailureReason, JobStatus, Policy, StepStatus
 
 __all__ = [
     "Decision", "JobTransition", "StepTransition", "TerminalStatusError",
-    "attempt_failed", "attempt_succeeded", "blocking_dependency", "cancel", "check_job_transition",
+    "attempt_failed", "attempt_records", "attempt_succeeded", "blocking_dependency", "cancel",
+    "check_job_transition",
     "check_step_transition", "children_outcome", "conclude", "dependency_skipped", "finish_job",
     "init_failed", "internal_error", "interrupted", "interrupted_job", "ready", "rerun_carries",
     "start_attempt", "start_job",
@@ -41,6 +42,8 @@ class StepTransition:
     tolerated: bool
     started_at: int | None
     finished_at: int | None
+    #: Every attempt after this transition (the one it ends, closed with its outcome).
+    attempts: tuple[AttemptRecord, ...] = ()
 
     @property
     def ends_attempt(self) -> bool:
@@ -51,10 +54,33 @@ class StepTransition:
     def of(cls, step: StepState, status: StepStatus, *, attempt: int | None = None,
            failure: Failure | None = None, previous: Failure | None = None,
            tolerated: bool = False, started_at: int | None = None,
-           finished_at: int | None = None) -> StepTransition:
-        return cls(step.step_id, status, step.attempt if attempt is None else attempt, failure,
-                   previous, tolerated,
-                   step.started_at if started_at is None else started_at, finished_at)
+           finished_at: int | None = None, at: int | None = None) -> StepTransition:
+        """``at``: when it happens (defaults to the end, or else the start, it sets)."""
+        new_attempt = step.attempt if attempt is None else attempt
+        when = at if at is not None else finished_at if finished_at is not None else (
+            started_at if started_at is not None else 0)
+        return cls(step.step_id, status, new_attempt, failure, previous, tolerated,
+                   step.started_at if started_at is None else started_at, finished_at,
+                   attempt_records(step, status, new_attempt, failure, previous, when))
+
+
+def attempt_records(step: StepState, status: StepStatus, attempt: int, failure: Failure | None,
+                    previous: Failure | None, at: int) -> tuple[AttemptRecord, ...]:
+    """The step's attempts after a transition. A new attempt closes the one before it as
+    FAILED, with the failure it is retried for; a terminal status closes the running one
+    with that status and failure; an attempt is RUNNING in between."""
+    records = list(step.attempts)
+    running = records[-1] if records and records[-1].finished_at is None else None
+    if attempt != step.attempt:
+        if running is not None:
+            records[-1] = replace(running, status=StepStatus.FAILED, finished_at=at,
+                                  failure=previous)
+        if attempt > 0:
+            records.append(AttemptRecord(attempt, StepStatus.RUNNING, at))
+        running = records[-1] if records and records[-1].finished_at is None else None
+    if status.terminal and running is not None:
+        records[-1] = replace(running, status=status, finished_at=at, failure=failure)
+    return tuple(records)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +175,7 @@ def attempt_succeeded(step: StepState, now: int) -> StepTransition:
 def attempt_failed(step: StepState, failure: Failure, policy: Policy, now: int) -> StepTransition:
     """With attempts left the step stays RUNNING, attempt + 1, the failure kept; else FAILED."""
     if step.attempt < step.max_attempts:
-        return StepTransition.of(step, StepStatus.RUNNING, attempt=step.attempt + 1,
+        return StepTransition.of(step, StepStatus.RUNNING, attempt=step.attempt + 1, at=now,
                                  previous=failure)
     return StepTransition.of(step, StepStatus.FAILED, failure=failure,
                              tolerated=tolerated(policy), finished_at=now)

@@ -66,6 +66,7 @@ from . import leases, rules, wire
 from .definitions import JobDefinition
 from .leases import Claimed, LeaseBook, Renewal
 from .model import (
+    AttemptRecord,
     ChildCounts,
     Event,
     Failure,
@@ -127,7 +128,7 @@ _CHILD_COUNT_COLUMNS = ("children_total", "children_pending", "children_running"
                         "children_completed", "children_failed", "children_cancelled")
 _STEP_STATUS_COLUMNS = ("status", "attempt", "tolerated", "failure_reason", "failure_message",
                         "previous_failure_reason", "previous_failure_message", "started_at",
-                        "finished_at", "document_count", *_CHILD_COUNT_COLUMNS)
+                        "finished_at", "document_count", "attempts", *_CHILD_COUNT_COLUMNS)
 _JOB_COUNT_COLUMNS = ("head_seq", *_COUNT_COLUMN.values())
 _JOB_STATUS_COLUMNS = ("status", "failure_reason", "failure_message", "started_at", "finished_at")
 
@@ -1006,7 +1007,7 @@ class Store:
                  "children_failed": 0, "children_cancelled": 0,
                  "failure_reason": None, "failure_message": None, "previous_failure_reason": None,
                  "previous_failure_message": None, "started_at": None, "finished_at": None,
-                 "carried_from": None}
+                 "carried_from": None, "attempts": "[]"}
                 for i, d in enumerate(definition.steps)
             ]
             for row in step_rows:
@@ -1553,7 +1554,7 @@ def _transition(c: Connection, log_: _Log, step: StepState, t: StepTransition) -
     new = replace(step, status=t.status, attempt=t.attempt, failure=t.failure,
                   previous_attempt_failure=t.previous_attempt_failure, tolerated=t.tolerated,
                   started_at=t.started_at, finished_at=t.finished_at, children=counts,
-                  document_count=docs)
+                  document_count=docs, attempts=t.attempts)
     c.execute(_SET_STEP_STATUS, _params(new.step_id, _step_values(new), _STEP_STATUS_COLUMNS))
     log_.step(new)
     log_.step_moved(step.status, t.status)
@@ -1609,7 +1610,8 @@ def _step_values(s: StepState) -> dict[str, Any]:
         "previous_failure_message": (None if s.previous_attempt_failure is None
                                      else s.previous_attempt_failure.message),
         "started_at": s.started_at, "finished_at": s.finished_at,
-        "document_count": s.document_count, "children_total": c.total,
+        "document_count": s.document_count, "attempts": _attempts_json(s.attempts),
+        "children_total": c.total,
         "children_pending": c.pending, "children_running": c.running,
         "children_completed": c.completed, "children_failed": c.failed,
         "children_cancelled": c.cancelled,
@@ -1683,7 +1685,19 @@ def _step_state(r: Any) -> StepState:
         finished_at=r.finished_at,
         previous_attempt_failure=_failure(r.previous_failure_reason, r.previous_failure_message),
         carried_from=getattr(r, "carried_from", None) or "",
+        attempts=_attempts_of(getattr(r, "attempts", None)),
     )
+
+
+def _attempts_json(records: Sequence[AttemptRecord]) -> str:
+    return json.dumps([[a.attempt, int(a.status), a.started_at, a.finished_at,
+                        None if a.failure is None else int(a.failure.reason),
+                        None if a.failure is None else a.failure.message] for a in records])
+
+
+def _attempts_of(text: str | None) -> tuple[AttemptRecord, ...]:
+    return tuple(AttemptRecord(n, StepStatus(status), started, finished, _failure(reason, message))
+                 for n, status, started, finished, reason, message in json.loads(text or "[]"))
 
 
 def _step_from_values(values: Mapping[str, Any]) -> StepState:

@@ -100,6 +100,9 @@ class StepRow(Base):
     started_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     finished_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     carried_from: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # Every attempt so far (rules.attempt_records), as JSON: [[attempt, status, started_at,
+    # finished_at, failure reason, failure message], ...]
+    attempts: Mapped[str] = mapped_column(Text, server_default="[]")
 
 
 class ChildRow(Base):

@@ -12,7 +12,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from stepwatch.v1 import orchestrator_pb2 as pb
 
-from .model import ChildCounts, Event, Failure, JobState, StepCounts, StepState
+from .model import AttemptRecord, ChildCounts, Event, Failure, JobState, StepCounts, StepState
 from .statuses import FailureReason, JobStatus, StepStatus
 
 __all__ = ["decode", "encode", "fill_job", "fill_step", "watch_response"]
@@ -97,6 +97,13 @@ def fill_step(m: pb.Step, s: StepState) -> None:
     m.max_child_failures = s.max_child_failures
     m.timeout_seconds = s.timeout_seconds or 0.0
     m.carried_from = s.carried_from
+    for a in s.attempts:
+        r = m.attempts.add()
+        r.attempt, r.status = a.attempt, int(a.status)  # type: ignore[assignment]
+        if a.failure is not None:
+            _failure(r.failure, a.failure)
+        _ts(r.started_at, a.started_at)
+        _ts(r.finished_at, a.finished_at)
 
 
 def _step_state(job_id: str, m: pb.Step) -> StepState:
@@ -111,7 +118,10 @@ def _step_state(job_id: str, m: pb.Step) -> StepState:
         document_count=m.document_count, attempt=m.attempt, started_at=_us(m, "started_at"),
         finished_at=_us(m, "finished_at"),
         previous_attempt_failure=_failure_of(m, "previous_attempt_failure"),
-        carried_from=m.carried_from)
+        carried_from=m.carried_from,
+        attempts=tuple(AttemptRecord(a.attempt, StepStatus(a.status), a.started_at.ToMicroseconds(),
+                                     _us(a, "finished_at"), _failure_of(a, "failure"))
+                       for a in m.attempts))
 
 
 def fill_job(m: pb.Job, j: JobState) -> None:

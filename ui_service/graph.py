@@ -87,7 +87,7 @@ class Attempt:
 
 @dataclass
 class AttemptLog:
-    """Attempts of every step, from step_changed events in seq order."""
+    """Attempts of every step, as the step_changed events carry them (Step.attempts)."""
 
     attempts: dict[tuple[str, int], Attempt] = field(default_factory=dict)
     last_seq: int = 0
@@ -100,29 +100,23 @@ class AttemptLog:
             self.last_seq = ev.seq
             if ev.WhichOneof("change") != "step_changed":
                 continue
-            changed |= self._step(ev.step_changed, ev.emitted_at.ToMicroseconds())
+            changed |= self._step(ev.step_changed)
         return changed
 
-    def _step(self, s: pb.Step, at: int) -> bool:
-        if s.attempt == 0:
-            return False  # never started (pending, or skipped before it ran)
-        key = (s.name, s.attempt)
-        a = self.attempts.get(key)
-        new = a is None
-        if a is None:
-            a = self.attempts[key] = Attempt(s.name, s.attempt, at)
-            before = self.attempts.get((s.name, s.attempt - 1))
-            if before is not None and before.end_us is None:  # a retry ends the attempt before
-                before.end_us, before.status = at, pb.STEP_STATUS_FAILED
-                if s.HasField("previous_attempt_failure"):
-                    f = s.previous_attempt_failure
-                    before.note = f"{labels.label(labels.REASON, f.reason)}: {f.message}"
-        if s.status in labels.TERMINAL_STEP and a.end_us is None:
-            a.end_us, a.status = at, s.status
-            if s.HasField("failure"):
-                a.note = f"{labels.label(labels.REASON, s.failure.reason)}: {s.failure.message}"
-            return True
-        return new
+    def _step(self, s: pb.Step) -> bool:
+        """The step's attempts exactly as the server recorded them (Step.attempts): drawn,
+        never derived from the order of events."""
+        changed = False
+        for r in s.attempts:
+            note = (f"{labels.label(labels.REASON, r.failure.reason)}: {r.failure.message}"
+                    if r.HasField("failure") else "")
+            drawn = Attempt(s.name, r.attempt, r.started_at.ToMicroseconds(),
+                            r.finished_at.ToMicroseconds() if r.HasField("finished_at") else None,
+                            r.status, note)
+            if self.attempts.get((s.name, r.attempt)) != drawn:
+                self.attempts[(s.name, r.attempt)] = drawn
+                changed = True
+        return changed
 
 
 def timeline_options(log: AttemptLog, now_us: int) -> dict[str, object]:

@@ -35,26 +35,34 @@ def test_each_node_has_its_steps_colour_and_status_name(statuses: list[int]) -> 
         assert node["status"] == status_style.value_name(status_style.STEP, s.status)
 
 
-def event(seq: int, at_s: float, name: str, attempt: int, status: int,
-          previous: str = "", failure: str = "") -> pb.JobEvent:
-    s = pb.Step(name=name, attempt=attempt, status=status)
-    if previous:
-        s.previous_attempt_failure.CopyFrom(pb.Failure(reason=pb.FAILURE_REASON_EXECUTION_FAILED,
-                                                       message=previous))
+def rec(attempt: int, status: int, start_s: float, end_s: float | None = None,
+        failure: str = "") -> pb.Attempt:
+    """One attempt as the server records it (Step.attempts)."""
+    r = pb.Attempt(attempt=attempt, status=status)  # type: ignore[arg-type]
+    r.started_at.FromMicroseconds(int(start_s * 1e6))
+    if end_s is not None:
+        r.finished_at.FromMicroseconds(int(end_s * 1e6))
     if failure:
-        s.failure.CopyFrom(pb.Failure(reason=pb.FAILURE_REASON_EXECUTION_FAILED, message=failure))
+        r.failure.CopyFrom(pb.Failure(reason=pb.FAILURE_REASON_EXECUTION_FAILED, message=failure))
+    return r
+
+
+def event(seq: int, at_s: float, name: str, attempt: int, status: int,
+          *records: pb.Attempt) -> pb.JobEvent:
+    s = pb.Step(name=name, attempt=attempt, status=status, attempts=list(records))
     ev = pb.JobEvent(seq=seq, step_changed=s)
     ev.emitted_at.FromMicroseconds(int(at_s * 1e6))
     return ev
 
 
-def test_attempts_come_from_the_events_a_retry_ends_the_one_before() -> None:
+def test_attempts_are_drawn_as_the_server_recorded_them() -> None:
     log = AttemptLog()
     R, F, C = pb.STEP_STATUS_RUNNING, pb.STEP_STATUS_FAILED, pb.STEP_STATUS_COMPLETED
-    assert log.add([event(2, 10, "a", 1, R), event(3, 10.5, "b", 1, R),
-                    event(4, 11, "a", 1, R)])  # progress of attempt 1: no new span
-    assert log.add([event(5, 12, "a", 2, R, previous="exit code 3")])
-    assert log.add([event(6, 13, "a", 2, C), event(7, 14, "b", 1, F, failure="boom")])
+    assert log.add([event(2, 10, "a", 1, R, rec(1, R, 10)), event(3, 10.5, "b", 1, R, rec(1, R, 10.5)),
+                    event(4, 11, "a", 1, R, rec(1, R, 10))])  # progress of attempt 1: no new span
+    assert log.add([event(5, 12, "a", 2, R, rec(1, F, 10, 12, "exit code 3"), rec(2, R, 12))])
+    assert log.add([event(6, 13, "a", 2, C, rec(1, F, 10, 12, "exit code 3"), rec(2, C, 12, 13)),
+                    event(7, 14, "b", 1, F, rec(1, F, 10.5, 14, "boom"))])
     assert not log.add([event(6, 13, "a", 2, C)])  # seen already
     a1, a2, b1 = log.attempts[("a", 1)], log.attempts[("a", 2)], log.attempts[("b", 1)]
     assert (a1.start_us, a1.end_us, a1.status) == (10_000_000, 12_000_000, F)
@@ -70,9 +78,19 @@ def test_attempts_come_from_the_events_a_retry_ends_the_one_before() -> None:
     assert opts["series"][0]["data"] == [0.0, 0.5, 2.0]  # type: ignore[index]
 
 
+def test_nothing_is_derived_an_attempt_the_server_did_not_close_stays_running() -> None:
+    """Events whose order suggests a retry, without a record saying so, draw nothing new."""
+    log = AttemptLog()
+    R = pb.STEP_STATUS_RUNNING
+    log.add([event(2, 10, "a", 1, R, rec(1, R, 10)), event(3, 12, "a", 2, R)])
+    assert list(log.attempts) == [("a", 1)]
+    assert log.attempts[("a", 1)].end_us is None and log.attempts[("a", 1)].status == R
+
+
 def test_a_running_attempt_reaches_now_and_a_pending_step_has_none() -> None:
     log = AttemptLog()
-    log.add([event(2, 1, "a", 1, pb.STEP_STATUS_RUNNING), event(3, 1, "p", 0, pb.STEP_STATUS_PENDING)])
+    log.add([event(2, 1, "a", 1, pb.STEP_STATUS_RUNNING, rec(1, pb.STEP_STATUS_RUNNING, 1)),
+             event(3, 1, "p", 0, pb.STEP_STATUS_PENDING)])
     assert list(log.attempts) == [("a", 1)]
     spans = timeline_options(log, now_us=4_000_000)["series"][1]["data"]  # type: ignore[index]
     assert spans[0]["value"] == 3.0

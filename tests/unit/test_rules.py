@@ -1,9 +1,11 @@
 """The status rules as pure functions, one table row per case."""
 
+from dataclasses import replace
+
 import pytest
 
 from orchestrator_service import rules
-from orchestrator_service.model import Failure, JobState, StepState
+from orchestrator_service.model import AttemptRecord, Failure, JobState, StepState
 from orchestrator_service.statuses import FailureReason, JobStatus, Policy, StepStatus
 
 
@@ -174,3 +176,38 @@ def test_a_cancel_that_finds_every_step_finished_concludes_the_job(
     job = mk_job(*(mk_step(str(i), s) for i, s in enumerate(statuses)), policy=policy)
     d = rules.cancel(job, 5)
     assert d.job is not None and d.job.status == expected and not d.steps
+
+
+def _running_step(**kw: object) -> StepState:
+    base = StepState("s", "j", 0, "s", "shell", (), StepStatus.PENDING, 3, 0, None, 1)
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+def test_attempt_records_follow_every_transition_of_a_retried_step() -> None:
+    """Table: each transition's records, as the wire carries them (Step.attempts)."""
+    boom = Failure(FailureReason.EXECUTION_FAILED, "boom")
+    s0 = _running_step()
+    t1 = rules.start_attempt(s0, 10)
+    assert t1.attempts == (AttemptRecord(1, StepStatus.RUNNING, 10),)
+    s1 = replace(s0, status=StepStatus.RUNNING, attempt=1, attempts=t1.attempts)
+    t2 = rules.attempt_failed(s1, boom, Policy.STOP, 20)
+    assert t2.attempts == (AttemptRecord(1, StepStatus.FAILED, 10, 20, boom),
+                           AttemptRecord(2, StepStatus.RUNNING, 20))
+    s2 = replace(s1, attempt=2, attempts=t2.attempts)
+    t3 = rules.attempt_succeeded(s2, 30)
+    assert t3.attempts[-1] == AttemptRecord(2, StepStatus.COMPLETED, 20, 30)
+    t3b = rules.interrupted(s2, Policy.STOP, 25)
+    assert t3b.attempts[-2].status == StepStatus.FAILED
+    assert t3b.attempts[-2].failure is not None
+    assert t3b.attempts[-2].failure.reason == FailureReason.ORCHESTRATOR_RESTARTED
+    assert t3b.attempts[-1] == AttemptRecord(3, StepStatus.RUNNING, 25)
+    last = replace(s2, attempt=3, attempts=t3b.attempts)
+    t4 = rules.attempt_failed(last, boom, Policy.CONTINUE, 40)  # no attempts left
+    assert t4.status == StepStatus.FAILED
+    assert t4.attempts[-1] == AttemptRecord(3, StepStatus.FAILED, 25, 40, boom)
+    skipped = rules.dependency_skipped(s0, replace(s0, name="dep", status=StepStatus.FAILED), 5)
+    assert skipped.attempts == ()  # never ran: no attempt
+    [cancelled] = rules.cancel(JobState("j", "d", "", "stop", JobStatus.RUNNING, 0, 1,
+                                        steps=(s2,)), 50).steps
+    assert cancelled.attempts[-1] == replace(t2.attempts[-1], status=StepStatus.CANCELLED,
+                                             finished_at=50, failure=cancelled.failure)
