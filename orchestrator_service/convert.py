@@ -10,10 +10,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from stepwatch.v1 import orchestrator_pb2 as pb
 
-from . import wire
+from . import rules, wire
 from .definitions import JobDefinition
 from .model import Failure, JobState, StepState
-from .statuses import FailureReason
 from .step_types.base import Document
 from .store import ChildRecord, LogChunk
 
@@ -59,7 +58,7 @@ def child(c: ChildRecord) -> pb.Child:
                    started_at=timestamp(c.started_at), finished_at=timestamp(c.finished_at),
                    output_bytes=c.output_bytes, result=c.result or "")
     if c.error is not None:
-        msg.error.CopyFrom(pb.Failure(reason=_enum(FailureReason(c.error_reason or 2)),
+        msg.error.CopyFrom(pb.Failure(reason=_enum(rules.child_failure_reason(c.error_reason)),
                                       message=c.error))
     return msg
 

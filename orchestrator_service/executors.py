@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from . import tracing
+from . import rules, tracing
 from .progress import ProgressRecorder
 from .sandbox import NONE as NO_SANDBOX
 from .sandbox import Sandbox
@@ -95,7 +95,7 @@ class InProcessExecutor:
                     raise
                 except Exception as exc:
                     recorder.failed(i, f"{child.key}: {_text(exc)}")
-                    if recorder.counts.failed > max_failures:
+                    if rules.over_tolerance(recorder.counts.failed, max_failures):
                         raise TooManyChildFailures from None
                 else:
                     recorder.completed(i, puts or ())
@@ -224,7 +224,7 @@ async def _batch(spec: BatchSpec, address: str, client: Any) -> None:
             except Exception as exc:
                 messages.put(["fail", i, f"{child.key}: {_text(exc)}"])
                 failed[0] += 1
-                if failed[0] > spec.max_failures:
+                if rules.over_tolerance(failed[0], spec.max_failures):
                     halted.set()
             else:
                 messages.put(["ok", i, [[p.path, list(p.tags), dict(p.attrs)] for p in puts or ()]])
@@ -475,7 +475,7 @@ class _AttemptRun:
     def raise_if_over(self) -> None:
         if self.step_failure is not None:
             raise StepFailed(self.step_failure)
-        if self.recorder.counts.failed > self.max_failures:
+        if rules.over_tolerance(self.recorder.counts.failed, self.max_failures):
             raise TooManyChildFailures
 
 

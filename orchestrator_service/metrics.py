@@ -21,6 +21,7 @@ from prometheus_client import (
 )
 
 from .model import ChildCounts, Event
+from .statuses import JobStatus, StepStatus
 
 __all__ = ["Metrics"]
 
@@ -76,7 +77,7 @@ class Metrics:
                 if job.status.terminal:
                     self._running_jobs.discard(job.job_id)
                     self.jobs_finished.labels(job.status.name).inc()
-                elif job.status.name == "RUNNING":
+                elif job.status == JobStatus.RUNNING:
                     self._running_jobs.add(job.job_id)
         self.jobs_running.set(len(self._running_jobs))
         self.steps_running.set(len(self._running_steps))
@@ -99,7 +100,7 @@ class Metrics:
                 self.step_seconds.labels(s.type).observe((s.finished_at - s.started_at) / 1e6)
         else:
             self._children[s.step_id] = (s.attempt, s.children)
-            if s.status.name == "RUNNING":
+            if s.status == StepStatus.RUNNING:
                 self._running_steps.add(s.step_id)
 
     def write_took(self, op: str, seconds: float) -> None:

@@ -16,12 +16,12 @@ from .model import AttemptRecord, Failure, JobState, StepState
 from .statuses import FailureReason, JobStatus, Policy, StepStatus
 
 __all__ = [
-    "Decision", "JobTransition", "StepTransition", "TerminalStatusError",
-    "attempt_failed", "attempt_records", "attempt_succeeded", "blocking_dependency", "cancel",
-    "check_job_transition",
-    "check_step_transition", "children_outcome", "conclude", "dependency_skipped", "finish_job",
-    "init_failed", "internal_error", "interrupted", "interrupted_job", "ready", "rerun_carries",
-    "start_attempt", "start_job",
+    "Decision", "JobTransition", "StepTransition", "TerminalStatusError", "attempt_failed",
+    "attempt_records", "attempt_succeeded", "blocking_dependency", "cancel", "check_job_transition",
+    "check_step_transition", "child_failure_reason", "children_outcome", "cluster_failed",
+    "cluster_retry_delay", "conclude",
+    "dependency_skipped", "finish_job", "init_failed", "internal_error", "interrupted",
+    "interrupted_job", "over_tolerance", "ready", "rerun_carries", "start_attempt", "start_job",
     "stop_job", "timed_out", "tolerated",
 ]
 
@@ -138,10 +138,21 @@ def cluster_retry_delay(faults: int) -> float:
     return 0.0 if faults <= 0 else min(RETRY_CAP_S, RETRY_BASE_S * 2.0 ** (faults - 1))
 
 
+def over_tolerance(failed: int, max_child_failures: int) -> bool:
+    """More children failed than the step tolerates: its attempt stops (no child starts)."""
+    return failed > max_child_failures
+
+
+def child_failure_reason(stored: int | None) -> FailureReason:
+    """A failed child's reason: as stored, or (rows of versions that stored none) the
+    execution failure every child failure was then."""
+    return FailureReason.EXECUTION_FAILED if stored is None else FailureReason(stored)
+
+
 def children_outcome(failed: int, max_child_failures: int,
                      first_errors: Iterable[str] = ()) -> Failure | None:
     """None: the attempt succeeded (failed count stays visible). Else why it failed."""
-    if failed <= max_child_failures:
+    if not over_tolerance(failed, max_child_failures):
         return None
     shown = "; ".join(list(first_errors)[:3])
     return Failure(

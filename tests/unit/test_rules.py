@@ -211,3 +211,22 @@ def test_attempt_records_follow_every_transition_of_a_retried_step() -> None:
                                         steps=(s2,)), 50).steps
     assert cancelled.attempts[-1] == replace(t2.attempts[-1], status=StepStatus.CANCELLED,
                                              finished_at=50, failure=cancelled.failure)
+
+
+@pytest.mark.parametrize("failed, tolerated, over", [(0, 0, False), (1, 0, True), (3, 3, False),
+                                                      (4, 3, True)])
+def test_over_tolerance_is_more_failures_than_allowed(failed: int, tolerated: int,
+                                                      over: bool) -> None:
+    assert rules.over_tolerance(failed, tolerated) is over
+    assert (rules.children_outcome(failed, tolerated) is not None) is over
+
+
+@pytest.mark.parametrize("faults, delay", [(0, 0.0), (1, 1.0), (2, 2.0), (3, 4.0), (10, 30.0)])
+def test_after_cluster_faults_the_next_attempt_waits_exponentially_capped(
+        faults: int, delay: float) -> None:
+    assert rules.cluster_retry_delay(faults) == delay
+
+
+def test_a_stored_child_reason_is_kept_and_none_means_execution_failed() -> None:
+    assert rules.child_failure_reason(None) == FailureReason.EXECUTION_FAILED
+    assert rules.child_failure_reason(int(FailureReason.TIMEOUT)) == FailureReason.TIMEOUT
