@@ -23,6 +23,9 @@ import grpc
 from stepwatch.secretfile import read_secret_file
 from stepwatch.tokens import digest
 
+from .errors import grpc_code
+from .problems import Code, ServerError
+
 __all__ = ["METHOD_ROLES", "AuthError", "AuthInterceptor", "Authenticator", "Caller", "Role",
            "TokenFile"]
 
@@ -53,11 +56,17 @@ METHOD_ROLES: dict[str, Role] = {
 OPEN = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
 
 
-class AuthError(Exception):
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+class AuthError(ServerError):
+    """Who the caller is, or what it may do, refuses the call (the code says which)."""
+
+    def __init__(self, kind: Code, message: str) -> None:
         super().__init__(message)
-        self.code = code
+        self.kind = kind
         self.message = message
+
+    @property
+    def status_code(self) -> Code:
+        return self.kind
 
 
 @dataclass(frozen=True)
@@ -122,18 +131,18 @@ class Authenticator:
         header = next((str(v) for k, v in metadata or () if k == "authorization"), "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise AuthError(grpc.StatusCode.UNAUTHENTICATED,
+            raise AuthError(Code.UNAUTHENTICATED,
                             "a token is required: send 'authorization: Bearer <token>'")
         found = self.tokens.caller(token.strip())
         if found is None:
-            raise AuthError(grpc.StatusCode.UNAUTHENTICATED, "unknown token")
+            raise AuthError(Code.UNAUTHENTICATED, "unknown token")
         return found
 
     def require(self, metadata: Iterable[tuple[str, Any]] | None, role: Role,
                 what: str) -> Caller:
         caller = self.caller(metadata)
         if caller.role < role:
-            raise AuthError(grpc.StatusCode.PERMISSION_DENIED,
+            raise AuthError(Code.PERMISSION_DENIED,
                             f"{what} needs the {role.label} role; {caller.name} is "
                             f"{caller.role.label}")
         return caller
@@ -163,10 +172,10 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 def _refusal(handler: Any, err: AuthError) -> Any:
     """A handler of the same shape as ``handler`` that answers the error."""
     async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await context.abort(err.code, err.message)
+        await context.abort(grpc_code(err.status_code), err.message)
 
     async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await context.abort(err.code, err.message)
+        await context.abort(grpc_code(err.status_code), err.message)
         yield  # pragma: no cover - makes this an async generator
 
     kw = {"request_deserializer": handler.request_deserializer,

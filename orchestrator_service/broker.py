@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from .model import Event
+from .problems import Code, ServerError
 
 DEFAULT_BUFFER = 1024
 
@@ -23,8 +24,13 @@ class Overflowed(Exception):
     """The watcher fell behind; re-read from the log."""
 
 
-class BrokerClosed(Exception):
+class BrokerClosed(ServerError):
     """The server is shutting down."""
+
+    code = Code.UNAVAILABLE
+
+    def public_message(self) -> str:
+        return "server is shutting down; resume with after_seq = the last seq received"
 
 
 @dataclass(frozen=True)

@@ -7,14 +7,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .definitions import DefinitionError, JobDefinition, Violation, parse_definition
+from .definitions import DefinitionError, JobDefinition, Violation, clip, parse_definition
+from .problems import Code, ServerError
 from .step_types.base import StepType
 
 log = logging.getLogger(__name__)
 
 
-class DefinitionNotFound(LookupError):
-    pass
+class DefinitionNotFound(ServerError, LookupError):
+    code = Code.NOT_FOUND
+
+    def public_message(self) -> str:
+        return f"definition {clip(repr(self.args[0]))} not found in the definitions folder"
 
 
 @dataclass(frozen=True)

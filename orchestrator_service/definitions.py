@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import math
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .problems import Code, ServerError
 from .statuses import Policy
 from .step_types.base import OptionError, StepType
 from .tomldepth import MAX_DEPTH, nesting_depth
@@ -19,6 +20,7 @@ from .tomldepth import MAX_DEPTH, nesting_depth
 COMMON_KEYS = {"type", "depends", "max_child_failures", "max_attempts", "timeout", "concurrency"}
 TOP_KEYS = {"name", "description", "policy", "steps"}
 MAX_CONCURRENCY = 256
+MAX_VIOLATIONS = 100  # reasons sent back at most (all are in the message, clipped)
 MAX_ATTEMPTS = 100
 MAX_TIMEOUT_S = 7 * 24 * 3600
 ECHO = 200  # characters of any input an error message repeats
@@ -47,13 +49,22 @@ class Violation:
     description: str
 
 
-class DefinitionError(Exception):
+class DefinitionError(ServerError):
     """A definition that cannot run; ``violations`` says every reason."""
+
+    code = Code.INVALID_ARGUMENT
 
     def __init__(self, violations: list[Violation], prefix: str = "") -> None:
         self.violations = violations
         text = "; ".join(f"{v.field}: {v.description}" for v in violations)
         super().__init__(f"{prefix}: {text}" if prefix else text)
+
+    def public_message(self) -> str:
+        what = "" if str(self).startswith("invalid definition file") else "invalid job definition: "
+        return f"{what}{clip(str(self), 1000)}"
+
+    def field_violations(self) -> Sequence[Violation]:
+        return self.violations[:MAX_VIOLATIONS]
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from .definitions import DefinitionError, JobDefinition, Limits, Violation, pars
 from .executors import Executor, ExecutorUnavailable, InProcessExecutor, TooManyChildFailures
 from .leases import Claimed
 from .model import ChildCounts, Failure, JobState, StepState
+from .problems import Code, ServerError
 from .progress import DEFAULT_LOG_CAP, InitOutput, ProgressRecorder
 from .rules import Decision, StepTransition
 from .sandbox import NONE as NO_SANDBOX
@@ -55,29 +56,37 @@ log = logging.getLogger(__name__)
 MAX_RUNNER_RESTARTS = 3  # a runner refused while its job is RUNNING is restarted this often
 
 
-class JobAlreadyFinished(Exception):
+class JobAlreadyFinished(ServerError):
+    code = Code.FAILED_PRECONDITION
+
     def __init__(self, job: JobState) -> None:
         super().__init__(f"job {job.job_id} is already {job.status.name}")
         self.job = job
 
 
-class InlineRerunRefused(Exception):
+class InlineRerunRefused(ServerError):
     """A rerun of an inline definition by a caller who may not submit one."""
+
+    code = Code.PERMISSION_DENIED
 
     def __init__(self, job_id: str) -> None:
         super().__init__(f"job {job_id} ran an inline definition: rerunning it runs that text "
                          "again, which needs the admin role")
 
 
-class JobNotFinished(Exception):
+class JobNotFinished(ServerError):
+    code = Code.FAILED_PRECONDITION
+
     def __init__(self, job: JobState) -> None:
         super().__init__(f"job {job.job_id} is {job.status.name}: only a finished job can be "
                          "rerun (cancel it, or wait for it to end)")
         self.job = job
 
 
-class CancelNotConfirmed(Exception):
+class CancelNotConfirmed(ServerError):
     """The cancel is recorded, but the replica running the job has not carried it out yet."""
+
+    code = Code.UNAVAILABLE
 
 
 class JobDocuments:

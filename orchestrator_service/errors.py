@@ -10,6 +10,14 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from .definitions import Violation
+from .problems import Code, ServerError
+
+_GRPC: dict[Code, grpc.StatusCode] = {code: grpc.StatusCode[code.value] for code in Code}
+
+
+def grpc_code(code: Code) -> grpc.StatusCode:
+    """The one place a refusal's kind becomes a gRPC status code."""
+    return _GRPC[code]
 
 
 class RpcError(Exception):
@@ -34,6 +42,10 @@ class RpcError(Exception):
         status: grpc.Status = rpc_status.to_status(status_pb2.Status(
             code=self.code.value[0], message=self.message, details=details))
         return status
+
+
+def from_server_error(exc: ServerError) -> RpcError:
+    return RpcError(grpc_code(exc.status_code), exc.public_message(), exc.field_violations())
 
 
 def invalid(field: str, description: str) -> RpcError:

@@ -25,38 +25,22 @@ from stepwatch.v1 import orchestrator_pb2 as pb
 from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
 
 from . import convert, wire
-from .auth import Authenticator, AuthError, Caller, Role
-from .broker import Broker, BrokerClosed, Deleted
-from .catalog import Catalog, DefinitionNotFound, Entry
-from .definitions import DefinitionError, clip, parse_definition
-from .engine import (
-    CancelNotConfirmed,
-    Engine,
-    InlineRerunRefused,
-    JobAlreadyFinished,
-    JobNotFinished,
-)
-from .errors import RpcError, invalid
+from .auth import Authenticator, Caller, Role
+from .broker import Broker, Deleted
+from .catalog import Catalog, Entry
+from .definitions import clip, parse_definition
+from .engine import Engine
+from .errors import RpcError, from_server_error, invalid
 from .metrics import Metrics
 from .model import Event, JobState, StepState
+from .problems import ServerError
 from .snapshots import JobSnapshots
 from .statuses import ChildStatus, JobStatus
-from .store import (
-    AmbiguousId,
-    JobNotFound,
-    JobStillRunning,
-    LeaseLost,
-    RequestConflict,
-    RequestKey,
-    StepNotFound,
-    StoreUnavailable,
-)
+from .store import RequestKey
 from .streams import StreamBook, StreamRevoked
 from .watch import (
-    AfterSeqOutOfRange,
     Heartbeat,
     JobsSnapshot,
-    LogOutOfRange,
     Snapshot,
     follow_job,
     follow_jobs,
@@ -67,7 +51,6 @@ log = logging.getLogger(__name__)
 Context = grpc.aio.ServicerContext[Any, Any]
 MAX_PAGE = 1000
 MAX_ID = 200  # characters of a job id or request id
-MAX_VIOLATIONS = 100
 HEADER_TEXT = 1024  # characters of a description or failure in a list or feed
 DEFAULT_PAGE = 50
 DEFAULT_FEED = 100
@@ -77,45 +60,11 @@ DEFAULT_CHILDREN = 100
 
 @contextlib.contextmanager
 def _errors() -> Iterator[None]:
+    """Every error a caller may be told about is a ServerError: mapped in one place."""
     try:
         yield
-    except JobNotFound as exc:
-        raise RpcError(grpc.StatusCode.NOT_FOUND, f"job {clip(repr(exc.args[0]))} not found") from None
-    except DefinitionNotFound as exc:
-        raise RpcError(grpc.StatusCode.NOT_FOUND, f"definition {clip(repr(exc.args[0]))} not "
-                                                  "found in the definitions folder") from None
-    except DefinitionError as exc:
-        what = "" if str(exc).startswith("invalid definition file") else "invalid job definition: "
-        raise RpcError(grpc.StatusCode.INVALID_ARGUMENT, f"{what}{clip(str(exc), 1000)}",
-                       exc.violations[:MAX_VIOLATIONS]) from None
-    except (StoreUnavailable, CancelNotConfirmed) as exc:
-        raise RpcError(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
-    except LeaseLost as exc:  # the job changed hands mid-command: the new owner will answer
-        raise RpcError(grpc.StatusCode.UNAVAILABLE, f"{exc}; try again") from None
-    except StepNotFound as exc:
-        raise RpcError(grpc.StatusCode.NOT_FOUND,
-                       f"job {exc.job_id} has no step {clip(repr(exc.ref))}") from None
-    except AmbiguousId as exc:
-        raise invalid("job_id", clip(str(exc), 300)) from None
-    except LogOutOfRange as exc:
-        raise RpcError(grpc.StatusCode.OUT_OF_RANGE, str(exc)) from None
-    except JobNotFinished as exc:
-        raise RpcError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from None
-    except InlineRerunRefused as exc:
-        raise RpcError(grpc.StatusCode.PERMISSION_DENIED, str(exc)) from None
-    except RequestConflict as exc:
-        raise RpcError(grpc.StatusCode.ALREADY_EXISTS, str(exc)) from None
-    except JobStillRunning as exc:
-        raise RpcError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from None
-    except JobAlreadyFinished as exc:
-        raise RpcError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from None
-    except AfterSeqOutOfRange as exc:
-        raise RpcError(grpc.StatusCode.OUT_OF_RANGE, str(exc)) from None
-    except AuthError as exc:
-        raise RpcError(exc.code, exc.message) from None
-    except BrokerClosed:
-        raise RpcError(grpc.StatusCode.UNAVAILABLE,
-                       "server is shutting down; resume with after_seq = the last seq received") from None
+    except ServerError as exc:
+        raise from_server_error(exc) from None
 
 
 class Undecodable:

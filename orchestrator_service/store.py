@@ -63,7 +63,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from . import leases, rules, wire
-from .definitions import JobDefinition
+from .definitions import JobDefinition, Violation, clip
 from .leases import Claimed, LeaseBook, Renewal
 from .model import (
     AttemptRecord,
@@ -74,6 +74,7 @@ from .model import (
     StepCounts,
     StepState,
 )
+from .problems import Code, ServerError
 from .rules import Decision, JobTransition, StepTransition
 from .statuses import ChildStatus, FailureReason, JobStatus, LogStream, StepStatus
 from .step_types.base import Document, DocumentPut
@@ -191,8 +192,10 @@ class RequestKey:
     digest: str
 
 
-class RequestConflict(Exception):
+class RequestConflict(ServerError):
     """A request id already used, within a day, for another request."""
+
+    code = Code.ALREADY_EXISTS
 
     def __init__(self, job_id: str) -> None:
         super().__init__(f"this request_id was already used for a different request: job "
@@ -200,34 +203,57 @@ class RequestConflict(Exception):
         self.job_id = job_id
 
 
-class JobStillRunning(Exception):
+class JobStillRunning(ServerError):
     """DeleteJob on a job that is not terminal yet."""
+
+    code = Code.FAILED_PRECONDITION
 
     def __init__(self, job_id: str, status: JobStatus) -> None:
         super().__init__(f"job {job_id} is {status.name}: only a finished job can be deleted "
                          "(cancel it first)")
 
 
-class JobNotFound(LookupError):
-    pass
+class JobNotFound(ServerError, LookupError):
+    code = Code.NOT_FOUND
+
+    def public_message(self) -> str:
+        return f"job {clip(repr(self.args[0]))} not found"
 
 
-class StepNotFound(LookupError):
+class StepNotFound(ServerError, LookupError):
+    code = Code.NOT_FOUND
+
     def __init__(self, job_id: str, ref: str) -> None:
         super().__init__(f"job {job_id} has no step {ref!r}")
         self.job_id, self.ref = job_id, ref
 
+    def public_message(self) -> str:
+        return f"job {self.job_id} has no step {clip(repr(self.ref))}"
 
-class AmbiguousId(ValueError):
+
+class AmbiguousId(ServerError, ValueError):
     """An id prefix that matches more than one thing."""
+
+    code = Code.INVALID_ARGUMENT
+
+    def public_message(self) -> str:
+        return f"job_id: {clip(str(self), 300)}"
+
+    def field_violations(self) -> Sequence[Violation]:
+        return [Violation("job_id", clip(str(self), 300))]
 
 
 class StaleWrite(Exception):
     """A write for an attempt that is not the step's current one, or to a terminal step or job."""
 
 
-class LeaseLost(StaleWrite):
+class LeaseLost(StaleWrite, ServerError):
     """This process no longer holds the job's lease: another replica runs it now."""
+
+    code = Code.UNAVAILABLE  # the job changed hands mid-command: the new owner will answer
+
+    def public_message(self) -> str:
+        return f"{self}; try again"
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,8 +286,10 @@ class _StorageFault(Exception):
         self.reason = reason
 
 
-class StoreUnavailable(Exception):
+class StoreUnavailable(ServerError):
     """The store kept failing after retries; ``reason`` is the database's own word."""
+
+    code = Code.UNAVAILABLE
 
     def __init__(self, reason: str) -> None:
         super().__init__(f"storage unavailable: {reason}")

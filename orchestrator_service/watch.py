@@ -15,12 +15,15 @@ from dataclasses import dataclass
 
 from .broker import Broker, BrokerClosed, Deleted, More, Overflowed
 from .model import Event, JobState
+from .problems import Code, ServerError
 from .store import LogChunk, Store
 
 PAGE = 500
 
 
-class AfterSeqOutOfRange(Exception):
+class AfterSeqOutOfRange(ServerError):
+    code = Code.OUT_OF_RANGE
+
     def __init__(self, after_seq: int, head_seq: int) -> None:
         super().__init__(f"after_seq {after_seq} is past the job's head seq {head_seq}")
         self.after_seq = after_seq
@@ -123,8 +126,10 @@ async def follow_jobs(store: Store, broker: Broker, limit: int, heartbeat_s: flo
                 yield ev.job
 
 
-class LogOutOfRange(Exception):
+class LogOutOfRange(ServerError):
     """after_offset past the head, or before what retention kept ("log compacted")."""
+
+    code = Code.OUT_OF_RANGE
 
 
 async def follow_logs(store: Store, broker: Broker, step_id: str, attempt: int, child: int | None,
