@@ -7,7 +7,6 @@ An event's ``change`` is one of these, whole: a StepState or a job header
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 from .statuses import FailureReason, JobStatus, StepStatus
 
@@ -123,71 +122,3 @@ class Event:
     def ends_job(self) -> bool:
         """True for the job's terminal header event: the last event of its log."""
         return self.job is not None and self.job.status.terminal
-
-
-def to_json(value: StepState | JobState) -> dict[str, Any]:
-    """The value as plain JSON types; field by field (``asdict`` deep-copies, 10x slower)."""
-    if isinstance(value, StepState):
-        return _step_json(value)
-    return {
-        "job_id": value.job_id, "definition_name": value.definition_name,
-        "description": value.description, "on_step_failure": value.on_step_failure,
-        "status": int(value.status), "created_at": value.created_at, "head_seq": value.head_seq,
-        "failure": _failure_json(value.failure),
-        "step_counts": _counts_json(value.step_counts),
-        "started_at": value.started_at, "finished_at": value.finished_at,
-        "steps": [_step_json(s) for s in value.steps], "rerun_of": value.rerun_of,
-    }
-
-
-def _step_json(s: StepState) -> dict[str, Any]:
-    return {
-        "step_id": s.step_id, "job_id": s.job_id, "index": s.index, "name": s.name,
-        "type": s.type, "depends_on": list(s.depends_on), "status": int(s.status),
-        "max_attempts": s.max_attempts, "max_child_failures": s.max_child_failures,
-        "timeout_seconds": s.timeout_seconds, "created_at": s.created_at,
-        "failure": _failure_json(s.failure), "tolerated": s.tolerated,
-        "children": _counts_json(s.children), "document_count": s.document_count,
-        "attempt": s.attempt, "started_at": s.started_at, "finished_at": s.finished_at,
-        "previous_attempt_failure": _failure_json(s.previous_attempt_failure),
-        "carried_from": s.carried_from,
-        "attempts": [{"attempt": a.attempt, "status": int(a.status), "started_at": a.started_at,
-                      "finished_at": a.finished_at, "failure": _failure_json(a.failure)}
-                     for a in s.attempts],
-    }
-
-
-def _failure_json(f: Failure | None) -> dict[str, Any] | None:
-    return None if f is None else {"reason": int(f.reason), "message": f.message}
-
-
-def _counts_json(c: ChildCounts | StepCounts) -> dict[str, int]:
-    return dict(c.__dict__)
-
-
-def _failure(d: dict[str, Any] | None) -> Failure | None:
-    return None if d is None else Failure(FailureReason(d["reason"]), d["message"])
-
-
-def step_from_json(d: dict[str, Any]) -> StepState:
-    return StepState(**{
-        **d,
-        "depends_on": tuple(d["depends_on"]),
-        "status": StepStatus(d["status"]),
-        "failure": _failure(d["failure"]),
-        "previous_attempt_failure": _failure(d["previous_attempt_failure"]),
-        "children": ChildCounts(**d["children"]),
-        "attempts": tuple(AttemptRecord(a["attempt"], StepStatus(a["status"]), a["started_at"],
-                                        a["finished_at"], _failure(a["failure"]))
-                          for a in d.get("attempts", ())),
-    })
-
-
-def job_from_json(d: dict[str, Any]) -> JobState:
-    return JobState(**{
-        **d,
-        "status": JobStatus(d["status"]),
-        "failure": _failure(d["failure"]),
-        "step_counts": StepCounts(**d["step_counts"]),
-        "steps": tuple(step_from_json(s) for s in d["steps"]),
-    })
