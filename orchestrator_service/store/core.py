@@ -37,413 +37,111 @@ import os
 import secrets
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from types import SimpleNamespace
+from dataclasses import replace
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import (
     Connection,
-    Engine,
     Row,
-    Table,
-    bindparam,
-    create_engine,
-    event,
-    func,
     insert,
     literal,
-    literal_column,
     select,
-    text,
     update,
 )
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from . import leases, rules, wire
-from .definitions import JobDefinition, Violation, clip
-from .leases import Claimed, LeaseBook, Renewal
-from .model import (
-    AttemptRecord,
+from .. import leases
+from ..definitions import JobDefinition
+from ..leases import Claimed, LeaseBook, Renewal
+from ..model import (
     ChildCounts,
     Event,
-    Failure,
     JobState,
-    StepCounts,
     StepState,
 )
-from .problems import Code, ServerError
-from .rules import Decision, JobTransition, StepTransition
-from .statuses import ChildStatus, FailureReason, JobStatus, LogStream, StepStatus
-from .step_types.base import Document, DocumentPut
-from .tables import (
-    ChildRow,
-    DocumentRow,
-    EventRow,
-    JobRow,
-    LogChunkRow,
-    LogHeadRow,
-    MetaRow,
-    StepRow,
-    WriteReceiptRow,
+from ..rules import Decision
+from ..statuses import ChildStatus, JobStatus, LogStream, StepStatus
+from ..step_types.base import Document
+from .changes import _append_logs, _apply_progress, _delete_jobs, _fence, _transition
+from .connect import PG_WRITERS, _is_memory, make_engine
+from .errors import (
+    AmbiguousId,
+    JobNotFound,
+    JobStillRunning,
+    LeaseLost,
+    Receipt,
+    RequestConflict,
+    StaleWrite,
+    StepNotFound,
+    StoreUnavailable,
+    _Committed,
+    _storage_fault,
+    _StorageFault,
+    storage_reason,
+)
+from .eventlog import _Log
+from .rows import (
+    _CHILD_COUNT_COLUMNS,
+    _INSERT_CHILDREN,
+    _JOB_OF_STEP,
+    _LOCK_JOB,
+    _NOTIFY,
+    _PROBE_WRITE,
+    _RECEIPT,
+    _SET_STEP_COUNTS,
+    _STEP,
+    HEX,
+    LH,
+    MIN_PREFIX,
+    REQUEST_ID_TTL_US,
+    C,
+    D,
+    J,
+    L,
+    M,
+    R,
+    S,
+    _attempt_logs,
+    _child_record,
+    _header,
+    _params,
+    _read_events,
+    _step_from_values,
+    _step_state,
+    _step_values,
+)
+from .values import (
+    ChildRecord,
+    LogChunk,
+    LogLine,
+    LogPage,
+    ProgressBatch,
+    Recover,
+    RequestKey,
+    Rerun,
+    StepWrite,
+    new_id,
+    now_us,
 )
 
-__all__ = [
-    "JobNotFound", "LeaseLost", "ProgressBatch", "RequestConflict", "RequestKey", "StaleWrite",
-    "StepWrite", "Store", "StoreUnavailable",
-    "new_id", "now_us", "storage_reason",
-]
-
 log = logging.getLogger(__name__)
+
+
 T = TypeVar("T")
+
+
 Listener = Callable[[list[Event]], None]
-IN_CHUNK = 500  # bound for IN (...) lists
-NOTIFY_CHANNEL = "stepwatch"  # pg_notify channel: "there is more" for other replicas
-PG_WRITERS = 4  # write threads (connections) on PostgreSQL; SQLite has one writer
+
+
 FAST_TRIES = 3  # a command's write (SubmitJob, CancelJob) tries this often, then answers UNAVAILABLE
+
+
 MAX_BACKOFF_S = 2.0  # a running job's write retries at least this often while storage is down
 
-J = cast(Table, JobRow.__table__)
-S = cast(Table, StepRow.__table__)
-C = cast(Table, ChildRow.__table__)
-D = cast(Table, DocumentRow.__table__)
-E = cast(Table, EventRow.__table__)
-M = cast(Table, MetaRow.__table__)
-L = cast(Table, LogChunkRow.__table__)
-LH = cast(Table, LogHeadRow.__table__)
-R = cast(Table, WriteReceiptRow.__table__)
+
 RECEIPT_TTL_US = 3600 * 1_000_000  # a write's receipt outlives any retry of it by far
-REQUEST_ID_TTL_US = 24 * 3600 * 1_000_000  # a SubmitJob request_id names one job for a day
-MIN_PREFIX = 8  # characters of an id that may stand for the whole id
-HEX = frozenset("0123456789abcdef")
-
-_COUNT_COLUMN = {
-    StepStatus.PENDING: "steps_pending", StepStatus.RUNNING: "steps_running",
-    StepStatus.COMPLETED: "steps_completed", StepStatus.FAILED: "steps_failed",
-    StepStatus.SKIPPED: "steps_skipped", StepStatus.CANCELLED: "steps_cancelled",
-}
-_UNFINISHED_CHILD = (int(ChildStatus.PENDING), int(ChildStatus.RUNNING))
-_CHILD_COUNT_COLUMNS = ("children_total", "children_pending", "children_running",
-                        "children_completed", "children_failed", "children_cancelled")
-_STEP_STATUS_COLUMNS = ("status", "attempt", "tolerated", "failure_reason", "failure_message",
-                        "previous_failure_reason", "previous_failure_message", "started_at",
-                        "finished_at", "document_count", "attempts", *_CHILD_COUNT_COLUMNS)
-_JOB_COUNT_COLUMNS = ("head_seq", *_COUNT_COLUMN.values())
-_JOB_STATUS_COLUMNS = ("status", "failure_reason", "failure_message", "started_at", "finished_at")
-
-
-def _set(table: Table, key: str, columns: Sequence[str]) -> Any:
-    """UPDATE table SET col = :v_col ... WHERE key = :k (bind names may not equal column names)."""
-    return update(table).where(table.c[key] == bindparam("k")).values(
-        {col: bindparam(f"v_{col}") for col in columns})
-
-
-def _params(key: str, values: Mapping[str, Any], columns: Sequence[str]) -> dict[str, Any]:
-    return {"k": key, **{f"v_{col}": values[col] for col in columns}}
-
-
-# Hot-path statements are built once: building a Core statement costs more than running it.
-_LOCK_JOB = select(J).where(J.c.job_id == bindparam("k")).with_for_update()
-_NOTIFY = select(func.pg_notify(NOTIFY_CHANNEL, bindparam("p")))
-_STEP = select(S).where(S.c.step_id == bindparam("k"))
-_JOB_OF_STEP = select(S.c.job_id).where(S.c.step_id == bindparam("k"))
-_SET_STEP_STATUS = _set(S, "step_id", _STEP_STATUS_COLUMNS)
-_SET_STEP_COUNTS = _set(S, "step_id", ("document_count", *_CHILD_COUNT_COLUMNS))
-_SET_JOB_COUNTS = _set(J, "job_id", _JOB_COUNT_COLUMNS)
-_SET_JOB_STATUS = _set(J, "job_id", (*_JOB_COUNT_COLUMNS, *_JOB_STATUS_COLUMNS))
-_INSERT_EVENTS = insert(E)
-_INSERT_CHILDREN = insert(C)
-# Only an unfinished child moves (a terminal child row never changes); SQLite's path, as
-# _PG_CHILD_STARTS/_ENDS are PostgreSQL's.
-_THE_CHILD = (C.c.step_id == bindparam("b_step"), C.c.attempt == bindparam("b_attempt"),
-              C.c.idx == bindparam("b_idx"),
-              # Literal values: an expanding IN parameter does not work in an executemany.
-              C.c.status.in_([literal_column(str(v)) for v in _UNFINISHED_CHILD]))
-_CHILD_STARTS = update(C).where(*_THE_CHILD).values(status=bindparam("b_status"),
-                                                    started_at=bindparam("b_at"))
-_CHILD_ENDS = update(C).where(*_THE_CHILD).values(
-    status=bindparam("b_status"), error=bindparam("b_error"), error_reason=bindparam("b_reason"),
-    finished_at=bindparam("b_at"), output_bytes=bindparam("b_bytes"), result=bindparam("b_result"))
-_CLOSE_OUT = (update(C).where(C.c.step_id == bindparam("k"), C.c.attempt == bindparam("b_attempt"),
-                              C.c.status.in_(_UNFINISHED_CHILD))
-              .values(status=int(ChildStatus.CANCELLED), finished_at=bindparam("b_at")))
-_LOG_HEAD = select(LH.c.head).where(LH.c.step_id == bindparam("k"), LH.c.attempt == bindparam("b_attempt"))
-_NEW_LOG_HEAD = insert(LH)
-_SET_LOG_HEAD = (update(LH).where(LH.c.step_id == bindparam("k"), LH.c.attempt == bindparam("b_attempt"))
-                 .values(head=bindparam("b_head")))
-_INSERT_CHUNKS = insert(L)
-_RECEIPT = select(R.c.job_id, R.c.first_seq, R.c.last_seq).where(R.c.write_id == bindparam("k"))
-_INSERT_RECEIPT = insert(R)
-# Both databases speak this upsert: one row, rewritten by every probe.
-_PROBE_WRITE = text("INSERT INTO meta (key, value) VALUES ('health_probe', :v) "
-                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value")
-_CHILD_COUNTS = (select(C.c.status, func.count())
-                 .where(C.c.step_id == bindparam("k"), C.c.attempt == bindparam("b_attempt"))
-                 .group_by(C.c.status))
-
-
-@dataclass(frozen=True)
-class RequestKey:
-    """A request id as stored: ``key`` scopes it to its caller, ``digest`` is what it asked."""
-
-    key: str
-    digest: str
-
-
-class RequestConflict(ServerError):
-    """A request id already used, within a day, for another request."""
-
-    code = Code.ALREADY_EXISTS
-
-    def __init__(self, job_id: str) -> None:
-        super().__init__(f"this request_id was already used for a different request: job "
-                         f"{job_id}; use a new request_id for a new request")
-        self.job_id = job_id
-
-
-class JobStillRunning(ServerError):
-    """DeleteJob on a job that is not terminal yet."""
-
-    code = Code.FAILED_PRECONDITION
-
-    def __init__(self, job_id: str, status: JobStatus) -> None:
-        super().__init__(f"job {job_id} is {status.name}: only a finished job can be deleted "
-                         "(cancel it first)")
-
-
-class JobNotFound(ServerError, LookupError):
-    code = Code.NOT_FOUND
-
-    def public_message(self) -> str:
-        return f"job {clip(repr(self.args[0]))} not found"
-
-
-class StepNotFound(ServerError, LookupError):
-    code = Code.NOT_FOUND
-
-    def __init__(self, job_id: str, ref: str) -> None:
-        super().__init__(f"job {job_id} has no step {ref!r}")
-        self.job_id, self.ref = job_id, ref
-
-    def public_message(self) -> str:
-        return f"job {self.job_id} has no step {clip(repr(self.ref))}"
-
-
-class AmbiguousId(ServerError, ValueError):
-    """An id prefix that matches more than one thing."""
-
-    code = Code.INVALID_ARGUMENT
-
-    def public_message(self) -> str:
-        return f"job_id: {clip(str(self), 300)}"
-
-    def field_violations(self) -> Sequence[Violation]:
-        return [Violation("job_id", clip(str(self), 300))]
-
-
-class StaleWrite(Exception):
-    """A write for an attempt that is not the step's current one, or to a terminal step or job."""
-
-
-class LeaseLost(StaleWrite, ServerError):
-    """This process no longer holds the job's lease: another replica runs it now."""
-
-    code = Code.UNAVAILABLE  # the job changed hands mid-command: the new owner will answer
-
-    def public_message(self) -> str:
-        return f"{self}; try again"
-
-
-@dataclass(frozen=True, slots=True)
-class Receipt:
-    """A committed write: its job and the events it appended (first > last: none)."""
-
-    job_id: str
-    first_seq: int
-    last_seq: int
-
-
-class _Committed(Exception):
-    """A retried write found its own receipt: its first try committed (only the reply was
-    lost). Raised inside the retry's transaction, which is then rolled back."""
-
-    def __init__(self, receipt: Receipt) -> None:
-        super().__init__(f"write already committed ({receipt})")
-        self.receipt = receipt
-
-
-#: Re-reads a committed write's result (and the logs it may have grown) from the database.
-Recover = Callable[[Connection, Receipt], tuple[Any, set[tuple[str, int]]]]
-
-
-class _StorageFault(Exception):
-    """One try of a write failed for a storage reason (disk full, read-only, I/O, connection)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class StoreUnavailable(ServerError):
-    """The store kept failing after retries; ``reason`` is the database's own word."""
-
-    code = Code.UNAVAILABLE
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(f"storage unavailable: {reason}")
-        self.reason = reason
-
-
-def now_us() -> int:
-    return time.time_ns() // 1000
-
-
-def new_id() -> str:
-    return uuid.uuid4().hex
-
-
-@dataclass(frozen=True, slots=True)
-class ChildChange:
-    """A child's new status; a finished one also carries its error, output size and result."""
-
-    index: int
-    status: ChildStatus
-    at: int
-    error: str | None = None
-    output_bytes: int = 0
-    result: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class LogLine:
-    """Output of a child (or of the step's init: child None), whole lines of one stream."""
-
-    child: int | None
-    stream: int
-    text: str
-    at: int
-
-
-@dataclass(frozen=True, slots=True)
-class Rerun:
-    """A rerun's origin and the original's steps it carries over (by name)."""
-
-    original: str
-    carried: Mapping[str, StepState]
-
-
-@dataclass(frozen=True, slots=True)
-class ChildRecord:
-    """A child row as readers see it; ``phase`` is its part of a failed-first listing."""
-
-    index: int
-    key: str
-    status: ChildStatus
-    error: str | None
-    error_reason: int | None
-    attempt: int
-    started_at: int | None
-    finished_at: int | None
-    output_bytes: int
-    result: str | None
-    phase: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class LogChunk:
-    offset: int
-    child: int | None
-    stream: LogStream
-    text: str
-    at: int
-
-
-@dataclass(frozen=True, slots=True)
-class LogPage:
-    """Chunks read with the attempt's head offset, the first offset kept, and whether it ended."""
-
-    head: int
-    first_kept: int
-    ended: bool
-    chunks: list[LogChunk]
-
-
-@dataclass(frozen=True, slots=True)
-class ProgressBatch:
-    """Child transitions of one step attempt since the last write, with the counts after them."""
-
-    step_id: str
-    attempt: int
-    children: list[ChildChange]
-    documents: list[DocumentPut]
-    counts: ChildCounts
-    document_delta: int
-    logs: list[LogLine] = field(default_factory=list)
-
-    @property
-    def empty(self) -> bool:
-        return not (self.children or self.documents or self.document_delta or self.logs)
-
-
-@dataclass(frozen=True, slots=True)
-class StepWrite:
-    """One step's transition, fenced by the attempt it belongs to (0: not started yet).
-
-    ``decide`` gets the step as stored, under the job's lock, and returns its new
-    status (a rule). ``progress`` is the attempt's last child changes, committed
-    with the transition.
-    """
-
-    step_id: str
-    attempt: int
-    decide: Callable[[StepState], StepTransition]
-    progress: ProgressBatch | None = None
-
-
-def make_engine(url: str, lease_s: float = 10.0) -> Engine:
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-            # The driver's own transaction handling starts a transaction only at the first
-            # write, so two SELECTs meant as one read would see two snapshots: take
-            # transactions over and begin them ourselves (SQLAlchemy's documented recipe).
-            dbapi_conn.isolation_level = None
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.close()
-
-        @event.listens_for(engine, "begin")
-        def _begin(conn: Connection) -> None:
-            conn.exec_driver_sql("BEGIN")
-
-        return engine
-    # Enough connections for every writer and reader thread and the lease thread at once.
-    # A database that does not answer is a fault within seconds, not a hang (renewals must
-    # fail in time for a replica to stop its commands before its leases expire).
-    return create_engine(url, pool_pre_ping=True, pool_size=PG_WRITERS + 7, max_overflow=4,
-                         connect_args=pg_connect_args(lease_s) if url.startswith("postgresql")
-                         else {})
-
-
-def pg_connect_args(lease_s: float) -> dict[str, Any]:
-    """A connection whose peer went silent (packets dropped, sockets open) fails within a
-    fraction of a lease instead of hanging: TCP keepalives while it waits for a reply, and
-    tcp_user_timeout while what it sent is unacknowledged. (No statement_timeout: a big
-    write or a lock wait may rightly take longer; the lease watchdog is on the clock.)"""
-    return {"connect_timeout": max(2, min(5, int(lease_s / 2))),
-            "keepalives": 1, "keepalives_idle": max(1, int(lease_s * 0.2)),
-            "keepalives_interval": 1, "keepalives_count": 2,
-            "tcp_user_timeout": max(1000, int(lease_s * 400))}
-
-
-def _is_memory(url: str) -> bool:
-    return url.startswith("sqlite") and (":memory:" in url or url.rstrip("/") in ("sqlite:", "sqlite:/"))
 
 
 class Store:
@@ -499,7 +197,7 @@ class Store:
         return url.render_as_string(hide_password=True)
 
     def migrate(self) -> None:
-        from .migrations import upgrade_to_head
+        from ..migrations import upgrade_to_head
 
         upgrade_to_head(self.engine)
 
@@ -1373,396 +1071,3 @@ class Store:
             return list(c.execute(select(J.c.job_id).where(
                 J.c.status.in_([int(JobStatus.PENDING), int(JobStatus.RUNNING)]))
                 .order_by(J.c.id)).scalars())
-
-
-# -- the write path's pieces ---------------------------------------------------------
-
-
-def _delete_jobs(c: Connection, job_ids: list[str]) -> None:
-    """Every row of these jobs, children first (one transaction: all or nothing)."""
-    if not job_ids:
-        return
-    steps = list(c.execute(select(S.c.step_id).where(S.c.job_id.in_(job_ids))).scalars())
-    for chunk in (steps[i:i + 500] for i in range(0, len(steps), 500)):
-        for table in (L, LH, C):
-            c.execute(table.delete().where(table.c.step_id.in_(chunk)))
-    for table in (S, D, E, J):
-        c.execute(table.delete().where(table.c.job_id.in_(job_ids)))
-
-
-class _Log:
-    """The locked job row of one transaction: its header, counts and new events."""
-
-    def __init__(self, c: Connection, job: Row[Any], notify_as: str | None = None,
-                 write_id: str | None = None) -> None:
-        self.c = c
-        self.notify_as = notify_as  # with replicas: this incarnation, named in pg_notify
-        self.write_id = write_id  # committed with a receipt under this id (PostgreSQL)
-        self.job_id: str = job.job_id
-        self.values: dict[str, Any] = dict(job._mapping)
-        self.head = self.values["head_seq"]
-        self.first = self.head + 1
-        self.events: list[Event] = []
-        self.rows: list[dict[str, Any]] = []
-        self.status_dirty = False
-        self._header_due = False
-        self.log_keys: set[tuple[str, int]] = set()
-
-    def refuse_if_terminal(self) -> None:
-        status = JobStatus(self.values["status"])
-        if status.terminal:
-            raise StaleWrite(f"job {self.job_id} is {status.name}: nothing follows its terminal event")
-
-    def step(self, step: StepState) -> None:
-        self._append(step=step)
-
-    def step_moved(self, old: StepStatus, new: StepStatus) -> None:
-        """A step's status changed: move the job's counts; a header event follows its step's."""
-        if old != new:
-            for status, delta in ((old, -1), (new, +1)):
-                self.values[_COUNT_COLUMN[status]] += delta
-            self._header_due = True
-
-    def set_job(self, t: JobTransition) -> None:
-        rules.check_job_transition(JobStatus(self.values["status"]), t.status)
-        fields = {"status": int(t.status), "finished_at": t.finished_at,
-                  "failure_reason": None if t.failure is None else int(t.failure.reason),
-                  "failure_message": None if t.failure is None else t.failure.message}
-        if t.started_at is not None:
-            fields["started_at"] = t.started_at
-        self.values.update(fields)
-        self.status_dirty = True
-        self._header_due = True
-
-    def header(self) -> None:
-        self._append(header=True)
-
-    def state(self) -> JobState:
-        return _header(self.values)
-
-    def flush(self) -> list[Event]:
-        """Write the job row and the events; returns the events to publish after commit."""
-        if self._header_due:
-            self._append(header=True)
-        if self.rows:
-            self.c.execute(_INSERT_EVENTS, self.rows)
-        if self.status_dirty:
-            self.c.execute(_SET_JOB_STATUS, _params(self.job_id, self.values,
-                                                    (*_JOB_COUNT_COLUMNS, *_JOB_STATUS_COLUMNS)))
-        elif self.rows:
-            self.c.execute(_SET_JOB_COUNTS, _params(self.job_id, self.values, _JOB_COUNT_COLUMNS))
-        if self.notify_as is not None and (self.rows or self.log_keys):
-            self.c.execute(_NOTIFY, {"p": self.notice()})
-        if self.write_id is not None:
-            self.c.execute(_INSERT_RECEIPT, {"write_id": self.write_id, "job_id": self.job_id,
-                                             "first_seq": self.first, "last_seq": self.head,
-                                             "at": now_us()})
-        return self.events
-
-    def notice(self) -> str:
-        """What other replicas are told at commit: the job's new head (and whether its
-        header changed), and which logs grew; one line each."""
-        lines = []
-        if self.rows:
-            header = any(r["kind"] == "job" for r in self.rows)
-            lines.append(f"e {self.notify_as} {self.job_id} {self.head} {int(header)}")
-        lines += [f"l {self.notify_as} {step} {attempt}" for step, attempt in self.log_keys]
-        return "\n".join(lines)
-
-    def _append(self, *, step: StepState | None = None, header: bool = False) -> None:
-        if step is not None and self._header_due:
-            # Each step transition's header follows it, before the next step's event.
-            self._header_due = False
-            self._append(header=True)
-        self.head += 1
-        self.values["head_seq"] = self.head
-        now = now_us()
-        if header:
-            self._header_due = False
-            event = Event(self.job_id, self.head, now, job=_header(self.values))
-        else:
-            assert step is not None
-            event = Event(self.job_id, self.head, now, step=step)
-        # Encoded once, here: these bytes are what the log keeps and every watcher receives.
-        body = wire.encode(event)
-        self.rows.append({"job_id": self.job_id, "seq": self.head, "emitted_at": now,
-                          "kind": "job" if header else "step", "body": body})
-        self.events.append(replace(event, wire=body))
-
-
-def _fence(step: StepState, attempt: int) -> None:
-    if step.status.terminal:
-        raise StaleWrite(f"step {step.name!r} is {step.status.name}: refused a write for "
-                         f"attempt {attempt}")
-    if step.attempt != attempt:
-        raise StaleWrite(f"step {step.name!r} is at attempt {step.attempt}: refused a write for "
-                         f"attempt {attempt}")
-
-
-def _apply_progress(c: Connection, log_: _Log, step: StepState, p: ProgressBatch) -> StepState:
-    starts = [ch for ch in p.children if ch.status == ChildStatus.RUNNING]
-    ends = [ch for ch in p.children if ch.status != ChildStatus.RUNNING]
-    if c.dialect.name == "postgresql":
-        _move_children_pg(c, p.step_id, p.attempt, starts, ends)
-    else:
-        _move_children(c, p.step_id, p.attempt, starts, ends)
-    if p.logs:
-        _append_logs(c, log_, p.step_id, p.attempt, p.logs)
-    if p.documents:
-        _put_documents(c, step.job_id, p.documents)
-    step = replace(step, children=p.counts, document_count=step.document_count + p.document_delta)
-    c.execute(_SET_STEP_COUNTS, _params(step.step_id, _step_values(step),
-                                        ("document_count", *_CHILD_COUNT_COLUMNS)))
-    return step
-
-
-def _move_children(c: Connection, step_id: str, attempt: int, starts: list[ChildChange],
-                   ends: list[ChildChange]) -> None:
-    """SQLite: a batch of child moves as executemany (a statement per child is cheap there)."""
-    if starts:
-        c.execute(_CHILD_STARTS, [{"b_step": step_id, "b_attempt": attempt, "b_idx": ch.index,
-                                   "b_status": int(ch.status), "b_at": ch.at} for ch in starts])
-    if ends:  # after the starts: a child that started and ended in one batch ends ended
-        c.execute(_CHILD_ENDS, [
-            {"b_step": step_id, "b_attempt": attempt, "b_idx": ch.index,
-             "b_status": int(ch.status), "b_error": ch.error,
-             "b_reason": None if ch.error is None else int(FailureReason.EXECUTION_FAILED),
-             "b_at": ch.at, "b_bytes": ch.output_bytes, "b_result": ch.result} for ch in ends])
-
-
-def _move_children_pg(c: Connection, step_id: str, attempt: int, starts: list[ChildChange],
-                      ends: list[ChildChange]) -> None:
-    """PostgreSQL: a batch of child moves as one statement each (arrays, unnest), not a
-    statement per child: the database joins them on the unique (step_id, attempt, idx)."""
-    key = {"step": step_id, "attempt": attempt}
-    if starts:
-        c.execute(_PG_CHILD_STARTS, {**key, "idx": [ch.index for ch in starts],
-                                     "st": [int(ch.status) for ch in starts],
-                                     "at": [ch.at for ch in starts]})
-    if ends:  # after the starts: a child that started and ended in one batch ends ended
-        c.execute(_PG_CHILD_ENDS, {
-            **key, "idx": [ch.index for ch in ends], "st": [int(ch.status) for ch in ends],
-            "err": [ch.error for ch in ends],
-            "reason": [None if ch.error is None else int(FailureReason.EXECUTION_FAILED)
-                       for ch in ends],
-            "at": [ch.at for ch in ends], "bytes": [ch.output_bytes for ch in ends],
-            "res": [ch.result for ch in ends]})
-
-
-_PG_UNFINISHED = ", ".join(str(v) for v in _UNFINISHED_CHILD)
-_PG_CHILD_STARTS = text(
-    "UPDATE children SET status = d.st, started_at = d.at FROM unnest("
-    "CAST(:idx AS integer[]), CAST(:st AS integer[]), CAST(:at AS bigint[])) AS d(idx, st, at) "
-    "WHERE children.step_id = :step AND children.attempt = :attempt AND children.idx = d.idx "
-    f"AND children.status IN ({_PG_UNFINISHED})")
-_PG_CHILD_ENDS = text(
-    "UPDATE children SET status = d.st, error = d.err, error_reason = d.reason, "
-    "finished_at = d.at, output_bytes = d.bytes, result = d.res FROM unnest("
-    "CAST(:idx AS integer[]), CAST(:st AS integer[]), CAST(:err AS text[]), "
-    "CAST(:reason AS integer[]), CAST(:at AS bigint[]), CAST(:bytes AS bigint[]), "
-    "CAST(:res AS text[])) AS d(idx, st, err, reason, at, bytes, res) "
-    "WHERE children.step_id = :step AND children.attempt = :attempt AND children.idx = d.idx "
-    f"AND children.status IN ({_PG_UNFINISHED})")
-
-
-def _transition(c: Connection, log_: _Log, step: StepState, t: StepTransition) -> StepState:
-    """Write one step's new status; close out its attempt's children when the attempt ends."""
-    rules.check_step_transition(step.status, t.status)
-    counts, docs = step.children, step.document_count
-    attempt_ends = step.status == StepStatus.RUNNING and (t.status.terminal or t.attempt != step.attempt)
-    if attempt_ends and step.attempt > 0:
-        counts = _close_out_children(c, step.step_id, step.attempt, t.finished_at or now_us())
-        log_.log_keys.add((step.step_id, step.attempt))  # its log followers: the attempt ended
-        if t.attempt != step.attempt:
-            # A new attempt: first the old attempt's final counts, then the new one from zero.
-            log_.step(replace(step, children=counts))
-            counts, docs = ChildCounts(), 0
-    if t.status.terminal:  # followers of its log, even of an attempt that never started
-        log_.log_keys.add((step.step_id, max(step.attempt, 1)))
-    new = replace(step, status=t.status, attempt=t.attempt, failure=t.failure,
-                  previous_attempt_failure=t.previous_attempt_failure, tolerated=t.tolerated,
-                  started_at=t.started_at, finished_at=t.finished_at, children=counts,
-                  document_count=docs, attempts=t.attempts)
-    c.execute(_SET_STEP_STATUS, _params(new.step_id, _step_values(new), _STEP_STATUS_COLUMNS))
-    log_.step(new)
-    log_.step_moved(step.status, t.status)
-    return new
-
-
-def _append_logs(c: Connection, log_: _Log, step_id: str, attempt: int,
-                 lines: Sequence[LogLine]) -> None:
-    """Number an attempt's new output after its head (under the job's lock) and store it."""
-    head = c.execute(_LOG_HEAD, {"k": step_id, "b_attempt": attempt}).scalar()
-    if head is None:
-        c.execute(_NEW_LOG_HEAD, {"step_id": step_id, "attempt": attempt, "head": 0, "first_kept": 1})
-        head = 0
-    if not lines:
-        return
-    c.execute(_INSERT_CHUNKS, [
-        {"step_id": step_id, "attempt": attempt, "offset": head + n, "child_idx": line.child,
-         "stream": line.stream, "text": line.text, "at": line.at}
-        for n, line in enumerate(lines, 1)])
-    c.execute(_SET_LOG_HEAD, {"k": step_id, "b_attempt": attempt, "b_head": head + len(lines)})
-    log_.log_keys.add((step_id, attempt))
-
-
-def _close_out_children(c: Connection, step_id: str, attempt: int, at: int) -> ChildCounts:
-    """Children still PENDING or RUNNING when their attempt ends are CANCELLED; recount them."""
-    c.execute(_CLOSE_OUT, {"k": step_id, "b_attempt": attempt, "b_at": at})
-    return child_counts(c, step_id, attempt)
-
-
-def child_counts(c: Connection, step_id: str, attempt: int) -> ChildCounts:
-    """The counts of an attempt's child rows, by status (the truth the step's counts mirror)."""
-    by: dict[int, int] = dict(c.execute(_CHILD_COUNTS, {"k": step_id, "b_attempt": attempt}).all())
-    n = {s: int(by.get(int(s), 0)) for s in ChildStatus}
-    return ChildCounts(total=sum(n.values()), pending=n[ChildStatus.PENDING],
-                       running=n[ChildStatus.RUNNING], completed=n[ChildStatus.COMPLETED],
-                       failed=n[ChildStatus.FAILED], cancelled=n[ChildStatus.CANCELLED])
-
-
-def _attempt_logs(steps: Iterable[StepState]) -> set[tuple[str, int]]:
-    """Every step's current attempt log: its followers re-read (an attempt may have ended)."""
-    return {(s.step_id, max(s.attempt, 1)) for s in steps}
-
-
-def _step_values(s: StepState) -> dict[str, Any]:
-    """A step's status columns, as stored."""
-    c = s.children
-    return {
-        "status": int(s.status), "attempt": s.attempt, "tolerated": s.tolerated,
-        "failure_reason": None if s.failure is None else int(s.failure.reason),
-        "failure_message": None if s.failure is None else s.failure.message,
-        "previous_failure_reason": (None if s.previous_attempt_failure is None
-                                    else int(s.previous_attempt_failure.reason)),
-        "previous_failure_message": (None if s.previous_attempt_failure is None
-                                     else s.previous_attempt_failure.message),
-        "started_at": s.started_at, "finished_at": s.finished_at,
-        "document_count": s.document_count, "attempts": _attempts_json(s.attempts),
-        "children_total": c.total,
-        "children_pending": c.pending, "children_running": c.running,
-        "children_completed": c.completed, "children_failed": c.failed,
-        "children_cancelled": c.cancelled,
-    }
-
-
-def _put_documents(c: Connection, job_id: str, puts: Iterable[DocumentPut]) -> None:
-    merged: dict[str, DocumentPut] = {}
-    for p in puts:
-        old = merged.get(p.path)
-        merged[p.path] = p if old is None else DocumentPut(
-            p.path, old.tags + tuple(t for t in p.tags if t not in old.tags),
-            {**old.attrs, **p.attrs})
-    paths = list(merged)
-    existing: dict[str, Any] = {}
-    for i in range(0, len(paths), IN_CHUNK):
-        for row in c.execute(select(D.c.id, D.c.path, D.c.tags, D.c.attrs).where(
-                D.c.job_id == job_id, D.c.path.in_(paths[i:i + IN_CHUNK]))):
-            existing[row.path] = row
-    new_rows: list[dict[str, Any]] = []
-    changed: list[dict[str, Any]] = []
-    for path, put in merged.items():
-        found = existing.get(path)
-        if found is None:
-            new_rows.append({"job_id": job_id, "path": path, "tags": json.dumps(list(put.tags)),
-                             "attrs": json.dumps(dict(put.attrs))})
-            continue
-        tags = json.loads(found.tags)
-        changed.append({"b_id": found.id, "b_tags": json.dumps(tags + [t for t in put.tags
-                                                                      if t not in tags]),
-                        "b_attrs": json.dumps({**json.loads(found.attrs), **put.attrs})})
-    if new_rows:
-        c.execute(insert(D), new_rows)
-    if changed:
-        c.execute(update(D).where(D.c.id == bindparam("b_id"))
-                  .values(tags=bindparam("b_tags"), attrs=bindparam("b_attrs")), changed)
-
-
-def _read_events(c: Connection, job_id: str, after_seq: int, limit: int,
-                 decoded: bool = True) -> list[Event]:
-    """A page of the log. ``decoded=False`` is for senders: a step event keeps only its bytes
-    (seq and time beside them); a job event is decoded (whether it ends the job matters)."""
-    rows = c.execute(select(E.c.seq, E.c.emitted_at, E.c.kind, E.c.body)
-                     .where(E.c.job_id == job_id, E.c.seq > after_seq)
-                     .order_by(E.c.seq).limit(limit))
-    if decoded:
-        return [wire.decode(r.body) for r in rows]
-    return [Event(job_id, r.seq, r.emitted_at, wire=r.body) if r.kind == "step"
-            else wire.decode(r.body) for r in rows]
-
-
-def _child_record(r: Any, phase: int) -> ChildRecord:
-    return ChildRecord(r.idx, r.key, ChildStatus(r.status), r.error, r.error_reason, r.attempt,
-                       r.started_at, r.finished_at, r.output_bytes or 0, r.result, phase)
-
-
-def _failure(reason: int | None, message: str | None) -> Failure | None:
-    return None if reason is None else Failure(FailureReason(reason), message or "")
-
-
-def _step_state(r: Any) -> StepState:
-    return StepState(
-        step_id=r.step_id, job_id=r.job_id, index=r.idx, name=r.name, type=r.type,
-        depends_on=tuple(json.loads(r.depends_on)), status=StepStatus(r.status),
-        max_attempts=r.max_attempts, max_child_failures=r.max_child_failures,
-        timeout_seconds=r.timeout_seconds, created_at=r.created_at,
-        failure=_failure(r.failure_reason, r.failure_message), tolerated=bool(r.tolerated),
-        children=ChildCounts(r.children_total, r.children_pending, r.children_running,
-                             r.children_completed, r.children_failed, r.children_cancelled),
-        document_count=r.document_count, attempt=r.attempt, started_at=r.started_at,
-        finished_at=r.finished_at,
-        previous_attempt_failure=_failure(r.previous_failure_reason, r.previous_failure_message),
-        carried_from=getattr(r, "carried_from", None) or "",
-        attempts=_attempts_of(getattr(r, "attempts", None)),
-    )
-
-
-def _attempts_json(records: Sequence[AttemptRecord]) -> str:
-    return json.dumps([[a.attempt, int(a.status), a.started_at, a.finished_at,
-                        None if a.failure is None else int(a.failure.reason),
-                        None if a.failure is None else a.failure.message] for a in records])
-
-
-def _attempts_of(text: str | None) -> tuple[AttemptRecord, ...]:
-    return tuple(AttemptRecord(n, StepStatus(status), started, finished, _failure(reason, message))
-                 for n, status, started, finished, reason, message in json.loads(text or "[]"))
-
-
-def _step_from_values(values: Mapping[str, Any]) -> StepState:
-    return _step_state(SimpleNamespace(**values))
-
-
-def _header(j: Mapping[str, Any] | Row[Any]) -> JobState:
-    g = cast(Mapping[str, Any], j if isinstance(j, Mapping) else j._mapping)
-    return JobState(
-        job_id=g["job_id"], definition_name=g["definition_name"], description=g["description"],
-        on_step_failure=g["on_step_failure"], status=JobStatus(g["status"]),
-        created_at=g["created_at"], head_seq=g["head_seq"],
-        failure=_failure(g["failure_reason"], g["failure_message"]),
-        step_counts=StepCounts(
-            total=g["steps_total"], pending=g["steps_pending"], running=g["steps_running"],
-            completed=g["steps_completed"], failed=g["steps_failed"],
-            skipped=g["steps_skipped"], cancelled=g["steps_cancelled"]),
-        started_at=g["started_at"], finished_at=g["finished_at"], rerun_of=g.get("rerun_of") or "")
-
-
-STORAGE_FAULTS = ("locked", "busy", "disk i/o", "disk is full", "database or disk is full",
-                  "readonly database", "read-only", "unable to open database", "no such table",
-                  "connection", "server closed", "terminating", "could not serialize", "deadlock",
-                  "no space left")
-
-
-def _storage_fault(exc: DBAPIError) -> bool:
-    """A fault of the storage (worth waiting out), not a bad statement (a bug)."""
-    if exc.connection_invalidated:
-        return True
-    if not isinstance(exc, OperationalError):
-        return False
-    text = str(exc.orig).lower() if exc.orig is not None else str(exc).lower()
-    return any(w in text for w in STORAGE_FAULTS)
-
-
-def storage_reason(exc: BaseException) -> str:
-    """A storage error in one line: the driver's first line, without the statement."""
-    orig = getattr(exc, "orig", None)
-    return str(orig if orig is not None else exc).strip().splitlines()[0][:200]

@@ -1,0 +1,140 @@
+"""The values that cross the store's edge: what a write carries, what a read returns."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+)
+
+from ..model import (
+    ChildCounts,
+    StepState,
+)
+from ..rules import StepTransition
+from ..statuses import ChildStatus, LogStream
+from ..step_types.base import DocumentPut
+from .errors import Receipt
+
+
+@dataclass(frozen=True)
+class RequestKey:
+    """A request id as stored: ``key`` scopes it to its caller, ``digest`` is what it asked."""
+
+    key: str
+    digest: str
+
+
+#: Re-reads a committed write's result (and the logs it may have grown) from the database.
+Recover = Callable[[Connection, Receipt], tuple[Any, set[tuple[str, int]]]]
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True, slots=True)
+class ChildChange:
+    """A child's new status; a finished one also carries its error, output size and result."""
+
+    index: int
+    status: ChildStatus
+    at: int
+    error: str | None = None
+    output_bytes: int = 0
+    result: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    """Output of a child (or of the step's init: child None), whole lines of one stream."""
+
+    child: int | None
+    stream: int
+    text: str
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rerun:
+    """A rerun's origin and the original's steps it carries over (by name)."""
+
+    original: str
+    carried: Mapping[str, StepState]
+
+
+@dataclass(frozen=True, slots=True)
+class ChildRecord:
+    """A child row as readers see it; ``phase`` is its part of a failed-first listing."""
+
+    index: int
+    key: str
+    status: ChildStatus
+    error: str | None
+    error_reason: int | None
+    attempt: int
+    started_at: int | None
+    finished_at: int | None
+    output_bytes: int
+    result: str | None
+    phase: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LogChunk:
+    offset: int
+    child: int | None
+    stream: LogStream
+    text: str
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class LogPage:
+    """Chunks read with the attempt's head offset, the first offset kept, and whether it ended."""
+
+    head: int
+    first_kept: int
+    ended: bool
+    chunks: list[LogChunk]
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressBatch:
+    """Child transitions of one step attempt since the last write, with the counts after them."""
+
+    step_id: str
+    attempt: int
+    children: list[ChildChange]
+    documents: list[DocumentPut]
+    counts: ChildCounts
+    document_delta: int
+    logs: list[LogLine] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.children or self.documents or self.document_delta or self.logs)
+
+
+@dataclass(frozen=True, slots=True)
+class StepWrite:
+    """One step's transition, fenced by the attempt it belongs to (0: not started yet).
+
+    ``decide`` gets the step as stored, under the job's lock, and returns its new
+    status (a rule). ``progress`` is the attempt's last child changes, committed
+    with the transition.
+    """
+
+    step_id: str
+    attempt: int
+    decide: Callable[[StepState], StepTransition]
+    progress: ProgressBatch | None = None
