@@ -2,7 +2,7 @@
 going away, even on an idle server, and SERVING again within a second of its return.
 
 The store's availability moves with every write and lease sweep. This loop covers what
-they do not: while unavailable, it probes (a read and a tiny write) every second, so an
+they do not: while unavailable, it probes (a read and a tiny write) every half second, so an
 idle server notices the database is back; while available on a network database, it
 probes whenever nothing answered for a while, and a probe that hangs (a silent network)
 counts as a fault once it is late.
