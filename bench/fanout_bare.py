@@ -12,7 +12,7 @@ import time
 
 import grpc
 
-from orchestrator_service.wire import watch_response
+from orchestrator_service.codec import watch_response
 from stepwatch.v1 import orchestrator_pb2 as pb
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from orchestrator_service.broker import Broker
 from orchestrator_service.definitions import parse_definition
-from orchestrator_service.engine import Engine
+from orchestrator_service.engine import Engine, RunConfig
 from orchestrator_service.step_types import load_step_types
 from orchestrator_service.store import Store
 from tests.memory import peak_rss_growth
@@ -20,9 +20,9 @@ GB = 1_000_000_000
 
 async def _peak_growth(engine: Engine, toml: str) -> tuple[int, str]:
     with peak_rss_growth(0.01) as grew:
-        job = await engine.submit(parse_definition(toml, engine.step_types), toml)
+        job = await engine.submit(parse_definition(toml, engine.config.step_types), toml)
         await engine.wait(job.job_id)
-    done = await engine.store.get_job(job.job_id)
+    done = await engine.store.reads.get_job(job.job_id)
     return grew[0], f"{done.steps[-1].name} {done.steps[-1].status.name}"
 
 
@@ -34,8 +34,8 @@ async def main(size: int = GB) -> list[str]:
                         f"count={size // 1_000_000}", "status=none"], check=True)
         store = Store(f"sqlite:///{ws / 'm.db'}")
         store.migrate()
-        store.set_listener(Broker().publish)
-        engine = Engine(store, load_step_types(), ws)
+        store.listeners.events = Broker().publish
+        engine = Engine(store, load_step_types(), RunConfig(ws))
         try:
             stderr = (f'name = "loud"\n[steps.loud]\ntype = "shell"\ncommands = '
                       f'["head -c {size} /dev/zero | tr \\"\\\\\\\\0\\" x >&2; exit 1"]\n')

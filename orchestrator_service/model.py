@@ -115,7 +115,7 @@ class Event:
     emitted_at: int
     step: StepState | None = None
     job: JobState | None = None
-    #: The event as the contract's JobEvent bytes, made once at commit (wire.py).
+    #: The event as the contract's JobEvent bytes, made once at commit (codec.py).
     wire: bytes = field(default=b"", compare=False, repr=False)
 
     @property

@@ -1,10 +1,10 @@
 """Who may write a database: exactly one orchestrator process at a time.
 
-SQLite: an OS lock (``flock``) on ``<db file>.lock``, held for the process's
-life; the kernel drops it when the process dies, however it dies, so a
-crashed orchestrator never blocks its successor. PostgreSQL: any number of
-replicas share the database; each job is owned through its lease (leases.py,
-replicas.py), so there is nothing to hold for the whole database.
+What a process holds is its database dialect's choice (``store.dialect``): for SQLite an
+OS lock (``flock``) on ``<db file>.lock``, held for the process's life; the kernel drops it
+when the process dies, however it dies, so a crashed orchestrator never blocks its
+successor. PostgreSQL: any number of replicas share the database; each job is owned through
+its lease (leases.py, replicas.py), so there is nothing to hold for the whole database.
 """
 
 from __future__ import annotations
@@ -14,9 +14,7 @@ import fcntl
 import os
 from dataclasses import dataclass
 
-from sqlalchemy import make_url
-
-__all__ = ["AlreadyOwned", "Ownership", "acquire"]
+__all__ = ["LOCK_SUFFIX", "AlreadyOwned", "Ownership", "lock_file"]
 
 
 class AlreadyOwned(Exception):
@@ -41,25 +39,7 @@ class Ownership:
 LOCK_SUFFIX = ".lock"
 
 
-def sqlite_file(db_url: str) -> str | None:
-    """The absolute path of a SQLite database file; None for another database or memory."""
-    url = make_url(db_url)
-    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
-        return None
-    return os.path.abspath(url.database)
-
-
-def acquire(db_url: str) -> Ownership:
-    url = make_url(db_url)
-    if url.get_backend_name() == "sqlite":
-        path = sqlite_file(db_url)
-        return Ownership("an in-memory database") if path is None else _lock_file(path)
-    if url.get_backend_name() == "postgresql":
-        return Ownership("a shared PostgreSQL database (jobs owned through leases)")
-    return Ownership(f"a {url.get_backend_name()} database (not locked)")
-
-
-def _lock_file(db_path: str) -> Ownership:
+def lock_file(db_path: str) -> Ownership:
     lock_path = db_path + LOCK_SUFFIX
     # CLOEXEC: a command the orchestrator starts must not inherit (and keep) the lock.
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)

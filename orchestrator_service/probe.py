@@ -18,7 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from sqlalchemy.exc import DBAPIError
 
-from .store import Store
+from .store.health import Health
 
 __all__ = ["HealthProbe"]
 
@@ -29,8 +29,8 @@ LATE_S = 0.8  # a probe that has not answered by then: the database is unreachab
 
 
 class HealthProbe:
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self, health: Health) -> None:
+        self.health = health
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-probe")
         self._inflight: Future[None] | None = None
         self._started = 0.0
@@ -39,7 +39,7 @@ class HealthProbe:
         try:
             while True:
                 await asyncio.sleep(TICK_S)  # a polling period: the database tells us nothing
-                self.store.check_file()
+                self.health.check_file()
                 self.tick()
         finally:
             self._thread.shutdown(wait=False, cancel_futures=True)
@@ -48,18 +48,18 @@ class HealthProbe:
         now = time.monotonic()
         if self._inflight is not None:
             if not self._inflight.done():
-                if now - self._started > LATE_S and self.store.available:
-                    self.store.mark_unavailable(
+                if now - self._started > LATE_S and self.health.available:
+                    self.health.mark_unavailable(
                         f"the database did not answer a probe within {LATE_S:g} s")
                 return
             with contextlib.suppress(DBAPIError):
                 self._inflight.result()  # the store has noted the outcome already
             self._inflight = None
-        store = self.store
-        if store.available:
-            due = store.shared and now - store.last_contact > LATE_S
+        health = self.health
+        if health.available:
+            due = health.probe_when_quiet and now - health.last_contact > LATE_S
         else:
-            due = now - self._started >= PROBE_EVERY_S and store.probe_allowed
+            due = now - self._started >= PROBE_EVERY_S and health.probe_allowed
         if due:
             self._started = now
-            self._inflight = self._thread.submit(store.probe)
+            self._inflight = self._thread.submit(health.probe)

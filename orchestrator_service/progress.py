@@ -22,6 +22,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import replace
 
+from . import rules
 from .model import ChildCounts
 from .statuses import ChildStatus, LogStream
 from .step_types.base import DocumentPut
@@ -55,8 +56,11 @@ class InitOutput:
 
 class ProgressRecorder:
     def __init__(self, store: Store, step_id: str, attempt: int, total: int,
-                 interval: float, log_cap: int = DEFAULT_LOG_CAP) -> None:
+                 interval: float, log_cap: int = DEFAULT_LOG_CAP,
+                 max_failures: int = 0) -> None:
         self._store = store
+        #: The step's tolerance: more failed children than this end the attempt.
+        self.max_failures = max_failures
         self._step_id = step_id
         self._attempt = attempt
         self._interval = interval
@@ -74,6 +78,10 @@ class ProgressRecorder:
         self._task: asyncio.Task[None] | None = None
         self.errors: list[str] = []
 
+
+    def over_tolerance(self) -> bool:
+        """More children failed than the step tolerates: the attempt stops starting more."""
+        return rules.over_tolerance(self.counts.failed, self.max_failures)
     def start(self) -> None:
         self._task = asyncio.create_task(self._flush_loop(), name=f"progress-{self._step_id}")
 
@@ -165,7 +173,7 @@ class ProgressRecorder:
                 continue
             batch = self._take()
             try:
-                await self._store.record_progress(batch)
+                await self._store.writes.record_progress(batch)
             except StaleWrite:
                 return  # the attempt is over (decided elsewhere): nothing more to write
             except Exception:

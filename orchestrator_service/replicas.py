@@ -28,7 +28,16 @@ from sqlalchemy.exc import DBAPIError
 from .broker import Broker
 from .engine import Engine
 from .model import Event
-from .store import NOTIFY_CHANNEL, JobNotFound, Store, StoreUnavailable, pg_connect_args
+from .store import (
+    NOTIFY_CHANNEL,
+    JobNotFound,
+    Leased,
+    Store,
+    StoreUnavailable,
+    notices,
+    pg_connect_args,
+)
+from .store.dialect import PostgreSQL
 
 __all__ = ["Replicas"]
 
@@ -42,12 +51,12 @@ MAX_BACKOFF_S = 2.0
 
 
 class Replicas:
-    def __init__(self, store: Store, engine: Engine, broker: Broker, lease_s: float,
+    def __init__(self, store: Store, leased: Leased, engine: Engine, broker: Broker, lease_s: float,
                  on_deleted: Callable[[list[str]], None], successor: bool = False,
                  on_takeover: Callable[[], None] = lambda: None) -> None:
-        assert store.leases is not None
         self.store = store
-        self.book = store.leases
+        self.leased = leased
+        self.book = leased.book
         self.engine = engine
         self.broker = broker
         self.lease_s = lease_s
@@ -79,7 +88,7 @@ class Replicas:
 
     async def release(self) -> None:
         with contextlib.suppress(DBAPIError, OSError):
-            await self.store.release_leases()
+            await self.leased.release_leases()
 
     # -- leases ---------------------------------------------------------------
 
@@ -112,7 +121,7 @@ class Replicas:
 
     async def sweep(self, started: float | None = None) -> None:
         started = time.monotonic() if started is None else started
-        renewal = await self.store.renew_leases()
+        renewal = await self.leased.renew_leases()
         # Every lease held when the renewal began runs a lease past that moment (at least).
         self.book.renewed_at = max(self.book.renewed_at, started)
         for job_id in renewal.lost:
@@ -122,7 +131,7 @@ class Replicas:
         for job_id in renewal.cancel_requested:
             self.engine.carry_out_cancel(job_id)
         predecessor, self._successor = self._successor, False
-        for claimed in await self.store.claim_jobs(CLAIM_BATCH if not predecessor else 10_000,
+        for claimed in await self.leased.claim_jobs(CLAIM_BATCH if not predecessor else 10_000,
                                                    predecessor):
             log.warning("job %s: taken over (epoch %d)", claimed.job_id, claimed.epoch)
             if claimed.takeover:
@@ -143,8 +152,9 @@ class Replicas:
     async def _listen(self) -> None:
         import psycopg
 
-        url = self.store.engine.url.set(drivername="postgresql")
-        conninfo = url.render_as_string(hide_password=False)
+        dialect = self.store.dialect
+        assert isinstance(dialect, PostgreSQL)
+        conninfo = dialect.listener_conninfo
         pause = 0.1
         while True:
             try:
@@ -163,30 +173,28 @@ class Replicas:
             pause = min(MAX_BACKOFF_S, pause * 2)
 
     def handle(self, payload: str) -> None:
-        for line in payload.splitlines():
-            kind, owner, *rest = line.split(" ")
-            if kind == "c":
-                self.engine.carry_out_cancel(rest[0])
-            elif owner == self.book.owner:
+        for n in notices.decode(payload):
+            if isinstance(n, notices.CancelAsked):
+                self.engine.carry_out_cancel(n.job_id)
+            elif n.owner == self.book.owner:
                 continue  # our own commit: the broker has it already
-            elif kind == "e":
-                job_id, seq, header = rest
-                self.broker.poke(job_id, int(seq))
-                if header == "1" and self.broker.feed_watched:
-                    self._headers.add(job_id)
+            elif isinstance(n, notices.LogHead):
+                self.broker.poke(n.job_id, n.head)
+                if n.header and self.broker.feed_watched:
+                    self._headers.add(n.job_id)
                     if self._header_task is None or self._header_task.done():
                         self._header_task = asyncio.create_task(self._read_headers())
-            elif kind == "l":
-                self.broker.publish_logs({(rest[0], int(rest[1]))})
-            elif kind == "d":
-                self.on_deleted(rest)
+            elif isinstance(n, notices.LogGrew):
+                self.broker.publish_logs({(n.step_id, n.attempt)})
+            elif isinstance(n, notices.Deleted):
+                self.on_deleted(list(n.job_ids))
 
     async def _read_headers(self) -> None:
         """The feed (WatchJobs) carries headers: read the ones other replicas changed."""
         while self._headers:
             job_id = self._headers.pop()
             try:
-                job = await self.store.job_header(job_id)
+                job = await self.store.reads.job_header(job_id)
             except JobNotFound:
                 continue
             except StoreUnavailable:  # the feed re-reads the job list rather than miss one

@@ -9,20 +9,21 @@ the attempt it names, and refuses to move a terminal status.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from .model import AttemptRecord, Failure, JobState, StepState
-from .statuses import FailureReason, JobStatus, Policy, StepStatus
+from .statuses import ChildStatus, FailureReason, JobStatus, Policy, StepStatus
 
 __all__ = [
-    "Decision", "JobTransition", "StepTransition", "TerminalStatusError", "attempt_failed",
-    "attempt_records", "attempt_succeeded", "blocking_dependency", "cancel", "check_job_transition",
-    "check_step_transition", "child_failure_reason", "children_outcome", "cluster_failed",
-    "cluster_retry_delay", "conclude",
-    "dependency_skipped", "finish_job", "init_failed", "internal_error", "interrupted",
-    "interrupted_job", "over_tolerance", "ready", "rerun_carries", "start_attempt", "start_job",
-    "stop_job", "timed_out", "tolerated",
+    "Decision", "JobTransition", "NextActions", "StepTransition", "TerminalStatusError",
+    "attempt_failed", "attempt_records", "attempt_succeeded", "blocking_dependency", "cancel",
+    "carried_step", "check_job_transition", "check_step_transition", "child_ended_reason",
+    "child_failure_reason", "children_outcome", "close_out_child", "cluster_failed",
+    "cluster_retry_delay", "conclude", "dependency_skipped", "execution_failed", "finish_job",
+    "init_failed", "internal_error", "interrupted", "interrupted_job", "next_actions",
+    "over_tolerance", "ready", "rerun_carries", "start_attempt", "start_job", "stop_job",
+    "timed_out", "to_skip", "tolerated",
 ]
 
 
@@ -122,6 +123,11 @@ def init_failed(message: str) -> Failure:
     return Failure(FailureReason.INIT_FAILED, message or "step init failed")
 
 
+def execution_failed(message: str) -> Failure:
+    """The step's code said its attempt failed (StepFailed): its message, verbatim."""
+    return Failure(FailureReason.EXECUTION_FAILED, message or "the step failed")
+
+
 def cluster_failed(message: str) -> Failure:
     """The cluster running the children failed (scheduler gone, no workers): the attempt
     failed, for a reason outside the step; retried like any failed attempt, after a pause."""
@@ -141,6 +147,18 @@ def cluster_retry_delay(faults: int) -> float:
 def over_tolerance(failed: int, max_child_failures: int) -> bool:
     """More children failed than the step tolerates: its attempt stops (no child starts)."""
     return failed > max_child_failures
+
+
+def close_out_child(status: ChildStatus) -> ChildStatus:
+    """A child's status once its attempt has ended: one still PENDING or RUNNING is
+    CANCELLED (the attempt stopped it, or never started it); a finished one stays."""
+    return ChildStatus.CANCELLED if status in (ChildStatus.PENDING, ChildStatus.RUNNING) \
+        else status
+
+
+def child_ended_reason(error: str | None) -> FailureReason | None:
+    """Why a child that ended failed: its run raised (``error``), an execution failure."""
+    return None if error is None else FailureReason.EXECUTION_FAILED
 
 
 def child_failure_reason(stored: int | None) -> FailureReason:
@@ -206,7 +224,7 @@ def interrupted_job(job: JobState, now: int) -> Decision:
                           if s.status == StepStatus.RUNNING))
 
 
-def blocking_dependency(step: StepState, by_name: dict[str, StepState]) -> StepState | None:
+def blocking_dependency(step: StepState, by_name: Mapping[str, StepState]) -> StepState | None:
     """The first dependency that is terminal but not COMPLETED, if any."""
     for dep in step.depends_on:
         d = by_name[dep]
@@ -215,10 +233,56 @@ def blocking_dependency(step: StepState, by_name: dict[str, StepState]) -> StepS
     return None
 
 
-def ready(step: StepState, by_name: dict[str, StepState]) -> bool:
+def ready(step: StepState, by_name: Mapping[str, StepState]) -> bool:
     """A PENDING step starts when every step it depends on is COMPLETED."""
     return step.status == StepStatus.PENDING and all(
         by_name[d].status == StepStatus.COMPLETED for d in step.depends_on)
+
+
+@dataclass(frozen=True)
+class NextActions:
+    """What a job's run loop does next, at its start or after one step's task ended."""
+
+    #: The stop policy ends the job: this step FAILED (nothing else is done then).
+    stop: StepState | None = None
+    #: Steps that did not complete: whatever depends on them is SKIPPED (``to_skip``).
+    blocked: tuple[StepState, ...] = ()
+    #: Steps to run now, by name (ready ones, and at the start those left RUNNING).
+    launch: tuple[str, ...] = ()
+
+
+def next_actions(steps: Mapping[str, StepState], policy: Policy, ended: StepState | None,
+                 dependents: Mapping[str, Sequence[str]],
+                 running: Collection[str]) -> NextActions:
+    """``ended``: the step whose task just ended (as written); None when the run starts."""
+    if ended is None:
+        failed = next((s for s in steps.values() if s.status == StepStatus.FAILED), None)
+        if failed is not None and policy == Policy.STOP:
+            return NextActions(stop=failed)
+        return NextActions(
+            blocked=tuple(s for s in steps.values()
+                          if s.status.terminal and s.status != StepStatus.COMPLETED),
+            launch=tuple(s.name for s in steps.values()
+                         if s.status == StepStatus.RUNNING or ready(s, steps)))
+    if ended.status == StepStatus.FAILED and policy == Policy.STOP:
+        return NextActions(stop=ended)
+    return NextActions(
+        blocked=() if ended.status == StepStatus.COMPLETED else (ended,),
+        launch=tuple(d for d in dependents.get(ended.name, ())
+                     if d not in running and ready(steps[d], steps)))
+
+
+def to_skip(blocked: Iterable[StepState], steps: Mapping[str, StepState],
+            dependents: Mapping[str, Sequence[str]]) -> list[tuple[StepState, StepState]]:
+    """The PENDING steps that depend directly on a blocked one, each with that dependency
+    (one layer: what they block in turn is the next call's)."""
+    out: dict[str, tuple[StepState, StepState]] = {}
+    for dep in blocked:
+        for name in dependents.get(dep.name, ()):
+            s = steps[name]
+            if s.status == StepStatus.PENDING and s.step_id not in out:
+                out[s.step_id] = (s, dep)
+    return list(out.values())
 
 
 def dependency_skipped(step: StepState, dep: StepState, now: int) -> StepTransition:
@@ -303,6 +367,13 @@ def rerun_carries(original: JobState, failed_only: bool) -> frozenset[str]:
     if not failed_only:
         return frozenset()
     return frozenset(s.name for s in original.steps if s.status == StepStatus.COMPLETED)
+
+
+def carried_step(done: StepState, original_job: str) -> StepState:
+    """A step a rerun carries over: what the original completed stays COMPLETED, named as
+    carried from that job, with no failure of any earlier attempt."""
+    return replace(done, status=StepStatus.COMPLETED, carried_from=original_job, failure=None,
+                   previous_attempt_failure=None, tolerated=False)
 
 
 def _job_ends(status: JobStatus, failure: Failure | None, now: int) -> JobTransition:

@@ -1,4 +1,5 @@
-"""GetJob of a big job at the database's head, without rereading every step.
+"""The one cache of job snapshots: GetJob of a big job at the database's head without
+rereading every step, and each WatchJob snapshot encoded once for all its watchers.
 
 Reading and converting a 10,000-step job costs a few hundred milliseconds of
 CPU; a client polling it would starve the engine. For big jobs, the last
@@ -15,19 +16,20 @@ from dataclasses import dataclass, field
 
 from stepwatch.v1 import orchestrator_pb2 as pb
 
-from . import convert
-from .model import Event
+from . import codec
+from .model import Event, JobState
 from .store import Store
 
 __all__ = ["JobSnapshots", "apply_in_place"]
 
+ENCODED_KEPT = 64  # encoded WatchJob snapshots kept, by (job, head)
 _HEADER_FIELDS = [f.name for f in pb.Job.DESCRIPTOR.fields if f.name != "steps"]
 
 
 def apply_in_place(job: pb.Job, event: Event) -> None:
     """Put an event's change into ``job`` (O(1) for a step, whatever the number of steps)."""
     if event.step is not None:
-        step = convert.step(event.step)
+        step = codec.step(event.step)
         if step.index < len(job.steps):
             job.steps[step.index].CopyFrom(step)
         else:  # the job's creation events bring its steps in index order
@@ -35,7 +37,7 @@ def apply_in_place(job: pb.Job, event: Event) -> None:
     elif event.job is not None:
         for name in _HEADER_FIELDS:
             job.ClearField(name)
-        job.MergeFrom(convert.job(event.job))  # a header event carries no steps
+        job.MergeFrom(codec.job(event.job))  # a header event carries no steps
     job.head_seq = event.seq
 
 
@@ -51,6 +53,20 @@ class JobSnapshots:
         self._min_steps = min_steps
         self._size = size
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._encoded: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+
+    def watch_snapshot(self, job: JobState) -> bytes:
+        """A WatchJob snapshot response, encoded once per (job, head): many watchers opening
+        at once share it."""
+        key = (job.job_id, job.head_seq)
+        found = self._encoded.get(key)
+        if found is None:
+            found = pb.WatchJobResponse(snapshot=pb.JobSnapshot(
+                job=codec.job(job), seq=job.head_seq)).SerializeToString()
+            self._encoded[key] = found
+            while len(self._encoded) > ENCODED_KEPT:
+                self._encoded.popitem(last=False)
+        return found
 
     def forget(self, job_ids: list[str]) -> None:
         """Deleted jobs: drop what is cached of them."""
@@ -64,12 +80,12 @@ class JobSnapshots:
             return await self._read(job_id)
         self._entries.move_to_end(job_id)
         async with entry.lock:
-            head = await self._store.head(job_id)
+            head = await self._store.reads.head(job_id)
             behind = head - entry.job.head_seq
             if behind > max(1000, len(entry.job.steps)):
                 return await self._read(job_id)  # cheaper to read it whole
             while entry.job.head_seq < head:
-                events = await self._store.events_after(job_id, entry.job.head_seq, 1000)
+                events = await self._store.reads.events_after(job_id, entry.job.head_seq, 1000)
                 if not events:
                     break
                 for ev in events:
@@ -77,10 +93,10 @@ class JobSnapshots:
             return entry.job
 
     async def _read(self, job_id: str) -> pb.Job:
-        state = await self._store.get_job(job_id)
+        state = await self._store.reads.get_job(job_id)
         # Converting thousands of steps is CPU work: off the event loop, which serves everyone.
-        job = await asyncio.to_thread(convert.job, state) if len(state.steps) >= self._min_steps \
-            else convert.job(state)
+        job = await asyncio.to_thread(codec.job, state) if len(state.steps) >= self._min_steps \
+            else codec.job(state)
         if len(job.steps) >= self._min_steps:
             self._entries[job_id] = _Entry(job)
             self._entries.move_to_end(job_id)

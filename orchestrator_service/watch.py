@@ -55,11 +55,11 @@ async def follow_job(store: Store, broker: Broker, job_id: str, after_seq: int,
         # and the first page of the backlog in the same transaction.
         backlog: list[Event] = []
         if after_seq == 0:
-            job = await store.get_job(job_id)
+            job = await store.reads.get_job(job_id)
             head, status = job.head_seq, job.status
             yield Snapshot(job)
         else:
-            head, status, backlog = await store.resume(job_id, after_seq, PAGE, decoded)
+            head, status, backlog = await store.reads.resume(job_id, after_seq, PAGE, decoded)
             if after_seq > head:
                 raise AfterSeqOutOfRange(after_seq, head)
         last = after_seq or head
@@ -70,7 +70,7 @@ async def follow_job(store: Store, broker: Broker, job_id: str, after_seq: int,
             if need_log:
                 need_log = False
                 while True:
-                    batch = backlog or await store.events_after(job_id, last, PAGE, decoded)
+                    batch = backlog or await store.reads.events_after(job_id, last, PAGE, decoded)
                     backlog = []  # the page read with the head serves once
                     for ev in batch:
                         yield ev
@@ -85,9 +85,9 @@ async def follow_job(store: Store, broker: Broker, job_id: str, after_seq: int,
                 need_log = True
                 continue
             if got is None:
-                if store.shared:
+                if store.holding.others_write:
                     # Replicas: the database's head, so a lost notification costs one heartbeat.
-                    head = await store.head(job_id)
+                    head = await store.reads.head(job_id)
                     if head > last:
                         need_log = True
                         continue
@@ -109,13 +109,13 @@ async def follow_jobs(store: Store, broker: Broker, limit: int, heartbeat_s: flo
                       ) -> AsyncIterator[JobsSnapshot | JobState | Heartbeat | Deleted]:
     """Every job's header: the newest ``limit`` first, then each change."""
     with broker.subscribe(None) as sub:
-        jobs, _ = await store.list_jobs(limit)
+        jobs, _ = await store.reads.list_jobs(limit)
         yield JobsSnapshot(jobs)
         while True:
             try:
                 ev = await sub.next(heartbeat_s)
             except Overflowed:
-                jobs, _ = await store.list_jobs(limit)
+                jobs, _ = await store.reads.list_jobs(limit)
                 yield JobsSnapshot(jobs)
                 continue
             if ev is None:
@@ -142,7 +142,7 @@ async def follow_logs(store: Store, broker: Broker, step_id: str, attempt: int, 
     if after >= 2**62:  # past any head a log can have (and past what SQL integers hold)
         raise LogOutOfRange(f"after_offset {after} is past the log's head")
     with broker.subscribe_logs(step_id, attempt) as poke:
-        page = await store.read_logs(step_id, attempt, after, PAGE, child)
+        page = await store.reads.read_logs(step_id, attempt, after, PAGE, child)
         if after > page.head:
             raise LogOutOfRange(f"after_offset {after} is past the log's head offset {page.head}")
         if after + 1 < page.first_kept:
@@ -163,4 +163,4 @@ async def follow_logs(store: Store, broker: Broker, step_id: str, attempt: int, 
                 if broker.closed:
                     raise BrokerClosed
                 poke.clear()
-            page = await store.read_logs(step_id, attempt, last, PAGE, child)
+            page = await store.reads.read_logs(step_id, attempt, last, PAGE, child)

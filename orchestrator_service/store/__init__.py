@@ -1,15 +1,17 @@
-"""Persistence: the one write path, fenced, costing O(what changed) (``core.Store``).
+"""Persistence: the one write path, fenced, costing O(what changed) (``Store``).
 
-The package's modules: ``connect`` (the engine of a URL, each database's settings),
-``errors`` (what it raises, and fault classification), ``values`` (what crosses its edge),
-``rows`` (tables, statements, the row codec), ``eventlog`` (one transaction's job row and
-events), ``changes`` (the write path's pieces) and ``core`` (the Store: threads, retries,
-receipts, availability, reads, writes, leases).
+The package's modules: ``dialect`` (each database's ways, chosen once from the URL),
+``runner`` (threads, retries, receipts, what commits tell), ``health`` (availability),
+``holding`` (who runs a job: one process, or leases), ``writes`` and ``creating`` (the
+write path), ``reads``, ``eventlog`` (one transaction's job row and events), ``changes``
+(the write path's pieces), ``rows`` (tables, statements, the row codec), ``notices``
+(pg_notify's typed messages), ``errors`` and ``values`` (what crosses its edge), and
+``core`` (the Store, which builds and wires them).
 """
 
 from .changes import child_counts
-from .connect import make_engine, pg_connect_args
 from .core import Store
+from .dialect import Unsupported, database_file, dialect_class, pg_connect_args
 from .errors import (
     AmbiguousId,
     JobNotFound,
@@ -21,7 +23,9 @@ from .errors import (
     StoreUnavailable,
     storage_reason,
 )
+from .holding import Holding, Leased
 from .rows import NOTIFY_CHANNEL, J
+from .runner import Listeners
 from .values import (
     ChildChange,
     ChildRecord,
@@ -37,9 +41,9 @@ from .values import (
 )
 
 __all__ = [
-    "J", "NOTIFY_CHANNEL", "AmbiguousId", "ChildChange", "ChildRecord", "JobNotFound",
-    "JobStillRunning", "LeaseLost", "LogChunk", "LogLine", "LogPage", "ProgressBatch",
-    "RequestConflict", "RequestKey", "Rerun", "StaleWrite", "StepNotFound", "StepWrite", "Store",
-    "StoreUnavailable", "child_counts", "make_engine", "new_id", "now_us", "pg_connect_args",
-    "storage_reason",
+    "J", "NOTIFY_CHANNEL", "AmbiguousId", "ChildChange", "ChildRecord", "Holding", "JobNotFound",
+    "JobStillRunning", "LeaseLost", "Leased", "Listeners", "LogChunk", "LogLine", "LogPage",
+    "ProgressBatch", "RequestConflict", "RequestKey", "Rerun", "StaleWrite", "StepNotFound",
+    "StepWrite", "Store", "StoreUnavailable", "Unsupported", "child_counts", "database_file",
+    "dialect_class", "new_id", "now_us", "pg_connect_args", "storage_reason",
 ]

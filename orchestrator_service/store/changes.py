@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -21,7 +21,7 @@ from ..model import (
     StepState,
 )
 from ..rules import StepTransition
-from ..statuses import ChildStatus, FailureReason, StepStatus
+from ..statuses import ChildStatus, StepStatus
 from ..step_types.base import DocumentPut
 from .errors import StaleWrite
 from .eventlog import _Log
@@ -75,13 +75,15 @@ def _fence(step: StepState, attempt: int) -> None:
                          f"attempt {attempt}")
 
 
-def _apply_progress(c: Connection, log_: _Log, step: StepState, p: ProgressBatch) -> StepState:
+#: Writes one batch of child moves: (connection, step_id, attempt, starts, ends).
+MoveChildren = Callable[[Connection, str, int, list[ChildChange], list[ChildChange]], None]
+
+
+def _apply_progress(c: Connection, log_: _Log, step: StepState, p: ProgressBatch,
+                    move: MoveChildren) -> StepState:
     starts = [ch for ch in p.children if ch.status == ChildStatus.RUNNING]
     ends = [ch for ch in p.children if ch.status != ChildStatus.RUNNING]
-    if c.dialect.name == "postgresql":
-        _move_children_pg(c, p.step_id, p.attempt, starts, ends)
-    else:
-        _move_children(c, p.step_id, p.attempt, starts, ends)
+    move(c, p.step_id, p.attempt, starts, ends)
     if p.logs:
         _append_logs(c, log_, p.step_id, p.attempt, p.logs)
     if p.documents:
@@ -92,7 +94,7 @@ def _apply_progress(c: Connection, log_: _Log, step: StepState, p: ProgressBatch
     return step
 
 
-def _move_children(c: Connection, step_id: str, attempt: int, starts: list[ChildChange],
+def move_children(c: Connection, step_id: str, attempt: int, starts: list[ChildChange],
                    ends: list[ChildChange]) -> None:
     """SQLite: a batch of child moves as executemany (a statement per child is cheap there)."""
     if starts:
@@ -102,11 +104,11 @@ def _move_children(c: Connection, step_id: str, attempt: int, starts: list[Child
         c.execute(_CHILD_ENDS, [
             {"b_step": step_id, "b_attempt": attempt, "b_idx": ch.index,
              "b_status": int(ch.status), "b_error": ch.error,
-             "b_reason": None if ch.error is None else int(FailureReason.EXECUTION_FAILED),
+             "b_reason": _reason(ch.error),
              "b_at": ch.at, "b_bytes": ch.output_bytes, "b_result": ch.result} for ch in ends])
 
 
-def _move_children_pg(c: Connection, step_id: str, attempt: int, starts: list[ChildChange],
+def move_children_pg(c: Connection, step_id: str, attempt: int, starts: list[ChildChange],
                       ends: list[ChildChange]) -> None:
     """PostgreSQL: a batch of child moves as one statement each (arrays, unnest), not a
     statement per child: the database joins them on the unique (step_id, attempt, idx)."""
@@ -119,10 +121,14 @@ def _move_children_pg(c: Connection, step_id: str, attempt: int, starts: list[Ch
         c.execute(_PG_CHILD_ENDS, {
             **key, "idx": [ch.index for ch in ends], "st": [int(ch.status) for ch in ends],
             "err": [ch.error for ch in ends],
-            "reason": [None if ch.error is None else int(FailureReason.EXECUTION_FAILED)
-                       for ch in ends],
+            "reason": [_reason(ch.error) for ch in ends],
             "at": [ch.at for ch in ends], "bytes": [ch.output_bytes for ch in ends],
             "res": [ch.result for ch in ends]})
+
+
+def _reason(error: str | None) -> int | None:
+    reason = rules.child_ended_reason(error)
+    return None if reason is None else int(reason)
 
 
 def _transition(c: Connection, log_: _Log, step: StepState, t: StepTransition) -> StepState:

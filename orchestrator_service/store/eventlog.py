@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -10,7 +11,7 @@ from sqlalchemy import (
     Row,
 )
 
-from .. import rules, wire
+from .. import codec, rules
 from ..model import (
     Event,
     JobState,
@@ -18,14 +19,15 @@ from ..model import (
 )
 from ..rules import JobTransition
 from ..statuses import JobStatus, StepStatus
-from .errors import StaleWrite
+from . import notices
+from .errors import JobNotFound, StaleWrite
 from .rows import (
     _COUNT_COLUMN,
     _INSERT_EVENTS,
     _INSERT_RECEIPT,
     _JOB_COUNT_COLUMNS,
     _JOB_STATUS_COLUMNS,
-    _NOTIFY,
+    _LOCK_JOB,
     _SET_JOB_COUNTS,
     _SET_JOB_STATUS,
     _header,
@@ -34,13 +36,23 @@ from .rows import (
 from .values import now_us
 
 
+def lock_job(c: Connection, job_id: str) -> Row[Any]:
+    """The job's row, locked for this transaction (FOR UPDATE; SQLite locks on write)."""
+    job = c.execute(_LOCK_JOB, {"k": job_id}).first()
+    if job is None:
+        raise JobNotFound(job_id)
+    return job
+
+
 class _Log:
     """The locked job row of one transaction: its header, counts and new events."""
 
     def __init__(self, c: Connection, job: Row[Any], notify_as: str | None = None,
-                 write_id: str | None = None) -> None:
+                 write_id: str | None = None,
+                 notify: Callable[[Connection, str], None] | None = None) -> None:
         self.c = c
         self.notify_as = notify_as  # with replicas: this incarnation, named in pg_notify
+        self._notify = notify
         self.write_id = write_id  # committed with a receipt under this id (PostgreSQL)
         self.job_id: str = job.job_id
         self.values: dict[str, Any] = dict(job._mapping)
@@ -95,8 +107,8 @@ class _Log:
                                                     (*_JOB_COUNT_COLUMNS, *_JOB_STATUS_COLUMNS)))
         elif self.rows:
             self.c.execute(_SET_JOB_COUNTS, _params(self.job_id, self.values, _JOB_COUNT_COLUMNS))
-        if self.notify_as is not None and (self.rows or self.log_keys):
-            self.c.execute(_NOTIFY, {"p": self.notice()})
+        if self._notify is not None and self.notify_as is not None and (self.rows or self.log_keys):
+            self._notify(self.c, self.notice())
         if self.write_id is not None:
             self.c.execute(_INSERT_RECEIPT, {"write_id": self.write_id, "job_id": self.job_id,
                                              "first_seq": self.first, "last_seq": self.head,
@@ -106,12 +118,13 @@ class _Log:
     def notice(self) -> str:
         """What other replicas are told at commit: the job's new head (and whether its
         header changed), and which logs grew; one line each."""
-        lines = []
+        assert self.notify_as is not None
+        said: list[notices.Notice] = []
         if self.rows:
             header = any(r["kind"] == "job" for r in self.rows)
-            lines.append(f"e {self.notify_as} {self.job_id} {self.head} {int(header)}")
-        lines += [f"l {self.notify_as} {step} {attempt}" for step, attempt in self.log_keys]
-        return "\n".join(lines)
+            said.append(notices.LogHead(self.notify_as, self.job_id, self.head, header))
+        said += [notices.LogGrew(self.notify_as, step, attempt) for step, attempt in self.log_keys]
+        return notices.encode(said)
 
     def _append(self, *, step: StepState | None = None, header: bool = False) -> None:
         if step is not None and self._header_due:
@@ -128,7 +141,7 @@ class _Log:
             assert step is not None
             event = Event(self.job_id, self.head, now, step=step)
         # Encoded once, here: these bytes are what the log keeps and every watcher receives.
-        body = wire.encode(event)
+        body = codec.encode(event)
         self.rows.append({"job_id": self.job_id, "seq": self.head, "emitted_at": now,
                           "kind": "job" if header else "step", "body": body})
         self.events.append(replace(event, wire=body))

@@ -20,7 +20,7 @@ from sqlalchemy import (
     update,
 )
 
-from .. import wire
+from .. import codec, rules
 from ..model import (
     AttemptRecord,
     ChildCounts,
@@ -93,7 +93,9 @@ _COUNT_COLUMN = {
 }
 
 
-_UNFINISHED_CHILD = (int(ChildStatus.PENDING), int(ChildStatus.RUNNING))
+# What rules.close_out_child changes when an attempt ends, and what it makes of it.
+_UNFINISHED_CHILD = tuple(int(s) for s in ChildStatus if rules.close_out_child(s) != s)
+_CLOSED_OUT_CHILD = int(rules.close_out_child(ChildStatus.PENDING))
 
 
 _CHILD_COUNT_COLUMNS = ("children_total", "children_pending", "children_running",
@@ -171,7 +173,7 @@ _CHILD_ENDS = update(C).where(*_THE_CHILD).values(
 
 _CLOSE_OUT = (update(C).where(C.c.step_id == bindparam("k"), C.c.attempt == bindparam("b_attempt"),
                               C.c.status.in_(_UNFINISHED_CHILD))
-              .values(status=int(ChildStatus.CANCELLED), finished_at=bindparam("b_at")))
+              .values(status=_CLOSED_OUT_CHILD, finished_at=bindparam("b_at")))
 
 
 _LOG_HEAD = select(LH.c.head).where(LH.c.step_id == bindparam("k"), LH.c.attempt == bindparam("b_attempt"))
@@ -256,9 +258,9 @@ def _read_events(c: Connection, job_id: str, after_seq: int, limit: int,
                      .where(E.c.job_id == job_id, E.c.seq > after_seq)
                      .order_by(E.c.seq).limit(limit))
     if decoded:
-        return [wire.decode(r.body) for r in rows]
+        return [codec.decode(r.body) for r in rows]
     return [Event(job_id, r.seq, r.emitted_at, wire=r.body) if r.kind == "step"
-            else wire.decode(r.body) for r in rows]
+            else codec.decode(r.body) for r in rows]
 
 
 def _child_record(r: Any, phase: int) -> ChildRecord:

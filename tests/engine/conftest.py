@@ -7,13 +7,14 @@ from pathlib import Path
 import pytest
 
 from orchestrator_service.broker import Broker
+from orchestrator_service.dask_executor import DaskExecutor
 from orchestrator_service.definitions import parse_definition
-from orchestrator_service.engine import Engine
-from orchestrator_service.executors import DaskExecutor, Executor, InProcessExecutor
+from orchestrator_service.engine import Engine, RunConfig
+from orchestrator_service.executors import Executor, InProcessExecutor
 from orchestrator_service.leases import LeaseBook
 from orchestrator_service.model import Event, JobState
 from orchestrator_service.step_types import load_step_types
-from orchestrator_service.store import Store
+from orchestrator_service.store import Listeners, Store
 from orchestrator_service.watch import Snapshot, follow_job
 
 DEADLINE = 30.0
@@ -38,11 +39,11 @@ class Harness:
     def start(self) -> None:
         book = (LeaseBook("harness", lease_us=60_000_000) if self.url.startswith("postgresql")
                 else None)
-        self.store = Store(self.url, leases=book)
-        self.store.migrate()
         self.broker = Broker()
-        self.store.set_listener(self.broker.publish)
-        self.engine = Engine(self.store, self.types, self.workspace, progress_interval=0.05,
+        self.store = Store(self.url, leases=book, listeners=Listeners(events=self.broker.publish))
+        self.store.migrate()
+        self.engine = Engine(self.store, self.types,
+                             RunConfig(self.workspace, progress_interval=0.05),
                              executor=self.executor())
 
     async def restart(self) -> None:
@@ -51,8 +52,8 @@ class Harness:
         self.store.close()
         self.start()
         await self.engine.recover()
-        if self.store.leases is not None:
-            for claimed in await self.store.claim_jobs(10_000, predecessor=True):
+        if self.store.leased is not None:
+            for claimed in await self.store.leased.claim_jobs(10_000, predecessor=True):
                 await self.engine.adopt(claimed)
 
     async def submit(self, toml: str) -> JobState:
@@ -61,10 +62,10 @@ class Harness:
     async def finish(self, job_id: str) -> JobState:
         async with asyncio.timeout(DEADLINE):
             await self.engine.wait(job_id)
-        return await self.store.get_job(job_id)
+        return await self.store.reads.get_job(job_id)
 
     async def events(self, job_id: str) -> list[Event]:
-        return await self.store.events_after(job_id, 0, 100_000)
+        return await self.store.reads.events_after(job_id, 0, 100_000)
 
     async def until(self, job_id: str, predicate: Callable[[JobState], bool]) -> JobState:
         """Wait (event-driven, with a deadline) until the job's state satisfies ``predicate``."""

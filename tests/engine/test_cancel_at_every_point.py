@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from orchestrator_service import convert
+from orchestrator_service import codec
 from orchestrator_service.statuses import ChildStatus, JobStatus, StepStatus
 from orchestrator_service.step_types.base import Child, StepContext, StepType
 from tests.invariants import child_rows, job_problems, rows_problems, step_problems
@@ -39,16 +39,16 @@ class BlockingInit(StepType):
 
 
 def slow_writes(harness: Harness, seconds: float) -> None:
-    harness.store.before_write = lambda _name: time.sleep(seconds)
+    harness.store.listeners.before_write = lambda _name: time.sleep(seconds)
 
 
 async def check(harness: Harness, job_id: str) -> None:
     """Every event, the final state and the child rows agree; the log ends at the terminal event."""
     events = await harness.events(job_id)
     problems = [p for e in events if e.step is not None
-                for p in step_problems(convert.step(e.step), f"seq {e.seq}")]
-    final = await harness.store.get_job(job_id)
-    pb_job = convert.job(final)
+                for p in step_problems(codec.step(e.step), f"seq {e.seq}")]
+    final = await harness.store.reads.get_job(job_id)
+    pb_job = codec.job(final)
     problems += job_problems(pb_job, "final")
     problems += rows_problems(pb_job, child_rows(harness.db), "final")
     assert not problems, "\n".join(problems)
@@ -95,7 +95,7 @@ async def test_cancel_while_the_attempts_final_write_waits(harness: Harness) -> 
                 reached.set()
                 release.wait(DEADLINE)
 
-    harness.store.before_write = hook
+    harness.store.listeners.before_write = hook
     cmds = ", ".join(['"true"'] * 5)
     j = await harness.submit(f'name = "t"\n[steps.a]\ntype = "shell"\ncommands = [{cmds}]\n')
     assert await asyncio.to_thread(reached.wait, DEADLINE)

@@ -131,7 +131,7 @@ async def test_all_steps_completed_completes_the_job(harness: Harness) -> None:
     assert [s.status for s in done.steps] == [StepStatus.COMPLETED] * 3
     assert done.status == JobStatus.COMPLETED and done.failure is None
     assert done.step("md").document_count == 1
-    docs = {d.path: d for d in await harness.store.documents(j.job_id)}
+    docs = {d.path: d for d in await harness.store.reads.documents(j.job_id)}
     assert docs["pkg/b.md"].tags == ("md", "pkg", "src")
     assert docs["pkg/b.md"].attrs["lines"] == 2 and docs["pkg/b.md"].attrs["words"] == 5
 
@@ -193,12 +193,12 @@ async def test_the_store_refuses_to_move_a_terminal_status(harness: Harness) -> 
     step_id = done.step("s").step_id
     s = done.step("s")
     with pytest.raises(StaleWrite):
-        await harness.store.write_steps(j.job_id, [StepWrite(step_id, s.attempt, lambda st: (
+        await harness.store.writes.write_steps(j.job_id, [StepWrite(step_id, s.attempt, lambda st: (
             rules.StepTransition.of(st, StepStatus.FAILED)))])
     with pytest.raises(StaleWrite):
-        await harness.store.decide_job(j.job_id, lambda _j: rules.Decision(
+        await harness.store.writes.decide_job(j.job_id, lambda _j: rules.Decision(
             job=rules.JobTransition(JobStatus.RUNNING, None, None, None)))
-    after = await harness.store.get_job(j.job_id)
+    after = await harness.store.reads.get_job(j.job_id)
     assert after == done  # nothing was written
 
 
@@ -246,7 +246,7 @@ async def test_a_slow_watcher_whose_buffer_overflows_still_gets_every_seq(
     monkeypatch.setattr(broker_mod.Subscription, "push", counting_push)
 
     harness.broker = Broker(buffer=2)  # tiny: any burst overflows it
-    harness.store.set_listener(harness.broker.publish)
+    harness.store.listeners.events = harness.broker.publish
     j = await harness.submit(job("continue", *(shell(f"s{i}", "true") for i in range(6))))
     stream = follow_job(harness.store, harness.broker, j.job_id, 1, 5.0)
     first = await anext(stream)  # subscribed; now fall behind while the job runs
@@ -262,7 +262,7 @@ async def test_a_job_left_pending_starts_at_the_next_start(harness: Harness) -> 
 
     toml = job("stop", shell("s", "true"))
     # Created but never launched: as if the process died right after committing it.
-    j, _ = await harness.store.create_job(parse_definition(toml, harness.types), toml)
+    j, _ = await harness.store.writes.create_job(parse_definition(toml, harness.types), toml)
     await harness.restart()
     done = await harness.finish(j.job_id)
     assert done.status == JobStatus.COMPLETED and done.step("s").status == StepStatus.COMPLETED

@@ -29,7 +29,7 @@ def failing_writes(harness: Harness, name: str, times: int, message: str) -> lis
             seen[0] += 1
             raise OperationalError("UPDATE ...", {}, sqlite3.OperationalError(message))
 
-    harness.store.before_write = hook
+    harness.store.listeners.before_write = hook
     return seen
 
 
@@ -46,7 +46,7 @@ async def test_a_transient_store_error_is_retried_and_the_job_goes_on(harness: H
                                    "disk I/O error"])
 async def test_a_storage_fault_makes_jobs_wait_then_go_on(harness: Harness, fault: str) -> None:
     changes: list[tuple[bool, str]] = []
-    harness.store.on_availability = lambda ok, why: changes.append((ok, why))
+    harness.store.health.on_availability = lambda ok, why: changes.append((ok, why))
     seen = failing_writes(harness, "write_steps", 5, fault)
     j = await harness.submit(JOB)
     done = await harness.finish(j.job_id)
@@ -71,15 +71,15 @@ async def test_a_database_error_that_is_not_storage_ends_with_internal_error(
 
 
 async def test_a_bug_in_the_runner_ends_the_job_with_internal_error(harness: Harness) -> None:
-    real = harness.store.start_children
+    real = harness.store.writes.start_children
 
     async def broken(*args: object) -> object:
         raise KeyError("a bug")
 
-    harness.store.start_children = broken  # type: ignore[method-assign]
+    harness.store.writes.start_children = broken  # type: ignore[method-assign]
     j = await harness.submit(JOB)
     done = await harness.finish(j.job_id)
-    harness.store.start_children = real  # type: ignore[method-assign]
+    harness.store.writes.start_children = real  # type: ignore[method-assign]
     a = done.step("a")
     assert done.status == JobStatus.FAILED and a.status == StepStatus.FAILED
     assert a.failure is not None and a.failure.reason == FailureReason.INTERNAL_ERROR

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from orchestrator_service import convert
+from orchestrator_service import codec
 from orchestrator_service.snapshots import JobSnapshots, apply_in_place
 from stepwatch.v1 import orchestrator_pb2 as pb
 
@@ -23,7 +23,7 @@ async def test_the_whole_log_applied_in_place_is_the_job(harness: Harness) -> No
     rebuilt = pb.Job()
     for ev in await harness.events(j.job_id):
         apply_in_place(rebuilt, ev)
-    assert rebuilt == convert.job(done)
+    assert rebuilt == codec.job(done)
 
 
 async def test_a_kept_snapshot_follows_the_head_while_the_job_runs(harness: Harness) -> None:
@@ -36,10 +36,10 @@ async def test_a_kept_snapshot_follows_the_head_while_the_job_runs(harness: Harn
         got.CopyFrom(await snapshots.get(j.job_id))
         answers.append(got)
         # A fresh read at the same head must be identical; heads only move forward.
-        fresh = await harness.store.get_job(j.job_id)
+        fresh = await harness.store.reads.get_job(j.job_id)
         if fresh.head_seq == got.head_seq:
-            assert convert.job(fresh) == got
+            assert codec.job(fresh) == got
         await asyncio.sleep(0.01)  # a polling client's pace
     heads = [a.head_seq for a in answers]
     assert heads == sorted(heads) and len(set(heads)) > 2  # it really followed a moving head
-    assert answers[-1] == convert.job(await harness.store.get_job(j.job_id))
+    assert answers[-1] == codec.job(await harness.store.reads.get_job(j.job_id))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestrator_service.executors import plan
+from orchestrator_service.dask_executor import plan
 
 
 @given(st.integers(1, 100_000), st.integers(1, 512), st.integers(1, 256), st.integers(1, 500))

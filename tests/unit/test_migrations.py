@@ -14,7 +14,7 @@ def test_migrations_build_exactly_the_models_schema(db_url: str) -> None:
     command.check(alembic_config(store.engine))
     store.migrate()  # idempotent at head
     with store.engine.connect() as conn:
-        if store.shared:  # 64-bit ids everywhere an id grows
+        if store.dialect.shared:  # 64-bit ids everywhere an id grows
             ids = {t: c["type"].__class__.__name__ for t in
                    ("jobs", "children", "documents", "events", "log_chunks")
                    for c in inspect(conn).get_columns(t) if c["name"] == "id"}

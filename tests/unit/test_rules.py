@@ -6,7 +6,7 @@ import pytest
 
 from orchestrator_service import rules
 from orchestrator_service.model import AttemptRecord, Failure, JobState, StepState
-from orchestrator_service.statuses import FailureReason, JobStatus, Policy, StepStatus
+from orchestrator_service.statuses import ChildStatus, FailureReason, JobStatus, Policy, StepStatus
 
 
 def mk_step(name: str, status: StepStatus, attempt: int = 1, max_attempts: int = 1,
@@ -230,3 +230,87 @@ def test_after_cluster_faults_the_next_attempt_waits_exponentially_capped(
 def test_a_stored_child_reason_is_kept_and_none_means_execution_failed() -> None:
     assert rules.child_failure_reason(None) == FailureReason.EXECUTION_FAILED
     assert rules.child_failure_reason(int(FailureReason.TIMEOUT)) == FailureReason.TIMEOUT
+
+
+def _by_name(*steps: StepState) -> dict[str, StepState]:
+    return {s.name: s for s in steps}
+
+
+@pytest.mark.parametrize(("policy", "stop"), [(Policy.STOP, True), (Policy.CONTINUE, False)])
+def test_next_actions_at_the_start(policy: Policy, stop: bool) -> None:
+    # a FAILED (blocks c), b RUNNING (resumed), c waits on a, d ready, e waits on b
+    steps = _by_name(mk_step("a", StepStatus.FAILED),
+                     mk_step("b", StepStatus.RUNNING),
+                     mk_step("c", StepStatus.PENDING, 0, depends=("a",)),
+                     mk_step("d", StepStatus.PENDING, 0),
+                     mk_step("e", StepStatus.PENDING, 0, depends=("b",)))
+    deps = {"a": ["c"], "b": ["e"]}
+    act = rules.next_actions(steps, policy, None, deps, ())
+    if stop:
+        assert act == rules.NextActions(stop=steps["a"])
+    else:
+        assert act.stop is None and act.blocked == (steps["a"],) and act.launch == ("b", "d")
+
+
+@pytest.mark.parametrize(("status", "policy", "stop", "blocked", "launch"), [
+    (StepStatus.COMPLETED, Policy.STOP, False, False, ("y",)),
+    (StepStatus.FAILED, Policy.STOP, True, False, ()),
+    (StepStatus.FAILED, Policy.CONTINUE, False, True, ()),
+    (StepStatus.CANCELLED, Policy.STOP, False, True, ()),
+    (StepStatus.SKIPPED, Policy.CONTINUE, False, True, ()),
+])
+def test_next_actions_after_a_step_ended(status: StepStatus, policy: Policy, stop: bool,
+                                         blocked: bool, launch: tuple[str, ...]) -> None:
+    x = mk_step("x", status)
+    steps = _by_name(x, mk_step("y", StepStatus.PENDING, 0, depends=("x",)),
+                     mk_step("z", StepStatus.PENDING, 0, depends=("x", "w")),
+                     mk_step("w", StepStatus.RUNNING))
+    act = rules.next_actions(steps, policy, x, {"x": ["y", "z"]}, ("w",))
+    assert (act.stop is x) == stop
+    assert act.blocked == ((x,) if blocked else ())
+    assert act.launch == launch  # z still waits for w
+
+
+def test_next_actions_never_launches_a_step_already_running() -> None:
+    x = mk_step("x", StepStatus.COMPLETED)
+    steps = _by_name(x, mk_step("y", StepStatus.PENDING, 0, depends=("x",)))
+    assert rules.next_actions(steps, Policy.STOP, x, {"x": ["y"]}, ("y",)).launch == ()
+
+
+def test_to_skip_is_one_layer_of_pending_dependents_each_with_its_blocker() -> None:
+    a = mk_step("a", StepStatus.FAILED)
+    b = mk_step("b", StepStatus.PENDING, 0, depends=("a",))
+    c = mk_step("c", StepStatus.PENDING, 0, depends=("b",))
+    d = mk_step("d", StepStatus.COMPLETED, depends=("a",))
+    steps = _by_name(a, b, c, d)
+    deps = {"a": ["b", "d"], "b": ["c"]}
+    assert rules.to_skip([a], steps, deps) == [(b, a)]  # d is not PENDING; c is the next layer
+    assert rules.to_skip([a, a], steps, deps) == [(b, a)]  # each step once
+    assert rules.to_skip([], steps, deps) == []
+
+
+def test_a_carried_step_is_completed_from_its_original_without_failures() -> None:
+    done = replace(mk_step("a", StepStatus.COMPLETED, attempt=2, max_attempts=2),
+                   previous_attempt_failure=Failure(FailureReason.EXECUTION_FAILED, "x"))
+    carried = rules.carried_step(done, "orig")
+    assert carried.status == StepStatus.COMPLETED and carried.carried_from == "orig"
+    assert carried.failure is None and carried.previous_attempt_failure is None
+    assert carried.attempt == 2 and not carried.tolerated
+
+
+@pytest.mark.parametrize(("status", "after"), [
+    (ChildStatus.PENDING, ChildStatus.CANCELLED), (ChildStatus.RUNNING, ChildStatus.CANCELLED),
+    (ChildStatus.COMPLETED, ChildStatus.COMPLETED), (ChildStatus.FAILED, ChildStatus.FAILED),
+    (ChildStatus.CANCELLED, ChildStatus.CANCELLED),
+])
+def test_an_attempts_end_closes_out_only_unfinished_children(status: ChildStatus,
+                                                             after: ChildStatus) -> None:
+    assert rules.close_out_child(status) == after
+
+
+def test_failures_built_from_what_raised() -> None:
+    assert rules.child_ended_reason(None) is None
+    assert rules.child_ended_reason("boom") == FailureReason.EXECUTION_FAILED
+    assert rules.execution_failed("bad input") == Failure(FailureReason.EXECUTION_FAILED,
+                                                          "bad input")
+    assert rules.execution_failed("").message  # never an empty reason

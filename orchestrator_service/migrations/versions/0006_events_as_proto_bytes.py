@@ -32,7 +32,7 @@ BATCH = 1000
 def upgrade() -> None:
     # The conversion uses the model and the encoder of this version: a JSON payload is read as
     # the domain value it held, and written as the bytes a watcher receives.
-    from orchestrator_service import wire
+    from orchestrator_service import codec
     from orchestrator_service.model import Event
 
     with op.batch_alter_table('events', schema=None) as batch_op:
@@ -55,18 +55,18 @@ def upgrade() -> None:
                      if r.kind == 'step' else
                      Event(r.job_id, r.seq, r.emitted_at, job=job_from_json(data)))
             bind.execute(events.update().where(events.c.id == r.id)
-                         .values(body=wire.encode(event), payload=None))
+                         .values(body=codec.encode(event), payload=None))
         last = rows[-1].id
 
 
 def downgrade() -> None:
-    from orchestrator_service import wire
+    from orchestrator_service import codec
 
     bind = op.get_bind()
     events = sa.table('events', sa.column('id', sa.Integer), sa.column('payload', sa.Text),
                       sa.column('body', sa.LargeBinary))
     for r in bind.execute(sa.select(events.c.id, events.c.body)).all():
-        event = wire.decode(r.body)
+        event = codec.decode(r.body)
         value = event.step if event.step is not None else event.job
         assert value is not None
         bind.execute(events.update().where(events.c.id == r.id)

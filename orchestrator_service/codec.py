@@ -1,0 +1,224 @@
+"""Domain values <-> the contract's messages: the one codec, driven by one field table.
+
+The event log's format is the contract's: an event is encoded to ``JobEvent`` bytes once,
+when it is committed; the log stores those bytes, the broker fans them out, and WatchJob
+sends them to every watcher as they are (a ``WatchJobResponse`` is the event's bytes behind
+a two-part header). ``decode`` gives the domain values back for the server's own readers;
+the RPC answers (``job``, ``step``, ``child``...) are built from the same table.
+
+Each message's fields are listed once below, by kind: plain (same name, same value both
+ways), status (an enum, numbers equal to the proto's: a unit test holds them), time
+(microseconds <-> Timestamp, absent when None), failure, and counts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields, replace
+from typing import TYPE_CHECKING, Any
+
+from google.protobuf.struct_pb2 import Struct
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from stepwatch.v1 import orchestrator_pb2 as pb
+
+from . import rules
+from .model import AttemptRecord, ChildCounts, Event, Failure, JobState, StepCounts, StepState
+from .statuses import FailureReason, JobStatus, StepStatus
+
+if TYPE_CHECKING:  # the store imports this module to encode its events
+    from .definitions import JobDefinition
+    from .step_types.base import Document
+    from .store.values import ChildRecord, LogChunk
+
+__all__ = ["child", "decode", "definition_info", "document", "encode", "fill_job", "fill_step",
+           "job", "log_chunk", "step", "timestamp", "watch_response"]
+
+EVENT_TAG = b"\x12"  # WatchJobResponse.event: field 2, length-delimited
+
+# -- the field table -------------------------------------------------------------------------
+
+STEP_PLAIN = ("step_id", "index", "name", "type", "tolerated", "document_count", "attempt",
+              "max_attempts", "max_child_failures", "carried_from")
+STEP_TIMES = ("created_at", "started_at", "finished_at")
+STEP_FAILURES = ("failure", "previous_attempt_failure")
+JOB_PLAIN = ("job_id", "definition_name", "description", "on_step_failure", "head_seq",
+             "rerun_of")
+JOB_TIMES = ("created_at", "started_at", "finished_at")
+ATTEMPT_TIMES = ("started_at", "finished_at")
+CHILD_COUNTS = tuple(f.name for f in fields(ChildCounts))
+STEP_COUNTS = tuple(f.name for f in fields(StepCounts))
+
+# -- events ----------------------------------------------------------------------------------
+
+
+def encode(e: Event) -> bytes:
+    """The event as JobEvent bytes (made once, at commit)."""
+    msg = pb.JobEvent(seq=e.seq, job_id=e.job_id)
+    msg.emitted_at.FromMicroseconds(e.emitted_at)
+    if e.step is not None:
+        fill_step(msg.step_changed, e.step)
+    elif e.job is not None:
+        fill_job(msg.job_changed, e.job)
+    return msg.SerializeToString()
+
+
+def watch_response(event_bytes: bytes) -> bytes:
+    """``WatchJobResponse(event=...)`` without parsing or building a message."""
+    return EVENT_TAG + _varint(len(event_bytes)) + event_bytes
+
+
+def decode(data: bytes) -> Event:
+    """The domain event back from its bytes (``wire`` kept, so it is not encoded again)."""
+    msg = pb.JobEvent.FromString(data)
+    kind = msg.WhichOneof("change")
+    event = Event(msg.job_id, msg.seq, msg.emitted_at.ToMicroseconds(),
+                  step=_step_state(msg.job_id, msg.step_changed) if kind == "step_changed" else None,
+                  job=_job_state(msg.job_changed) if kind == "job_changed" else None)
+    return replace(event, wire=data)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+# -- steps and jobs ----------------------------------------------------------------------------
+
+
+def fill_step(m: pb.Step, s: StepState) -> None:
+    """Set a Step message's fields from the domain value (field by field: no copies)."""
+    for name in STEP_PLAIN:
+        setattr(m, name, getattr(s, name))
+    m.depends_on.extend(s.depends_on)
+    m.status = int(s.status)  # type: ignore[assignment]
+    m.timeout_seconds = s.timeout_seconds or 0.0
+    _fill_times(m, s, STEP_TIMES)
+    _fill_failures(m, s, STEP_FAILURES)
+    _fill_counts(m.children, s.children, CHILD_COUNTS)
+    for a in s.attempts:
+        r = m.attempts.add()
+        r.attempt, r.status = a.attempt, int(a.status)  # type: ignore[assignment]
+        _fill_failures(r, a, ("failure",))
+        _fill_times(r, a, ATTEMPT_TIMES)
+
+
+def _step_state(job_id: str, m: pb.Step) -> StepState:
+    return StepState(
+        job_id=job_id, depends_on=tuple(m.depends_on), status=StepStatus(m.status),
+        timeout_seconds=m.timeout_seconds or None,
+        children=ChildCounts(*(getattr(m.children, n) for n in CHILD_COUNTS)),
+        attempts=tuple(AttemptRecord(a.attempt, StepStatus(a.status),
+                                     a.started_at.ToMicroseconds(), _us(a, "finished_at"),
+                                     _failure_of(a, "failure")) for a in m.attempts),
+        created_at=m.created_at.ToMicroseconds(),
+        started_at=_us(m, "started_at"), finished_at=_us(m, "finished_at"),
+        failure=_failure_of(m, "failure"),
+        previous_attempt_failure=_failure_of(m, "previous_attempt_failure"),
+        **{n: getattr(m, n) for n in STEP_PLAIN})
+
+
+def fill_job(m: pb.Job, j: JobState) -> None:
+    for name in JOB_PLAIN:
+        setattr(m, name, getattr(j, name))
+    m.status = int(j.status)  # type: ignore[assignment]
+    _fill_failures(m, j, ("failure",))
+    _fill_counts(m.step_counts, j.step_counts, STEP_COUNTS)
+    _fill_times(m, j, JOB_TIMES)
+    for s in j.steps:
+        fill_step(m.steps.add(), s)
+
+
+def _job_state(m: pb.Job) -> JobState:
+    return JobState(
+        status=JobStatus(m.status), created_at=m.created_at.ToMicroseconds(),
+        failure=_failure_of(m, "failure"),
+        step_counts=StepCounts(*(getattr(m.step_counts, n) for n in STEP_COUNTS)),
+        started_at=_us(m, "started_at"), finished_at=_us(m, "finished_at"),
+        steps=tuple(_step_state(m.job_id, s) for s in m.steps),
+        **{n: getattr(m, n) for n in JOB_PLAIN})
+
+
+def step(s: StepState) -> pb.Step:
+    m = pb.Step()
+    fill_step(m, s)
+    return m
+
+
+def job(j: JobState) -> pb.Job:
+    m = pb.Job()
+    fill_job(m, j)
+    return m
+
+
+def _fill_times(m: Any, value: Any, names: tuple[str, ...]) -> None:
+    for name in names:
+        us = getattr(value, name)
+        if us is not None:
+            getattr(m, name).FromMicroseconds(us)
+
+
+def _fill_failures(m: Any, value: Any, names: tuple[str, ...]) -> None:
+    for name in names:
+        f = getattr(value, name)
+        if f is not None:
+            target = getattr(m, name)
+            target.reason, target.message = int(f.reason), f.message
+
+
+def _fill_counts(m: Any, counts: Any, names: tuple[str, ...]) -> None:
+    for name in names:
+        setattr(m, name, getattr(counts, name))
+
+
+def _us(msg: Any, name: str) -> int | None:
+    return getattr(msg, name).ToMicroseconds() if msg.HasField(name) else None
+
+
+def _failure_of(msg: Any, name: str) -> Failure | None:
+    if not msg.HasField(name):
+        return None
+    f = getattr(msg, name)
+    return Failure(FailureReason(f.reason), f.message)
+
+# -- the other answers -------------------------------------------------------------------------
+
+
+def timestamp(us: int | None) -> Timestamp | None:
+    if us is None:
+        return None
+    ts = Timestamp()
+    ts.FromMicroseconds(us)
+    return ts
+
+
+def definition_info(d: JobDefinition) -> pb.JobDefinitionInfo:
+    return pb.JobDefinitionInfo(name=d.name, description=d.description,
+                                step_names=[s.name for s in d.steps],
+                                on_step_failure=d.on_step_failure.value)
+
+
+def child(c: ChildRecord) -> pb.Child:
+    msg = pb.Child(index=c.index, key=c.key, status=int(c.status), attempt=c.attempt,  # type: ignore[arg-type]
+                   started_at=timestamp(c.started_at), finished_at=timestamp(c.finished_at),
+                   output_bytes=c.output_bytes, result=c.result or "")
+    if c.error is not None:
+        msg.error.reason = int(rules.child_failure_reason(c.error_reason))  # type: ignore[assignment]
+        msg.error.message = c.error
+    return msg
+
+
+def log_chunk(c: LogChunk) -> pb.LogChunk:
+    msg = pb.LogChunk(offset=c.offset, stream=int(c.stream), text=c.text,  # type: ignore[arg-type]
+                      at=timestamp(c.at))
+    if c.child is not None:
+        msg.child_index = c.child
+    return msg
+
+
+def document(d: Document) -> pb.Document:
+    attrs = Struct()
+    attrs.update(dict(d.attrs))
+    return pb.Document(path=d.path, tags=list(d.tags), attrs=attrs)
