@@ -8,7 +8,6 @@ prints as unknown.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
@@ -16,7 +15,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import grpc
 import typer
 from google.protobuf import json_format
-from rich.console import Console, Group
+from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
@@ -26,6 +25,7 @@ from stepwatch.client import Backoff, Client, Credentials, default_target
 from stepwatch.errors import StepwatchError
 from stepwatch.jobview import apply_event, is_terminal
 from stepwatch.passwords import hash_password
+from stepwatch.render import clock, duration, job_view, plain, print_chunk, styled
 from stepwatch.sanitize import printable, safe
 from stepwatch.tokens import new_token
 from stepwatch.v1 import orchestrator_pb2 as pb
@@ -35,13 +35,6 @@ app = typer.Typer(no_args_is_help=True, help="Stepwatch: run jobs and watch ever
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)  # an error is one line, however long
 
-# The terminal's style by tone: the CLI's one decision, from the status table's tone.
-TONE_STYLE = {
-    status.Tone.WAITING: "dim", status.Tone.ACTIVE: "bold blue", status.Tone.SUCCESS: "green",
-    status.Tone.PARTIAL: "bold dark_orange", status.Tone.FAILURE: "bold red",
-    status.Tone.SKIPPED: "magenta", status.Tone.CANCELLED: "yellow",
-    status.Tone.UNKNOWN: "dim italic",
-}
 # `watch` and `submit --watch` exit with these, so scripts can tell outcomes apart.
 EXIT_CODES = {pb.JOB_STATUS_COMPLETED: 0, pb.JOB_STATUS_FAILED: 1,
               pb.JOB_STATUS_COMPLETED_WITH_FAILURES: 3, pb.JOB_STATUS_CANCELLED: 4}
@@ -175,73 +168,6 @@ def _call(method: Callable[[Client], Awaitable[T]]) -> T:
     return _run(go())
 
 
-def styled(enum: Any, number: int) -> Text:
-    shown = status.present(enum, number)
-    return Text(shown.label, style=TONE_STYLE[shown.tone])
-
-
-def _time(ts: Any) -> str:
-    return ts.ToDatetime(dt.UTC).astimezone().strftime("%H:%M:%S") if ts.ByteSize() else "-"
-
-
-def _duration(start: Any, end: Any) -> str:
-    if not start.ByteSize():
-        return "-"
-    stop = end.ToDatetime(dt.UTC) if end.ByteSize() else dt.datetime.now(dt.UTC)
-    return f"{(stop - start.ToDatetime(dt.UTC)).total_seconds():.1f}s"
-
-
-def rows_that_matter(steps: list[pb.Step], room: int) -> tuple[list[pb.Step], str]:
-    """At most ``room`` steps for a screen: failed, running, then the rest by index; and a
-    summary of what was left out. Pure: the statuses are the server's, only picked."""
-    if len(steps) <= room:
-        return steps, ""
-    rank = {status.Tone.FAILURE: 0, status.Tone.ACTIVE: 1, status.Tone.PARTIAL: 1}
-    keep = sorted(steps, key=lambda s: (rank.get(status.present(status.STEP, s.status).tone, 2),
-                                        s.index))[:max(room, 1)]
-    kept = {s.step_id for s in keep}
-    hidden: dict[str, int] = {}
-    for s in steps:
-        if s.step_id not in kept:
-            name = status.present(status.STEP, s.status).label.lower()
-            hidden[name] = hidden.get(name, 0) + 1
-    summary = ", ".join(f"{n} {name}" for name, n in hidden.items())
-    return sorted(keep, key=lambda s: s.index), f"… {len(steps) - len(keep)} more steps ({summary})"
-
-
-def job_view(job: pb.Job, height: int | None = None) -> Group:
-    """The job as a table; with a terminal ``height``, failed and running steps stay in view."""
-    head = Text.assemble(safe(job.definition_name), " ", safe(job.job_id[:8], "dim"), "  ",
-                         styled(status.JOB, job.status))
-    if job.HasField("failure"):
-        head.append(printable(f"\n{status.label(status.REASON, job.failure.reason)}: "
-                              f"{job.failure.message}"), style="red")
-    table = Table(show_edge=False)
-    for col in ("#", "step", "type", "status", "children ok/failed/total", "docs", "attempt",
-                "duration"):
-        table.add_column(col)
-    notes: list[Text] = []
-    failures = sum(s.HasField("failure") for s in job.steps)
-    room = None if height is None else max(3, height - 8 - 2 * min(failures, 5))
-    steps, hidden = rows_that_matter(list(job.steps), room) if room else (list(job.steps), "")
-    for s in steps:
-        c = s.children
-        table.add_row(str(s.index), safe(s.name), safe(s.type), styled(status.STEP, s.status),
-                      f"{c.completed}/{c.failed}/{c.total}", str(s.document_count),
-                      f"{s.attempt}/{s.max_attempts}", _duration(s.started_at, s.finished_at))
-        if s.HasField("failure"):
-            mark = " (tolerated: the job went on)" if s.tolerated else ""
-            notes.append(safe(f"{s.name}: {status.label(status.REASON, s.failure.reason)}{mark}: "
-                              f"{s.failure.message}",
-                              style=TONE_STYLE[status.present(status.STEP, s.status).tone],
-                              overflow="ellipsis", no_wrap=height is not None))
-    if height is not None and len(notes) > 5:
-        notes = [*notes[:5], Text(f"… {len(notes) - 5} more failure notes (stepwatch show)",
-                                  style="dim")]
-    summary = [Text(hidden, style="dim", no_wrap=True, overflow="ellipsis")] if hidden else []
-    return Group(head, table, *summary, *notes)
-
-
 @app.command()
 def definitions(as_json: Annotated[bool, typer.Option("--json", help="JSON output")] = False,
                 ) -> None:
@@ -308,8 +234,8 @@ def jobs(status_filter: Annotated[str | None, typer.Option(
     for j in jobs_page:
         sc = j.step_counts
         table.add_row(safe(j.job_id[:8]), safe(j.definition_name), styled(status.JOB, j.status),
-                      f"{sc.completed}/{sc.failed}/{sc.total}", _time(j.created_at),
-                      _duration(j.started_at, j.finished_at))
+                      f"{sc.completed}/{sc.failed}/{sc.total}", clock(j.created_at),
+                      duration(j.started_at, j.finished_at))
     console.print(table)
 
 
@@ -383,7 +309,7 @@ def children(job_id: str, step: str,
     for ch in found:
         detail = ch.error.message if ch.HasField("error") else ch.result
         table.add_row(str(ch.index), styled(status.CHILD, ch.status), safe(ch.key), safe(detail),
-                      _duration(ch.started_at, ch.finished_at))
+                      duration(ch.started_at, ch.finished_at))
     console.print(table)
 
 
@@ -408,22 +334,11 @@ def logs(job_id: str, step: Annotated[str | None, typer.Argument(help="a step na
                 async for msg in c.watch_logs(job_id, name, attempt=attempt, child_index=child,
                                               backoff=backoff):
                     if msg.WhichOneof("kind") == "chunk":
-                        _print_chunk(msg.chunk)
+                        print_chunk(console, msg.chunk)
                     elif not follow:
                         break  # caught up with a running step: --follow waits for more
 
     _run(go())
-
-
-def _print_chunk(chunk: pb.LogChunk) -> None:
-    who = f"[{chunk.child_index}] " if chunk.HasField("child_index") else ""
-    for line in chunk.text.splitlines():
-        if chunk.stream == pb.LOG_STREAM_STDERR:
-            console.print(Text.assemble(who, ("stderr|", "red"), " ", safe(line)), highlight=False)
-        elif chunk.stream == pb.LOG_STREAM_SYSTEM:
-            console.print(Text.assemble(who, safe(line, "dim")), highlight=False)
-        else:
-            console.print(Text.assemble(who, safe(line)), highlight=False)
 
 
 @app.command()
@@ -444,14 +359,10 @@ def documents(job_id: str,
 
     table = Table("path", "tags", "attributes")
     for d in _run(go()):
-        attrs = ", ".join(f"{k}={_plain(v)}" for k, v in sorted(
+        attrs = ", ".join(f"{k}={plain(v)}" for k, v in sorted(
             json_format.MessageToDict(d.attrs).items()))
         table.add_row(safe(d.path), safe(", ".join(d.tags)), safe(attrs))
     console.print(table)
-
-
-def _plain(value: object) -> str:
-    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
 @app.command()

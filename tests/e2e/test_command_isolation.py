@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -16,6 +14,7 @@ from stepwatch.tokens import new_token
 from stepwatch.v1 import orchestrator_pb2 as pb
 from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
 from tests.procs import Orchestrator
+from tests.support import until
 
 DEADLINE = 60
 SECRET = "s3cret-aws-key-0123456789"
@@ -94,16 +93,6 @@ def test_the_opt_out_warns_at_every_start_and_commands_then_see_the_server(tmp_p
         orch.stop()
 
 
-def until(predicate: Callable[[], object], seconds: float) -> bool:
-    """Poll ``predicate`` until it holds or ``seconds`` pass; whether it held."""
-    end = time.monotonic() + seconds
-    while not predicate():
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.02)
-    return True
-
-
 def test_commands_end_with_their_sandbox_when_the_orchestrator_is_killed(tmp_path: Path) -> None:
     orch, token, _, _ = start(tmp_path)
     sleep = f"sleep 29.{os.getpid() % 997:03d}"  # this test's commands, told from any other
@@ -114,11 +103,10 @@ def test_commands_end_with_their_sandbox_when_the_orchestrator_is_killed(tmp_pat
                 'name = "tree"\n[steps.t]\ntype = "shell"\n'
                 f'commands = ["sh -c \'{sleep} & {sleep}\'; {sleep}"]\n')),
                 timeout=DEADLINE, metadata=[("authorization", f"Bearer {token}")])
-        assert until(lambda: len(pids_of(sleep)) >= 2, DEADLINE), "the commands did not start"
+        until(lambda: len(pids_of(sleep)) >= 2, "the commands to start", DEADLINE)
         orch.popen.kill()
         orch.popen.wait(DEADLINE)
-        assert until(lambda: not pids_of(sleep), 1.0), \
-            f"commands outlived their orchestrator: {pids_of(sleep)}"
+        until(lambda: not pids_of(sleep), "no command to outlive its orchestrator", 1.0)
     finally:
         orch.stop()
 

@@ -23,6 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from stepwatch.v1 import orchestrator_pb2 as pb
 from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
 from tests.procs import Orchestrator
+from tests.support import until
 
 DEADLINE = 60
 SLOW_JOB = ('name = "slow"\n[steps.a]\ntype = "shell"\nconcurrency = 1\n'
@@ -41,17 +42,6 @@ def disk(tmp_path: Path) -> Iterator[Path]:
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], check=True)
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def until(predicate, what: str, deadline: float = DEADLINE):  # type: ignore[no-untyped-def]
-    end = time.monotonic() + deadline
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)  # polling a remote state, with a deadline
 
 
 def health(ch: grpc.Channel) -> int:
@@ -168,7 +158,7 @@ def test_an_idle_server_is_serving_within_1_s_of_a_full_disk_freed(disk: Path,
             until(lambda: health(ch) == NOT_SERVING, "NOT_SERVING")
             filler.unlink()
             freed = time.monotonic()
-            until(lambda: health(ch) == SERVING, "SERVING again", deadline=10)
+            until(lambda: health(ch) == SERVING, "SERVING again", timeout=10)
             took = time.monotonic() - freed
             print(f"\nSERVING {took:.2f} s after the disk was freed")
             assert took <= 1.0, took

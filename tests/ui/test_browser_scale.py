@@ -235,3 +235,20 @@ def test_the_graph_and_the_attempt_timeline_draw_the_servers_statuses(
     assert got["flaky #1"] == status_colour(pb.STEP_STATUS_FAILED)
     assert got["flaky #2"] == status_colour(pb.STEP_STATUS_COMPLETED)
     assert got["broken #1"] == status_colour(pb.STEP_STATUS_FAILED)
+    # Each bar is an attempt record exactly as GetJob carries it (Step.attempts): its start
+    # (from the first attempt's), its length, its status and its failure's message.
+    records = {f"{s.name} #{r.attempt}": r for s in job.steps for r in s.attempts}
+    assert records["flaky #1"].status == pb.STEP_STATUS_FAILED
+    assert records["flaky #1"].failure.reason == pb.FAILURE_REASON_CHILD_FAILURES_EXCEEDED
+    assert records["flaky #2"].status == pb.STEP_STATUS_COMPLETED
+    opt = chart_option(browser, ".sw-timeline")
+    origin = min(r.started_at.ToMicroseconds() for r in records.values())
+    drawn = zip(opt["yAxis"][0]["data"], opt["series"][0]["data"], opt["series"][1]["data"],
+                strict=True)
+    for name, offset, span in drawn:
+        r = records[name]
+        start, end = r.started_at.ToMicroseconds(), r.finished_at.ToMicroseconds()
+        assert offset == round((start - origin) / 1e6, 3), name
+        assert span["value"] == round((end - start) / 1e6, 3), name
+        assert span["itemStyle"]["color"] == status_colour(r.status), name
+        assert (r.failure.message in span["tip"]) if r.HasField("failure") else True, name

@@ -141,7 +141,7 @@ def test_ui_service_imports_nothing_from_the_orchestrator_or_the_database() -> N
 def test_a_new_status_value_needs_only_the_status_module(monkeypatch: pytest.MonkeyPatch) -> None:
     """Adding a value (say STEP_STATUS_PAUSED = 7) to the proto and to stepwatch.status is all:
     the page and the CLI render it from its entry, with no change of their own."""
-    from stepwatch import cli, status
+    from stepwatch import cli, render, status
 
     assert status_style.look(status_style.STEP, 7).label == "Unknown (7)"
     paused = status.Presentation("Paused", status.Tone.PARTIAL, terminal=False)
@@ -149,7 +149,7 @@ def test_a_new_status_value_needs_only_the_status_module(monkeypatch: pytest.Mon
     look = status_style.look(status_style.STEP, 7)
     assert (look.label, look.colour) == ("Paused", status_style.TONE_LOOK[status.Tone.PARTIAL][0])
     text = cli.styled(status.STEP, 7)
-    assert (text.plain, str(text.style)) == ("Paused", cli.TONE_STYLE[status.Tone.PARTIAL])
+    assert (text.plain, str(text.style)) == ("Paused", render.TONE_STYLE[status.Tone.PARTIAL])
 
 
 def test_the_status_labels_and_colours_live_in_one_place() -> None:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from rich.console import Console
 
 from stepwatch import cli
+from stepwatch import render as render_mod
 from stepwatch.sanitize import printable
 from stepwatch.v1 import orchestrator_pb2 as pb
 
@@ -53,7 +54,8 @@ def render(console: Console, name: str, message: str, line: str) -> None:
     console.print(cli.job_view(hostile_job(name, message, line)))
     console.print(cli.job_view(hostile_job(name, message, line), height=24))
     for stream in (pb.LOG_STREAM_STDOUT, pb.LOG_STREAM_STDERR, pb.LOG_STREAM_SYSTEM):
-        cli._print_chunk(pb.LogChunk(text=f"{line}\n{message}\n", stream=stream, child_index=3))
+        render_mod.print_chunk(console, pb.LogChunk(text=f"{line}\n{message}\n", stream=stream,
+                                                 child_index=3))
 
 
 @pytest.mark.parametrize("text", HOSTILE)
@@ -61,7 +63,7 @@ def test_markup_and_escapes_in_data_are_printed_as_typed(
         text: str, monkeypatch: pytest.MonkeyPatch) -> None:
     console, out = capture()
     monkeypatch.setattr(cli, "console", console)
-    cli._print_chunk(pb.LogChunk(text=text + "\n", stream=pb.LOG_STREAM_STDOUT))
+    render_mod.print_chunk(console, pb.LogChunk(text=text + "\n", stream=pb.LOG_STREAM_STDOUT))
     assert out.getvalue() == printable(text) + "\n"
 
 

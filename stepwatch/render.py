@@ -1,0 +1,110 @@
+"""How the CLI draws what the server sent: styled statuses, the job table, log lines.
+
+Statuses are printed as the server sent them: colour comes from the value's tone in the
+status table (stepwatch.status) through TONE_STYLE, and a value this build does not know
+prints as unknown. Pure: nothing here talks to the server.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from stepwatch import status
+from stepwatch.sanitize import printable, safe
+from stepwatch.v1 import orchestrator_pb2 as pb
+
+__all__ = ["TONE_STYLE", "clock", "duration", "job_view", "plain", "print_chunk", "rows_that_matter",
+           "styled"]
+
+# The terminal's style by tone: the CLI's one decision, from the status table's tone.
+TONE_STYLE = {
+    status.Tone.WAITING: "dim", status.Tone.ACTIVE: "bold blue", status.Tone.SUCCESS: "green",
+    status.Tone.PARTIAL: "bold dark_orange", status.Tone.FAILURE: "bold red",
+    status.Tone.SKIPPED: "magenta", status.Tone.CANCELLED: "yellow",
+    status.Tone.UNKNOWN: "dim italic",
+}
+def styled(enum: Any, number: int) -> Text:
+    shown = status.present(enum, number)
+    return Text(shown.label, style=TONE_STYLE[shown.tone])
+
+
+def clock(ts: Any) -> str:
+    return ts.ToDatetime(dt.UTC).astimezone().strftime("%H:%M:%S") if ts.ByteSize() else "-"
+
+
+def duration(start: Any, end: Any) -> str:
+    if not start.ByteSize():
+        return "-"
+    stop = end.ToDatetime(dt.UTC) if end.ByteSize() else dt.datetime.now(dt.UTC)
+    return f"{(stop - start.ToDatetime(dt.UTC)).total_seconds():.1f}s"
+
+
+def rows_that_matter(steps: list[pb.Step], room: int) -> tuple[list[pb.Step], str]:
+    """At most ``room`` steps for a screen: failed, running, then the rest by index; and a
+    summary of what was left out. Pure: the statuses are the server's, only picked."""
+    if len(steps) <= room:
+        return steps, ""
+    rank = {status.Tone.FAILURE: 0, status.Tone.ACTIVE: 1, status.Tone.PARTIAL: 1}
+    keep = sorted(steps, key=lambda s: (rank.get(status.present(status.STEP, s.status).tone, 2),
+                                        s.index))[:max(room, 1)]
+    kept = {s.step_id for s in keep}
+    hidden: dict[str, int] = {}
+    for s in steps:
+        if s.step_id not in kept:
+            name = status.present(status.STEP, s.status).label.lower()
+            hidden[name] = hidden.get(name, 0) + 1
+    summary = ", ".join(f"{n} {name}" for name, n in hidden.items())
+    return sorted(keep, key=lambda s: s.index), f"… {len(steps) - len(keep)} more steps ({summary})"
+
+
+def job_view(job: pb.Job, height: int | None = None) -> Group:
+    """The job as a table; with a terminal ``height``, failed and running steps stay in view."""
+    head = Text.assemble(safe(job.definition_name), " ", safe(job.job_id[:8], "dim"), "  ",
+                         styled(status.JOB, job.status))
+    if job.HasField("failure"):
+        head.append(printable(f"\n{status.label(status.REASON, job.failure.reason)}: "
+                              f"{job.failure.message}"), style="red")
+    table = Table(show_edge=False)
+    for col in ("#", "step", "type", "status", "children ok/failed/total", "docs", "attempt",
+                "duration"):
+        table.add_column(col)
+    notes: list[Text] = []
+    failures = sum(s.HasField("failure") for s in job.steps)
+    room = None if height is None else max(3, height - 8 - 2 * min(failures, 5))
+    steps, hidden = rows_that_matter(list(job.steps), room) if room else (list(job.steps), "")
+    for s in steps:
+        c = s.children
+        table.add_row(str(s.index), safe(s.name), safe(s.type), styled(status.STEP, s.status),
+                      f"{c.completed}/{c.failed}/{c.total}", str(s.document_count),
+                      f"{s.attempt}/{s.max_attempts}", duration(s.started_at, s.finished_at))
+        if s.HasField("failure"):
+            mark = " (tolerated: the job went on)" if s.tolerated else ""
+            notes.append(safe(f"{s.name}: {status.label(status.REASON, s.failure.reason)}{mark}: "
+                              f"{s.failure.message}",
+                              style=TONE_STYLE[status.present(status.STEP, s.status).tone],
+                              overflow="ellipsis", no_wrap=height is not None))
+    if height is not None and len(notes) > 5:
+        notes = [*notes[:5], Text(f"… {len(notes) - 5} more failure notes (stepwatch show)",
+                                  style="dim")]
+    summary = [Text(hidden, style="dim", no_wrap=True, overflow="ellipsis")] if hidden else []
+    return Group(head, table, *summary, *notes)
+
+
+def print_chunk(console: Console, chunk: pb.LogChunk) -> None:
+    who = f"[{chunk.child_index}] " if chunk.HasField("child_index") else ""
+    for line in chunk.text.splitlines():
+        if chunk.stream == pb.LOG_STREAM_STDERR:
+            console.print(Text.assemble(who, ("stderr|", "red"), " ", safe(line)), highlight=False)
+        elif chunk.stream == pb.LOG_STREAM_SYSTEM:
+            console.print(Text.assemble(who, safe(line, "dim")), highlight=False)
+        else:
+            console.print(Text.assemble(who, safe(line)), highlight=False)
+
+
+def plain(value: object) -> str:
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
