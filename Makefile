@@ -70,4 +70,6 @@ bench-quick: install system-deps
 	$(PY) -m bench --quick
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .hypothesis stepwatch.db*
+	rm -rf $(VENV) node_modules .pytest_cache .hypothesis .mypy_cache .ruff_cache stepwatch.db* \
+		*.egg-info build dist
+	find . -name __pycache__ -type d -not -path './.git/*' -prune -exec rm -rf {} +

@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 import websockets.sync.client
+from prometheus_client.parser import text_string_to_metric_families
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 from websockets.exceptions import InvalidStatus
@@ -167,3 +168,22 @@ def test_the_ui_talks_to_an_orchestrator_with_auth_on_with_its_own_token(
     finally:
         for proc in reversed(started):
             proc.stop()
+
+
+def pages_open(ui: UI, page: str) -> float:
+    text = request(ui.port, "/metrics", {"Host": f"127.0.0.1:{ui.port}"}).read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "stepwatch_ui_pages_open" and sample.labels.get("page") == page:
+                return sample.value
+    return 0.0
+
+
+def test_the_pages_open_gauge_follows_tabs_opened_and_closed(
+        browser: webdriver.Chrome, stack: tuple[Orchestrator, UI]) -> None:
+    _, ui = stack
+    log_in(browser, f"{ui.url}/", "alice", "alice-pw")
+    wait(browser, lambda _: pages_open(ui, "queue") == 1, DEADLINE)
+    browser.get("about:blank")  # the tab leaves the queue: its page ends (after the grace)
+    wait(browser, lambda _: pages_open(ui, "queue") == 0, DEADLINE)
+    assert "Traceback" not in ui.output and "TypeError" not in ui.output

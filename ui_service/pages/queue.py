@@ -236,4 +236,6 @@ def register(target: str) -> None:
         task = background_tasks.create(follow(), name="watch-jobs")
         metrics.PAGES_OPEN.labels("queue").inc()
         ui.context.client.on_delete(task.cancel)
-        ui.context.client.on_delete(metrics.PAGES_OPEN.labels("queue").dec)
+        # A handler of no arguments: NiceGUI passes the client to one that takes any, and
+        # Gauge.dec would take it for the amount.
+        ui.context.client.on_delete(lambda: metrics.PAGES_OPEN.labels("queue").dec())
