@@ -56,7 +56,7 @@ system-deps: sandbox-deps
 
 run: install sandbox-deps
 	$(PY) scripts/run_all.py --orchestrator-port $(ORCH_PORT) --ui-port $(UI_PORT) \
-		--metrics-port $(METRICS_PORT)
+		--metrics-port $(METRICS_PORT) $(if $(DB_URL),--db-url '$(DB_URL)')
 
 test: install system-deps lint
 	$(PY) -m pytest
