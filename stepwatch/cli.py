@@ -152,6 +152,21 @@ def _fail(message: str) -> NoReturn:
     raise typer.Exit(2)
 
 
+MIN_PREFIX = 8  # the server resolves a job id prefix of this many characters or more
+
+
+def _job_ref(value: str) -> str:
+    """A job id or a prefix the server can resolve; a shorter one can never match."""
+    if len(value) < MIN_PREFIX:
+        _fail(f"job id prefix {value!r} is too short: give {MIN_PREFIX} or more characters "
+              "(`stepwatch jobs` lists the ids)")
+    return value
+
+
+JobRef = Annotated[str, typer.Argument(callback=_job_ref,
+                                       help="a job id, or a unique prefix of 8+ characters")]
+
+
 def _print_json(messages: list[Any] | Any) -> None:
     items = messages if isinstance(messages, list) else [messages]
     text = [json_format.MessageToDict(m, preserving_proto_field_name=True) for m in items]
@@ -240,7 +255,7 @@ def jobs(status_filter: Annotated[str | None, typer.Option(
 
 
 @app.command()
-def show(job_id: str,
+def show(job_id: JobRef,
          as_json: Annotated[bool, typer.Option("--json", help="JSON output")] = False) -> None:
     """Show a job and its steps."""
 
@@ -252,7 +267,7 @@ def show(job_id: str,
 
 
 @app.command()
-def watch(job_id: str) -> None:
+def watch(job_id: JobRef) -> None:
     """Follow a job live until it is terminal; the exit code says how it ended."""
 
     async def go() -> pb.Job:
@@ -278,7 +293,7 @@ def watch(job_id: str) -> None:
 
 
 @app.command()
-def children(job_id: str, step: str,
+def children(job_id: JobRef, step: str,
              status_filter: Annotated[str | None, typer.Option(
                  "--status", help="pending, running, completed, failed or cancelled")] = None,
              attempt: Annotated[int, typer.Option(help="0 = the latest")] = 0,
@@ -314,7 +329,7 @@ def children(job_id: str, step: str,
 
 
 @app.command()
-def logs(job_id: str, step: Annotated[str | None, typer.Argument(help="a step name or id")] = None,
+def logs(job_id: JobRef, step: Annotated[str | None, typer.Argument(help="a step name or id")] = None,
          child: Annotated[int | None, typer.Option("--child", help="one child's output")] = None,
          attempt: Annotated[int, typer.Option(help="0 = the latest")] = 0,
          follow: Annotated[bool, typer.Option("--follow", "-f", help="until the attempt ends, "
@@ -342,7 +357,7 @@ def logs(job_id: str, step: Annotated[str | None, typer.Argument(help="a step na
 
 
 @app.command()
-def documents(job_id: str,
+def documents(job_id: JobRef,
               tag: Annotated[list[str] | None, typer.Option("--tag", help="only these tags")] = None,
               ) -> None:
     """A job's documents with their attributes."""
@@ -366,7 +381,7 @@ def documents(job_id: str,
 
 
 @app.command()
-def rerun(job_id: str,
+def rerun(job_id: JobRef,
           failed_only: Annotated[bool, typer.Option("--failed-only", help="carry the COMPLETED "
                                                     "steps over; run only the rest")] = False,
           watch_: Annotated[bool, typer.Option("--watch", "-w", help="then watch it")] = False) -> None:
@@ -380,7 +395,7 @@ def rerun(job_id: str,
 
 
 @app.command()
-def cancel(job_id: str) -> None:
+def cancel(job_id: JobRef) -> None:
     """Cancel a running job."""
 
     console.print(job_view(_call(lambda c: c.cancel(job_id))))

@@ -79,3 +79,11 @@ def test_json_output(server: Orchestrator) -> None:
     assert jobs[0]["definition_name"] == "good" and jobs[0]["status"] == "JOB_STATUS_COMPLETED"
     shown = json.loads(cli(server.target, "show", jobs[0]["job_id"][:8], "--json").stdout)
     assert shown["job_id"] == jobs[0]["job_id"] and shown["steps"][0]["name"] == "a"
+
+
+def test_a_job_id_prefix_too_short_to_resolve_is_refused_as_such(server: Orchestrator) -> None:
+    for args in (["show", "4d71"], ["watch", "4d71"], ["cancel", "abc"], ["logs", "4d71", "s"],
+                 ["children", "4d71", "s"], ["documents", "4d71"], ["rerun", "4d71"]):
+        one_error(cli(server.target, *args), "too short", "8 or more characters")
+    # Eight characters are a prefix the server resolves (here: to no job).
+    one_error(cli(server.target, "show", "4d71ab12"), "NOT_FOUND")
