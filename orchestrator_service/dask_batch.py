@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from . import rules
+from .problems import text_of
 from .sandbox import NONE as NO_SANDBOX
 from .sandbox import Sandbox
 from .statuses import LogStream
@@ -202,10 +203,10 @@ async def _batch(spec: BatchSpec, address: str, client: Any) -> None:
             try:
                 puts = await step_type.run_child(ctx, child)
             except StepFailed as exc:
-                messages.put(StepFail(i, f"{child.key}: {_text(exc)}", _text(exc)))
+                messages.put(StepFail(i, f"{child.key}: {text_of(exc)}", text_of(exc)))
                 halted.set()
             except Exception as exc:
-                messages.put(ChildFailed(i, f"{child.key}: {_text(exc)}"))
+                messages.put(ChildFailed(i, f"{child.key}: {text_of(exc)}"))
                 failed[0] += 1
                 if rules.over_tolerance(failed[0], a.max_failures):
                     halted.set()
@@ -250,7 +251,3 @@ def _drain(q: queue.SimpleQueue[Message]) -> list[Message]:
             got.append(q.get_nowait())
         except queue.Empty:
             return got
-
-
-def _text(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__

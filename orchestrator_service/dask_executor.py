@@ -29,6 +29,7 @@ from .dask_batch import (
     run_batch,
 )
 from .executors import ExecutorUnavailable, TooManyChildFailures
+from .problems import text_of
 from .progress import ProgressRecorder
 from .statuses import LogStream
 from .step_types.base import Child, DocumentPut, StepContext, StepFailed, StepType
@@ -67,7 +68,7 @@ class DaskExecutor:
             except (OSError, TimeoutError) as exc:
                 self._client = None
                 raise ExecutorUnavailable(
-                    f"cannot reach the Dask scheduler at {self.scheduler}: {_text(exc)}") from None
+                    f"cannot reach the Dask scheduler at {self.scheduler}: {text_of(exc)}") from None
             return self._client
 
     async def prepare(self, ctx: StepContext) -> None:
@@ -76,7 +77,7 @@ class DaskExecutor:
             found = await client.run(os.path.isdir, str(ctx.workspace))
         except (OSError, TimeoutError) as exc:
             raise ExecutorUnavailable(
-                f"cannot reach the Dask scheduler at {self.scheduler}: {_text(exc)}") from None
+                f"cannot reach the Dask scheduler at {self.scheduler}: {text_of(exc)}") from None
         if not found:
             raise ExecutorUnavailable(f"no Dask workers at {self.scheduler}")
         missing = sorted(w for w, ok in found.items() if not ok)
@@ -91,7 +92,7 @@ class DaskExecutor:
             await self._run_children(step_type, ctx, children, recorder, concurrency)
         except (OSError, TimeoutError) as exc:  # the scheduler went away (CommClosedError...)
             raise ExecutorUnavailable(
-                f"lost the Dask scheduler at {self.scheduler}: {_text(exc)}") from None
+                f"lost the Dask scheduler at {self.scheduler}: {text_of(exc)}") from None
 
     async def _run_children(self, step_type: StepType, ctx: StepContext, children: list[Child],
                             recorder: ProgressRecorder, concurrency: int) -> None:
@@ -131,7 +132,7 @@ class DaskExecutor:
                         await self._receive(out, run, wait=False)  # what it said before dying
                         exc = await _exception(future)
                         run.lost(spec, f"worker {run.workers.get(spec.number, 'unknown')} died "
-                                       f"({_text(exc)})" if exc else "its Dask task was lost")
+                                       f"({text_of(exc)})" if exc else "its Dask task was lost")
                     elif await future.result() == "done":
                         await run.wait_for_bye(spec.number, lambda: self._receive(out, run))
             run.raise_if_over()
@@ -255,7 +256,3 @@ def plan(children: int, concurrency: int, threads: int, batch_size: int) -> tupl
     each = max(1, concurrency // at_once)
     per = max(1, min(batch_size, -(-children // at_once)))
     return per, at_once, each
-
-
-def _text(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__

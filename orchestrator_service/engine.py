@@ -18,10 +18,10 @@ from typing import Any
 from . import processes, rules
 from .definitions import DefinitionError, JobDefinition, Violation, parse_definition
 from .executors import Executor, InProcessExecutor
-from .jobrun import EngineConfig, JobRun, RunConfig, text_of
+from .jobrun import EngineConfig, JobRun, RunConfig
 from .leases import Claimed
 from .model import JobState
-from .problems import Code, ServerError
+from .problems import Code, ServerError, text_of
 from .rules import Decision
 from .statuses import StepStatus
 from .step_types.base import (

@@ -14,6 +14,7 @@ import logging
 from typing import Protocol
 
 from . import tracing
+from .problems import text_of
 from .progress import ProgressRecorder
 from .step_types.base import (
     CURRENT_CHILD,
@@ -76,10 +77,10 @@ class InProcessExecutor:
                 try:
                     puts = await step_type.run_child(ctx, child)
                 except StepFailed as exc:
-                    recorder.failed(i, f"{child.key}: {_text(exc)}")
+                    recorder.failed(i, f"{child.key}: {text_of(exc)}")
                     raise
                 except Exception as exc:
-                    recorder.failed(i, f"{child.key}: {_text(exc)}")
+                    recorder.failed(i, f"{child.key}: {text_of(exc)}")
                     if recorder.over_tolerance():
                         raise TooManyChildFailures from None
                 else:
@@ -120,8 +121,4 @@ def make_executor(kind: str, scheduler: str | None, batch_size: int, log_cap: in
 
         return DaskExecutor(scheduler, batch_size, log_cap)
     raise ValueError(f"unknown executor {kind!r} (inprocess or dask)")
-
-
-def _text(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__
 

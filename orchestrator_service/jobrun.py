@@ -21,6 +21,7 @@ from . import processes, rules, tracing
 from .definitions import Limits
 from .executors import Executor, ExecutorUnavailable, TooManyChildFailures
 from .model import ChildCounts, Failure, StepState
+from .problems import text_of
 from .progress import DEFAULT_LOG_CAP, InitOutput, ProgressRecorder
 from .rules import StepTransition
 from .sandbox import NONE as NO_SANDBOX
@@ -29,7 +30,7 @@ from .statuses import JobStatus, Policy, StepStatus
 from .step_types.base import DEFAULT_ENV_ALLOW, Document, StepContext, StepFailed, StepType
 from .store import ProgressBatch, StaleWrite, StepWrite, Store, StoreUnavailable, now_us
 
-__all__ = ["EngineConfig", "JobRun", "RunConfig", "text_of"]
+__all__ = ["EngineConfig", "JobRun", "RunConfig"]
 
 
 class JobDocuments:
@@ -285,7 +286,3 @@ async def _cancel_all(tasks: Mapping[str, asyncio.Task[Any]]) -> None:
     for t in tasks.values():
         t.cancel()
     await asyncio.gather(*tasks.values(), return_exceptions=True)
-
-
-def text_of(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__

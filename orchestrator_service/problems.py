@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, ClassVar
 if TYPE_CHECKING:
     from .definitions import Violation
 
-__all__ = ["Code", "ServerError"]
+__all__ = ["Code", "ServerError", "text_of"]
 
 
 class Code(enum.Enum):
@@ -49,3 +49,8 @@ class ServerError(Exception):
     def field_violations(self) -> Sequence[Violation]:
         """For bad input: each field at fault (google.rpc.BadRequest)."""
         return ()
+
+
+def text_of(exc: BaseException) -> str:
+    """An exception as one message: its text, or its type's name when it has none."""
+    return str(exc) or type(exc).__name__
