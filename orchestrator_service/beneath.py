@@ -55,8 +55,7 @@ def _openat2(dir_fd: int, rel: str, flags: int) -> int | None:
     libc = _libc()
     if _openat2_works is False or number is None or libc is None:
         return None
-    how = _OpenHow(flags | os.O_CLOEXEC, 0,
-                   RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)
+    how = _how(flags)
     fd = libc.syscall(number, dir_fd, rel.encode(), ctypes.byref(how), ctypes.sizeof(how))
     if fd >= 0:
         _openat2_works = True
@@ -66,6 +65,13 @@ def _openat2(dir_fd: int, rel: str, flags: int) -> int | None:
         _openat2_works = False  # no openat2 here (or a seccomp filter says no): walk instead
         return None
     raise OSError(err, os.strerror(err))
+
+
+@lru_cache(maxsize=8)
+def _how(flags: int) -> _OpenHow:
+    """openat2's argument for these flags (built once: it is read, never written)."""
+    return _OpenHow(flags | os.O_CLOEXEC, 0,
+                    RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)
 
 
 def _walk(dir_fd: int, rel: str, flags: int) -> int:
@@ -88,6 +94,12 @@ def open_beneath(workspace: Path, rel: str, flags: int = os.O_RDONLY,
                  allow_hardlinks: bool = False) -> int:
     """A descriptor of ``rel`` beneath ``workspace``; NotBeneath if the path would leave it
     or cross a symlink, or names a file with several hard links (unless allowed)."""
+    return open_beneath_stat(workspace, rel, flags, allow_hardlinks)[0]
+
+
+def open_beneath_stat(workspace: Path, rel: str, flags: int = os.O_RDONLY,
+                      allow_hardlinks: bool = False) -> tuple[int, os.stat_result]:
+    """open_beneath, with the descriptor's stat (taken anyway for the hard-link check)."""
     p = PurePosixPath(rel)
     if p.is_absolute() or ".." in p.parts:
         raise NotBeneath(errno.EXDEV, f"{rel}: not inside the workspace")
@@ -109,15 +121,13 @@ def open_beneath(workspace: Path, rel: str, flags: int = os.O_RDONLY,
         os.close(fd)
         raise NotBeneath(errno.EMLINK, f"{rel}: has {st.st_nlink} hard links (it may be a file "
                                        "from outside the workspace; --allow-hardlinks)")
-    return fd
+    return fd, st
 
 
 def stat_beneath(workspace: Path, rel: str, allow_hardlinks: bool = False) -> os.stat_result:
-    fd = open_beneath(workspace, rel, os.O_PATH, allow_hardlinks)
-    try:
-        return os.fstat(fd)
-    finally:
-        os.close(fd)
+    fd, st = open_beneath_stat(workspace, rel, os.O_PATH, allow_hardlinks)
+    os.close(fd)
+    return st
 
 
 def _part_regex(part: str) -> str:

@@ -14,6 +14,7 @@ import logging
 from typing import Protocol
 
 from . import tracing
+from .batches import run_sync_children
 from .problems import text_of
 from .progress import ProgressRecorder
 from .step_types.base import (
@@ -65,6 +66,14 @@ class InProcessExecutor:
 
     async def run_children(self, step_type: StepType, ctx: StepContext, children: list[Child],
                            recorder: ProgressRecorder, concurrency: int) -> None:
+        if step_type.sync_children:
+            with tracing.span("stepwatch.child_batch", job_id=ctx.job_id, step=ctx.step_name,
+                              children=len(children), executor=self.name):
+                await run_sync_children(step_type, ctx, children, recorder, concurrency,
+                                        until_may_start)
+            if recorder.over_tolerance():
+                raise TooManyChildFailures
+            return
         items = iter(enumerate(children))
         batch = tracing.span("stepwatch.child_batch", job_id=ctx.job_id, step=ctx.step_name,
                              children=len(children), executor=self.name)

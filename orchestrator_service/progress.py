@@ -78,27 +78,29 @@ class ProgressRecorder:
         self._task: asyncio.Task[None] | None = None
         self.errors: list[str] = []
 
-
     def over_tolerance(self) -> bool:
         """More children failed than the step tolerates: the attempt stops starting more."""
         return rules.over_tolerance(self.counts.failed, self.max_failures)
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._flush_loop(), name=f"progress-{self._step_id}")
 
     # -- children ----------------------------------------------------------------
 
-    def running(self, i: int) -> None:
-        self._move(i, ChildStatus.RUNNING, None)
+    # ``at``: when it happened, if not now (a worker thread's outcomes arrive in batches).
 
-    def completed(self, i: int, puts: Sequence[DocumentPut]) -> None:
-        self._move(i, ChildStatus.COMPLETED, None)
+    def running(self, i: int, at: int | None = None) -> None:
+        self._move(i, ChildStatus.RUNNING, None, at)
+
+    def completed(self, i: int, puts: Sequence[DocumentPut], at: int | None = None) -> None:
+        self._move(i, ChildStatus.COMPLETED, None, at)
         self._docs.extend(puts)
         self._doc_delta += len(puts)
 
-    def failed(self, i: int, error: str) -> None:
+    def failed(self, i: int, error: str, at: int | None = None) -> None:
         error = error.replace("\x00", NUL_SHOWN)
         self.errors.append(error)
-        self._move(i, ChildStatus.FAILED, error)
+        self._move(i, ChildStatus.FAILED, error, at)
 
     # -- output (OutputSink) -----------------------------------------------------------
 
@@ -133,23 +135,24 @@ class ProgressRecorder:
                 await asyncio.shield(self._task)
         return self._take()
 
-    def _move(self, i: int, new: ChildStatus, error: str | None) -> None:
+    def _move(self, i: int, new: ChildStatus, error: str | None, at: int | None) -> None:
         old = self._status[i]
         if old == new:
             return
+        at = now_us() if at is None else at
         self._status[i] = new
         c = self.counts
         fields = {_FIELD[old]: getattr(c, _FIELD[old]) - 1, _FIELD[new]: getattr(c, _FIELD[new]) + 1}
         self.counts = replace(c, **fields)
         if new == ChildStatus.RUNNING:
-            self._changes.append(ChildChange(i, new, now_us()))
+            self._changes.append(ChildChange(i, new, at))
             return
         dropped = self._dropped.pop(i, 0)
         if dropped:
             self._logs.append(LogLine(i, int(LogStream.SYSTEM), (
                 f"[stepwatch] {dropped} bytes of output dropped: a child keeps at most "
                 f"{self._cap} bytes\n"), now_us()))
-        self._changes.append(ChildChange(i, new, now_us(), error, self._bytes.get(i, 0),
+        self._changes.append(ChildChange(i, new, at, error, self._bytes.get(i, 0),
                                          self._results.pop(i, None)))
 
     def _take(self) -> ProgressBatch:

@@ -12,6 +12,8 @@ the child's status, in one transaction.
 
 from __future__ import annotations
 
+import asyncio
+
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -126,9 +128,13 @@ class StepContext:
 
 
 class StepType:
-    """Base class for step types. Subclasses set ``name`` and override the hooks."""
+    """Base class for step types. Subclasses set ``name`` and override the hooks: ``init``,
+    and either ``run_child`` (a coroutine: commands, network) or, for synchronous work
+    (a file read, a stat), ``run_child_sync`` with ``sync_children = True``. Synchronous
+    children run in batches on worker threads, without a task and a thread hand-off each."""
 
     name: ClassVar[str]
+    sync_children: ClassVar[bool] = False
 
     def validate(self, options: Mapping[str, Any]) -> dict[str, Any]:
         """Return normalised options or raise OptionError. Default: no options."""
@@ -144,6 +150,12 @@ class StepType:
         raise NotImplementedError
 
     async def run_child(self, ctx: StepContext, child: Child) -> Sequence[DocumentPut] | None:
+        if self.sync_children:  # one child alone (e.g. in a Dask batch): on a thread
+            return await asyncio.to_thread(self.run_child_sync, ctx, child)
+        raise NotImplementedError
+
+    def run_child_sync(self, ctx: StepContext, child: Child) -> Sequence[DocumentPut] | None:
+        """One child's synchronous work, on a worker thread (``sync_children = True``)."""
         raise NotImplementedError
 
 

@@ -10,6 +10,7 @@ from .base import Child, DocumentPut, StepContext, StepType, check_known, string
 
 class FilterTags(StepType):
     name = "filter_tags"
+    sync_children = True
 
     def validate(self, options: Mapping[str, Any]) -> dict[str, Any]:
         check_known(options, {"tags"}, self.name)
@@ -23,5 +24,5 @@ class FilterTags(StepType):
             raise LookupError(f"no documents found matching tags: {tags}")
         return [Child(key=doc.path) for doc in matches]
 
-    async def run_child(self, ctx: StepContext, child: Child) -> Sequence[DocumentPut]:
+    def run_child_sync(self, ctx: StepContext, child: Child) -> Sequence[DocumentPut]:
         return [DocumentPut(child.key)]

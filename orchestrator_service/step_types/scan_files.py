@@ -13,6 +13,7 @@ from .base import Child, DocumentPut, OptionError, StepContext, StepType, check_
 
 class ScanFiles(StepType):
     name = "scan_files"
+    sync_children = True
 
     def validate(self, options: Mapping[str, Any]) -> dict[str, Any]:
         check_known(options, {"root", "include", "exclude", "tags"}, self.name)
@@ -50,11 +51,10 @@ class ScanFiles(StepType):
                                         ctx.options["exclude"])
         return [Child(key=p) for p in paths]
 
-    async def run_child(self, ctx: StepContext, child: Child) -> Sequence[DocumentPut]:
+    def run_child_sync(self, ctx: StepContext, child: Child) -> Sequence[DocumentPut]:
         # Opened beneath the workspace again, without following a link on the way: a folder
         # swapped for a symlink since the scan tells nothing of where it leads.
-        st = await asyncio.to_thread(stat_beneath, ctx.workspace.resolve(), child.key,
-                                     ctx.allow_hardlinks)
+        st = stat_beneath(ctx.workspace.resolve(), child.key, ctx.allow_hardlinks)
         return [DocumentPut(child.key, tags=file_tags(child.key, ctx.options["tags"]),
                             attrs={"size": st.st_size})]
 

@@ -2,27 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
 import codecs
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from ..beneath import open_beneath
+from ..beneath import open_beneath_stat
 from .base import Child, DocumentPut, StepContext, StepType
 
 
 class Summarize(StepType):
     name = "summarize"
+    sync_children = True
 
     async def init(self, ctx: StepContext) -> Sequence[Child]:
         return [Child(key=doc.path) for doc in await ctx.documents()]
 
-    async def run_child(self, ctx: StepContext, child: Child) -> Sequence[DocumentPut]:
-        stats = await asyncio.to_thread(summarize_beneath, ctx.workspace, child.key,
-                                        ctx.allow_hardlinks)
+    def run_child_sync(self, ctx: StepContext, child: Child) -> Sequence[DocumentPut]:
+        stats = summarize_beneath(ctx.workspace, child.key, ctx.allow_hardlinks)
         return [DocumentPut(child.key, attrs=stats)]
 
 
@@ -32,11 +31,22 @@ CHUNK = 1 << 20  # a file is read 1 MiB at a time: a 1 GB file costs 1 MiB of me
 def summarize_beneath(workspace: Path, rel: str, allow_hardlinks: bool = False) -> dict[str, int]:
     """Counts of the file ``rel`` beneath ``workspace``, opened without following a symlink
     anywhere on its path (beneath.py); errors name ``rel``, not where the workspace is."""
-    fd = open_beneath(workspace, rel, os.O_RDONLY, allow_hardlinks)
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+    fd, st = open_beneath_stat(workspace, rel, os.O_RDONLY, allow_hardlinks)
+    try:
+        if not stat.S_ISREG(st.st_mode):
             raise OSError(f"cannot read {rel}: not a regular file")
-        return summarize_stream(f, rel)
+        return summarize_chunks(_chunks(fd, st.st_size), rel)
+    finally:
+        os.close(fd)
+
+
+def _chunks(fd: int, size: int) -> Iterator[bytes]:
+    """The file's bytes, read straight from the descriptor: the first read sized to the
+    file (a small file costs one read, not a 1 MiB buffer), then CHUNK at a time."""
+    want = min(CHUNK, size + 1)  # +1: a file that grew since fstat is read to its end
+    while data := os.read(fd, want):
+        yield data
+        want = CHUNK
 
 
 def summarize_file(path: Path) -> dict[str, int]:
@@ -45,13 +55,17 @@ def summarize_file(path: Path) -> dict[str, int]:
 
 
 def summarize_stream(f: BinaryIO, name: str) -> dict[str, int]:
+    return summarize_chunks(iter(lambda: f.read(CHUNK), b""), name)
+
+
+def summarize_chunks(chunks: Iterable[bytes], name: str) -> dict[str, int]:
     """Lines (newline-terminated, plus a last unterminated one), words and bytes of UTF-8 text."""
     decoder = codecs.getincrementaldecoder("utf-8")()
     lines = words = size = 0
     in_word = False  # the text so far ends inside a word
     last = ""
     try:
-        while data := f.read(CHUNK):
+        for data in chunks:
             try:
                 text = decoder.decode(data)
             except UnicodeDecodeError as exc:

@@ -76,14 +76,18 @@ def _fence(step: StepState, attempt: int) -> None:
 
 
 #: Writes one batch of child moves: (connection, step_id, attempt, starts, ends).
-MoveChildren = Callable[[Connection, str, int, list[ChildChange], list[ChildChange]], None]
+MoveChildren = Callable[[Connection, str, int, list[ChildChange], list[ChildChange],
+                         dict[int, int]], None]
 
 
 def _apply_progress(c: Connection, log_: _Log, step: StepState, p: ProgressBatch,
                     move: MoveChildren) -> StepState:
-    starts = [ch for ch in p.children if ch.status == ChildStatus.RUNNING]
+    started = {ch.index: ch.at for ch in p.children if ch.status == ChildStatus.RUNNING}
     ends = [ch for ch in p.children if ch.status != ChildStatus.RUNNING]
-    move(c, p.step_id, p.attempt, starts, ends)
+    # A child that started and ended in this batch is one write, with both times.
+    ended_too = {ch.index: started.pop(ch.index) for ch in ends if ch.index in started}
+    starts = [ch for ch in p.children if ch.status == ChildStatus.RUNNING and ch.index in started]
+    move(c, p.step_id, p.attempt, starts, ends, ended_too)
     if p.logs:
         _append_logs(c, log_, p.step_id, p.attempt, p.logs)
     if p.documents:
@@ -95,7 +99,7 @@ def _apply_progress(c: Connection, log_: _Log, step: StepState, p: ProgressBatch
 
 
 def move_children(c: Connection, step_id: str, attempt: int, starts: list[ChildChange],
-                   ends: list[ChildChange]) -> None:
+                   ends: list[ChildChange], started: dict[int, int]) -> None:
     """SQLite: a batch of child moves as executemany (a statement per child is cheap there)."""
     if starts:
         c.execute(_CHILD_STARTS, [{"b_step": step_id, "b_attempt": attempt, "b_idx": ch.index,
@@ -104,12 +108,12 @@ def move_children(c: Connection, step_id: str, attempt: int, starts: list[ChildC
         c.execute(_CHILD_ENDS, [
             {"b_step": step_id, "b_attempt": attempt, "b_idx": ch.index,
              "b_status": int(ch.status), "b_error": ch.error,
-             "b_reason": _reason(ch.error),
+             "b_reason": _reason(ch.error), "b_started": started.get(ch.index),
              "b_at": ch.at, "b_bytes": ch.output_bytes, "b_result": ch.result} for ch in ends])
 
 
 def move_children_pg(c: Connection, step_id: str, attempt: int, starts: list[ChildChange],
-                      ends: list[ChildChange]) -> None:
+                      ends: list[ChildChange], started: dict[int, int]) -> None:
     """PostgreSQL: a batch of child moves as one statement each (arrays, unnest), not a
     statement per child: the database joins them on the unique (step_id, attempt, idx)."""
     key = {"step": step_id, "attempt": attempt}
@@ -122,7 +126,7 @@ def move_children_pg(c: Connection, step_id: str, attempt: int, starts: list[Chi
             **key, "idx": [ch.index for ch in ends], "st": [int(ch.status) for ch in ends],
             "err": [ch.error for ch in ends],
             "reason": [_reason(ch.error) for ch in ends],
-            "at": [ch.at for ch in ends], "bytes": [ch.output_bytes for ch in ends],
+            "started": [started.get(ch.index) for ch in ends], "at": [ch.at for ch in ends], "bytes": [ch.output_bytes for ch in ends],
             "res": [ch.result for ch in ends]})
 
 

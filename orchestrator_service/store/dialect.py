@@ -70,9 +70,10 @@ class Dialect:
         """Tell the other processes on this database (nothing to tell where there are none)."""
 
     def move_children(self, c: Connection, step_id: str, attempt: int,
-                      starts: list[ChildChange], ends: list[ChildChange]) -> None:
-        """Write one batch of child moves (starts first: a child that started and ended in
-        one batch ends ended)."""
+                      starts: list[ChildChange], ends: list[ChildChange],
+                      started: dict[int, int]) -> None:
+        """Write one batch of child moves: ``starts`` (children still running), ``ends``
+        (with ``started``: the start times of those that also started in this batch)."""
         raise NotImplementedError
 
     @classmethod
@@ -128,8 +129,9 @@ class SQLite(Dialect):
         return 0 if self.in_memory else 2
 
     def move_children(self, c: Connection, step_id: str, attempt: int,
-                      starts: list[ChildChange], ends: list[ChildChange]) -> None:
-        _statement_per_child(c, step_id, attempt, starts, ends)  # cheap in-process
+                      starts: list[ChildChange], ends: list[ChildChange],
+                      started: dict[int, int]) -> None:
+        _statement_per_child(c, step_id, attempt, starts, ends, started)  # cheap in-process
 
     @classmethod
     def claim_process(cls, url: str) -> Ownership:
@@ -164,8 +166,9 @@ class PostgreSQL(Dialect):
         c.execute(_NOTIFY, {"p": payload})
 
     def move_children(self, c: Connection, step_id: str, attempt: int,
-                      starts: list[ChildChange], ends: list[ChildChange]) -> None:
-        _unnest(c, step_id, attempt, starts, ends)  # one statement per batch, not per child
+                      starts: list[ChildChange], ends: list[ChildChange],
+                      started: dict[int, int]) -> None:
+        _unnest(c, step_id, attempt, starts, ends, started)  # one statement per batch, not per child
 
     @property
     def listener_conninfo(self) -> str:

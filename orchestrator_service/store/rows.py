@@ -8,6 +8,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 from sqlalchemy import (
+    BigInteger,
     Connection,
     Row,
     Table,
@@ -166,8 +167,11 @@ _CHILD_STARTS = update(C).where(*_THE_CHILD).values(status=bindparam("b_status")
                                                     started_at=bindparam("b_at"))
 
 
+# A child that started and ended within one batch is written once: its start time rides
+# along (NULL keeps the one written before).
 _CHILD_ENDS = update(C).where(*_THE_CHILD).values(
     status=bindparam("b_status"), error=bindparam("b_error"), error_reason=bindparam("b_reason"),
+    started_at=func.coalesce(bindparam("b_started", type_=BigInteger), C.c.started_at),
     finished_at=bindparam("b_at"), output_bytes=bindparam("b_bytes"), result=bindparam("b_result"))
 
 
@@ -217,10 +221,12 @@ _PG_CHILD_STARTS = text(
 
 _PG_CHILD_ENDS = text(
     "UPDATE children SET status = d.st, error = d.err, error_reason = d.reason, "
+    "started_at = coalesce(d.started, children.started_at), "
     "finished_at = d.at, output_bytes = d.bytes, result = d.res FROM unnest("
     "CAST(:idx AS integer[]), CAST(:st AS integer[]), CAST(:err AS text[]), "
-    "CAST(:reason AS integer[]), CAST(:at AS bigint[]), CAST(:bytes AS bigint[]), "
-    "CAST(:res AS text[])) AS d(idx, st, err, reason, at, bytes, res) "
+    "CAST(:reason AS integer[]), CAST(:started AS bigint[]), CAST(:at AS bigint[]), "
+    "CAST(:bytes AS bigint[]), CAST(:res AS text[])) "
+    "AS d(idx, st, err, reason, started, at, bytes, res) "
     "WHERE children.step_id = :step AND children.attempt = :attempt AND children.idx = d.idx "
     f"AND children.status IN ({_PG_UNFINISHED})")
 
