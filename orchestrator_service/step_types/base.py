@@ -13,7 +13,6 @@ the child's status, in one transaction.
 from __future__ import annotations
 
 import asyncio
-
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field

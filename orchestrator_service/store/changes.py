@@ -126,7 +126,8 @@ def move_children_pg(c: Connection, step_id: str, attempt: int, starts: list[Chi
             **key, "idx": [ch.index for ch in ends], "st": [int(ch.status) for ch in ends],
             "err": [ch.error for ch in ends],
             "reason": [_reason(ch.error) for ch in ends],
-            "started": [started.get(ch.index) for ch in ends], "at": [ch.at for ch in ends], "bytes": [ch.output_bytes for ch in ends],
+            "started": [started.get(ch.index) for ch in ends], "at": [ch.at for ch in ends],
+            "bytes": [ch.output_bytes for ch in ends],
             "res": [ch.result for ch in ends]})
 
 
