@@ -20,6 +20,7 @@ from typing import Any
 from . import processes, rules, tracing
 from .definitions import Limits
 from .executors import Executor, ExecutorUnavailable, TooManyChildFailures
+from .grouping import StepWriteGroup
 from .model import ChildCounts, Failure, StepState
 from .problems import text_of
 from .progress import DEFAULT_LOG_CAP, InitOutput, ProgressRecorder
@@ -100,6 +101,8 @@ class JobRun:
         self.done: asyncio.Queue[asyncio.Task[StepState]] = asyncio.Queue()
         #: Step name -> cluster faults in a row (the backoff before its next attempt).
         self.cluster_faults: dict[str, int] = {}
+        #: The job's step writes, committed in groups (grouping.py).
+        self.group = StepWriteGroup(lambda ws: self.store.writes.write_steps(self.job_id, ws))
 
     async def run(self) -> None:
         job = await self.store.reads.get_job(self.job_id)
@@ -190,9 +193,7 @@ class JobRun:
 
     async def _write(self, step: StepState, decide: Callable[[StepState], StepTransition],
                      progress: ProgressBatch | None = None) -> StepState:
-        [written] = await self.store.writes.write_steps(
-            self.job_id, [StepWrite(step.step_id, step.attempt, decide, progress)])
-        return written
+        return await self.group.write(StepWrite(step.step_id, step.attempt, decide, progress))
 
     async def _attempt(self, step: StepState) -> tuple[Failure | None, ProgressBatch | None]:
         """One attempt: init, then children. (None, last batch) when it succeeded."""
@@ -229,12 +230,12 @@ class JobRun:
                 except ExecutorUnavailable as exc:
                     self.cluster_faults[step.name] = self.cluster_faults.get(step.name, 0) + 1
                     return rules.cluster_failed(str(exc)), _init_batch(step, init_output)
-                await self.store.writes.start_children(step.step_id, step.attempt,
-                                                       [c.key for c in children],
-                                                       init_output.lines)
+                # The children are inserted with the attempt's first write (a quick step's
+                # with its end): no transaction of their own.
                 recorder = ProgressRecorder(self.store, step.step_id, step.attempt,
                                             len(children), cfg.run.progress_interval, cfg.run.log_cap,
-                                            step.max_child_failures)
+                                            step.max_child_failures, [c.key for c in children],
+                                            init_output.lines)
                 ctx = dataclasses.replace(ctx, sink=recorder)
                 recorder.start()
                 await cfg.executor.run_children(step_type, ctx, children, recorder, concurrency)

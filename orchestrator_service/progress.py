@@ -57,7 +57,10 @@ class InitOutput:
 class ProgressRecorder:
     def __init__(self, store: Store, step_id: str, attempt: int, total: int,
                  interval: float, log_cap: int = DEFAULT_LOG_CAP,
-                 max_failures: int = 0) -> None:
+                 max_failures: int = 0, keys: Sequence[str] | None = None,
+                 init_logs: Sequence[LogLine] = ()) -> None:
+        """``keys``: the attempt's children, inserted with its first write (then ``total`` is
+        their number); ``init_logs``: what its init logged, written before any child's."""
         self._store = store
         #: The step's tolerance: more failed children than this end the attempt.
         self.max_failures = max_failures
@@ -69,7 +72,8 @@ class ProgressRecorder:
         self._status: list[ChildStatus] = [ChildStatus.PENDING] * total
         self._changes: list[ChildChange] = []
         self._docs: list[DocumentPut] = []
-        self._logs: list[LogLine] = []
+        self._logs: list[LogLine] = list(init_logs)
+        self._new_children = keys
         self._doc_delta = 0
         self._bytes: dict[int, int] = {}
         self._dropped: dict[int, int] = {}
@@ -157,8 +161,9 @@ class ProgressRecorder:
 
     def _take(self) -> ProgressBatch:
         batch = ProgressBatch(self._step_id, self._attempt, self._changes, self._docs,
-                              self.counts, self._doc_delta, self._logs)
+                              self.counts, self._doc_delta, self._logs, self._new_children)
         self._changes, self._docs, self._logs, self._doc_delta = [], [], [], 0
+        self._new_children = None
         return batch
 
     def _put_back(self, batch: ProgressBatch) -> None:
@@ -166,13 +171,16 @@ class ProgressRecorder:
         self._docs = batch.documents + self._docs
         self._logs = batch.logs + self._logs
         self._doc_delta += batch.document_delta
+        if batch.new_children is not None:
+            self._new_children = batch.new_children
 
     async def _flush_loop(self) -> None:
         while not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 # A pacing interval that ends early when the attempt finishes.
                 await asyncio.wait_for(self._stopping.wait(), self._interval)
-            if self._stopping.is_set() or not (self._changes or self._docs or self._logs):
+            if self._stopping.is_set() or not (self._changes or self._docs or self._logs
+                                               or self._new_children is not None):
                 continue
             batch = self._take()
             try:

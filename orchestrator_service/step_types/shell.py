@@ -85,6 +85,8 @@ def command_argv(command: str, run_as: str | None = None, sandbox: Sandbox = NO_
         user = _user(run_as)
         return [SETPRIV, "--pdeathsig", "KILL", f"--reuid={user.pw_uid}",
                 f"--regid={user.pw_gid}", "--init-groups", "--", *shell]
+    if sandbox.enabled:
+        return shell  # bwrap --die-with-parent sets the death signal itself: one exec less
     return [SETPRIV, "--pdeathsig", "KILL", "--", *shell] if SETPRIV else shell
 
 

@@ -31,6 +31,7 @@ from .rows import (
     _CHILD_ENDS,
     _CHILD_STARTS,
     _CLOSE_OUT,
+    _INSERT_CHILDREN,
     _INSERT_CHUNKS,
     _LOG_HEAD,
     _NEW_LOG_HEAD,
@@ -82,6 +83,11 @@ MoveChildren = Callable[[Connection, str, int, list[ChildChange], list[ChildChan
 
 def _apply_progress(c: Connection, log_: _Log, step: StepState, p: ProgressBatch,
                     move: MoveChildren) -> StepState:
+    if p.new_children is not None and p.new_children:
+        c.execute(_INSERT_CHILDREN, [
+            {"step_id": p.step_id, "attempt": p.attempt, "idx": i, "key": k,
+             "status": int(ChildStatus.PENDING), "error": None}
+            for i, k in enumerate(p.new_children)])
     started = {ch.index: ch.at for ch in p.children if ch.status == ChildStatus.RUNNING}
     ends = [ch for ch in p.children if ch.status != ChildStatus.RUNNING]
     # A child that started and ended in this batch is one write, with both times.

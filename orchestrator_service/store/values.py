@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,10 +119,14 @@ class ProgressBatch:
     counts: ChildCounts
     document_delta: int
     logs: list[LogLine] = field(default_factory=list)
+    #: The attempt's children, inserted PENDING with this batch (its first): a step's
+    #: children cost no transaction of their own; a quick step's are written with its end.
+    new_children: Sequence[str] | None = None
 
     @property
     def empty(self) -> bool:
-        return not (self.children or self.documents or self.document_delta or self.logs)
+        return not (self.children or self.documents or self.document_delta or self.logs
+                    or self.new_children is not None)
 
 
 @dataclass(frozen=True, slots=True)

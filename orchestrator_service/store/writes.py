@@ -27,10 +27,10 @@ from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..definitions import JobDefinition
-from ..model import ChildCounts, JobState, StepState
+from ..model import JobState, StepState
 from ..rules import Decision
-from ..statuses import ChildStatus, JobStatus
-from .changes import _append_logs, _apply_progress, _delete_jobs, _fence, _transition
+from ..statuses import JobStatus
+from .changes import _apply_progress, _delete_jobs, _fence, _transition
 from .creating import insert_job, seen_request
 from .dialect import Dialect
 from .errors import JobStillRunning, LeaseLost, Receipt, StaleWrite
@@ -38,10 +38,7 @@ from .eventlog import _Log, lock_job
 from .holding import Holding
 from .reads import read_job
 from .rows import (
-    _CHILD_COUNT_COLUMNS,
-    _INSERT_CHILDREN,
     _JOB_OF_STEP,
-    _SET_STEP_COUNTS,
     _STEP,
     LH,
     J,
@@ -49,12 +46,10 @@ from .rows import (
     M,
     S,
     _attempt_logs,
-    _params,
     _step_state,
-    _step_values,
 )
 from .runner import Runner
-from .values import LogLine, ProgressBatch, RequestKey, Rerun, StepWrite, new_id, now_us
+from .values import ProgressBatch, RequestKey, Rerun, StepWrite, new_id, now_us
 
 __all__ = ["Writes"]
 
@@ -112,15 +107,6 @@ class Writes:
 
         return await self._runner.write("decide_job", self._decide_job, job_id, decide,
                                         key=job_id, recover=recover)
-
-    async def start_children(self, step_id: str, attempt: int, keys: Sequence[str],
-                             logs: Sequence[LogLine] = ()) -> StepState:
-        """An attempt's children, PENDING; with what its init logged."""
-        def recover(c: Connection, r: Receipt) -> Recovered:
-            return _step_state(c.execute(_STEP, {"k": step_id}).one()), {(step_id, attempt)}
-
-        return await self._runner.write("start_children", self._start_children, step_id,
-                                        attempt, keys, logs, key=step_id, recover=recover)
 
     async def record_progress(self, progress: ProgressBatch) -> None:
         def recover(c: Connection, r: Receipt) -> Recovered:
@@ -234,29 +220,6 @@ class Writes:
             state = replace(log_.state(), steps=tuple(steps.values()))
         self._runner.committed(events, log_.log_keys)
         return state
-
-    def _start_children(self, step_id: str, attempt: int, keys: Sequence[str],
-                        logs: Sequence[LogLine]) -> StepState:
-        with self._dialect.engine.begin() as c:
-            job_id = c.execute(_JOB_OF_STEP, {"k": step_id}).scalar_one()
-            log_ = self._log(c, job_id)
-            log_.refuse_if_terminal()
-            step = before = _step_state(c.execute(_STEP, {"k": step_id}).one())
-            _fence(step, attempt)
-            if keys:
-                c.execute(_INSERT_CHILDREN, [
-                    {"step_id": step_id, "attempt": attempt, "idx": i, "key": k,
-                     "status": int(ChildStatus.PENDING), "error": None} for i, k in enumerate(keys)])
-            step = replace(step, children=ChildCounts(total=len(keys), pending=len(keys)))
-            c.execute(_SET_STEP_COUNTS, _params(step_id, _step_values(step),
-                                                ("document_count", *_CHILD_COUNT_COLUMNS)))
-            if logs:  # the log's head row is made with its first lines, not for every attempt
-                _append_logs(c, log_, step_id, attempt, logs)
-            if step != before:  # no children and no counts before: nothing changed
-                log_.step(step)
-            events = log_.flush()
-        self._runner.committed(events, log_.log_keys)
-        return step
 
     def _record_progress(self, p: ProgressBatch) -> None:
         with self._dialect.engine.begin() as c:

@@ -27,7 +27,8 @@ async def _a_running_step(harness: Harness) -> JobState:
     await harness.store.writes.decide_job(job.job_id, lambda j: rules.start_job(j, 1))
     await harness.store.writes.write_steps(
         job.job_id, [StepWrite(a.step_id, 0, lambda s: rules.start_attempt(s, 2))])
-    await harness.store.writes.start_children(a.step_id, 1, ["x", "y"])
+    await harness.store.writes.record_progress(ProgressBatch(
+        a.step_id, 1, [], [], ChildCounts(total=2, pending=2), 0, new_children=["x", "y"]))
     return await harness.store.reads.get_job(job.job_id)
 
 
@@ -46,7 +47,8 @@ async def test_writes_for_another_attempt_are_refused(harness: Harness) -> None:
         with pytest.raises(StaleWrite):
             await harness.store.writes.record_progress(_progress(a.step_id, attempt))
         with pytest.raises(StaleWrite):
-            await harness.store.writes.start_children(a.step_id, attempt, ["z"])
+            await harness.store.writes.record_progress(ProgressBatch(
+                a.step_id, attempt, [], [], ChildCounts(total=1, pending=1), 0, new_children=["z"]))
     assert await harness.store.reads.get_job(job.job_id) == job  # nothing written, no event appended
     # The right attempt is accepted, and ends with its children closed out.
     [done] = await harness.store.writes.write_steps(job.job_id, [StepWrite(
@@ -64,7 +66,9 @@ async def test_nothing_is_written_after_the_terminal_event(harness: Harness) -> 
         harness.store.writes.write_steps(j.job_id, [StepWrite(a.step_id, a.attempt,
                                                        lambda s: rules.attempt_succeeded(s, 9))]),
         harness.store.writes.record_progress(_progress(a.step_id, a.attempt)),
-        harness.store.writes.start_children(a.step_id, a.attempt, ["again"]),
+        harness.store.writes.record_progress(ProgressBatch(
+            a.step_id, a.attempt, [], [], ChildCounts(total=1, pending=1), 0,
+            new_children=["again"])),
         harness.store.writes.decide_job(j.job_id, lambda job: rules.cancel(job, 9)),
     ]
     for call in attempts:

@@ -71,15 +71,14 @@ async def test_a_database_error_that_is_not_storage_ends_with_internal_error(
 
 
 async def test_a_bug_in_the_runner_ends_the_job_with_internal_error(harness: Harness) -> None:
-    real = harness.store.writes.start_children
+    executor = harness.engine.config.executor
 
-    async def broken(*args: object) -> object:
+    async def broken(*args: object) -> None:
         raise KeyError("a bug")
 
-    harness.store.writes.start_children = broken  # type: ignore[method-assign]
+    executor.prepare = broken  # type: ignore[method-assign]
     j = await harness.submit(JOB)
     done = await harness.finish(j.job_id)
-    harness.store.writes.start_children = real  # type: ignore[method-assign]
     a = done.step("a")
     assert done.status == JobStatus.FAILED and a.status == StepStatus.FAILED
     assert a.failure is not None and a.failure.reason == FailureReason.INTERNAL_ERROR
