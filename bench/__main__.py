@@ -1,7 +1,9 @@
 """make bench: figures, each next to a reference measured in the same run.
 
-- steps: steps/s for jobs of 100, 1,000 and 10,000 independent `true` steps and a
-  5,000-step chain, and GetJob p50/p99 while the 10,000-step job runs;
+- steps: steps/s for jobs of 100 and 2,000 independent `true` steps and a 2,000-step
+  chain, in the sandbox (the default) and with --sandbox none, each next to its own
+  command line spawned by a bare asyncio loop; GetJob p99 while the 2,000-step job runs
+  next to the idle server's;
 - stream: child transitions/s of a 5,000-child summarize step, and WatchJob
   replay events/s next to a bare grpc.aio stream of the same messages;
 - fanout: 1, 100 and 1,000 watchers of a job at ~100 events/s (client processes): delay from
@@ -12,6 +14,8 @@
 - memory: RSS growth for 1 GB of stderr and a 1 GB file summarized;
 - logs: lines/s of one step printing 100,000 lines, captured, stored and streamed, next to
   the same command writing them to a file;
+- cli: `stepwatch watch` on a pty following a 2,000-step job: how long after the job's
+  terminal event it exits, and its CPU next to the server's;
 - ui: the job page in headless Chromium: a 300-step job's render time next to a 1-step
   job's, and on a job at ~100 events/s how far the screen is behind the stream, with
   Chromium's CPU;
@@ -31,12 +35,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from . import engine, executors, fanout, logs, memory, replicas, sandbox, steps, stream, ui
+from . import cli, engine, executors, fanout, logs, memory, replicas, sandbox, steps, stream, ui
 
 
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench")
-    p.add_argument("--only", choices=["steps", "stream", "fanout", "engine", "memory", "logs", "ui",
+    p.add_argument("--only", choices=["steps", "stream", "fanout", "engine", "memory", "logs", "cli", "ui",
                                        "executors", "replicas", "sandbox"],
                    help="run one section")
     p.add_argument("--quick", action="store_true", help="smaller sizes, about a minute")
@@ -46,8 +50,8 @@ def main() -> None:
                    help="a PostgreSQL server for the replicas section (a database is made there "
                         "per measurement); default: the bench starts its own")
     a = p.parse_args()
-    sizes = [100, 1000] if a.quick else [100, 1000, 10_000]
-    chain_len = 500 if a.quick else 5000
+    sizes = [100, 500] if a.quick else [100, 2000]
+    chain_len = 300 if a.quick else 2000
     sections: list[tuple[str, list[str]]] = []
     if a.only in (None, "steps"):
         lines = asyncio.run(steps.main(sizes, chain_len))
@@ -75,6 +79,10 @@ def main() -> None:
         lines = asyncio.run(logs.main(20_000 if a.quick else 100_000))
         print("\n".join(lines), flush=True)
         sections.append(("logs", lines))
+    if a.only in (None, "cli"):
+        lines = asyncio.run(cli.main(500 if a.quick else 2000))
+        print("\n".join(lines), flush=True)
+        sections.append(("cli", lines))
     if a.only in (None, "ui"):
         lines = asyncio.run(ui.main(10 if a.quick else 30))
         print("\n".join(lines), flush=True)

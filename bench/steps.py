@@ -18,6 +18,9 @@ from pathlib import Path
 
 import grpc
 
+from orchestrator_service.sandbox import NONE as NO_SANDBOX
+from orchestrator_service.sandbox import Sandbox
+from orchestrator_service.step_types.shell import command_argv
 from stepwatch.v1 import orchestrator_pb2 as pb
 from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
 from tests.procs import Orchestrator
@@ -92,14 +95,14 @@ async def get_loop(stub: pb_grpc.OrchestratorServiceStub, job_id: str, stop: asy
         await asyncio.sleep(0.05)  # a polling client's pace, not a wait for an event
 
 
-async def reference(n: int, at_once: int) -> float:
-    """`true` spawned n times, at_once at a time, by asyncio alone: commands per second."""
+async def reference(n: int, at_once: int, argv: list[str]) -> float:
+    """``argv`` spawned n times, at_once at a time, by asyncio alone: commands per second."""
     sem = asyncio.Semaphore(at_once)
 
     async def one() -> None:
         async with sem:
-            proc = await asyncio.create_subprocess_shell(
-                "true", stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE, start_new_session=True)
             await proc.communicate()
 
@@ -108,56 +111,94 @@ async def reference(n: int, at_once: int) -> float:
     return n / (time.perf_counter() - start)
 
 
+async def idle_getjob(stub: pb_grpc.OrchestratorServiceStub, job_id: str, calls: int = 300) -> Latency:
+    """GetJob of a finished 1-step job on the idle server: the latency floor."""
+    out: list[tuple[float, float]] = []
+    start = time.perf_counter()
+    for _ in range(calls):
+        t = time.perf_counter()
+        await stub.GetJob(pb.GetJobRequest(job_id=job_id), timeout=60)
+        out.append((t - start, time.perf_counter() - t))
+    return Latency("of a 1-step job on the idle server", out)
+
+
+def p99(lat: Latency) -> float:
+    return statistics.quantiles([x for _, x in lat.calls], n=100, method="inclusive")[98]
+
+
+async def one_server(ws: Path, sandbox: str, sizes: list[int], chain_len: int,
+                     ) -> tuple[list[Run], list[Latency]]:
+    """Jobs on one orchestrator; GetJob latency on it idle, then during the biggest job."""
+    server = await asyncio.to_thread(Orchestrator, f"sqlite:///{ws / f'steps-{sandbox}.db'}", 0,
+                                     None, ws, extra=["--sandbox", sandbox, "--max-steps",
+                                                      str(max(*sizes, chain_len, 1000))])
+    try:
+        async with grpc.aio.insecure_channel(
+                server.target, options=[("grpc.max_receive_message_length", 64 << 20)]) as ch:
+            stub = pb_grpc.OrchestratorServiceStub(ch)
+            small, small_id = await run_job(stub, "1 step", independent(1), 1)
+            runs = [small]
+            latencies = [await idle_getjob(stub, small_id)]
+            for n in sizes:
+                if n != max(sizes):
+                    runs.append((await run_job(stub, f"{n:,} independent", independent(n), n))[0])
+                    continue
+                stop = asyncio.Event()
+                big: list[tuple[float, float]] = []
+                little: list[tuple[float, float]] = []
+                begun = time.perf_counter()
+                job_task = asyncio.create_task(
+                    run_job(stub, f"{n:,} independent", independent(n), n))
+                # GetJob of the running big job needs its id: take it from the list.
+                big_id = ""
+                while not big_id:
+                    jobs = (await stub.ListJobs(pb.ListJobsRequest(page_size=1))).jobs
+                    if jobs and jobs[0].definition_name == f"flat_{n}":
+                        big_id = jobs[0].job_id
+                    else:
+                        await asyncio.sleep(0.05)  # the submit is being stored
+                loops = [asyncio.create_task(get_loop(stub, small_id, stop, little, begun)),
+                         asyncio.create_task(get_loop(stub, big_id, stop, big, begun))]
+                run, _ = await job_task
+                stop.set()
+                await asyncio.gather(*loops)
+                runs.append(run)
+                latencies += [Latency(f"of a 1-step job during the {n:,}-step run", little),
+                              Latency(f"of the running {n:,}-step job itself", big)]
+            runs.append((await run_job(stub, f"{chain_len:,}-step chain", chain(chain_len),
+                                       chain_len))[0])
+    finally:
+        server.stop()
+    return runs, latencies
+
+
 async def main(sizes: list[int], chain_len: int) -> list[str]:
+    """On the server's default (every command in the bubblewrap sandbox), next to the same
+    sandboxed command line spawned bare; and with --sandbox none, next to `sh -c true`
+    spawned bare: the orchestration's cost either way."""
     lines: list[str] = []
-    ref_flat = await reference(2000, SLOTS)
-    ref_chain = await reference(500, 1)
+    argvs = {"bwrap": command_argv("true", None, Sandbox(kind="bwrap"), Path.cwd()),
+             "none": command_argv("true", None, NO_SANDBOX, Path.cwd())}
+    plain = ["/bin/sh", "-c", "true"]
     with tempfile.TemporaryDirectory() as d:
-        ws = Path(d)
-        server = await asyncio.to_thread(Orchestrator, f"sqlite:///{ws / 'steps.db'}", 0, None, ws)
-        try:
-            async with grpc.aio.insecure_channel(
-                    server.target, options=[("grpc.max_receive_message_length", 64 << 20)]) as ch:
-                stub = pb_grpc.OrchestratorServiceStub(ch)
-                small, small_id = await run_job(stub, "1 step", independent(1), 1)
-                runs = [small]
-                latencies: list[Latency] = []
-                for n in sizes:
-                    if n != max(sizes):
-                        runs.append((await run_job(stub, f"{n:,} independent", independent(n), n))[0])
-                        continue
-                    stop = asyncio.Event()
-                    big: list[tuple[float, float]] = []
-                    little: list[tuple[float, float]] = []
-                    begun = time.perf_counter()
-                    job_task = asyncio.create_task(
-                        run_job(stub, f"{n:,} independent", independent(n), n))
-                    # GetJob of the running big job needs its id: take it from the list.
-                    big_id = ""
-                    while not big_id:
-                        jobs = (await stub.ListJobs(pb.ListJobsRequest(page_size=1))).jobs
-                        if jobs and jobs[0].definition_name == f"flat_{n}":
-                            big_id = jobs[0].job_id
-                        else:
-                            await asyncio.sleep(0.05)  # the submit is being stored
-                    loops = [asyncio.create_task(get_loop(stub, small_id, stop, little, begun)),
-                             asyncio.create_task(get_loop(stub, big_id, stop, big, begun))]
-                    run, _ = await job_task
-                    stop.set()
-                    await asyncio.gather(*loops)
-                    runs.append(run)
-                    latencies += [Latency(f"of a 1-step job during the {n:,}-step run", little),
-                                  Latency(f"of the running {n:,}-step job itself", big)]
-                runs.append((await run_job(stub, f"{chain_len:,}-step chain", chain(chain_len),
-                                           chain_len))[0])
-        finally:
-            server.stop()
-    lines.append(f"reference: asyncio spawning `true`, {SLOTS} at a time: {ref_flat:,.0f}/s; "
-                 f"one at a time: {ref_chain:,.0f}/s")
-    for r in runs:
-        ref = ref_chain if "chain" in r.label else ref_flat
-        lines.append(f"{r.label:>22}: {r.steps:>6,} steps in {r.seconds:7.2f} s -> "
-                     f"{r.rate:8,.0f} steps/s ({r.rate / ref:.2f} x reference), {r.events:,} events, "
-                     f"{r.status}")
-    lines += [lat.line() for lat in latencies]
+        for sandbox in ("bwrap", "none"):
+            ref_flat = await reference(2000, SLOTS, argvs[sandbox])
+            ref_chain = await reference(500, 1, argvs[sandbox])
+            bare_flat, bare_chain = await reference(2000, SLOTS, plain), await reference(500, 1, plain)
+            runs, latencies = await one_server(Path(d), sandbox, sizes, chain_len)
+            lines.append(f"--sandbox {sandbox}: reference, its own command line spawned by asyncio "
+                         f"alone ({' '.join(argvs[sandbox][:2])} ...): {SLOTS} at a time "
+                         f"{ref_flat:,.0f}/s, one at a time {ref_chain:,.0f}/s; bare `sh -c true` "
+                         f"{bare_flat:,.0f}/s and {bare_chain:,.0f}/s")
+            for r in runs:
+                ref, bare = (ref_chain, bare_chain) if "chain" in r.label else (ref_flat, bare_flat)
+                lines.append(f"  {r.label:>20}: {r.steps:>6,} steps in {r.seconds:7.2f} s -> "
+                             f"{r.rate:7,.0f} steps/s ({r.rate / ref:.2f} x its command spawned "
+                             f"bare, {r.rate / bare:.2f} x `sh -c true`), {r.events:,} events, "
+                             f"{r.status}")
+            lines += [f"  {lat.line()}" for lat in latencies]
+            idle, during = latencies[0], latencies[-2:]
+            lines.append(f"  GetJob p99 while the {max(sizes):,}-step job runs / idle: "
+                         + ", ".join(f"{p99(x) / p99(idle):.1f} x" for x in during)
+                         + " (goal <= 3 x)")
     return lines

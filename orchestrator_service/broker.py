@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -99,8 +99,12 @@ class Broker:
         self._feed: set[Subscription] = set()
         self._logs: dict[tuple[str, int], set[asyncio.Event]] = {}
         self._closed = False
+        #: Told every committed event of this process, before any watcher (the snapshot cache).
+        self.taps: list[Callable[[list[Event]], None]] = []
 
     def publish(self, events: list[Event]) -> None:
+        for tap in self.taps:
+            tap(events)
         for ev in events:
             for sub in self._by_job.get(ev.job_id, ()):
                 sub.push(ev)

@@ -97,7 +97,9 @@ def rpc(method: Callable[[Any, Any, Any], Awaitable[Any]]) -> Callable[[Any, Any
 
 def stream(method: Callable[[Any, Any, Any], AsyncIterator[Any]],
             ) -> Callable[[Any, Any, Any], AsyncIterator[Any]]:
-    """Server-streaming wrapper: RpcError -> abort with its status."""
+    """Server-streaming wrapper: RpcError -> abort with its status. A method may yield a
+    list of responses (a page of a replay): they are sent one by one from here, so a page
+    costs one step of the method's generators, not one per response."""
 
     async def wrapper(self: Any, request: Any, context: Any) -> AsyncIterator[Any]:
         try:
@@ -108,7 +110,11 @@ def stream(method: Callable[[Any, Any, Any], AsyncIterator[Any]],
                     self.metrics.watching(method.__name__):
                 if stream is None:
                     async for item in method(self, request, context):
-                        yield item
+                        if type(item) is list:
+                            for one in item:
+                                yield one
+                        else:
+                            yield item
                     return
                 items = method(self, request, context).__aiter__()
                 while True:
@@ -119,8 +125,9 @@ def stream(method: Callable[[Any, Any, Any], AsyncIterator[Any]],
                         break
                     finally:
                         stream.waiting = False
-                    yield item
-                    stream.check()
+                    for one in item if type(item) is list else (item,):
+                        yield one
+                        stream.check()
         except RpcError as err:
             await context.abort_with_status(err.to_status())
         except StreamRevoked:

@@ -36,7 +36,7 @@ from .watch import (
     Heartbeat,
     JobsSnapshot,
     Snapshot,
-    follow_job,
+    follow_job_pages,
     follow_jobs,
     follow_logs,
 )
@@ -76,7 +76,7 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
         self.catalog = catalog
         self.broker = broker
         self.heartbeat_s = heartbeat_s
-        self.snapshots = JobSnapshots(store)
+        self.snapshots = JobSnapshots(store, broker)
         self.tokens: PageTokens | None = None
 
     @staticmethod
@@ -174,17 +174,19 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
     @stream
     async def WatchJob(  # noqa: N802
             self, request: pb.WatchJobRequest, context: Context,
-    ) -> AsyncIterator[pb.WatchJobResponse | bytes]:
+    ) -> AsyncIterator[list[pb.WatchJobResponse | bytes]]:
         job_id = await self._job_id(request.job_id)
-        async for item in follow_job(self.store, self.broker, job_id, request.after_seq,
-                                     self.heartbeat_s, decoded=False):
-            if isinstance(item, Event):
-                # The bytes made at commit, behind the response's header: no message per watcher.
-                yield codec.watch_response(item.wire or codec.encode(item))
-            elif isinstance(item, Snapshot):
-                yield self.snapshots.watch_snapshot(item.job)
-            elif isinstance(item, Heartbeat):
-                yield pb.WatchJobResponse(heartbeat=_heartbeat(item))
+        async for page in follow_job_pages(self.store, self.broker, job_id, request.after_seq,
+                                           self.heartbeat_s, decoded=False):
+            yield [self._watch_response(item) for item in page]
+
+    def _watch_response(self, item: Snapshot | Event | Heartbeat) -> pb.WatchJobResponse | bytes:
+        if isinstance(item, Event):
+            # The bytes made at commit, behind the response's header: no message per watcher.
+            return codec.watch_response(item.wire or codec.encode(item))
+        if isinstance(item, Snapshot):
+            return self.snapshots.watch_snapshot(item.job)
+        return pb.WatchJobResponse(heartbeat=_heartbeat(item))
 
     @stream
     async def WatchJobs(  # noqa: N802

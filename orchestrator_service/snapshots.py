@@ -1,11 +1,14 @@
-"""The one cache of job snapshots: GetJob of a big job at the database's head without
-rereading every step, and each WatchJob snapshot encoded once for all its watchers.
+"""The one cache of job snapshots: GetJob without a database read, and each WatchJob
+snapshot encoded once for all its watchers.
 
-Reading and converting a 10,000-step job costs a few hundred milliseconds of
-CPU; a client polling it would starve the engine. For big jobs, the last
-answer is kept (a small LRU) and brought to the database's head by applying
-the log's events since then, in place: the log is the only source, and
-"snapshot + events == GetJob" is the invariant the property tests hold.
+Reading and converting a 10,000-step job costs a few hundred milliseconds of CPU, and
+even a small job's read waits behind a busy engine for the reader thread. So the last
+answer for a job is kept (an LRU) and brought up to date with the events this process
+committed since, as the broker hands them over after each commit (kept, applied in place
+at the next GetJob): an answer is always a state that was committed, and never older than
+what the caller's own earlier command committed. Where another process writes too
+(replicas), or an event was missed, the log is read instead: the log is the only source,
+and "snapshot + events == GetJob" is the invariant the property tests hold.
 """
 
 from __future__ import annotations
@@ -17,12 +20,15 @@ from dataclasses import dataclass, field
 from stepwatch.v1 import orchestrator_pb2 as pb
 
 from . import codec
+from .broker import Broker
 from .model import Event, JobState
 from .store import Store
 
 __all__ = ["JobSnapshots", "apply_in_place"]
 
 ENCODED_KEPT = 64  # encoded WatchJob snapshots kept, by (job, head)
+PENDING_KEPT = 256  # committed events kept for a cached job between two GetJobs; past: reread
+STEPS_KEPT = 100_000  # steps in cache at most (over all jobs)
 _HEADER_FIELDS = [f.name for f in pb.Job.DESCRIPTOR.fields if f.name != "steps"]
 
 
@@ -43,14 +49,20 @@ def apply_in_place(job: pb.Job, event: Event) -> None:
 
 @dataclass
 class _Entry:
-    job: pb.Job
+    job: pb.Job | None = None  # None while its first read is under way
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: Events committed by this process since, in commit order, not applied yet.
+    pending: list[Event] = field(default_factory=list)
+    #: Events may have been missed (too many pending): the log is read at the next GetJob.
+    stale: bool = False
 
 
 class JobSnapshots:
-    def __init__(self, store: Store, *, min_steps: int = 100, size: int = 32) -> None:
+    def __init__(self, store: Store, broker: Broker, *, min_steps: int = 100,
+                 size: int = 256) -> None:
         self._store = store
-        self._min_steps = min_steps
+        broker.taps.append(self.committed)
+        self._min_steps = min_steps  # a job this big is converted off the event loop
         self._size = size
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._encoded: OrderedDict[tuple[str, int], bytes] = OrderedDict()
@@ -73,13 +85,30 @@ class JobSnapshots:
         for job_id in job_ids:
             self._entries.pop(job_id, None)
 
+    def committed(self, events: list[Event]) -> None:
+        """The broker's tap, on the loop after each commit: kept for the next GetJob."""
+        for ev in events:
+            entry = self._entries.get(ev.job_id)
+            if entry is None or entry.stale:
+                continue
+            if len(entry.pending) >= PENDING_KEPT:
+                entry.pending.clear()
+                entry.stale = True
+            else:
+                entry.pending.append(ev)
+
     async def get(self, job_id: str) -> pb.Job:
-        """The job as GetJob answers it, at the head read now. Do not modify the result."""
+        """The job as GetJob answers it: at least at the head this process committed.
+        Do not modify the result."""
         entry = self._entries.get(job_id)
-        if entry is None:
+        if entry is None or entry.job is None:
             return await self._read(job_id)
         self._entries.move_to_end(job_id)
         async with entry.lock:
+            if not entry.stale and not self._store.holding.others_write:
+                if _catch_up(entry.job, entry):
+                    return entry.job
+            entry.stale = False  # from here on the tap keeps what is committed
             head = await self._store.reads.head(job_id)
             behind = head - entry.job.head_seq
             if behind > max(1000, len(entry.job.steps)):
@@ -90,16 +119,43 @@ class JobSnapshots:
                     break
                 for ev in events:
                     apply_in_place(entry.job, ev)
+            _catch_up(entry.job, entry)  # what committed meanwhile
             return entry.job
 
     async def _read(self, job_id: str) -> pb.Job:
-        state = await self._store.reads.get_job(job_id)
+        entry = _Entry()  # in place before the read: the tap keeps what commits meanwhile
+        self._entries[job_id] = entry
+        self._entries.move_to_end(job_id)
+        try:
+            state = await self._store.reads.get_job(job_id)
+        except BaseException:
+            if self._entries.get(job_id) is entry:
+                del self._entries[job_id]
+            raise
         # Converting thousands of steps is CPU work: off the event loop, which serves everyone.
         job = await asyncio.to_thread(codec.job, state) if len(state.steps) >= self._min_steps \
             else codec.job(state)
-        if len(job.steps) >= self._min_steps:
-            self._entries[job_id] = _Entry(job)
-            self._entries.move_to_end(job_id)
-            while len(self._entries) > self._size:
-                self._entries.popitem(last=False)
+        if self._entries.get(job_id) is entry:
+            entry.job = job
+            _catch_up(job, entry)
+            self._evict()
         return job
+
+    def _evict(self) -> None:
+        steps = sum(len(e.job.steps) for e in self._entries.values() if e.job is not None)
+        while len(self._entries) > self._size or (steps > STEPS_KEPT and len(self._entries) > 1):
+            _, old = self._entries.popitem(last=False)
+            steps -= len(old.job.steps) if old.job is not None else 0
+
+
+def _catch_up(job: pb.Job, entry: _Entry) -> bool:
+    """Apply the entry's pending events to ``job``; False if one is missing (a gap)."""
+    pending, entry.pending = entry.pending, []
+    for ev in pending:
+        if ev.seq <= job.head_seq:
+            continue  # already in (read from the log)
+        if ev.seq != job.head_seq + 1:
+            entry.stale = True
+            return False
+        apply_in_place(job, ev)
+    return True

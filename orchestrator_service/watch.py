@@ -49,7 +49,18 @@ class JobsSnapshot:
 async def follow_job(store: Store, broker: Broker, job_id: str, after_seq: int,
                      heartbeat_s: float, decoded: bool = True,
                      ) -> AsyncIterator[Snapshot | Event | Heartbeat]:
-    """``decoded=False``: events from the log may carry only their bytes (for a sender)."""
+    """Every item of ``follow_job_pages``, one at a time."""
+    async for page in follow_job_pages(store, broker, job_id, after_seq, heartbeat_s, decoded):
+        for item in page:
+            yield item
+
+
+async def follow_job_pages(store: Store, broker: Broker, job_id: str, after_seq: int,
+                           heartbeat_s: float, decoded: bool = True,
+                           ) -> AsyncIterator[list[Snapshot | Event | Heartbeat]]:
+    """The job's stream in pages: a replay hands a page of the log over at once (a sender
+    writes it without a generator step per event); a live event is a page of one.
+    ``decoded=False``: events from the log may carry only their bytes (for a sender)."""
     with broker.subscribe(job_id) as sub:
         # Raises JobNotFound. A snapshot reads the whole job; a resume reads the head
         # and the first page of the backlog in the same transaction.
@@ -57,7 +68,7 @@ async def follow_job(store: Store, broker: Broker, job_id: str, after_seq: int,
         if after_seq == 0:
             job = await store.reads.get_job(job_id)
             head, status = job.head_seq, job.status
-            yield Snapshot(job)
+            yield [Snapshot(job)]
         else:
             head, status, backlog = await store.reads.resume(job_id, after_seq, PAGE, decoded)
             if after_seq > head:
@@ -72,10 +83,15 @@ async def follow_job(store: Store, broker: Broker, job_id: str, after_seq: int,
                 while True:
                     batch = backlog or await store.reads.events_after(job_id, last, PAGE, decoded)
                     backlog = []  # the page read with the head serves once
+                    page: list[Snapshot | Event | Heartbeat] = []
                     for ev in batch:
-                        yield ev
-                        last = ev.seq
+                        page.append(ev)
                         if ev.ends_job:
+                            break
+                    if page:
+                        yield page
+                        last = batch[len(page) - 1].seq
+                        if batch[len(page) - 1].ends_job:
                             return
                     if len(batch) < PAGE:
                         break
@@ -91,7 +107,7 @@ async def follow_job(store: Store, broker: Broker, job_id: str, after_seq: int,
                     if head > last:
                         need_log = True
                         continue
-                yield Heartbeat(last, time.time_ns() // 1000)
+                yield [Heartbeat(last, time.time_ns() // 1000)]
             elif isinstance(got, Deleted):
                 continue  # only the jobs feed carries these
             elif isinstance(got, More):  # another replica wrote: the log is the source
@@ -99,7 +115,7 @@ async def follow_job(store: Store, broker: Broker, job_id: str, after_seq: int,
             elif got.seq > last + 1:
                 need_log = True
             elif got.seq == last + 1:
-                yield got
+                yield [got]
                 last = got.seq
                 if got.ends_job:
                     return

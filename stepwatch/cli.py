@@ -8,6 +8,7 @@ prints as unknown.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
@@ -23,7 +24,7 @@ from rich.text import Text
 from stepwatch import status
 from stepwatch.client import Backoff, Client, Credentials, default_target
 from stepwatch.errors import StepwatchError
-from stepwatch.jobview import apply_event, is_terminal
+from stepwatch.jobview import LiveJob, is_terminal
 from stepwatch.passwords import hash_password
 from stepwatch.render import clock, duration, job_view, plain, print_chunk, styled
 from stepwatch.sanitize import printable, safe
@@ -34,6 +35,9 @@ T = TypeVar("T")
 app = typer.Typer(no_args_is_help=True, help="Stepwatch: run jobs and watch every step's true status.")
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)  # an error is one line, however long
+
+#: The job view is drawn at most this often: the latest state, however many events came.
+RENDERS_PER_S = 10
 
 # `watch` and `submit --watch` exit with these, so scripts can tell outcomes apart.
 EXIT_CODES = {pb.JOB_STATUS_COMPLETED: 0, pb.JOB_STATUS_FAILED: 1,
@@ -271,19 +275,40 @@ def watch(job_id: JobRef) -> None:
     """Follow a job live until it is terminal; the exit code says how it ended."""
 
     async def go() -> pb.Job:
-        job = pb.Job()
+        current = LiveJob()
         async with Client(state.target, credentials=state.credentials) as c:
             with Live(console=console, auto_refresh=False) as live:
-                async for msg in c.watch(job_id, on_retry=lambda e, d: live.console.print(
-                        safe(f"cannot reach the orchestrator at {state.target}", "yellow"),
-                        f"({e.code.name}); retrying in {d:.1f} s")):
-                    kind = msg.WhichOneof("kind")
-                    if kind == "snapshot":
-                        job = msg.snapshot.job
-                    elif kind == "event":
-                        job = apply_event(job, msg.event)
-                    live.update(job_view(job, console.height), refresh=True)
-        return job
+                def draw() -> None:
+                    live.update(job_view(current.job, console.height), refresh=True)
+
+                changed = asyncio.Event()
+
+                async def painter() -> None:
+                    """Draws the latest state at most RENDERS_PER_S times a second: a stream
+                    of thousands of events is applied as fast as it comes, drawn ~10 times."""
+                    while True:
+                        await changed.wait()
+                        changed.clear()
+                        draw()
+                        await asyncio.sleep(1 / RENDERS_PER_S)
+
+                paint = asyncio.create_task(painter())
+                try:
+                    async for msg in c.watch(job_id, on_retry=lambda e, d: live.console.print(
+                            safe(f"cannot reach the orchestrator at {state.target}", "yellow"),
+                            f"({e.code.name}); retrying in {d:.1f} s")):
+                        kind = msg.WhichOneof("kind")
+                        if kind == "snapshot":
+                            current.reset(msg.snapshot.job)
+                        elif kind == "event":
+                            current.apply(msg.event)
+                        changed.set()
+                finally:
+                    paint.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await paint
+                draw()  # the last state, whenever the last paint was
+        return current.job
 
     job = _run(go())
     if not is_terminal(job):

@@ -121,7 +121,7 @@ async def test_200_watchers_of_one_job_each_get_every_seq_once(tmp_path: Path) -
             final = (await stub.GetJob(pb.GetJobRequest(job_id=job.job_id), timeout=DEADLINE)).job
     finally:
         await asyncio.to_thread(orch.stop)
-    assert final.status == pb.JOB_STATUS_COMPLETED and final.head_seq > 20
+    assert final.status == pb.JOB_STATUS_COMPLETED and final.head_seq > 15  # a real stream
     for seqs in results:
         snapshot, events = seqs[0], seqs[1:]
         assert events == list(range(snapshot + 1, final.head_seq + 1))  # each once, in order

@@ -7,7 +7,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stepwatch.jobview import apply_event
+from stepwatch.jobview import LiveJob, apply_event
 from stepwatch.v1 import orchestrator_pb2 as pb
 from tests.contract.helpers import apply
 
@@ -46,3 +46,20 @@ def test_the_tests_apply_equals_the_clients(case: tuple[pb.Job, list[pb.JobEvent
     for event in events:
         ours, theirs = apply(ours, event), apply_event(theirs, event)
         assert ours == theirs, event
+
+
+@given(jobs_and_events(), st.integers(0, 6))
+def test_applying_in_place_equals_applying_to_copies(
+        case: tuple[pb.Job, list[pb.JobEvent]], known: int) -> None:
+    """Also when the snapshot lacks steps that events then bring (``known`` steps known)."""
+    job, events = case
+    del job.steps[known:]
+    live = LiveJob()
+    start = pb.Job()
+    start.CopyFrom(job)
+    live.reset(start)
+    copied = job
+    for event in events:
+        live.apply(event)
+        copied = apply_event(copied, event)
+        assert live.job == copied, event
