@@ -258,15 +258,19 @@ def _step_values(s: StepState) -> dict[str, Any]:
 
 def _read_events(c: Connection, job_id: str, after_seq: int, limit: int,
                  decoded: bool = True) -> list[Event]:
-    """A page of the log. ``decoded=False`` is for senders: a step event keeps only its bytes
-    (seq and time beside them); a job event is decoded (whether it ends the job matters)."""
+    """A page of the log. ``decoded=False`` is for senders: an event keeps only its bytes
+    (seq and time beside them), except a job event last on the page, which is decoded:
+    it may be the terminal one, which a sender stops at. (Nothing follows the terminal
+    event in a log, so a job event with another after it is not.)"""
     rows = c.execute(select(E.c.seq, E.c.emitted_at, E.c.kind, E.c.body)
                      .where(E.c.job_id == job_id, E.c.seq > after_seq)
-                     .order_by(E.c.seq).limit(limit))
+                     .order_by(E.c.seq).limit(limit)).all()
     if decoded:
         return [codec.decode(r.body) for r in rows]
-    return [Event(job_id, r.seq, r.emitted_at, wire=r.body) if r.kind == "step"
-            else codec.decode(r.body) for r in rows]
+    out = [Event(job_id, r.seq, r.emitted_at, wire=r.body) for r in rows]
+    if rows and rows[-1].kind == "job":
+        out[-1] = codec.decode(rows[-1].body)
+    return out
 
 
 def _child_record(r: Any, phase: int) -> ChildRecord:
