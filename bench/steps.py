@@ -35,6 +35,13 @@ def independent(n: int) -> str:
         f'[steps.s{i}]\ntype = "shell"\ncommands = ["true"]\n' for i in range(n))
 
 
+def children(n: int) -> str:
+    """One step of n `true` commands, SLOTS at a time."""
+    cmds = ", ".join(['"true"'] * n)
+    return (f'name = "children_{n}"\n[steps.a]\ntype = "shell"\nconcurrency = {SLOTS}\n'
+            f'commands = [{cmds}]\n')
+
+
 def chain(n: int) -> str:
     return f'name = "chain_{n}"\n' + "".join(
         f'[steps.s{i}]\ntype = "shell"\ncommands = ["true"]\n'
@@ -167,6 +174,9 @@ async def one_server(ws: Path, sandbox: str, sizes: list[int], chain_len: int,
                               Latency(f"of the running {n:,}-step job itself", big)]
             runs.append((await run_job(stub, f"{chain_len:,}-step chain", chain(chain_len),
                                        chain_len))[0])
+            kids = max(sizes)
+            run, _ = await run_job(stub, f"{kids:,} children, 1 step", children(kids), kids)
+            runs.append(run)
     finally:
         server.stop()
     return runs, latencies
