@@ -76,6 +76,19 @@ class Subscription:
         self._closed = True
         self._ready.set()
 
+    def take_events(self, limit: int) -> list[Event]:
+        """Without waiting: the events already queued (up to ``limit``), stopping at anything
+        that is not one (a watcher behind the loop sends them as one page)."""
+        out: list[Event] = []
+        items = self._items
+        while items and len(out) < limit:
+            head = items[0]
+            if not isinstance(head, Event):
+                break
+            out.append(head)
+            items.popleft()
+        return out
+
     async def next(self, timeout: float) -> Item | None:
         """The next event; None after ``timeout`` seconds of silence."""
         if not self._items and not self._overflowed and not self._closed:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from .broker import Broker, BrokerClosed, Deleted, More, Overflowed
@@ -57,7 +57,7 @@ async def follow_job(store: Store, broker: Broker, job_id: str, after_seq: int,
 
 async def follow_job_pages(store: Store, broker: Broker, job_id: str, after_seq: int,
                            heartbeat_s: float, decoded: bool = True,
-                           ) -> AsyncIterator[list[Snapshot | Event | Heartbeat]]:
+                           ) -> AsyncIterator[Sequence[Snapshot | Event | Heartbeat]]:
     """The job's stream in pages: a replay hands a page of the log over at once (a sender
     writes it without a generator step per event); a live event is a page of one.
     ``decoded=False``: events from the log may carry only their bytes (for a sender)."""
@@ -115,9 +115,19 @@ async def follow_job_pages(store: Store, broker: Broker, job_id: str, after_seq:
             elif got.seq > last + 1:
                 need_log = True
             elif got.seq == last + 1:
-                yield [got]
-                last = got.seq
-                if got.ends_job:
+                # What else came meanwhile goes with it: a watcher that fell behind the loop
+                # catches up a page at a time, not an event per wake-up.
+                live = [got]
+                for ev in sub.take_events(PAGE):
+                    if ev.seq <= live[-1].seq:
+                        continue  # already sent (read from the log meanwhile)
+                    if ev.seq != live[-1].seq + 1 or live[-1].ends_job:
+                        need_log = True  # a gap: the log fills it
+                        break
+                    live.append(ev)
+                yield live
+                last = live[-1].seq
+                if live[-1].ends_job:
                     return
 
 
