@@ -54,9 +54,16 @@ class Subscription:
     def __init__(self, limit: int) -> None:
         self._limit = limit
         self._items: deque[Item] = deque()
-        self._ready = asyncio.Event()
+        # The waiting watcher's future (not an asyncio.Event under wait_for: that costs a task
+        # per wake-up, and a watcher wakes for every event).
+        self._waiter: asyncio.Future[None] | None = None
         self._overflowed = False
         self._closed = False
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def push(self, event: Item) -> None:
         if len(self._items) >= self._limit:
@@ -64,17 +71,17 @@ class Subscription:
             self._overflowed = True
         else:
             self._items.append(event)
-        self._ready.set()
+        self._wake()
 
     def resync(self) -> None:
         """What was published may be incomplete (notifications lost): re-read the log."""
         self._items.clear()
         self._overflowed = True
-        self._ready.set()
+        self._wake()
 
     def close(self) -> None:
         self._closed = True
-        self._ready.set()
+        self._wake()
 
     def take_events(self, limit: int) -> list[Event]:
         """Without waiting: the events already queued (up to ``limit``), stopping at anything
@@ -92,17 +99,27 @@ class Subscription:
     async def next(self, timeout: float) -> Item | None:
         """The next event; None after ``timeout`` seconds of silence."""
         if not self._items and not self._overflowed and not self._closed:
-            self._ready.clear()
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timer = loop.call_later(timeout, _expire, waiter)
             try:
-                await asyncio.wait_for(self._ready.wait(), timeout)
-            except TimeoutError:
-                return None
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+            if not self._items and not self._overflowed and not self._closed:
+                return None  # silence: the caller sends a heartbeat
         if self._closed:
             raise BrokerClosed
         if self._overflowed:
             self._overflowed = False
             raise Overflowed
         return self._items.popleft()
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class Broker:
