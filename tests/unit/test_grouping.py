@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
@@ -35,31 +36,33 @@ def write(step_id: str) -> StepWrite:
     return StepWrite(step_id, 1, lambda s: None)  # type: ignore[arg-type,return-value]
 
 
-async def test_writes_that_arrive_during_a_commit_share_the_next() -> None:
-    store = FakeStore()
+async def behind_one_in_flight(
+        store: FakeStore, later: Sequence[str]) -> tuple[asyncio.Task[StepState], list[Any]]:
+    """Write "a" (held at the store's gate: in flight), then ``later`` while it is; open the
+    gate. What the first write and the later ones got (errors as values)."""
     group = StepWriteGroup(store.write_steps)
     store.gate.clear()
     first = asyncio.create_task(group.write(write("a")))
     await asyncio.sleep(0)  # the first transaction is in flight, held at the gate
-    rest = [asyncio.create_task(group.write(write(s))) for s in "bcde"]
+    rest = [asyncio.create_task(group.write(write(s))) for s in later]
     await asyncio.sleep(0)
     store.gate.set()
-    results = await asyncio.gather(first, *rest)
+    await first
+    return first, await asyncio.gather(*rest, return_exceptions=True)
+
+
+async def test_writes_that_arrive_during_a_commit_share_the_next() -> None:
+    store = FakeStore()
+    first, rest = await behind_one_in_flight(store, "bcde")
+    results = [first.result(), *rest]
     assert results == [f"written {s}" for s in "abcde"]
     assert store.transactions == [["a"], ["b", "c", "d", "e"]]
 
 
 async def test_one_bad_write_fails_alone() -> None:
     store = FakeStore()
-    group = StepWriteGroup(store.write_steps)
-    store.gate.clear()
-    first = asyncio.create_task(group.write(write("a")))
-    await asyncio.sleep(0)
-    tasks = [asyncio.create_task(group.write(write(s))) for s in ("b", "bad", "c")]
-    await asyncio.sleep(0)
-    store.gate.set()
-    assert await first == "written a"
-    got = await asyncio.gather(*tasks, return_exceptions=True)
+    first, got = await behind_one_in_flight(store, ("b", "bad", "c"))
+    assert first.result() == "written a"
     assert got[0] == "written b" and got[2] == "written c"
     assert isinstance(got[1], StaleWrite)
     assert store.transactions == [["a"], ["b"], ["c"]]
