@@ -202,8 +202,9 @@ async def main(sizes: list[int], chain_len: int) -> list[str]:
                          f"{bare_flat:,.0f}/s and {bare_chain:,.0f}/s")
             for r in runs:
                 ref, bare = (ref_chain, bare_chain) if "chain" in r.label else (ref_flat, bare_flat)
-                lines.append(f"  {r.label:>20}: {r.steps:>6,} steps in {r.seconds:7.2f} s -> "
-                             f"{r.rate:7,.0f} steps/s ({r.rate / ref:.2f} x its command spawned "
+                unit = "children" if "children" in r.label else "steps"
+                lines.append(f"  {r.label:>22}: {r.steps:>6,} {unit} in {r.seconds:7.2f} s -> "
+                             f"{r.rate:7,.0f} {unit}/s ({r.rate / ref:.2f} x its command spawned "
                              f"bare, {r.rate / bare:.2f} x `sh -c true`), {r.events:,} events, "
                              f"{r.status}")
             lines += [f"  {lat.line()}" for lat in latencies]
