@@ -90,23 +90,29 @@ class _Outbox:
         self.closed = False  # the attempt is over: later outcomes are not recorded
 
     def put(self, item: _Item) -> None:
+        """Queue an outcome; a drain is due within SEND_EVERY_S of it, however long the
+        thread's next child takes."""
         with self._lock:
             self._items.append(item)
-            if self._woken or time.monotonic() - self._sent_at < SEND_EVERY_S:
+            if self._woken:
                 return
             self._woken = True
-        self._wake()
+            delay = max(0.0, SEND_EVERY_S - (time.monotonic() - self._sent_at))
+        self._wake(delay)
 
     def wake(self) -> None:
         with self._lock:
             if self._woken:
                 return
             self._woken = True
-        self._wake()
+        self._wake(0.0)
 
-    def _wake(self) -> None:
+    def _wake(self, delay: float) -> None:
         try:
-            self._loop.call_soon_threadsafe(self.drain)
+            if delay:
+                self._loop.call_soon_threadsafe(self._loop.call_later, delay, self.drain)
+            else:
+                self._loop.call_soon_threadsafe(self.drain)
         except RuntimeError:  # the loop is closed (shutdown): nothing left to tell
             pass
 

@@ -141,3 +141,19 @@ async def test_a_cancel_stops_the_threads_and_nothing_is_recorded_after(harness:
     again = await harness.store.reads.get_job(j.job_id)
     assert again.step("a").children == a.children
     assert len(probe.ran) <= ran_at_cancel + 1
+
+
+async def test_what_a_thread_did_is_seen_while_its_next_child_still_runs(harness: Harness) -> None:
+    """One thread: child 0 ends at once, child 1 blocks; child 0's completion reaches the job
+    while child 1 still runs (it is not held back until the thread's next outcome)."""
+    probe = numbers(harness)
+    j = await harness.submit(toml(n=2, block_at=1).replace("concurrency = 8", "concurrency = 1"))
+    await asyncio.wait_for(asyncio.to_thread(probe.blocked.wait, DEADLINE), DEADLINE)
+    try:
+        seen = await harness.until(j.job_id, lambda s: s.step("a").children.completed == 1
+                                   and s.step("a").children.running == 1)
+        assert seen.step("a").children.pending == 0
+    finally:
+        probe.release.set()
+    done = await harness.finish(j.job_id)
+    assert done.step("a").children.completed == 2
