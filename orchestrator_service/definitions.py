@@ -166,7 +166,8 @@ def build_definition(data: Mapping[str, Any], step_types: Mapping[str, StepType]
             step = _step(step_name, raw, step_types, errors, limits)
             if step is not None:
                 steps.append(step)
-        _check_depends(steps, set(raw_steps), errors)
+        # Every table's depends, valid step or not: all of a file's errors in one round.
+        _check_depends(_depends_of(raw_steps), errors)
     if errors:
         raise DefinitionError(errors)
     return JobDefinition(name=name, description=description, on_step_failure=policy,
@@ -244,18 +245,28 @@ def _int(raw: Mapping[str, Any], key: str, default: int, low: int, high: int,
     return value
 
 
-def _check_depends(steps: list[StepDefinition], names: set[str], errors: list[Violation]) -> None:
-    for step in steps:
-        for dep in step.depends:
-            if dep not in names:
-                errors.append(Violation(f"steps.{step.name}.depends", f"unknown step {clip(repr(dep))}"))
-            elif dep == step.name:
-                errors.append(Violation(f"steps.{step.name}.depends", "a step cannot depend on itself"))
-    cycle = find_cycle({s.name: [d for d in s.depends if d in names and d != s.name] for s in steps})
+def _depends_of(raw_steps: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Each step table's ``depends`` as written, where it is a list of names."""
+    out: dict[str, list[str]] = {}
+    for name, raw in raw_steps.items():
+        deps = raw.get("depends", []) if isinstance(raw, dict) else []
+        out[name] = list(deps) if isinstance(deps, list) and all(
+            isinstance(d, str) for d in deps) else []
+    return out
+
+
+def _check_depends(graph: Mapping[str, list[str]], errors: list[Violation]) -> None:
+    for name, deps in graph.items():
+        for dep in deps:
+            if dep not in graph:
+                errors.append(Violation(f"steps.{clip(name)}.depends", f"unknown step {clip(repr(dep))}"))
+            elif dep == name:
+                errors.append(Violation(f"steps.{clip(name)}.depends", "a step cannot depend on itself"))
+    cycle = find_cycle({n: [d for d in deps if d in graph and d != n] for n, deps in graph.items()})
     if cycle:
         path = " -> ".join(cycle) if len(cycle) <= 12 else " -> ".join(
             [*cycle[:5], f"… ({len(cycle) - 10} more) …", *cycle[-5:]])
-        errors.append(Violation(f"steps.{cycle[0]}.depends", f"dependency cycle: {clip(path, 1000)}"))
+        errors.append(Violation(f"steps.{clip(cycle[0])}.depends", f"dependency cycle: {clip(path, 1000)}"))
 
 
 def find_cycle(graph: Mapping[str, list[str]]) -> list[str] | None:

@@ -175,7 +175,8 @@ def children_outcome(failed: int, max_child_failures: int,
     shown = "; ".join(list(first_errors)[:3])
     return Failure(
         FailureReason.CHILD_FAILURES_EXCEEDED,
-        f"{failed} children failed, more than max_child_failures = {max_child_failures}"
+        f"{plural(failed, 'child', 'children')} failed, more than max_child_failures = "
+        f"{max_child_failures}"
         + (f"; first: {shown}" if shown else ""),
     )
 
@@ -301,7 +302,7 @@ def start_job(job: JobState, now: int) -> Decision:
 
 def stop_job(steps: Sequence[StepState], failed: StepState, now: int) -> Decision:
     """Policy `stop` and a step failed: the rest SKIPPED or stopped; the job FAILED."""
-    why = Failure(FailureReason.JOB_STOPPED, f"job stopped: step {failed.name!r} failed")
+    why = Failure(FailureReason.JOB_STOPPED, f"step {failed.name!r} failed")
     out = []
     for s in steps:
         if s.status == StepStatus.PENDING:
@@ -320,16 +321,25 @@ def cancel(job: JobState, now: int) -> Decision:
     steps = job.steps
     if all(s.status.terminal for s in steps):
         return conclude(job, now)
-    why = Failure(FailureReason.CANCELLED_BY_USER, "cancelled by user")
-    out = tuple(StepTransition.of(s, StepStatus.CANCELLED, failure=why, finished_at=now)
+    # The label says "Cancelled by user"; the message says what the cancel stopped.
+    running = sum(s.status == StepStatus.RUNNING for s in steps)
+    waiting = sum(not s.status.terminal for s in steps) - running
+    stopped = Failure(FailureReason.CANCELLED_BY_USER, "stopped while running")
+    unstarted = Failure(FailureReason.CANCELLED_BY_USER, "never started")
+    out = tuple(StepTransition.of(s, StepStatus.CANCELLED,
+                                  failure=stopped if s.status == StepStatus.RUNNING else unstarted,
+                                  finished_at=now)
                 for s in steps if not s.status.terminal)
+    parts = [f"{plural(running, 'step')} stopped" if running else "",
+             f"{plural(waiting, 'step')} never started" if waiting else ""]
+    why = Failure(FailureReason.CANCELLED_BY_USER, ", ".join(p for p in parts if p))
     return Decision(out, _job_ends(JobStatus.CANCELLED, why, now))
 
 
 def internal_error(steps: Sequence[StepState], message: str, now: int) -> Decision:
     """The orchestrator could not go on with the job: say so rather than leave it RUNNING."""
-    why = Failure(FailureReason.INTERNAL_ERROR, f"internal error in the orchestrator: {message}")
-    stopped = Failure(FailureReason.JOB_STOPPED, "job stopped by an internal error")
+    why = Failure(FailureReason.INTERNAL_ERROR, f"the orchestrator could not go on: {message}")
+    stopped = Failure(FailureReason.JOB_STOPPED, "an internal error in the orchestrator stopped the job")
     out = []
     for s in steps:
         if s.status == StepStatus.RUNNING:
@@ -384,3 +394,8 @@ def _job_ends(status: JobStatus, failure: Failure | None, now: int) -> JobTransi
 def _step_failure(step: StepState) -> Failure:
     f = step.failure or Failure(FailureReason.EXECUTION_FAILED, "")
     return Failure(f.reason, f"step {step.name!r}: {f.message}")
+
+
+def plural(n: int, one: str, many: str | None = None) -> str:
+    """"1 step", "2 steps", "1 child", "3 children": a count as a person writes it."""
+    return f"{n} {one if n == 1 else (many or one + 's')}"

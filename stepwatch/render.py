@@ -17,9 +17,10 @@ from rich.text import Text
 from stepwatch import status
 from stepwatch.sanitize import printable, safe
 from stepwatch.v1 import orchestrator_pb2 as pb
+from stepwatch.words import human_duration
 
-__all__ = ["TONE_STYLE", "clock", "duration", "job_view", "plain", "print_chunk", "rows_that_matter",
-           "styled"]
+__all__ = ["TONE_STYLE", "chunk_lines", "clock", "counts", "duration", "job_records", "job_view",
+           "plain", "print_chunk", "rows_that_matter", "styled"]
 
 # The terminal's style by tone: the CLI's one decision, from the status table's tone.
 TONE_STYLE = {
@@ -38,10 +39,31 @@ def clock(ts: Any) -> str:
 
 
 def duration(start: Any, end: Any) -> str:
+    """"2m 03s" from start to end (to now while it runs); "-" before it started."""
     if not start.ByteSize():
         return "-"
     stop = end.ToDatetime(dt.UTC) if end.ByteSize() else dt.datetime.now(dt.UTC)
-    return f"{(stop - start.ToDatetime(dt.UTC)).total_seconds():.1f}s"
+    return human_duration((stop - start.ToDatetime(dt.UTC)).total_seconds())
+
+
+def counts(c: pb.ChildCounts) -> str:
+    """Children as "ok/failed/total"; empty for a step without children."""
+    return f"{c.completed}/{c.failed}/{c.total}" if c.total else ""
+
+
+def job_records(job: pb.Job) -> list[list[str]]:
+    """The job for a pipe: a ``job`` record, then a ``step`` record per step, every field
+    whole (see the README for the columns)."""
+    why = status.failure_text(job.failure) if job.HasField("failure") else ""
+    out = [["job", job.job_id, job.definition_name, status.label(status.JOB, job.status),
+            duration(job.started_at, job.finished_at), why]]
+    for s in job.steps:
+        note = status.failure_text(s.failure) if s.HasField("failure") else ""
+        out.append(["step", str(s.index), s.name, s.type, status.label(status.STEP, s.status),
+                    counts(s.children), str(s.document_count), f"{s.attempt}/{s.max_attempts}",
+                    duration(s.started_at, s.finished_at),
+                    f"{note} (tolerated: the job went on)" if s.tolerated else note])
+    return out
 
 
 def rows_that_matter(steps: list[pb.Step], room: int) -> tuple[list[pb.Step], str]:
@@ -67,8 +89,7 @@ def job_view(job: pb.Job, height: int | None = None) -> Group:
     head = Text.assemble(safe(job.definition_name), " ", safe(job.job_id[:8], "dim"), "  ",
                          styled(status.JOB, job.status))
     if job.HasField("failure"):
-        head.append(printable(f"\n{status.label(status.REASON, job.failure.reason)}: "
-                              f"{job.failure.message}"), style="red")
+        head.append(printable(f"\n{status.failure_text(job.failure)}"), style="red")
     table = Table(show_edge=False)
     for col in ("#", "step", "type", "status", "children ok/failed/total", "docs", "attempt",
                 "duration"):
@@ -78,14 +99,12 @@ def job_view(job: pb.Job, height: int | None = None) -> Group:
     room = None if height is None else max(3, height - 8 - 2 * min(failures, 5))
     steps, hidden = rows_that_matter(list(job.steps), room) if room else (list(job.steps), "")
     for s in steps:
-        c = s.children
         table.add_row(str(s.index), safe(s.name), safe(s.type), styled(status.STEP, s.status),
-                      f"{c.completed}/{c.failed}/{c.total}", str(s.document_count),
+                      counts(s.children), str(s.document_count or ""),
                       f"{s.attempt}/{s.max_attempts}", duration(s.started_at, s.finished_at))
         if s.HasField("failure"):
             mark = " (tolerated: the job went on)" if s.tolerated else ""
-            notes.append(safe(f"{s.name}: {status.label(status.REASON, s.failure.reason)}{mark}: "
-                              f"{s.failure.message}",
+            notes.append(safe(f"{s.name}: {status.failure_text(s.failure)}{mark}",
                               style=TONE_STYLE[status.present(status.STEP, s.status).tone],
                               overflow="ellipsis", no_wrap=height is not None))
     if height is not None and len(notes) > 5:
@@ -95,15 +114,24 @@ def job_view(job: pb.Job, height: int | None = None) -> Group:
     return Group(head, table, *summary, *notes)
 
 
-def print_chunk(console: Console, chunk: pb.LogChunk) -> None:
+def chunk_lines(chunk: pb.LogChunk) -> list[Text]:
+    """A log chunk's lines as shown: ``[child] `` before a child's, ``stderr|`` marking stderr,
+    the orchestrator's own lines dim."""
     who = f"[{chunk.child_index}] " if chunk.HasField("child_index") else ""
+    out = []
     for line in chunk.text.splitlines():
         if chunk.stream == pb.LOG_STREAM_STDERR:
-            console.print(Text.assemble(who, ("stderr|", "red"), " ", safe(line)), highlight=False)
+            out.append(Text.assemble(who, ("stderr|", "red"), " ", safe(line)))
         elif chunk.stream == pb.LOG_STREAM_SYSTEM:
-            console.print(Text.assemble(who, safe(line, "dim")), highlight=False)
+            out.append(Text.assemble(who, safe(line, "dim")))
         else:
-            console.print(Text.assemble(who, safe(line)), highlight=False)
+            out.append(Text.assemble(who, safe(line)))
+    return out
+
+
+def print_chunk(console: Console, chunk: pb.LogChunk) -> None:
+    for line in chunk_lines(chunk):
+        console.print(line, highlight=False, soft_wrap=True)
 
 
 def plain(value: object) -> str:

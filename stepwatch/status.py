@@ -17,7 +17,8 @@ from google.protobuf.descriptor import EnumDescriptor
 
 from stepwatch.v1 import orchestrator_pb2 as pb
 
-__all__ = ["CHILD", "JOB", "REASON", "STEP", "Presentation", "Tone", "label", "present",
+__all__ = ["CHILD", "JOB", "REASON", "STEP", "Presentation", "Tone", "failure_text", "label",
+           "present",
            "value_name"]
 
 STEP = pb.StepStatus.DESCRIPTOR
@@ -100,6 +101,16 @@ def label(enum: EnumDescriptor, number: int) -> str:
         return f"Unknown ({number})"
     prefix = enum.values[0].name.removesuffix("UNSPECIFIED")
     return name.removeprefix(prefix).replace("_", " ").capitalize()
+
+
+def failure_text(failure: pb.Failure) -> str:
+    """"Job stopped: step 'x' failed": the reason's label, then the message, the label not
+    said twice when a message (from an older server, or stored before) begins with it."""
+    head = label(REASON, failure.reason)
+    message = failure.message
+    if message.lower().startswith(head.lower()):
+        message = message[len(head):].lstrip(" :")
+    return f"{head}: {message}" if message else head
 
 
 # Kept for readers that ask by set: derived from the table, not listed again.

@@ -61,7 +61,7 @@ def test_a_wrong_target_says_it_cannot_reach_the_orchestrator() -> None:
 def test_an_unparsable_catalog_file_is_listed_with_its_error(server: Orchestrator) -> None:
     listed = cli(server.target, "definitions", "--json")
     assert listed.returncode == 0, listed.stderr
-    by_name = {d["name"]: d for d in json.loads(listed.stdout)}
+    by_name = {d["name"]: d for d in json.loads(listed.stdout)["definitions"]}
     assert "error" not in by_name["good"]
     assert "steps.a.type" in by_name["broken"]["error"]
     assert "TOML syntax error" in by_name["garbled"]["error"]
@@ -75,10 +75,10 @@ def test_an_unparsable_catalog_file_is_listed_with_its_error(server: Orchestrato
 def test_json_output(server: Orchestrator) -> None:
     submitted = cli(server.target, "submit", "good", "--watch")
     assert submitted.returncode == 0, submitted.stderr
-    jobs = json.loads(cli(server.target, "jobs", "--json").stdout)
-    assert jobs[0]["definition_name"] == "good" and jobs[0]["status"] == "JOB_STATUS_COMPLETED"
-    shown = json.loads(cli(server.target, "show", jobs[0]["job_id"][:8], "--json").stdout)
-    assert shown["job_id"] == jobs[0]["job_id"] and shown["steps"][0]["name"] == "a"
+    jobs = json.loads(cli(server.target, "jobs", "--json").stdout)["jobs"]
+    assert jobs[0]["definitionName"] == "good" and jobs[0]["status"] == "JOB_STATUS_COMPLETED"
+    shown = json.loads(cli(server.target, "show", jobs[0]["jobId"][:8], "--json").stdout)
+    assert shown["jobId"] == jobs[0]["jobId"] and shown["steps"][0]["name"] == "a"
 
 
 def test_a_job_id_prefix_too_short_to_resolve_is_refused_as_such(server: Orchestrator) -> None:

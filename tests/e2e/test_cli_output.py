@@ -43,7 +43,11 @@ def test_logs_follow_through_a_server_restart_prints_every_line_once(tmp_path: P
         end = time.monotonic() + DEADLINE
         while follower.popen.poll() is None and time.monotonic() < end:
             time.sleep(0.05)  # the follower exits once attempt 1 is over
-        assert follower.popen.returncode == 0, follower.output
+        # The attempt it followed ended FAILED (the orchestrator stopped under it): exit 1,
+        # after a last line that says so.
+        assert follower.popen.returncode == 1, follower.output
+        assert follower.output.rstrip().splitlines()[-1].startswith("s attempt 1: Failed ("), \
+            follower.output
         lines = [line.removeprefix("[0] ") for line in follower.output.splitlines()
                  if line.startswith("[0] line ")]
         assert lines == [f"line {i}" for i in range(1, 21)], follower.output
@@ -65,8 +69,9 @@ def test_children_logs_documents_and_prefixes(tmp_path: Path) -> None:
         finish(server.target, job.job_id)
         out = cli(server.target, "children", job.job_id[:8], "cmds")
         assert out.returncode == 0, out.stderr
-        rows = [line for line in out.stdout.splitlines() if "│" in line and "status" not in line]
-        assert "Failed" in rows[0] and "exit code 4: bad" in rows[0]  # failed first
+        rows = [line.split("\t") for line in out.stdout.splitlines()]  # piped: tab-separated
+        assert rows[0][1] == "Failed" and rows[0][3].endswith("exit code 4: bad")  # failed first
+        assert len(rows) == 3 and all(len(r) == 5 for r in rows)
         assert "7" in out.stdout and "fine" in out.stdout
         failed = cli(server.target, "children", job.job_id, "cmds", "--status", "failed")
         assert failed.stdout.count("Failed") == 1 and "Completed" not in failed.stdout

@@ -14,6 +14,7 @@ from rich.console import Console
 
 from stepwatch import cli
 from stepwatch import render as render_mod
+from stepwatch.cli.output import Output
 from stepwatch.sanitize import printable
 from stepwatch.v1 import orchestrator_pb2 as pb
 
@@ -44,25 +45,39 @@ def hostile_job(name: str, message: str, line: str) -> pb.Job:
 @given(name=texts, message=texts, line=texts)
 def test_no_raw_control_character_reaches_the_terminal(name: str, message: str, line: str) -> None:
     console, out = capture()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(cli, "console", console)
-        render(console, name, message, line)
+    render(console, name, message, line)
     assert not RAW_CONTROL.search(out.getvalue()), repr(out.getvalue())
+
+
+def test_piped_records_are_one_line_each_with_every_field_whole() -> None:
+    """On a pipe a record is one line: a tab or newline inside a field is written escaped,
+    so splitting on tabs gives the fields back whole."""
+    console, out = capture()
+    job = hostile_job("name\twith tab", "line one\nline two " + "x" * 300, "s")
+    Output(console=console).records(render_mod.job_records(job))
+    lines = out.getvalue().split("\n")
+    assert lines[-1] == "" and len(lines) == 3  # two records, a final newline
+    fields = lines[0].split("\t")
+    assert fields[2] == "name\\twith tab" and fields[-1].endswith("x" * 300)
+    assert "line one\\nline two" in fields[-1]
 
 
 def render(console: Console, name: str, message: str, line: str) -> None:
     console.print(cli.job_view(hostile_job(name, message, line)))
     console.print(cli.job_view(hostile_job(name, message, line), height=24))
+    piped = Output(console=console)
+    piped.records(render_mod.job_records(hostile_job(name, message, line)))
     for stream in (pb.LOG_STREAM_STDOUT, pb.LOG_STREAM_STDERR, pb.LOG_STREAM_SYSTEM):
-        render_mod.print_chunk(console, pb.LogChunk(text=f"{line}\n{message}\n", stream=stream,
-                                                 child_index=3))
+        chunk = pb.LogChunk(text=f"{line}\n{message}\n", stream=stream, child_index=3)
+        render_mod.print_chunk(console, chunk)
+        for text in render_mod.chunk_lines(chunk):
+            piped.line(text)
 
 
 @pytest.mark.parametrize("text", HOSTILE)
 def test_markup_and_escapes_in_data_are_printed_as_typed(
-        text: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        text: str) -> None:
     console, out = capture()
-    monkeypatch.setattr(cli, "console", console)
     render_mod.print_chunk(console, pb.LogChunk(text=text + "\n", stream=pb.LOG_STREAM_STDOUT))
     assert out.getvalue() == printable(text) + "\n"
 

@@ -96,6 +96,23 @@ def test_every_problem_is_reported_not_just_the_first() -> None:
     assert {v.field for v in info.value.violations} == {"steps.a.type", "steps.b.commands"}
 
 
+def test_dependency_errors_come_in_the_same_round_as_the_others() -> None:
+    """A step that is wrong in other ways still has its depends checked: one round."""
+    text = ('name = "x"\n[steps.a]\ntype = "nope"\ndepends = ["zzz"]\n'
+            '[steps.b]\ntype = "shell"\ncommands = ["true"]\ndepends = ["c"]\nmax_attempts = 0\n'
+            '[steps.c]\ntype = "shell"\ncommands = ["true"]\ndepends = ["b"]\n')
+    with pytest.raises(DefinitionError) as info:
+        parse_definition(text, TYPES)
+    got = [(v.field, v.description.split(":")[0]) for v in info.value.violations]
+    assert sorted(got) == sorted([
+        ("steps.a.type", "unknown step type 'nope' (known"),
+        ("steps.b.max_attempts", "must be a whole number from 1 to 100"),
+        ("steps.a.depends", "unknown step 'zzz'"),
+        ("steps.b.depends", "dependency cycle"),
+    ])
+    assert len(got) == len(set(got))  # each once
+
+
 @pytest.mark.parametrize(("graph", "has_cycle"), [
     ({"a": [], "b": ["a"]}, False),
     ({"a": ["b"], "b": ["a"]}, True),

@@ -29,7 +29,8 @@ def test_children_outcome(failed: int, allowed: int, reason: FailureReason | Non
     out = rules.children_outcome(failed, allowed, ["x: exit code 1"])
     assert (out.reason if out else None) == reason
     if out:
-        assert f"{failed} children failed" in out.message and "x: exit code 1" in out.message
+        assert f"{failed} {'child' if failed == 1 else 'children'} failed" in out.message
+        assert "x: exit code 1" in out.message
 
 
 @pytest.mark.parametrize(("attempt", "max_attempts", "policy", "status", "next_attempt", "tolerated"), [
@@ -314,3 +315,30 @@ def test_failures_built_from_what_raised() -> None:
     assert rules.execution_failed("bad input") == Failure(FailureReason.EXECUTION_FAILED,
                                                           "bad input")
     assert rules.execution_failed("").message  # never an empty reason
+
+
+def _failures(decision: rules.Decision) -> list[Failure]:
+    out = [t.failure for t in decision.steps if t.failure is not None]
+    if decision.job is not None and decision.job.failure is not None:
+        out.append(decision.job.failure)
+    return out
+
+
+def test_no_failure_message_repeats_its_reason() -> None:
+    """"Job stopped: job stopped: ..." reads as a stutter: a message says what the label
+    does not (and counts are in words: "1 child", "2 steps")."""
+    running, pending = mk_step("r", StepStatus.RUNNING), mk_step("p", StepStatus.PENDING)
+    failed = mk_step("f", StepStatus.FAILED)
+    decisions = [rules.stop_job([running, pending, failed], failed, 1),
+                 rules.cancel(mk_job(running, pending), 1),
+                 rules.internal_error([running, pending], "disk full", 1)]
+    failures = [f for d in decisions for f in _failures(d)]
+    failures += [rules.children_outcome(n, 0, ["x: exit code 1"]) for n in (1, 2)]
+    assert len(failures) >= 8
+    for f in failures:
+        assert f is not None
+        label = f.reason.name.replace("_", " ").lower()
+        assert not f.message.lower().startswith(label), f
+        assert "1 children" not in f.message and "1 steps" not in f.message, f
+    assert rules.cancel(mk_job(running, pending), 1).job.failure.message == (  # type: ignore[union-attr]
+        "1 step stopped, 1 step never started")
