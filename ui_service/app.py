@@ -19,6 +19,8 @@ from stepwatch.secretfile import read_token_file
 
 from . import access, metrics
 from .pages import job, login, queue
+from .pages.queue import CSS as QUEUE_CSS
+from .pages.step_list import CSS as STEP_LIST_CSS
 from .pages.widgets import CSS
 from .security import Guard, allowed_hosts, parse_networks
 from .users import UserBook
@@ -48,6 +50,8 @@ class LoginRequired(BaseHTTPMiddleware):
 def build(target: str) -> None:
     """Register the pages against an orchestrator at ``target``."""
     ui.add_css(CSS, shared=True)
+    ui.add_css(STEP_LIST_CSS, shared=True)
+    ui.add_css(QUEUE_CSS, shared=True)
     app.add_api_route("/metrics", lambda: Response(metrics.render(),
                                                    media_type="text/plain; version=0.0.4"))
     queue.register(target)

@@ -61,10 +61,16 @@ def graph_options(steps: Sequence[pb.Step]) -> dict[str, object]:
     return {
         "tooltip": {":formatter": GRAPH_TOOLTIP},
         "animation": False,
+        # Labels under their node, in a light box with dark text: readable on a light and on
+        # a dark page; the margins leave room for the outer columns' labels (no clipping at
+        # 390 px), and a long name wraps instead of running off the chart.
         "series": [{"type": "graph", "layout": "none", "roam": True, "symbolSize": 18,
+                    "left": 70, "right": 70, "top": 20, "bottom": 40,
                     "edgeSymbol": ["none", "arrow"], "edgeSymbolSize": 8,
-                    "label": {"show": True, "position": "right", "fontSize": 11, "color": "#808080",
-                              "textBorderWidth": 0},  # readable on light and dark
+                    "label": {"show": True, "position": "bottom", "fontSize": 13,
+                              "color": "#1f1f1f", "backgroundColor": "rgba(255,255,255,0.9)",
+                              "padding": [2, 4], "borderRadius": 3, "width": 130,
+                              "overflow": "break"},
                     "lineStyle": {"color": "#9e9e9e"}, "data": nodes, "links": links}],
     }
 

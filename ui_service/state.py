@@ -20,7 +20,8 @@ class Connection(Enum):
     CONNECTING = "Connecting"
     LIVE = "Live"
     RECONNECTING = "Reconnecting"
-    CLOSED = "Stream closed"  # the server ended the stream: the job is terminal
+    CLOSED = "Finished"  # the server ended the stream: the job is terminal, nothing more comes
+    STOPPED = "Not following"  # the stream ended with an error retrying cannot fix
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ class JobPageState:
 
     def failed(self, reason: str) -> None:
         """The stream ended with an error retrying cannot fix (e.g. NOT_FOUND)."""
-        self.connection = Connection.CLOSED
+        self.connection = Connection.STOPPED
         self.error = reason
 
     @property

@@ -28,7 +28,7 @@ from tests.chromium import (
 )
 from tests.procs import Orchestrator, Proc, run_job
 from ui_service import status_style
-from ui_service.pages.job import STEP_PAGE
+from ui_service.pages.step_list import STEP_PAGE
 from ui_service.pages.queue import PAGE
 
 pytestmark = pytest.mark.browser
@@ -126,16 +126,23 @@ def test_a_300_step_job_draws_a_page_of_rows_and_links_to_a_failure_on_a_later_p
     server = {s.step_id: pb.StepStatus.Name(s.status) for s in job.steps}
     page = dom_statuses(browser)
     assert len(page) == STEP_PAGE and all(server[k] == v for k, v in page.items())
-    assert text(browser, ".sw-pager").count(f"steps 1–{STEP_PAGE} of 300") == 1
-    # The failed step is on page 6: its link at the top shows that page and its row.
+    # A failed job opens on its first failed step: s260, on the last page, selected.
     failed = next(s for s in job.steps if s.name == "s260")
+    wait(browser, lambda d: f"steps 201–{min(300, 200 + STEP_PAGE)} of 300" in text(d, ".sw-pager"),
+         DEADLINE)
+    assert "sw-selected" in browser.find_element(By.ID, f"step-{failed.index}").get_attribute("class")
+    # An earlier page, then the failed step's link at the top leads back to its page and row.
+    browser.find_element(By.CSS_SELECTOR, ".sw-pager button").click()  # ‹
+    wait(browser, lambda d: "steps 101–200 of 300" in text(d, ".sw-pager"), DEADLINE)
+    page = dom_statuses(browser)
+    assert len(page) == STEP_PAGE and all(server[k] == v for k, v in page.items())
     browser.find_element(By.LINK_TEXT, "s260").click()
     wait(browser, lambda d: d.find_elements(By.ID, f"step-{failed.index}"), DEADLINE)
     assert browser.find_element(By.ID, f"step-{failed.index}").get_attribute(
         "data-status") == "STEP_STATUS_FAILED"
     page = dom_statuses(browser)
     assert len(page) == STEP_PAGE and all(server[k] == v for k, v in page.items())
-    assert "steps 251–300 of 300" in text(browser, ".sw-pager")
+    assert "steps 201–300 of 300" in text(browser, ".sw-pager")
 
 
 def test_the_page_keeps_up_with_a_2000_child_30_step_job_without_reloading(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from urllib.parse import urlencode
 
 from nicegui import background_tasks, ui
 
@@ -12,83 +14,27 @@ from stepwatch import status as labels
 from stepwatch.client import Backoff, Client
 from stepwatch.errors import NotFound, StepwatchError
 from stepwatch.v1 import orchestrator_pb2 as pb
+from stepwatch.words import step_counts
 
 from .. import access, metrics, status_style
 from ..state import EVENT_PANEL_SIZE, Changed, Connection, JobPageState, last_heard_text
 from .graph_panel import GraphPanel
+from .step_list import StepList
 from .step_panel import StepPanel
-from .widgets import Badge, ChildBar, clock, duration, user_menu
+from .widgets import Badge, ago, duration, moment, user_menu
 
 BACKOFF = Backoff(initial=0.3, maximum=5.0)
 REDRAW_S = 0.1
-STEP_PAGE = 50  # step rows on screen at once: a 300-step job draws as fast as a small one
-
-
-class StepRow:
-    def __init__(self, step: pb.Step, on_open: Callable[[str], Awaitable[None]]) -> None:
-        with ui.card().classes("w-full q-pa-sm").props(
-                f"data-step-id={step.step_id} id=step-{step.index}") as self.card:
-            self.card.mark(f"step-{step.name}")
-            # Wraps on a narrow screen; columns line up on a wide one.
-            with ui.row().classes("w-full items-center gap-x-4 gap-y-1 sw-cols"):
-                ui.label(f"{step.index}").classes("text-grey-7 w-6")
-                ui.label(step.name).classes("text-weight-bold sm:w-48 break-all")
-                self.badge = Badge(status_style.STEP, step.status)
-                ui.label(step.type).classes("text-grey-8 sm:w-24")
-                self.depends = ui.label("").classes("text-xs text-grey-7 sm:w-40 break-all")
-                self.children = ChildBar()
-                self.docs = ui.label("").classes("text-xs sm:w-20 whitespace-nowrap")
-                self.attempt = ui.label("").classes("text-xs sm:w-24 whitespace-nowrap")
-                self.times = ui.label("").classes("text-xs text-grey-8")
-                ui.button("children & log", on_click=lambda: on_open(step.name)).props(
-                    "flat dense no-caps").mark(f"open-step-{step.name}")
-            with ui.row().classes("items-center gap-2") as self.failure_row:
-                self.failure = ui.label("").classes("sw-failure text-sm")
-                self.tolerated = ui.badge("tolerated — the job went on", color="orange-9").props(
-                    "outline")
-            with ui.row().classes("items-center gap-2") as self.retry_row:
-                self.retry = ui.label("").classes("text-xs text-orange-10")
-        self.set(step)
-
-    def show_times(self, step: pb.Step) -> None:
-        self.times.set_text(f"{clock(step.started_at)} → {clock(step.finished_at)} · "
-                            f"{duration(step.started_at, step.finished_at)}")
-
-    def set(self, step: pb.Step) -> None:
-        self.card.props["data-status"] = status_style.value_name(status_style.STEP, step.status)
-        self.badge.set(step.status)
-        self.depends.set_text("after " + ", ".join(step.depends_on) if step.depends_on else "")
-        c = step.children
-        self.children.set(c.completed, c.failed, c.running, c.total)
-        self.docs.set_text(f"{step.document_count} docs")
-        self.attempt.set_text(f"attempt {step.attempt} of {step.max_attempts}")
-        self.show_times(step)
-        self.step = step
-        has_failure = step.HasField("failure")
-        self.failure_row.set_visibility(has_failure)
-        if has_failure:
-            self.failure.set_text(f"{labels.label(labels.REASON, step.failure.reason)}: "
-                                  f"{step.failure.message}")
-            # What happened, without alarm where nothing failed: a skip or a cancel is a note.
-            alarm = step.status == pb.STEP_STATUS_FAILED
-            self.failure.classes(replace="text-sm " + ("sw-failure" if alarm else "sw-note"))
-        self.tolerated.set_visibility(step.tolerated)
-        retry = step.HasField("previous_attempt_failure")
-        self.retry_row.set_visibility(retry)
-        if retry:
-            f = step.previous_attempt_failure
-            self.retry.set_text(f"retrying after: {labels.label(labels.REASON, f.reason)}: {f.message}")
 
 
 class JobView:
     """The page's elements; ``render`` updates only what a message changed."""
 
-    def __init__(self, state: JobPageState, panel: Callable[[], StepPanel]) -> None:
+    def __init__(self, state: JobPageState, on_select: Callable[[str], None]) -> None:
         self.state = state
-        self.panel = panel
         self.on_header: Callable[[pb.Job], None] | None = None
-        self.rows: dict[str, StepRow] = {}
-        with ui.row().classes("w-full items-center gap-x-4 gap-y-1"):
+        self.on_step: Callable[[pb.Step], None] | None = None
+        with ui.row().classes("w-full items-center gap-x-4 gap-y-0 -mt-2"):
             ui.link("← all jobs", "/")
             self.title = ui.label(state.job_id).classes("text-h6")
             self.badge = Badge(status_style.JOB, 0)
@@ -98,30 +44,29 @@ class JobView:
             user_menu()
             self.connection = ui.label(Connection.CONNECTING.value).mark("connection")
             self.heard = ui.label("").classes("text-xs text-grey-7").mark("last-heard")
-        self.failure = ui.label("").classes("sw-failure")
-        with ui.row().classes("items-center gap-2").mark("failures") as self.failures:
-            ui.label("Failed steps:").classes("text-sm text-weight-bold sw-failure")
-            self.failure_links = ui.row().classes("gap-2")
-        self.failures.set_visibility(False)
-        self.meta = ui.label("").classes("text-sm text-grey-8")
-        self.graph_slot = ui.column().classes("w-full gap-0")  # graph and timeline go here
+        with ui.row().classes("w-full items-center gap-x-4 gap-y-0 text-sm -mt-3") as summary:
+            self.failure = ui.label("").classes("sw-failure")
+            with ui.row().classes("items-center gap-2").mark("failures") as self.failures:
+                ui.label("Failed:").classes("text-weight-bold sw-failure")
+                self.failure_links = ui.row().classes("gap-2")
+            self.failures.set_visibility(False)
+            self.meta = ui.label("").classes("sw-note").mark("job-meta")
+            ui.space()
         self.error = ui.label("").classes("text-negative").mark("error")
-        self.panel_slot = ui.column().classes("w-full")  # the step panel opens here
-        self.page = 0
-        with ui.row().classes("items-center gap-2 sw-pager").mark("step-pager") as self.pager:
-            self.prev = ui.button("‹ earlier steps", on_click=lambda: self.show_page(self.page - 1)
-                                  ).props("flat dense no-caps").mark("steps-prev")
-            self.page_label = ui.label("").classes("text-sm").mark("steps-page")
-            self.next = ui.button("later steps ›", on_click=lambda: self.show_page(self.page + 1)
-                                  ).props("flat dense no-caps").mark("steps-next")
-        self.pager.set_visibility(False)
-        with ui.column().classes("w-full gap-2").mark("steps") as self.steps:
-            pass
-        ui.label("Latest events").classes("text-subtitle1 q-mt-md")
-        with ui.column().classes("w-full gap-0 text-xs font-mono").mark("events"):
-            # One element for the whole window: a redraw is one update, not one per line.
-            self.event_text = ui.label("").style(
-                "white-space: pre-wrap; overflow-wrap: anywhere").mark("event-lines")
+        self.error.bind_visibility_from(self.error, "text", backward=bool)
+        # GitHub Actions' run view: the steps on the left, the selected step on the right.
+        with ui.element("div").classes("w-full sw-runview"):
+            with ui.column().classes("gap-1 sw-run-steps"):
+                self.steps = StepList(on_select, summary)
+            with ui.column().classes("gap-1 sw-run-panel") as self.panel_slot:
+                self.hint = ui.label("Select a step to see its children and its log.").classes(
+                    "sw-note text-sm q-pa-md").mark("panel-hint")
+        self.graph_slot = ui.column().classes("w-full gap-0")  # graph and timeline go here
+        with ui.expansion("Raw events", icon="list").classes("w-full").mark("raw-events"):
+            with ui.column().classes("w-full gap-0 text-xs font-mono").mark("events"):
+                # One element for the whole window: a redraw is one update, not one per line.
+                self.event_text = ui.label("").style(
+                    "white-space: pre-wrap; overflow-wrap: anywhere").mark("event-lines")
 
     def render(self, changed: Changed) -> None:
         job = self.state.job
@@ -132,59 +77,31 @@ class JobView:
                 self.on_header(job)
             has_failure = job.HasField("failure")
             self.failure.set_visibility(has_failure)
-            self.failure.set_text(f"{labels.label(labels.REASON, job.failure.reason)}: "
-                                  f"{job.failure.message}" if has_failure else "")
+            self.failure.set_text(labels.failure_text(job.failure) if has_failure else "")
             alarm = job.status != pb.JOB_STATUS_CANCELLED
             self.failure.classes(replace="sw-failure" if alarm else "sw-note")
             sc = job.step_counts
-            self.meta.set_text(
-                f"policy: on step failure {job.on_step_failure} · steps: {sc.completed} completed, "
-                f"{sc.failed} failed, {sc.skipped} skipped, {sc.cancelled} cancelled, "
-                f"{sc.running} running, {sc.pending} pending of {sc.total} · created "
-                f"{clock(job.created_at)} · {duration(job.started_at, job.finished_at)}")
-        if job is not None and changed.header:
-            self.render_pager(job)
-        for step_id in changed.steps:
-            step = self.state.step(step_id)
-            if step is None or step.index // STEP_PAGE != self.page:
-                continue  # off this page: drawn when its page is shown
-            row = self.rows.get(step_id)
-            if row is None:
-                with self.steps:
-                    self.rows[step_id] = StepRow(step, lambda name: self.panel().open(name))
-            else:
-                row.set(step)
+            counts = step_counts([(sc.completed, "completed"), (sc.failed, "failed"),
+                                  (sc.skipped, "skipped"), (sc.cancelled, "cancelled"),
+                                  (sc.running, "running"), (sc.pending, "pending")], sc.total)
+            self.meta.set_text(f"{counts} · on step failure: {job.on_step_failure} · created "
+                               f"{ago(job.created_at)} · {duration(job.started_at, job.finished_at)}")
+            self.meta.props["title"] = f"created {moment(job.created_at)}"
+        if job is not None:
+            self.steps.update(job, changed.steps, self.state.step, changed.header)
+            if self.on_step is not None:
+                for step_id in changed.steps:
+                    step = self.state.step(step_id)
+                    if step is not None:
+                        self.on_step(step)
         if job is not None and changed.steps:
             self.render_failures(job)
         # The seq the screen now shows: what a reader (or a test) compares with the stream.
-        self.steps.props["data-seq"] = str(self.state.last_seq)
+        self.steps.box.props["data-seq"] = str(self.state.last_seq)
         if changed.events:
             self.event_text.set_text("\n".join(
                 f"#{line.seq}  {_time_us(line.at_us)}  {line.text}" for line in self.state.events))
         self.render_connection()
-
-    def render_pager(self, job: pb.Job) -> None:
-        n = len(job.steps)
-        self.pager.set_visibility(n > STEP_PAGE)
-        first = self.page * STEP_PAGE
-        self.page_label.set_text(f"steps {first + 1}–{min(n, first + STEP_PAGE)} of {n}")
-        self.prev.set_enabled(self.page > 0)
-        self.next.set_enabled(first + STEP_PAGE < n)
-
-    def show_page(self, page: int) -> None:
-        job = self.state.job
-        if job is None or not 0 <= page * STEP_PAGE < max(1, len(job.steps)) or page == self.page:
-            return
-        self.page = page
-        self.steps.clear()
-        self.rows.clear()
-        self.render(Changed(header=True, steps=tuple(
-            s.step_id for s in job.steps if s.index // STEP_PAGE == page)))
-
-    def go_to(self, index: int) -> None:
-        """Show a step's row wherever it is: its page first, then scroll to it."""
-        self.show_page(index // STEP_PAGE)
-        ui.run_javascript(f"document.getElementById('step-{index}')?.scrollIntoView()")
 
     def render_failures(self, job: pb.Job) -> None:
         """Links to every FAILED step, at the top: no scrolling through a long job to find them."""
@@ -195,17 +112,17 @@ class JobView:
         self._failed_names = names
         self.failure_links.clear()
         with self.failure_links:
-            for s in failed:
+            for s in failed[:20]:
                 link = ui.link(s.name, f"#step-{s.index}").classes("sw-failure")
-                link.mark(f"failed-{s.name}").on("click", lambda _, i=s.index: self.go_to(i))
+                link.mark(f"failed-{s.name}").on("click", lambda _, n=s.name: self.steps.on_select(n))
+            if len(failed) > 20:
+                ui.label(f"and {len(failed) - 20} more (failed only)").classes("sw-note")
         self.failures.set_visibility(bool(failed))
 
     def tick(self) -> None:
         """Once a second: running durations grow, and "last heard" ages."""
         self.render_connection()
-        for row in self.rows.values():
-            if row.step.status == pb.STEP_STATUS_RUNNING:
-                row.show_times(row.step)
+        self.steps.tick()
 
     def not_found(self) -> None:
         self.title.set_text("No such job")
@@ -218,10 +135,12 @@ class JobView:
         self.connection.props["data-connection"] = s.connection.name
         self.connection.classes(replace="text-weight-bold " + {
             Connection.LIVE: "text-positive", Connection.RECONNECTING: "text-negative",
-            Connection.CONNECTING: "text-grey-7", Connection.CLOSED: "text-grey-8"}[s.connection])
+            Connection.CONNECTING: "text-grey-7", Connection.CLOSED: "text-grey-8",
+            Connection.STOPPED: "text-grey-8"}[s.connection])
         self.heard.set_text(last_heard_text(s, time.monotonic()))
+        self.heard.set_visibility(s.connection not in (Connection.CLOSED, Connection.STOPPED))
         self.error.set_text(s.error)
-        for el in (self.steps, self.badge.element):
+        for el in (self.steps.box, self.badge.element):
             if s.stale:
                 el.classes(add="sw-stale")
             else:
@@ -303,15 +222,43 @@ def register(target: str) -> None:
     async def job_page(job_id: str, step: str | None = None, child: int | None = None) -> None:
         state = JobPageState(job_id)
         panel: list[StepPanel] = []
-        view = JobView(state, lambda: panel[0])
+        client = ui.context.client
+
+        def select(name: str) -> None:
+            background_tasks.create(panel[0].open(name), name=f"open-{job_id}-{name}")
+
+        def selection_changed(name: str, index: int | None) -> None:
+            """The selected step (and child) is in the URL: a reload or a shared link
+            opens the same view."""
+            view.steps.select(name)
+            view.hint.set_visibility(not name)
+            query = ("?" + urlencode({"step": name} | ({"child": index} if index is not None
+                                                         else {}))) if name else ""
+            # Through the page's client: this runs in a background task, outside its context.
+            client.run_javascript(f"history.replaceState(null, '', {json.dumps(f'/jobs/{job_id}{query}')})")
+            chosen = next((s for s in (state.job.steps if state.job else ()) if s.name == name),
+                          None)
+            if chosen is not None:
+                panel[0].describe(chosen)
+
+        view = JobView(state, select)
         with view.panel_slot:
-            panel.append(StepPanel(target, job_id))
+            panel.append(StepPanel(target, job_id, selection_changed))
+        view.on_step = panel[0].describe
         with view.actions:
             Actions(target, job_id, view)
         with view.graph_slot:
             graph = GraphPanel(target, job_id, lambda: state.job)
         if step:  # a deep link: /jobs/{id}?step=NAME&child=N
             background_tasks.create(panel[0].open(step, child), name=f"open-{job_id}-{step}")
+
+        def first_view(job: pb.Job) -> None:
+            """A failed job opens on its first failed step, at its first failed child's
+            log: the failure's lines without a click (unless the URL chose a step)."""
+            failed = next((s for s in job.steps if s.status == pb.STEP_STATUS_FAILED), None)
+            if not step and failed is not None and not panel[0].step:
+                background_tasks.create(panel[0].open(failed.name, first_failed=True),
+                                        name=f"open-{job_id}-{failed.name}")
 
         def on_retry(err: StepwatchError, delay: float) -> None:
             metrics.RECONNECTS.labels("WatchJob").inc()
@@ -351,6 +298,9 @@ def register(target: str) -> None:
                         if msg.WhichOneof("kind") == "snapshot":
                             tasks.append(background_tasks.create(
                                 history(msg.snapshot.seq), name=f"history-{job_id}"))
+                            first_view(msg.snapshot.job)
+                        elif state.job is not None and state.job.status in labels.TERMINAL_JOB:
+                            first_view(state.job)
                     state.closed()
                     redraw()
                 except StepwatchError as err:

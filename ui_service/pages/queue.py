@@ -13,6 +13,7 @@ from stepwatch import status as labels
 from stepwatch.client import RETRYABLE, Backoff, Client
 from stepwatch.errors import StepwatchError
 from stepwatch.v1 import orchestrator_pb2 as pb
+from stepwatch.words import step_counts
 
 from .. import access, metrics, status_style
 from ..state import Connection, JobQuery, QueueState, day_range
@@ -21,37 +22,54 @@ from .widgets import Badge, ago, clock, date_time, duration, user_menu
 PAGE = 50
 
 
+CSS = """
+.sw-jobrow { display: grid; align-items: center; column-gap: 10px; height: 32px;
+  grid-template-columns: minmax(6rem, 14rem) 5rem 11rem minmax(0, 1fr) 7rem 4.5rem 4.5rem;
+  padding: 0 6px; border-bottom: 1px solid rgba(127,127,127,.18); white-space: nowrap;
+  font-size: 0.85rem; }
+.sw-jobrow > * { overflow: hidden; text-overflow: ellipsis; min-width: 0; }
+.sw-jobrow .sw-badge { font-size: 0.72rem; padding: 0 8px; height: 20px; }
+.sw-jobrow .sw-dim { font-size: 0.75rem; opacity: .75; }
+@media (max-width: 700px) {
+  .sw-jobrow { grid-template-columns: minmax(0, 1fr) 9.5rem 4rem; }
+  .sw-jobrow .sw-wide { display: none; }
+}
+"""
+
+
 class JobRow:
+    """One line per job: name, id, status, non-zero step counts, when, how long, cancel."""
+
     def __init__(self, job: pb.Job, on_cancel: Callable[[str], object]) -> None:
         self.job_id = job.job_id
         self.may_cancel = access.can_act()
-        with ui.card().classes("w-full q-pa-sm").props(f"data-job-id={job.job_id}") as self.card:
+        with ui.element("div").classes("w-full sw-jobrow").props(
+                f"data-job-id={job.job_id}") as self.card:
             self.card.mark(f"job-{job.job_id}")
-            # Wraps on a narrow screen (the card stacks); columns line up on a wide one.
-            with ui.row().classes("w-full items-center gap-x-4 gap-y-1"):
-                ui.link(job.definition_name, f"/jobs/{job.job_id}").classes(
-                    "text-weight-bold sm:w-48 break-all").mark(f"open-{job.job_id}")
-                ui.label(job.job_id[:8]).classes("font-mono text-grey-7 sm:w-20")
-                self.badge = Badge(status_style.JOB, job.status)
-                self.counts = ui.label("").classes("text-sm")
-                self.times = ui.label("").classes("text-xs text-grey-8")
-                ui.space()
-                self.cancel = ui.button("Cancel", color="negative",
-                                        on_click=lambda: on_cancel(job.job_id)).props("flat dense")
-                self.cancel.mark(f"cancel-{job.job_id}").classes("sw-cancel")
+            ui.link(job.definition_name, f"/jobs/{job.job_id}").classes(
+                "text-weight-bold").mark(f"open-{job.job_id}")
+            ui.label(job.job_id[:8]).classes("font-mono sw-dim sw-wide")
+            self.badge = Badge(status_style.JOB, job.status)
+            self.counts = ui.label("").classes("sw-dim sw-wide")
+            self.times = ui.label("").classes("sw-dim sw-wide")
+            self.took = ui.label("").classes("sw-dim")
+            self.cancel = ui.button("Cancel", color="negative",
+                                    on_click=lambda: on_cancel(job.job_id)).props("flat dense")
+            self.cancel.mark(f"cancel-{job.job_id}").classes("sw-cancel")
         self.set(job)
 
     def set(self, job: pb.Job) -> None:
         self.card.props["data-status"] = status_style.value_name(status_style.JOB, job.status)
         self.badge.set(job.status)
         sc = job.step_counts
-        self.counts.set_text(
-            f"{sc.completed} completed · {sc.failed} failed · {sc.skipped} skipped · "
-            f"{sc.cancelled} cancelled · {sc.running} running · {sc.pending} pending")
-        self.times.props(f'title="created {ago(job.created_at)}"')
-        self.times.set_text(f"created {date_time(job.created_at)} · started {clock(job.started_at)} · "
-                            f"finished {clock(job.finished_at)} · "
-                            f"{duration(job.started_at, job.finished_at)}")
+        self.counts.set_text(step_counts(
+            [(sc.completed, "completed"), (sc.failed, "failed"), (sc.skipped, "skipped"),
+             (sc.cancelled, "cancelled"), (sc.running, "running"), (sc.pending, "pending")],
+            sc.total))
+        self.times.props["title"] = (f"created {date_time(job.created_at)} · started "
+                                     f"{clock(job.started_at)} · finished {clock(job.finished_at)}")
+        self.times.set_text(ago(job.created_at))
+        self.took.set_text(duration(job.started_at, job.finished_at))
         # The server's status, looked up (not derived); and only for an operator.
         self.cancel.set_visibility(self.may_cancel and job.status in labels.CANCELLABLE_JOB)
 
@@ -101,6 +119,7 @@ def register(target: str) -> None:
                 "definition")
             run_button = ui.button("Run", on_click=lambda: run(definitions.value)).mark("run").classes(
                 "sw-run")
+            run_button.set_enabled(False)  # until the orchestrator answered
             for el in (definitions, run_button):
                 el.set_visibility(access.can_act())  # a viewer runs nothing
             ui.space()
@@ -127,11 +146,10 @@ def register(target: str) -> None:
             page_label = ui.label("").classes("text-sm sw-page").mark("page")
             nxt = ui.button("older ›", on_click=lambda: turn(1)).props("flat dense no-caps").classes(
                 "sw-older").mark("older")
-        with ui.row().classes("w-full gap-x-4 q-px-sm text-caption text-grey-7 max-sm:hidden"):
-            for title, width in (("job", "w-48"), ("id", "w-20"), ("status", "w-40"),
-                                 ("steps", "")):
-                ui.label(title).classes(width)
-        with ui.column().classes("w-full gap-2").mark("jobs") as column:
+        with ui.element("div").classes("w-full sw-jobrow text-caption text-grey-7"):
+            for title in ("job", "id", "status", "steps", "created", "took", ""):
+                ui.label(title).classes("" if title in ("job", "status", "took") else "sw-wide")
+        with ui.column().classes("w-full gap-0").mark("jobs") as column:
             pass
         empty = ui.label("No jobs match.").classes("text-grey-7").mark("no-jobs")
         empty.set_visibility(False)
@@ -192,12 +210,23 @@ def register(target: str) -> None:
             prev.set_enabled(state.page > 1)
             nxt.set_enabled(bool(state.next_token))
             empty.set_visibility(not state.jobs)
-            connection.set_text(state.connection.value)
+            reachable(True)
+
+        def reachable(yes: bool, why: str = "") -> None:
+            """Run is offered only while the orchestrator answers; the label says where it
+            is when it does not."""
+            run_button.set_enabled(yes)
+            if yes:
+                connection.set_text(state.connection.value)
+                connection.props["data-connection"] = state.connection.name
+            else:
+                connection.set_text(f"orchestrator unreachable at {target} ({why}); retrying")
+                connection.props["data-connection"] = Connection.RECONNECTING.name
 
         def on_retry(err: StepwatchError, delay: float) -> None:
             metrics.RECONNECTS.labels("WatchJobs").inc()
             state.connection = Connection.RECONNECTING
-            connection.set_text(f"{Connection.RECONNECTING.value} ({err.code.name})")
+            reachable(False, err.code.name)
 
         async def load_definitions(c: Client) -> None:
             """Until the orchestrator answers: it may be down when the page opens (make run)."""

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 
 from nicegui import background_tasks, ui
 
+from stepwatch import status as labels
 from stepwatch.client import Backoff, Client
 from stepwatch.errors import StepwatchError
 from stepwatch.v1 import orchestrator_pb2 as pb
 
 from .. import status_style
-from .widgets import duration
+from .widgets import Badge, duration, moment
 
 PAGE = 50
 LOG_LINES = 20_000  # the window of the log kept in the tab; the whole log stays on the server
@@ -32,9 +34,13 @@ BADGE_CELL = """<q-td :props="props"><span class="sw-badge" :data-status="props.
 
 
 class StepPanel:
-    def __init__(self, target: str, job_id: str) -> None:
+    """``on_change(step, child)``: the selection changed (the page puts it in the URL)."""
+
+    def __init__(self, target: str, job_id: str,
+                 on_change: Callable[[str, int | None], None] = lambda s, c: None) -> None:
         self.target = target
         self.job_id = job_id
+        self.on_change = on_change
         self.step = ""
         self.child: int | None = None
         self.status = 0
@@ -44,14 +50,22 @@ class StepPanel:
         self.log_task: asyncio.Task[None] | None = None
         with ui.card().classes("w-full q-pa-sm").mark("step-panel") as self.card:
             with ui.row().classes("w-full items-center gap-2"):
+                self.badge = Badge(status_style.STEP, 0)
                 self.title = ui.label("").classes("text-subtitle1 text-weight-bold")
+                self.when = ui.label("").classes("text-xs sw-note").mark("step-when")
+                ui.space()
+                ui.button("close", on_click=self.close).props("flat dense")
+            self.failure = ui.label("").classes("text-sm sw-failure").mark("step-failure")
+            self.tolerated = ui.label("tolerated — the job went on").classes(
+                "text-xs sw-note").mark("step-tolerated")
+            self.retry = ui.label("").classes("text-xs text-orange-10")
+            with ui.row().classes("w-full items-center gap-2"):
+                ui.label("children").classes("text-subtitle2")
                 ui.select(FILTERS, value=0, on_change=lambda e: self.filter(e.value)).classes(
                     "w-40").mark("child-filter")
                 self.prev = ui.button("‹", on_click=self.previous_page).props("flat dense")
                 self.page_label = ui.label("").classes("text-xs")
                 self.next = ui.button("›", on_click=self.next_page).props("flat dense")
-                ui.space()
-                ui.button("close", on_click=self.close).props("flat dense")
             self.table = ui.table(rows=[], columns=[
                 {"name": "index", "label": "#", "field": "index", "align": "left"},
                 {"name": "status", "label": "status", "field": "status_label", "align": "left"},
@@ -66,6 +80,9 @@ class StepPanel:
             self.table.on("rowClick", lambda e: self.open(self.step, int(e.args[1]["index"])))
             with ui.row().classes("w-full items-center gap-2"):
                 self.log_title = ui.label("").classes("text-subtitle2").mark("log-title")
+                self.whole = ui.button("whole step log", on_click=lambda: self.open(
+                    self.step, None, first_failed=False)).props("flat dense no-caps").mark(
+                    "whole-log")
                 ui.space()
                 ui.button("copy", icon="content_copy", on_click=self.copy).props("flat dense")
             # ui.log's own push makes one element per line; blocks go in through _append.
@@ -73,22 +90,52 @@ class StepPanel:
         self.card.set_visibility(False)
         ui.timer(FLUSH_S, self._flush_log)
 
-    async def open(self, step: str, child: int | None = None) -> None:
-        """Show a step's children (failed first) and follow its log, or one child's."""
+    async def open(self, step: str, child: int | None = None, *, first_failed: bool = False) -> None:
+        """Show a step's children (failed first) and follow its log, or one child's; with
+        ``first_failed`` and no child named, the first failed child's log (the failure's
+        lines, without a click)."""
         if step != self.step:
             self.step, self.tokens, self.status = step, [""], 0
             await self.load_page()
+        if child is None and first_failed and self.table.rows and self.table.rows[0][
+                "status_name"] == "CHILD_STATUS_FAILED":
+            child = int(str(self.table.rows[0]["index"]))
         self.child = child
         self.card.set_visibility(True)
-        self.title.set_text(f"step {step}")
-        self.log_title.set_text(f"log of {step}" + (f", child {child}" if child is not None else ""))
+        self.title.set_text(step)
+        self.log_title.set_text(f"log of {step}" + (
+            f", child {child}" + (" (failed)" if first_failed else "") if child is not None else ""))
+        self.whole.set_visibility(child is not None)
         self.follow_log()
+        self.on_change(step, child)
+
+    def describe(self, step: pb.Step) -> None:
+        """The open step as the server last sent it: status, why, attempt, when."""
+        if step.name != self.step:
+            return
+        self.badge.set(step.status)
+        why = labels.failure_text(step.failure) if step.HasField("failure") else ""
+        self.failure.set_text(why)
+        self.failure.set_visibility(bool(why))
+        alarm = step.status == pb.STEP_STATUS_FAILED
+        self.failure.classes(replace="text-sm " + ("sw-failure" if alarm else "sw-note"))
+        self.tolerated.set_visibility(step.tolerated)
+        retry = step.HasField("previous_attempt_failure")
+        self.retry.set_visibility(retry)
+        if retry:
+            self.retry.set_text("retrying after: "
+                                + labels.failure_text(step.previous_attempt_failure))
+        attempt = f"attempt {step.attempt} of {step.max_attempts} · " if step.max_attempts > 1 else ""
+        self.when.set_text(f"{step.type} · {attempt}"
+                           f"{duration(step.started_at, step.finished_at)}")
+        self.when.props["title"] = f"started {moment(step.started_at)}"
 
     def close(self) -> None:
         self.card.set_visibility(False)
         self.step = ""
         if self.log_task is not None:
             self.log_task.cancel()
+        self.on_change("", None)
 
     async def filter(self, status: int) -> None:
         self.status, self.tokens = status, [""]
@@ -116,6 +163,8 @@ class StepPanel:
         self.next_token = page.next_page_token
         self.table.rows = [_row(ch) for ch in page.children]
         self.table.update()
+        # A step without children (an init that failed, filter_tags) shows no empty table.
+        self.table.set_visibility(bool(page.children) or self.status != 0 or len(self.tokens) > 1)
         self.page_label.set_text(f"attempt {page.attempt} · page {len(self.tokens)}")
         self.prev.set_enabled(len(self.tokens) > 1)
         self.next.set_enabled(bool(page.next_page_token))

@@ -10,6 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from nicegui import ui
 
 from stepwatch.status import Tone
+from stepwatch.words import human_duration, relative
 
 from .. import status_style
 
@@ -30,6 +31,9 @@ CSS = """
 .body--dark .sw-note { color: #bdbdbd; }
 .body--dark .sw-bar { background: #424242; }
 .q-table__container { max-width: 100%; }
+.sw-runview { display: grid; grid-template-columns: minmax(0, 36rem) minmax(0, 1fr); gap: 12px;
+  align-items: start; }
+@media (max-width: 900px) { .sw-runview { grid-template-columns: minmax(0, 1fr); } }
 """
 
 
@@ -88,11 +92,13 @@ def ago(ts: Timestamp, now_s: float | None = None) -> str:
     """How long ago, in words a person reads at a glance ("3 min ago")."""
     if not ts.ByteSize():
         return ""
-    seconds = max(0.0, (now_s if now_s is not None else time.time()) - ts.ToMicroseconds() / 1e6)
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)} {unit} ago"
-    return f"{int(seconds)} s ago"
+    now = dt.datetime.fromtimestamp(now_s if now_s is not None else time.time(), dt.UTC)
+    return relative(ts.ToDatetime(dt.UTC), now)
+
+
+def moment(ts: Timestamp) -> str:
+    """The exact local time, for a title (hover) beside a relative one."""
+    return date_time(ts)
 
 
 def clock(ts: Timestamp) -> str:
@@ -102,11 +108,11 @@ def clock(ts: Timestamp) -> str:
 
 
 def duration(start: Timestamp, end: Timestamp) -> str:
+    """"2m 03s" from start to end (to now while it runs), "–" before it started."""
     if not start.ByteSize():
         return "–"
     stop = end.ToMicroseconds() if end.ByteSize() else time.time_ns() // 1000
-    seconds = max(0.0, (stop - start.ToMicroseconds()) / 1e6)
-    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+    return human_duration((stop - start.ToMicroseconds()) / 1e6)
 
 
 def user_menu() -> None:
