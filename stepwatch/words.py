@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-__all__ = ["human_duration", "plural", "relative"]
+__all__ = ["child_counts", "human_duration", "plural", "relative", "step_counts"]
 
 
 def human_duration(seconds: float) -> str:
@@ -44,3 +44,19 @@ def relative(then: dt.datetime, now: dt.datetime) -> str:
 def plural(n: int, one: str, many: str | None = None) -> str:
     """"1 step", "2 steps", "1 child", "3 children"."""
     return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
+def child_counts(completed: int, failed: int, running: int, total: int) -> str:
+    """"3 ok · 1 failed / 6": a step's children as the server counted them, zeros left out
+    ("" for a step without children)."""
+    if not total:
+        return ""
+    parts = [f"{n} {word}" for n, word in ((completed, "ok"), (failed, "failed"),
+                                           (running, "running")) if n]
+    return f"{' · '.join(parts) or '0 done'} / {total}"
+
+
+def step_counts(pairs: list[tuple[int, str]], total: int) -> str:
+    """"5 completed · 1 failed of 6 steps": the non-zero counts, in the order given."""
+    parts = [f"{n} {word}" for n, word in pairs if n]
+    return f"{' · '.join(parts)} of {plural(total, 'step')}" if parts else plural(total, "step")

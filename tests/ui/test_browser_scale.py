@@ -28,8 +28,8 @@ from tests.chromium import (
 )
 from tests.procs import Orchestrator, Proc, run_job
 from ui_service import status_style
-from ui_service.pages.step_list import STEP_PAGE
 from ui_service.pages.queue import PAGE
+from ui_service.pages.step_list import STEP_PAGE
 
 pytestmark = pytest.mark.browser
 DEADLINE = 90
