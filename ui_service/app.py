@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import socket
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -121,6 +122,9 @@ def main(argv: list[str] | None = None) -> None:
     app.add_middleware(Guard, hosts=allowed_hosts(a.host, a.allowed_host),
                        proxy_header=acc.proxy_header, trusted=trusted)
     build(a.target)
+    if not port_free(a.host, a.port):  # said before NiceGUI starts, not after "ready"
+        _exit(f"cannot listen on {a.host}:{a.port}: the address is in use (another Stepwatch "
+              "UI? choose --port)")
     app.on_startup(lambda: print(f"stepwatch ui listening on {a.host}:{a.port} "
                                  f"(orchestrator {a.target})", flush=True))
     # dark=None: light or dark as the browser prefers (prefers-color-scheme).
@@ -130,12 +134,23 @@ def main(argv: list[str] | None = None) -> None:
         f"{scheme}://{h}{port}" for h in allowed_hosts(a.host, a.allowed_host)
         for scheme in ("http", "https") for port in ("", f":{a.port}")]
     ui.run(host=a.host, port=a.port, title="Stepwatch", reload=False, show=False, dark=None,
-           favicon="🟢", uvicorn_logging_level="warning",
+           favicon="🟢", uvicorn_logging_level="warning", show_welcome_message=False,
            # A page whose socket drops keeps its state this long (NiceGUI's default, 3 s, made a
            # loaded 2-core machine reload pages mid-job).
            reconnect_timeout=RECONNECT_S,
            storage_secret=env("STEPWATCH_UI_SECRET") or secrets.token_urlsafe(32),
            session_middleware_kwargs={"same_site": "lax", "https_only": a.secure_cookies})
+
+
+def port_free(host: str, port: int) -> bool:
+    """Whether ``host:port`` can be bound now (as uvicorn will, with SO_REUSEADDR)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def _exit(message: str) -> NoReturn:
