@@ -14,7 +14,7 @@
 - memory: RSS growth for 1 GB of stderr and a 1 GB file summarized;
 - logs: lines/s of one step printing 100,000 lines, captured, stored and streamed, next to
   the same command writing them to a file;
-- cli: `stepwatch watch` on a pty following a 2,000-step job: how long after the job's
+- cli: `stepwatch watch` on a pty following a 300- and a 2,000-step job: how long after the job's
   terminal event it exits, and its CPU next to the server's;
 - ui: the job page in headless Chromium: a 300-step job's render time next to a 1-step
   job's, and on a job at ~100 events/s how far the screen is behind the stream, with

@@ -1,5 +1,5 @@
-"""The CLI keeping up: `stepwatch watch` on a terminal (a pty) following a job of 2,000
-independent `true` steps, next to the job itself. Figures: how long after the job's
+"""The CLI keeping up: `stepwatch watch` on a terminal (a pty) following a job of 300 and
+of 2,000 independent `true` steps, next to the job itself. Figures: how long after the job's
 terminal event (as a plain gRPC watcher received it) the CLI exited, and the CPU the CLI
 used next to the server's over the job."""
 
@@ -78,12 +78,16 @@ def measure(ws: Path, steps: int) -> tuple[float, float, float, float]:
 
 
 async def main(steps: int = 2000) -> list[str]:
-    with tempfile.TemporaryDirectory() as d:
-        took, lag, cli_cpu, server_cpu = await asyncio.to_thread(measure, Path(d), steps)
-    return [f"`stepwatch watch` on a pty, a {steps:,}-step job: the job took {took:.1f} s; "
-            f"the CLI exited {lag:.2f} s after its terminal event (goal <= 1 s); CLI CPU "
-            f"{cli_cpu:.1f} s, server CPU {server_cpu:.1f} s: ratio {cli_cpu / server_cpu:.2f} "
-            "(goal < 1)"]
+    """A 300-step job (the issue's first finding) and a ``steps``-step one."""
+    out = []
+    for n in sorted({300, steps}):
+        with tempfile.TemporaryDirectory() as d:
+            took, lag, cli_cpu, server_cpu = await asyncio.to_thread(measure, Path(d), n)
+        out.append(f"`stepwatch watch` on a pty, a {n:,}-step job: the job took {took:.1f} s; "
+                   f"the CLI exited {lag:.2f} s after its terminal event (goal <= 1 s); CLI CPU "
+                   f"{cli_cpu:.1f} s, server CPU {server_cpu:.1f} s: ratio "
+                   f"{cli_cpu / server_cpu:.2f} (goal < 1)")
+    return out
 
 
 if __name__ == "__main__":

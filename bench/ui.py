@@ -22,7 +22,7 @@ from stepwatch.v1 import orchestrator_pb2 as pb
 from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
 from tests.chromium import UI, cpu_seconds, lag, render_seconds, seen_seqs, start_browser, watch_seqs
 from tests.procs import Orchestrator, run_job
-from ui_service.pages.job import STEP_PAGE
+from ui_service.pages.step_list import STEP_PAGE
 
 ROUNDS = 3
 
