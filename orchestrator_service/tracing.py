@@ -28,32 +28,54 @@ _instrumented = False
 
 
 def setup() -> None:
-    """Before the gRPC server is made: instrument it, and configure the exporter from the
-    environment unless a tracer provider is already set."""
-    global _instrumented
+    """Before the gRPC server is made: configure the exporter from the environment unless a
+    tracer provider is already set, and instrument the server only when spans go somewhere
+    (with nothing to export, RPCs get no spans and cost nothing)."""
     if _trace is None or os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
         return
-    if not _instrumented:
-        with contextlib.suppress(ImportError):
-            from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorServer, filters
-
-            # Health stays out: its Watch writes with context.write (not an async generator),
-            # which the instrumentation's stream wrapper cannot iterate (UNKNOWN to probes).
-            GrpcAioInstrumentorServer(
-                filter_=filters.negate(filters.service_name("grpc.health.v1.Health"))).instrument()
-        _instrumented = True
+    provider_set = type(_trace.get_tracer_provider()).__name__ != "ProxyTracerProvider"
     exporter_name = os.environ.get("OTEL_TRACES_EXPORTER", "")
-    if not exporter_name and not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
-        return  # nothing asked for: spans go to whatever provider is set (none: dropped)
-    if exporter_name == "none" or type(_trace.get_tracer_provider()).__name__ != "ProxyTracerProvider":
+    asked = exporter_name not in ("", "none") or (
+        not exporter_name and bool(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")))
+    if not provider_set and asked:
+        provider_set = _configure(exporter_name)
+    if provider_set:
+        _instrument()
+
+
+def _instrument() -> None:
+    global _instrumented
+    if _instrumented:
         return
+    with contextlib.suppress(ImportError):
+        from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorServer, filters
+
+        # Health stays out: its Watch writes with context.write (not an async generator),
+        # which the instrumentation's stream wrapper cannot iterate (UNKNOWN to probes).
+        GrpcAioInstrumentorServer(
+            filter_=filters.negate(filters.service_name("grpc.health.v1.Health"))).instrument()
+        # A stream a client leaves is closed by grpc from another task: the interceptor's
+        # detach of its context then fails and OpenTelemetry logs it as an ERROR with a
+        # traceback, though the span ended. That one case is dropped; others are kept.
+        logging.getLogger("opentelemetry.context").addFilter(_other_context_detach)
+    _instrumented = True
+
+
+def _other_context_detach(record: logging.LogRecord) -> bool:
+    exc = record.exc_info[1] if record.exc_info else None
+    return not (record.getMessage() == "Failed to detach context" and isinstance(exc, ValueError)
+                and "was created in a different Context" in str(exc))
+
+
+def _configure(exporter_name: str) -> bool:
+    """A tracer provider exporting as the OTEL_* variables say; whether one was set."""
     try:
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
     except ImportError:
         log.warning("OTEL_* set but opentelemetry-sdk is not installed: no traces exported")
-        return
+        return False
     exporter: Any
     if exporter_name == "console":
         exporter = ConsoleSpanExporter()
@@ -62,12 +84,13 @@ def setup() -> None:
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
         except ImportError:
             log.warning("OTLP exporter not installed (pip install 'stepwatch[otel]')")
-            return
+            return False
         exporter = OTLPSpanExporter()
     provider = TracerProvider(resource=Resource.create(
         {"service.name": os.environ.get("OTEL_SERVICE_NAME", "stepwatch-orchestrator")}))
     provider.add_span_processor(BatchSpanProcessor(exporter))
     _trace.set_tracer_provider(provider)
+    return True
 
 
 def _tracer() -> Any:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 import typer
 
-from stepwatch.cli.base import app, fail, state
+from stepwatch.cli.base import JSON, app, fail, state
 from stepwatch.passwords import hash_password
 from stepwatch.tokens import new_token
 
@@ -57,12 +58,17 @@ app.add_typer(token_app, name="token")
 
 @token_app.command("create")
 def token_create(role: Annotated[str, typer.Option(help="viewer, operator or admin")],
-                 name: Annotated[str, typer.Option(help="who or what uses it, e.g. ci")]) -> None:
-    """Print a new token, and the line to add to the orchestrator's token file."""
+                 name: Annotated[str, typer.Option(help="who or what uses it, e.g. ci")],
+                 as_json: JSON = False) -> None:
+    """Print a new token, and the line to add to the orchestrator's token file
+    (--json: {"token": ..., "line": ...})."""
     try:
         token, line = new_token(role, name)
     except ValueError as exc:
         fail(str(exc))
+    if as_json:
+        state.out.console.file.write(json.dumps({"token": token, "line": line}) + "\n")
+        return
     state.out.console.print(f"token (give it to {name}; it is shown once): {token}", soft_wrap=True,
                   markup=False)
     state.out.console.print("add this line to the --auth-token-file, then `kill -HUP` the orchestrator:")

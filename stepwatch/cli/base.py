@@ -8,6 +8,7 @@ orchestrator that cannot be reached); ``watch`` and ``logs --follow`` exit with
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -87,6 +88,9 @@ def run(coro: Coroutine[Any, Any, T], where: str | None = None) -> T:
                                        f"at {printable(state.target)} (", safe(err.message), ")"))
         elif err.violations:
             n = len(err.violations)
+            # A server definition names its file: its errors are printed as that file's.
+            named = re.match(r"invalid definition file (\S+?):", err.message)
+            where = where or (named.group(1) if named else None)
             errors.print(Text.assemble(("error", "bold red"), f" ({err.code.name}): ",
                                        safe(_headline(err.message, err.violations[0].field)),
                                        f" ({n} error{'s' if n != 1 else ''})"))

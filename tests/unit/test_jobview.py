@@ -88,5 +88,19 @@ def test_full_dates_and_relative_times() -> None:
     ts = Timestamp(seconds=1_000_000)
     assert date_time(Timestamp()) == "–" and ago(Timestamp()) == ""
     assert len(date_time(ts)) == len("2026-11-26 00:41:02")
-    assert [ago(ts, 1_000_000 + s) for s in (5, 125, 7300, 90000)] == [
-        "5 s ago", "2 min ago", "2 h ago", "1 d ago"]
+    assert [ago(ts, 1_000_000 + s) for s in (-3, 5, 42, 125, 7300, 90000, 200000)] == [
+        "just now", "just now", "42s ago", "2 min ago", "2 h ago", "1 day ago", "2 days ago"]
+
+
+def test_human_durations_and_counts() -> None:
+    from stepwatch.words import child_counts, human_duration, plural, step_counts
+
+    assert [human_duration(s) for s in (-1, 0.04, 9.94, 12.4, 59.6, 123, 3725, 90061)] == [
+        "0.0s", "0.0s", "9.9s", "12s", "1m 00s", "2m 03s", "1h 02m", "1d 01h"]
+    assert [plural(n, "child", "children") for n in (0, 1, 2)] == [
+        "0 children", "1 child", "2 children"]
+    assert child_counts(3, 0, 2, 6) == "3 ok · 2 running / 6" and child_counts(0, 0, 0, 0) == ""
+    assert child_counts(0, 0, 0, 4) == "0 done / 4"
+    assert step_counts([(2, "completed"), (0, "failed"), (1, "running")], 3) == \
+        "2 completed · 1 running of 3 steps"
+    assert step_counts([(0, "completed")], 1) == "1 step"
