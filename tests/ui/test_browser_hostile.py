@@ -122,7 +122,8 @@ def open_expansion(driver: webdriver.Chrome, box: str) -> None:
     for _ in range(DEADLINE // 10):
         if driver.find_elements(By.CSS_SELECTOR, f"{box}.q-expansion-item--expanded"):
             return
-        driver.find_element(By.CSS_SELECTOR, f"{box} .q-item").click()
+        driver.execute_script("arguments[0].click()", driver.find_element(
+            By.CSS_SELECTOR, f"{box} .q-item"))  # a layout still moving cannot take it
         try:
             wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR,
                                                    f"{box}.q-expansion-item--expanded"), 10)

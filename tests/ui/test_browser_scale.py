@@ -221,7 +221,9 @@ def test_the_graph_and_the_attempt_timeline_draw_the_servers_statuses(
 
     # Open the timeline; a click a loaded machine's page did not take is made again (10 s each).
     for _ in range(DEADLINE // 10):
-        browser.find_element(By.CSS_SELECTOR, ".sw-timeline-box .q-item").click()
+        # (a script's click: the graph above may still be growing, moving the header)
+        browser.execute_script("arguments[0].click()", browser.find_element(
+            By.CSS_SELECTOR, ".sw-timeline-box .q-item"))
         try:
             wait(browser, expanded, 10)
             break
