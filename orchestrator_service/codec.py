@@ -13,9 +13,11 @@ ways), status (an enum, numbers equal to the proto's: a unit test holds them), t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import fields, replace
 from typing import TYPE_CHECKING, Any
 
+from google.protobuf import json_format, struct_pb2
 from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -31,7 +33,7 @@ if TYPE_CHECKING:  # the store imports this module to encode its events
     from .store.values import ChildRecord, LogChunk
 
 __all__ = ["child", "decode", "definition_info", "document", "encode", "fill_job", "fill_step",
-           "job", "log_chunk", "step", "timestamp", "watch_response"]
+           "input_values", "job", "log_chunk", "step", "timestamp", "watch_response"]
 
 EVENT_TAG = b"\x12"  # WatchJobResponse.event: field 2, length-delimited
 
@@ -127,6 +129,8 @@ def fill_job(m: pb.Job, j: JobState) -> None:
     _fill_failures(m, j, ("failure",))
     _fill_counts(m.step_counts, j.step_counts, STEP_COUNTS)
     _fill_times(m, j, JOB_TIMES)
+    for name, value in j.inputs:
+        m.inputs[name].CopyFrom(_value(value))
     for s in j.steps:
         fill_step(m.steps.add(), s)
 
@@ -138,6 +142,7 @@ def _job_state(m: pb.Job) -> JobState:
         step_counts=StepCounts(*(getattr(m.step_counts, n) for n in STEP_COUNTS)),
         started_at=_us(m, "started_at"), finished_at=_us(m, "finished_at"),
         steps=tuple(_step_state(m.job_id, s) for s in m.steps),
+        inputs=tuple((k, _python(v)) for k, v in m.inputs.items()),
         **{n: getattr(m, n) for n in JOB_PLAIN})
 
 
@@ -195,9 +200,42 @@ def timestamp(us: int | None) -> Timestamp | None:
 
 
 def definition_info(d: JobDefinition) -> pb.JobDefinitionInfo:
-    return pb.JobDefinitionInfo(name=d.name, description=d.description,
+    info = pb.JobDefinitionInfo(name=d.name, description=d.description,
                                 step_names=[s.name for s in d.steps],
                                 on_step_failure=d.on_step_failure.value)
+    for spec in d.inputs:
+        decl = info.inputs.add(name=spec.name, type=spec.type.value, required=spec.required,
+                               description=spec.description, choices=spec.choices)
+        if spec.default is not None:
+            decl.default_value.CopyFrom(_value(spec.default))
+    return info
+
+
+def _value(v: str | int | float | bool) -> struct_pb2.Value:
+    """An input's value on the wire (an int as a JSON number: exact up to 2**53)."""
+    out = struct_pb2.Value()
+    if isinstance(v, bool):
+        out.bool_value = v
+    elif isinstance(v, int | float):
+        out.number_value = float(v)
+    else:
+        out.string_value = v
+    return out
+
+
+def _python(v: struct_pb2.Value) -> str | int | float | bool:
+    kind = v.WhichOneof("kind")
+    if kind == "bool_value":
+        return v.bool_value
+    if kind == "number_value":
+        n = v.number_value
+        return int(n) if n.is_integer() else n
+    return v.string_value
+
+
+def input_values(values: Mapping[str, struct_pb2.Value]) -> dict[str, Any]:
+    """A request's input map as JSON values (what inputs.resolve checks)."""
+    return {k: json_format.MessageToDict(v) for k, v in values.items()}
 
 
 def child(c: ChildRecord) -> pb.Child:

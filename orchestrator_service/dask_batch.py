@@ -110,6 +110,7 @@ class AttemptSpec:
     run_as: str | None
     sandbox: Sandbox = NO_SANDBOX
     allow_hardlinks: bool = False
+    inputs: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -188,7 +189,7 @@ async def _batch(spec: BatchSpec, address: str, client: Any) -> None:
     ctx = StepContext(a.job_id, a.step_name, a.options, Path(a.workspace),
                       _NoDocuments(), env=a.env, sink=_WorkerSink(messages, a.log_cap),
                       env_allow=a.env_allow, run_as=a.run_as, sandbox=a.sandbox,
-                      allow_hardlinks=a.allow_hardlinks)
+                      allow_hardlinks=a.allow_hardlinks, inputs=a.inputs)
     gate = asyncio.Semaphore(spec.concurrency)
     out_name = f"{a.name}-out"
     failed = [0]

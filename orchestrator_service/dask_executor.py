@@ -108,7 +108,8 @@ class DaskExecutor:
         items = list(enumerate(children))
         attempt = AttemptSpec(name, step_type.name, ctx.options, str(ctx.workspace), ctx.job_id,
                               ctx.step_name, dict(ctx.env), self.log_cap, recorder.max_failures,
-                              ctx.env_allow, ctx.run_as, ctx.sandbox, ctx.allow_hardlinks)
+                              ctx.env_allow, ctx.run_as, ctx.sandbox, ctx.allow_hardlinks,
+                              dict(ctx.inputs))
         specs = [BatchSpec(attempt, n, items[s:s + per], each)
                  for n, s in enumerate(range(0, len(children), per))]
         waiting = list(reversed(specs))

@@ -12,13 +12,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .inputs import InputSpec, parse_specs, resolve
 from .problems import Code, ServerError
 from .statuses import Policy
 from .step_types.base import OptionError, StepType
 from .tomldepth import MAX_DEPTH, nesting_depth
 
 COMMON_KEYS = {"type", "depends", "max_child_failures", "max_attempts", "timeout", "concurrency"}
-TOP_KEYS = {"name", "description", "policy", "steps"}
+TOP_KEYS = {"name", "description", "policy", "steps", "inputs"}
 MAX_CONCURRENCY = 256
 MAX_VIOLATIONS = 100  # reasons sent back at most (all are in the message, clipped)
 MAX_ATTEMPTS = 100
@@ -67,6 +68,21 @@ class DefinitionError(ServerError):
         return self.violations[:MAX_VIOLATIONS]
 
 
+class InvalidInputs(DefinitionError):
+    """A submit's input values that the definition's declarations refuse (every one)."""
+
+    def public_message(self) -> str:
+        return f"invalid inputs: {clip(str(self), 1000)}"
+
+
+def check_inputs(definition: JobDefinition, given: Mapping[str, Any]) -> dict[str, Any]:
+    """The job's inputs from the values given (typed; defaults filled), or InvalidInputs."""
+    values, problems = resolve(definition.inputs, given)
+    if problems:
+        raise InvalidInputs([Violation(clip(where), clip(why, 500)) for where, why in problems])
+    return values
+
+
 @dataclass(frozen=True)
 class StepDefinition:
     name: str
@@ -85,6 +101,7 @@ class JobDefinition:
     description: str
     on_step_failure: Policy
     steps: tuple[StepDefinition, ...]
+    inputs: tuple[InputSpec, ...] = ()
 
 
 def parse_definition(text: str, step_types: Mapping[str, StepType],
@@ -154,6 +171,8 @@ def build_definition(data: Mapping[str, Any], step_types: Mapping[str, StepType]
         errors.append(Violation("description", f"is {len(description)} characters; at most "
                                                f"{limits.description}"))
     policy = _policy(data.get("policy", {}), errors)
+    inputs, problems = parse_specs(data.get("inputs"))
+    errors += [Violation(clip(where), clip(why, 500)) for where, why in problems]
 
     raw_steps = data.get("steps")
     steps: list[StepDefinition] = []
@@ -171,7 +190,7 @@ def build_definition(data: Mapping[str, Any], step_types: Mapping[str, StepType]
     if errors:
         raise DefinitionError(errors)
     return JobDefinition(name=name, description=description, on_step_failure=policy,
-                         steps=tuple(steps))
+                         steps=tuple(steps), inputs=inputs)
 
 
 def _policy(raw: Any, errors: list[Violation]) -> Policy:

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import processes, rules
-from .definitions import DefinitionError, JobDefinition, Violation, parse_definition
+from .definitions import DefinitionError, JobDefinition, Violation, check_inputs, parse_definition
 from .executors import Executor, InProcessExecutor
 from .jobrun import EngineConfig, JobRun, RunConfig
 from .leases import Claimed
@@ -191,10 +191,14 @@ class Engine:
     # -- commands ------------------------------------------------------------
 
     async def submit(self, definition: JobDefinition, source_toml: str,
-                     request: RequestKey | None = None, source: str = "inline") -> JobState:
-        """A new job, started; with a request key seen within a day, that job instead."""
+                     request: RequestKey | None = None, source: str = "inline",
+                     inputs: Mapping[str, Any] | None = None) -> JobState:
+        """A new job, started; with a request key seen within a day, that job instead.
+        ``inputs``: the values given (InvalidInputs names every one the definition refuses)."""
+        values = check_inputs(definition, inputs or {})
         await asyncio.to_thread(self.check_paths, definition)
-        job, created = await self.store.writes.create_job(definition, source_toml, request, source)
+        job, created = await self.store.writes.create_job(definition, source_toml, request, source,
+                                                          inputs=values)
         if created:
             self._launch(job.job_id)
         return job
@@ -213,7 +217,8 @@ class Engine:
             raise DefinitionError(violations)
 
     async def rerun(self, job_id: str, failed_only: bool, request: RequestKey | None = None,
-                    may_run_inline: bool = True) -> JobState:
+                    may_run_inline: bool = True,
+                    inputs: Mapping[str, Any] | None = None) -> JobState:
         """A finished job again, as a new job; failed-only carries its COMPLETED steps over.
         An inline definition runs again only for a caller who may submit one."""
         original = await self.store.reads.get_job(job_id)
@@ -224,11 +229,13 @@ class Engine:
             raise JobNotFinished(original)
         definition = await asyncio.to_thread(parse_definition, text, self.config.step_types,
                                              self.config.run.limits)
+        # The original's inputs, with any given in their place.
+        values = check_inputs(definition, {**dict(original.inputs), **(inputs or {})})
         await asyncio.to_thread(self.check_paths, definition)
         carried = rules.rerun_carries(original, failed_only)
         job, created = await self.store.writes.create_job(
             definition, text, request, source,
-            Rerun(job_id, {s.name: s for s in original.steps if s.name in carried}))
+            Rerun(job_id, {s.name: s for s in original.steps if s.name in carried}), values)
         if created:
             self._launch(job.job_id)
         return job

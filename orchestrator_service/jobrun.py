@@ -21,6 +21,7 @@ from . import processes, rules, tracing
 from .definitions import Limits
 from .executors import Executor, ExecutorUnavailable, TooManyChildFailures
 from .grouping import StepWriteGroup
+from .inputs import env_of
 from .model import ChildCounts, Failure, StepState
 from .problems import text_of
 from .progress import DEFAULT_LOG_CAP, InitOutput, ProgressRecorder
@@ -92,6 +93,7 @@ class JobRun:
         self.store = config.store
         self.job_id = job_id
         self.policy = Policy.STOP
+        self.inputs: dict[str, Any] = {}
         self.steps: dict[str, StepState] = {}
         self.dependents: dict[str, list[str]] = {}
         self.options: dict[str, tuple[dict[str, Any], int]] = {}
@@ -112,6 +114,7 @@ class JobRun:
             job = await self.store.writes.decide_job(self.job_id,
                                                      lambda j: rules.start_job(j, now_us()))
         self.policy = Policy(job.on_step_failure)
+        self.inputs = dict(job.inputs)
         self.steps = {s.name: s for s in job.steps}
         for s in job.steps:
             for dep in s.depends_on:
@@ -205,9 +208,12 @@ class JobRun:
         init_output = InitOutput(cfg.run.log_cap)
         ctx = StepContext(step.job_id, step.name, options, cfg.run.workspace,
                           JobDocuments(self.store, step.job_id),
-                          env={"STEPWATCH_OWNER": cfg.owner, "STEPWATCH_JOB": step.job_id,
+                          # Inputs as variables, never as command text; the markers after
+                          # them, so no input can pose as one.
+                          env={**env_of(self.inputs),
+                               "STEPWATCH_OWNER": cfg.owner, "STEPWATCH_JOB": step.job_id,
                                "STEPWATCH_STEP": step.step_id,
-                               "STEPWATCH_ATTEMPT": str(step.attempt)},
+                               "STEPWATCH_ATTEMPT": str(step.attempt)}, inputs=self.inputs,
                           sink=init_output, env_allow=cfg.run.env_allow, run_as=cfg.run.run_as,
                           sandbox=cfg.run.sandbox, allow_hardlinks=cfg.run.allow_hardlinks,
                           may_start=cfg.may_start)

@@ -97,6 +97,8 @@ class JobState:
     finished_at: int | None = None
     steps: tuple[StepState, ...] = ()
     rerun_of: str = ""
+    #: The typed inputs it runs with, in declaration order.
+    inputs: tuple[tuple[str, str | int | float | bool], ...] = ()
 
     def header(self) -> JobState:
         return replace(self, steps=())

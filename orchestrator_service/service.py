@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -136,11 +137,14 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
                                                  self.engine.config.run.limits)
         else:
             raise invalid("source", "set definition_name or definition_toml")
+        given = codec.input_values(request.inputs)
         key = self._request_key(self.auth.caller(context.invocation_metadata()),
                                 request.request_id, "submit", source,
-                                request.definition_name or request.definition_toml)
+                                request.definition_name or request.definition_toml,
+                                *_digest_of(given))
         job = await self.engine.submit(definition, text, key,
-                                       "catalog" if source == "definition_name" else "inline")
+                                       "catalog" if source == "definition_name" else "inline",
+                                       given)
         return pb.SubmitJobResponse(job=codec.job(job))
 
     @rpc
@@ -248,10 +252,11 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
             self, request: pb.RerunJobRequest, context: Context) -> pb.RerunJobResponse:
         job_id = await self._job_id(request.job_id)
         caller = self.auth.caller(context.invocation_metadata())
+        given = codec.input_values(request.inputs)
         key = self._request_key(caller, request.request_id, "rerun", job_id,
-                                str(request.failed_only))
+                                str(request.failed_only), *_digest_of(given))
         job = await self.engine.rerun(job_id, request.failed_only, key,
-                                      may_run_inline=caller.role >= Role.ADMIN)
+                                      may_run_inline=caller.role >= Role.ADMIN, inputs=given)
         return pb.RerunJobResponse(job=codec.job(job))
 
     @rpc
@@ -270,6 +275,12 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
         return pb.ListDocumentsResponse(
             documents=[codec.document(d) for d in docs],
             next_page_token="" if last is None else tokens.sign(scope, last))
+
+def _digest_of(inputs: dict[str, Any]) -> list[str]:
+    """What a request's inputs add to its request-id digest (nothing when it has none, so
+    keys of requests without inputs read as before)."""
+    return [json.dumps(inputs, sort_keys=True)] if inputs else []
+
 
 def _heartbeat(h: Heartbeat) -> pb.Heartbeat:
     return pb.Heartbeat(head_seq=h.head_seq, at=codec.timestamp(h.at_us))

@@ -51,6 +51,8 @@ class JobRow(Base):
     steps_skipped: Mapped[int] = mapped_column(Integer, server_default="0")
     steps_cancelled: Mapped[int] = mapped_column(Integer, server_default="0")
     rerun_of: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # The typed inputs the job runs with (a JSON object; given values and defaults).
+    inputs: Mapped[str] = mapped_column(Text, server_default="{}")
     # A client's idempotency key for SubmitJob/RerunJob, scoped by caller (a hash of caller
     # and id): the same key within a day is the same job, if it asks for the same thing.
     request_id: Mapped[str | None] = mapped_column(String(200), nullable=True, unique=True,

@@ -12,12 +12,13 @@ import datetime as dt
 import os
 import random
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, cast
 
 import grpc
+from google.protobuf import json_format
 
 from stepwatch.errors import StepwatchError, from_rpc_error
 from stepwatch.v1 import orchestrator_pb2 as pb
@@ -151,7 +152,8 @@ class Client:
 
     async def submit(self, definition_name: str | None = None, *,
                      definition_toml: str | None = None, request_id: str | None = None,
-                     backoff: Backoff | None = None) -> pb.Job:
+                     backoff: Backoff | None = None,
+                     inputs: Mapping[str, InputValue] | None = None) -> pb.Job:
         """Submit a job. With ``backoff``, an unanswered submit is retried under the same
         ``request_id`` (one is made when none is given): a retry never creates a second job.
         """
@@ -163,6 +165,7 @@ class Client:
                else pb.SubmitJobRequest(definition_toml=definition_toml))
         if request_id is not None:
             req.request_id = request_id
+        _put_inputs(req.inputs, inputs)
         tries = 0
         while True:
             try:
@@ -192,9 +195,12 @@ class Client:
         return list(resp.jobs), resp.next_page_token
 
     async def rerun(self, job_id: str, *, failed_only: bool = False,
-                    request_id: str | None = None) -> pb.Job:
+                    request_id: str | None = None,
+                    inputs: Mapping[str, InputValue] | None = None) -> pb.Job:
+        """A finished job again; ``inputs`` replace the original's values of those names."""
         req = pb.RerunJobRequest(job_id=job_id, failed_only=failed_only,
                                  request_id=request_id or uuid.uuid4().hex)
+        _put_inputs(req.inputs, inputs)
         resp: pb.RerunJobResponse = await self._call(self._stub.RerunJob, req)
         return resp.job
 
@@ -285,6 +291,16 @@ class Client:
                 lambda _msg: True, backoff, on_retry)) as stream:
             async for msg in stream:
                 yield msg
+
+
+InputValue = str | int | float | bool
+
+
+def _put_inputs(target: Any, inputs: Mapping[str, InputValue] | None) -> None:
+    """Input values as the contract's JSON values (a string is read by the server as the
+    declared type, so values typed on a command line can go as they are)."""
+    for name, value in (inputs or {}).items():
+        json_format.ParseDict(value, target[name])  # type: ignore[arg-type]  # a Value takes any JSON
 
 
 async def _resuming(open_call: Callable[[], Any], fresh: Callable[[Any], bool], backoff: Backoff,

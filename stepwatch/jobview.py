@@ -74,6 +74,23 @@ class LiveJob:
         self.job.head_seq = event.seq
 
 
+def input_texts(job: pb.Job) -> list[tuple[str, str]]:
+    """The job's inputs as name and value text (true/false, 3, 2.5, the string), by name."""
+    out = []
+    for name in sorted(job.inputs):
+        v = job.inputs[name]
+        kind = v.WhichOneof("kind")
+        if kind == "bool_value":
+            text = "true" if v.bool_value else "false"
+        elif kind == "number_value":
+            n = v.number_value
+            text = str(int(n)) if n.is_integer() else str(n)
+        else:
+            text = v.string_value
+        out.append((name, text))
+    return out
+
+
 TERMINAL_JOB_STATUSES = frozenset({
     pb.JOB_STATUS_COMPLETED, pb.JOB_STATUS_COMPLETED_WITH_FAILURES, pb.JOB_STATUS_FAILED,
     pb.JOB_STATUS_CANCELLED,

@@ -15,12 +15,13 @@ from rich.table import Table
 from rich.text import Text
 
 from stepwatch import status
+from stepwatch.jobview import input_texts
 from stepwatch.sanitize import printable, safe
 from stepwatch.v1 import orchestrator_pb2 as pb
 from stepwatch.words import human_duration
 
-__all__ = ["TONE_STYLE", "chunk_lines", "clock", "counts", "duration", "job_records", "job_view",
-           "plain", "print_chunk", "rows_that_matter", "styled"]
+__all__ = ["TONE_STYLE", "chunk_lines", "clock", "counts", "duration",
+           "job_records", "job_view", "plain", "print_chunk", "rows_that_matter", "styled"]
 
 # The terminal's style by tone: the CLI's one decision, from the status table's tone.
 TONE_STYLE = {
@@ -57,6 +58,7 @@ def job_records(job: pb.Job) -> list[list[str]]:
     why = status.failure_text(job.failure) if job.HasField("failure") else ""
     out = [["job", job.job_id, job.definition_name, status.label(status.JOB, job.status),
             duration(job.started_at, job.finished_at), why]]
+    out += [["input", name, value] for name, value in input_texts(job)]
     for s in job.steps:
         note = status.failure_text(s.failure) if s.HasField("failure") else ""
         out.append(["step", str(s.index), s.name, s.type, status.label(status.STEP, s.status),
@@ -88,6 +90,9 @@ def job_view(job: pb.Job, height: int | None = None) -> Group:
     """The job as a table; with a terminal ``height``, failed and running steps stay in view."""
     head = Text.assemble(safe(job.definition_name), " ", safe(job.job_id[:8], "dim"), "  ",
                          styled(status.JOB, job.status))
+    if job.inputs:
+        head.append(printable("\ninputs: " + ", ".join(f"{n}={v}" for n, v in input_texts(job))),
+                    style="dim")
     if job.HasField("failure"):
         head.append(printable(f"\n{status.failure_text(job.failure)}"), style="red")
     table = Table(show_edge=False)

@@ -108,6 +108,8 @@ class StepContext:
     #: False while this replica's hold on the job is in doubt (no recent lease renewal):
     #: executors start no command then.
     may_start: Callable[[], bool] = field(default=lambda: True, compare=False)
+    #: The job's typed inputs by name (commands also see them as STEPWATCH_INPUT_<NAME>).
+    inputs: Mapping[str, Any] = field(default_factory=dict)
 
     def log(self, text: str, stream: LogStream = LogStream.SYSTEM) -> None:
         """A line (or lines) of the step's log: the current child's in run_child, the step's in init."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy import Connection, insert, literal, select, update
@@ -38,7 +38,8 @@ def seen_request(c: Connection, request: RequestKey | None, now: int) -> str | N
 
 def insert_job(c: Connection, job_id: str, definition: JobDefinition, source_toml: str,
                request: RequestKey | None, rerun: Rerun | None, source: str,
-               lease: Callable[[Connection], dict[str, Any]], now: int) -> tuple[StepState, ...]:
+               lease: Callable[[Connection], dict[str, Any]], now: int,
+               inputs: Mapping[str, Any]) -> tuple[StepState, ...]:
     """The job's row (PENDING) and its steps' rows; a rerun's carried steps COMPLETED
     (rules.carried_step) and the original's documents copied. The new steps."""
     n = len(definition.steps)
@@ -50,7 +51,7 @@ def insert_job(c: Connection, job_id: str, definition: JobDefinition, source_tom
         job_id=job_id, definition_name=definition.name, description=definition.description,
         definition_toml=source_toml, on_step_failure=definition.on_step_failure.value,
         status=int(JobStatus.PENDING), head_seq=0, created_at=now,
-        rerun_of=None if rerun is None else rerun.original,
+        rerun_of=None if rerun is None else rerun.original, inputs=json.dumps(dict(inputs)),
         steps_total=n, steps_pending=n - len(carried), steps_running=0,
         steps_completed=len(carried), steps_failed=0, steps_skipped=0, steps_cancelled=0))
     rows = [

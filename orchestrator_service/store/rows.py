@@ -325,4 +325,5 @@ def _header(j: Mapping[str, Any] | Row[Any]) -> JobState:
             total=g["steps_total"], pending=g["steps_pending"], running=g["steps_running"],
             completed=g["steps_completed"], failed=g["steps_failed"],
             skipped=g["steps_skipped"], cancelled=g["steps_cancelled"]),
-        started_at=g["started_at"], finished_at=g["finished_at"], rerun_of=g.get("rerun_of") or "")
+        started_at=g["started_at"], finished_at=g["finished_at"], rerun_of=g.get("rerun_of") or "",
+        inputs=tuple(json.loads(g.get("inputs") or "{}").items()))

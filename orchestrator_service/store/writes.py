@@ -19,7 +19,7 @@ equal the child rows as of its commit.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -65,7 +65,8 @@ class Writes:
 
     async def create_job(self, definition: JobDefinition, source_toml: str,
                          request: RequestKey | None = None, source: str = "inline",
-                         rerun: Rerun | None = None) -> tuple[JobState, bool]:
+                         rerun: Rerun | None = None, inputs: Mapping[str, Any] | None = None,
+                         ) -> tuple[JobState, bool]:
         """The new job, and True; or, for a request key seen in the last day, that job and
         False (RequestConflict when that key asked for something else). A rerun's carried
         steps are COMPLETED, its documents copied."""
@@ -77,15 +78,15 @@ class Writes:
 
         try:
             return await self._runner.write("create_job", self._create_job, job_id, definition,
-                                            source_toml, request, rerun, source, wait=False,
-                                            recover=recover)
+                                            source_toml, request, rerun, source, inputs or {},
+                                            wait=False, recover=recover)
         except IntegrityError:
             if request is None:
                 raise
             # Another replica created it between our look-up and insert: it is the job.
             return await self._runner.write("create_job", self._create_job, new_id(),
                                             definition, source_toml, request, rerun, source,
-                                            wait=False)
+                                            inputs or {}, wait=False)
 
     async def write_steps(self, job_id: str, writes: Sequence[StepWrite]) -> list[StepState]:
         """Step transitions of one job in one transaction; each fenced by its attempt."""
@@ -166,7 +167,7 @@ class Writes:
 
     def _create_job(self, job_id: str, definition: JobDefinition, source_toml: str,
                     request: RequestKey | None, rerun: Rerun | None,
-                    source: str) -> tuple[JobState, bool]:
+                    source: str, inputs: Mapping[str, Any]) -> tuple[JobState, bool]:
         with self._dialect.engine.begin() as c:
             self._runner.check_receipt(c)  # no lock to take yet: a first try in flight meets the insert
             now = now_us()
@@ -174,7 +175,7 @@ class Writes:
             if seen is not None:
                 return read_job(c, seen), False
             steps = insert_job(c, job_id, definition, source_toml, request, rerun, source,
-                               self._holding.lease_values, now)
+                               self._holding.lease_values, now, inputs)
             log_ = self._log(c, job_id, fence=False)  # its lease is the one inserted above
             log_.header()
             for st in steps:

@@ -20,6 +20,21 @@ from stepwatch.v1 import orchestrator_pb2 as pb
 __all__ = ["cancel", "definitions", "jobs", "rerun", "show", "submit"]
 
 SUBMIT_RETRIES = Backoff(0.2, 2.0, max_tries=5)
+Inputs = Annotated[list[str] | None, typer.Option(
+    "--input", "-i", help="NAME=VALUE for a declared input (repeat for more); read by the "
+                          "server as the input's type")]
+
+
+def _inputs(pairs: list[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs or []:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            fail(f"--input {pair!r}: give NAME=VALUE")
+        if name in out:
+            fail(f"--input {name} is given twice")
+        out[name] = value
+    return out
 
 
 @app.command()
@@ -59,8 +74,9 @@ def _submitted(job: pb.Job, as_json: bool, watch_: bool) -> None:
 def submit(name: Annotated[str | None, typer.Argument(help="a definition name on the server")] = None,
            file: Annotated[Path | None, typer.Option("--file", "-f", help="a TOML definition")] = None,
            watch_: Annotated[bool, typer.Option("--watch", "-w", help="then watch it")] = False,
-           as_json: JSON = False) -> None:
-    """Submit a job from a server definition NAME or a local TOML --file.
+           input_: Inputs = None, as_json: JSON = False) -> None:
+    """Submit a job from a server definition NAME or a local TOML --file, with its inputs
+    (--input NAME=VALUE).
 
     Prints the job id (piped: only the id); --json prints the job; --json --watch prints the
     watch stream, one object per line."""
@@ -74,12 +90,14 @@ def submit(name: Annotated[str | None, typer.Argument(help="a definition name on
         except (OSError, UnicodeDecodeError) as exc:
             fail(f"cannot read {file}: {getattr(exc, 'strerror', None) or exc}")
 
+    given = _inputs(input_)
+
     async def go() -> pb.Job:
         # One request id for this command's tries: a retry after a lost answer is the same job.
         async with connect() as c:
             if file is not None:
-                return await c.submit(definition_toml=text, backoff=SUBMIT_RETRIES)
-            return await c.submit(name, backoff=SUBMIT_RETRIES)
+                return await c.submit(definition_toml=text, backoff=SUBMIT_RETRIES, inputs=given)
+            return await c.submit(name, backoff=SUBMIT_RETRIES, inputs=given)
 
     job = run(go(), where=str(file) if file is not None else None)
     _submitted(job, as_json, watch_)
@@ -160,9 +178,11 @@ def rerun(job_id: JobRef,
           failed_only: Annotated[bool, typer.Option("--failed-only", help="carry the COMPLETED "
                                                     "steps over; run only the rest")] = False,
           watch_: Annotated[bool, typer.Option("--watch", "-w", help="then watch it")] = False,
-          as_json: JSON = False) -> None:
-    """Run a finished job again, as a new job (prints its id, as submit does)."""
-    job = call(lambda c: c.rerun(job_id, failed_only=failed_only))
+          input_: Inputs = None, as_json: JSON = False) -> None:
+    """Run a finished job again, as a new job with the same inputs but those given (prints
+    its id, as submit does)."""
+    given = _inputs(input_)
+    job = call(lambda c: c.rerun(job_id, failed_only=failed_only, inputs=given))
     carried = [s.name for s in job.steps if s.carried_from]
     if state.out.tty and not as_json:
         state.out.note(f"rerun of {job.rerun_of}"

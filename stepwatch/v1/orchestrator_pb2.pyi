@@ -204,7 +204,14 @@ class Attempt(_message.Message):
     def __init__(self, attempt: _Optional[int] = ..., status: _Optional[_Union[StepStatus, str]] = ..., failure: _Optional[_Union[Failure, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("job_id", "definition_name", "status", "failure", "steps", "step_counts", "on_step_failure", "created_at", "started_at", "finished_at", "head_seq", "description", "rerun_of")
+    __slots__ = ("job_id", "definition_name", "status", "failure", "steps", "step_counts", "on_step_failure", "created_at", "started_at", "finished_at", "head_seq", "description", "rerun_of", "inputs")
+    class InputsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: _struct_pb2.Value
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ...) -> None: ...
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     DEFINITION_NAME_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -218,6 +225,7 @@ class Job(_message.Message):
     HEAD_SEQ_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     RERUN_OF_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     definition_name: str
     status: JobStatus
@@ -231,7 +239,8 @@ class Job(_message.Message):
     head_seq: int
     description: str
     rerun_of: str
-    def __init__(self, job_id: _Optional[str] = ..., definition_name: _Optional[str] = ..., status: _Optional[_Union[JobStatus, str]] = ..., failure: _Optional[_Union[Failure, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., step_counts: _Optional[_Union[StepCounts, _Mapping]] = ..., on_step_failure: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., head_seq: _Optional[int] = ..., description: _Optional[str] = ..., rerun_of: _Optional[str] = ...) -> None: ...
+    inputs: _containers.MessageMap[str, _struct_pb2.Value]
+    def __init__(self, job_id: _Optional[str] = ..., definition_name: _Optional[str] = ..., status: _Optional[_Union[JobStatus, str]] = ..., failure: _Optional[_Union[Failure, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., step_counts: _Optional[_Union[StepCounts, _Mapping]] = ..., on_step_failure: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., head_seq: _Optional[int] = ..., description: _Optional[str] = ..., rerun_of: _Optional[str] = ..., inputs: _Optional[_Mapping[str, _struct_pb2.Value]] = ...) -> None: ...
 
 class JobEvent(_message.Message):
     __slots__ = ("seq", "emitted_at", "job_id", "step_changed", "job_changed")
@@ -264,18 +273,36 @@ class Heartbeat(_message.Message):
     def __init__(self, head_seq: _Optional[int] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class JobDefinitionInfo(_message.Message):
-    __slots__ = ("name", "description", "step_names", "on_step_failure", "error")
+    __slots__ = ("name", "description", "step_names", "on_step_failure", "error", "inputs")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     STEP_NAMES_FIELD_NUMBER: _ClassVar[int]
     ON_STEP_FAILURE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     step_names: _containers.RepeatedScalarFieldContainer[str]
     on_step_failure: str
     error: str
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., step_names: _Optional[_Iterable[str]] = ..., on_step_failure: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+    inputs: _containers.RepeatedCompositeFieldContainer[InputDeclaration]
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., step_names: _Optional[_Iterable[str]] = ..., on_step_failure: _Optional[str] = ..., error: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[InputDeclaration, _Mapping]]] = ...) -> None: ...
+
+class InputDeclaration(_message.Message):
+    __slots__ = ("name", "type", "default_value", "required", "description", "choices")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_VALUE_FIELD_NUMBER: _ClassVar[int]
+    REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    CHOICES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    type: str
+    default_value: _struct_pb2.Value
+    required: bool
+    description: str
+    choices: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., default_value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., required: _Optional[bool] = ..., description: _Optional[str] = ..., choices: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListJobDefinitionsRequest(_message.Message):
     __slots__ = ()
@@ -288,14 +315,23 @@ class ListJobDefinitionsResponse(_message.Message):
     def __init__(self, definitions: _Optional[_Iterable[_Union[JobDefinitionInfo, _Mapping]]] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
-    __slots__ = ("definition_name", "definition_toml", "request_id")
+    __slots__ = ("definition_name", "definition_toml", "request_id", "inputs")
+    class InputsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: _struct_pb2.Value
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ...) -> None: ...
     DEFINITION_NAME_FIELD_NUMBER: _ClassVar[int]
     DEFINITION_TOML_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
     definition_name: str
     definition_toml: str
     request_id: str
-    def __init__(self, definition_name: _Optional[str] = ..., definition_toml: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+    inputs: _containers.MessageMap[str, _struct_pb2.Value]
+    def __init__(self, definition_name: _Optional[str] = ..., definition_toml: _Optional[str] = ..., request_id: _Optional[str] = ..., inputs: _Optional[_Mapping[str, _struct_pb2.Value]] = ...) -> None: ...
 
 class SubmitJobResponse(_message.Message):
     __slots__ = ("job",)
@@ -510,14 +546,23 @@ class ListDocumentsResponse(_message.Message):
     def __init__(self, documents: _Optional[_Iterable[_Union[Document, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class RerunJobRequest(_message.Message):
-    __slots__ = ("job_id", "failed_only", "request_id")
+    __slots__ = ("job_id", "failed_only", "request_id", "inputs")
+    class InputsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: _struct_pb2.Value
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ...) -> None: ...
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     FAILED_ONLY_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     failed_only: bool
     request_id: str
-    def __init__(self, job_id: _Optional[str] = ..., failed_only: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
+    inputs: _containers.MessageMap[str, _struct_pb2.Value]
+    def __init__(self, job_id: _Optional[str] = ..., failed_only: _Optional[bool] = ..., request_id: _Optional[str] = ..., inputs: _Optional[_Mapping[str, _struct_pb2.Value]] = ...) -> None: ...
 
 class RerunJobResponse(_message.Message):
     __slots__ = ("job",)

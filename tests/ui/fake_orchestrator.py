@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 import grpc
+from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from stepwatch.v1 import orchestrator_pb2 as pb
@@ -37,6 +38,7 @@ class FakeOrchestrator(pb_grpc.OrchestratorServiceServicer):
         self.feed_scripts: list[Script] = []
         self.watch_requests: list[pb.WatchJobRequest] = []
         self.submitted: list[str] = []
+        self.submitted_inputs: list[dict[str, object]] = []
         self.cancelled: list[str] = []
         self.definitions = [pb.JobDefinitionInfo(name="codebase_assess", on_step_failure="continue")]
         self.target = ""
@@ -85,6 +87,8 @@ class FakeOrchestrator(pb_grpc.OrchestratorServiceServicer):
 
     async def SubmitJob(self, request, context):  # noqa: N802
         self.submitted.append(request.definition_name)
+        self.submitted_inputs.append(json_format.MessageToDict(request)["inputs"]
+                                     if request.inputs else {})
         return pb.SubmitJobResponse(job=pb.Job(job_id="f" * 32, status=pb.JOB_STATUS_PENDING))
 
     async def CancelJob(self, request, context):  # noqa: N802

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from google.protobuf import struct_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 from nicegui.testing.user import User
 
@@ -125,3 +126,28 @@ async def test_pages_search_and_a_new_job_on_the_first_page_only(
     await eventually(lambda: fake.list_requests[-1].name_prefix == "def-x")
     await eventually(lambda: shown_order(user) == [], what="nothing matches")
     await user.should_see("No jobs match.")
+
+
+async def test_run_asks_for_the_declared_inputs_and_sends_them(user: User,
+                                                              fake: FakeOrchestrator) -> None:
+    fake.definitions = [pb.JobDefinitionInfo(name="deploy", inputs=[
+        pb.InputDeclaration(name="target", type="enum", choices=["staging", "production"],
+                            required=True),
+        pb.InputDeclaration(name="replicas", type="int",
+                            default_value=struct_pb2.Value(number_value=2)),
+        pb.InputDeclaration(name="note", type="string")])]
+    fake.feed_scripts.append([pb.WatchJobsResponse(snapshot=pb.JobsSnapshot())])
+    await user.open("/")
+    select = user.find(marker="definition").elements.pop()
+    await eventually(lambda: "deploy" in select.options, what="definitions listed")
+    select.set_value("deploy")
+    run = user.find(marker="run").elements.pop()
+    await eventually(lambda: run.enabled, what="Run enabled once the orchestrator answered")
+    user.find(marker="run").click()
+    await user.should_see(marker="inputs-dialog")
+    assert fake.submitted == []  # not before the form is sent
+    user.find(marker="input-target").elements.pop().set_value("production")
+    user.find(marker="inputs-run").click()
+    await eventually(lambda: fake.submitted == ["deploy"], what="submitted")
+    # The filled field, the default as shown, the empty text field left out.
+    assert fake.submitted_inputs == [{"target": "production", "replicas": 2}]

@@ -13,6 +13,7 @@ from nicegui import background_tasks, ui
 from stepwatch import status as labels
 from stepwatch.client import Backoff, Client
 from stepwatch.errors import NotFound, StepwatchError
+from stepwatch.jobview import input_texts
 from stepwatch.v1 import orchestrator_pb2 as pb
 from stepwatch.words import step_counts
 
@@ -51,6 +52,7 @@ class JobView:
                 self.failure_links = ui.row().classes("gap-2")
             self.failures.set_visibility(False)
             self.meta = ui.label("").classes("sw-note").mark("job-meta")
+            self.inputs = ui.label("").classes("sw-note").mark("job-inputs")
             ui.space()
         self.error = ui.label("").classes("text-negative").mark("error")
         self.error.bind_visibility_from(self.error, "text", backward=bool)
@@ -87,6 +89,8 @@ class JobView:
             self.meta.set_text(f"{counts} · on step failure: {job.on_step_failure} · created "
                                f"{ago(job.created_at)} · {duration(job.started_at, job.finished_at)}")
             self.meta.props["title"] = f"created {moment(job.created_at)}"
+            self.inputs.set_text("inputs: " + ", ".join(f"{n}={v}" for n, v in input_texts(job))
+                                 if job.inputs else "")
         if job is not None:
             self.steps.update(job, changed.steps, self.state.step, changed.header)
             if self.on_step is not None:

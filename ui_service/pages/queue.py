@@ -17,6 +17,7 @@ from stepwatch.words import step_counts
 
 from .. import access, metrics, status_style
 from ..state import Connection, JobQuery, QueueState, day_range
+from .run_dialog import ask_inputs
 from .widgets import Badge, ago, clock, date_time, duration, user_menu
 
 PAGE = 50
@@ -103,13 +104,22 @@ def register(target: str) -> None:
             except StepwatchError as err:
                 ui.notify(f"cancel failed: {err.message}", type="negative")
 
+        infos: dict[str, pb.JobDefinitionInfo] = {}
+
+        async def submit(name: str, inputs: dict[str, object]) -> None:
+            async with Client(target) as c:
+                job = await c.submit(name, inputs=inputs)  # type: ignore[arg-type]
+            ui.navigate.to(f"/jobs/{job.job_id}")  # Run opens the new job
+
         async def run(name: str | None) -> None:
             if not name or not access.can_act():
                 return
+            info = infos.get(name)
+            if info is not None and info.inputs:  # a form from its declared inputs first
+                ask_inputs(info, lambda values: submit(name, values))
+                return
             try:
-                async with Client(target) as c:
-                    job = await c.submit(name)
-                ui.navigate.to(f"/jobs/{job.job_id}")  # Run opens the new job
+                await submit(name, {})
             except StepwatchError as err:
                 ui.notify(f"submit failed: {err.message}", type="negative")
 
@@ -241,6 +251,7 @@ def register(target: str) -> None:
                     tries += 1
                     await asyncio.sleep(backoff.delay(tries))  # backoff before the next try
                     continue
+                infos.update({d.name: d for d in defs})
                 definitions.set_options([d.name for d in defs])
                 definitions.props(f"data-definitions={len(defs)}")
                 return

@@ -91,6 +91,7 @@ def to_json(value: StepState | JobState) -> dict[str, Any]:
         "step_counts": _counts_json(value.step_counts),
         "started_at": value.started_at, "finished_at": value.finished_at,
         "steps": [_step_json(s) for s in value.steps], "rerun_of": value.rerun_of,
+        "inputs": [list(pair) for pair in value.inputs],
     }
 
 
@@ -144,4 +145,5 @@ def job_from_json(d: dict[str, Any]) -> JobState:
         "failure": _failure(d["failure"]),
         "step_counts": StepCounts(**d["step_counts"]),
         "steps": tuple(step_from_json(s) for s in d["steps"]),
+        "inputs": tuple(tuple(pair) for pair in d.get("inputs", ())),
     })
