@@ -137,9 +137,20 @@ def main(argv: list[str] | None = None) -> None:
            favicon="🟢", uvicorn_logging_level="warning", show_welcome_message=False,
            # A page whose socket drops keeps its state this long (NiceGUI's default, 3 s, made a
            # loaded 2-core machine reload pages mid-job).
-           reconnect_timeout=RECONNECT_S,
+           reconnect_timeout=_reconnect_s(),
            storage_secret=env("STEPWATCH_UI_SECRET") or secrets.token_urlsafe(32),
            session_middleware_kwargs={"same_site": "lax", "https_only": a.secure_cookies})
+
+
+def _reconnect_s() -> float:
+    """How long a page whose socket dropped keeps its state (STEPWATCH_UI_RECONNECT_S)."""
+    try:
+        value = float(os.environ.get("STEPWATCH_UI_RECONNECT_S", RECONNECT_S))
+    except ValueError:
+        _exit("STEPWATCH_UI_RECONNECT_S must be a number of seconds")
+    if not 0 < value <= 3600:
+        _exit("STEPWATCH_UI_RECONNECT_S must be from 0 to 3600 seconds")
+    return value
 
 
 def port_free(host: str, port: int) -> bool:

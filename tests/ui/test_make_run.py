@@ -90,6 +90,7 @@ class Console:
 
     def start(self, argv: list[str]) -> Console:
         env = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
+        env["STEPWATCH_UI_RECONNECT_S"] = "4"  # a closed tab's page goes after 4 s, not 15
         pid, fd = pty.fork()
         if pid == 0:  # the child: the pty is its controlling terminal, its group in front
             os.chdir(REPO)
