@@ -18,18 +18,25 @@ __all__ = ["migrate", "token_create", "ui_user"]
 def ui_user(name: Annotated[str, typer.Option(help="the login name")],
             role: Annotated[str, typer.Option(help="viewer, operator or admin")] = "viewer",
             password: Annotated[str, typer.Option(prompt=True, hide_input=True,
-                                                  confirmation_prompt=True)] = "") -> None:
-    """Print a --ui-auth-file line for a web UI user (the password is asked for)."""
+                                                  confirmation_prompt=True)] = "",
+            as_json: JSON = False) -> None:
+    """Print a --ui-auth-file line for a web UI user (the password is asked for;
+    --json: {"name": ..., "role": ..., "line": ...})."""
     if role not in ("viewer", "operator", "admin"):
         fail("role must be one of viewer, operator, admin")
     if not name or any(c.isspace() for c in name):
         fail("the name must be one word")
-    state.out.console.print(f"{name} {hash_password(password)} {role}", soft_wrap=True, markup=False)
+    line = f"{name} {hash_password(password)} {role}"
+    if as_json:
+        _json({"name": name, "role": role, "line": line})
+        return
+    state.out.console.print(line, soft_wrap=True, markup=False)
 
 
 @app.command()
 def migrate(db_url: Annotated[str, typer.Option(
-        envvar="STEPWATCH_DB_URL", help="the orchestrator's database (a SQLAlchemy URL)")]) -> None:
+        envvar="STEPWATCH_DB_URL", help="the orchestrator's database (a SQLAlchemy URL)")],
+            as_json: JSON = False) -> None:
     """Upgrade a database's schema to this version's, for operators who migrate before a
     rollout (replicas also migrate at start, one at a time, under an advisory lock).
 
@@ -49,6 +56,9 @@ def migrate(db_url: Annotated[str, typer.Option(
         lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
         fail(lines[-1].removeprefix("stepwatch orchestrator: ") if lines else
               f"migration failed (exit {done.returncode})")
+    if as_json:
+        _json({"schema": "head"})
+        return
     state.out.console.print("database schema is at head")
 
 
@@ -67,9 +77,14 @@ def token_create(role: Annotated[str, typer.Option(help="viewer, operator or adm
     except ValueError as exc:
         fail(str(exc))
     if as_json:
-        state.out.console.file.write(json.dumps({"token": token, "line": line}) + "\n")
+        _json({"token": token, "line": line})
         return
     state.out.console.print(f"token (give it to {name}; it is shown once): {token}", soft_wrap=True,
                   markup=False)
     state.out.console.print("add this line to the --auth-token-file, then `kill -HUP` the orchestrator:")
     state.out.console.print(line, soft_wrap=True, markup=False)
+
+
+def _json(data: dict[str, str]) -> None:
+    """A local command's answer as one JSON object (no proto message holds it)."""
+    state.out.console.file.write(json.dumps(data) + "\n")

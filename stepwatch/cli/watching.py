@@ -12,7 +12,6 @@ import contextlib
 import datetime as dt
 from typing import Annotated, Protocol
 
-import click
 import typer
 from rich.live import Live
 
@@ -188,8 +187,11 @@ def _pick(latest: bool) -> str:
     out.table(["#", "job", "definition", "status", "started"],
               [[str(i), j.job_id[:8], j.definition_name, styled(status.JOB, j.status),
                 clock(j.started_at)] for i, j in enumerate(found, 1)])
-    choice: int = typer.prompt("Watch which job? (#)", type=click.IntRange(1, len(found)))
-    return found[choice - 1].job_id
+    while True:
+        choice = typer.prompt("Watch which job? (#)", default="", show_default=False)
+        if choice.strip().isdigit() and 1 <= int(choice) <= len(found):
+            return found[int(choice) - 1].job_id
+        out.note(f"give a number from 1 to {len(found)}", "yellow")
 
 
 @app.command()

@@ -5,25 +5,25 @@ the proto; `logs --failed` and `logs --follow` say what failed; no command waits
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import json
 import os
-import struct
+import re
 import subprocess
 import sys
-import termios
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from stepwatch.v1 import orchestrator_pb2 as pb
+from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
 from tests.procs import REPO, Orchestrator, free_port
-from tests.support import finish_at, submit_at
+from tests.support import finish_at, submit_at, until
+from tests.support.terminal import Console
 
 STEPWATCH = str(Path(sys.executable).parent / "stepwatch")
 DEADLINE = 120
@@ -194,39 +194,20 @@ def test_watch_on_a_terminal_exits_within_1_s_of_a_2000_step_job_ending(
     toml = 'name = "flat"\n' + "".join(f'[steps.s{i}]\ntype = "shell"\ncommands = ["true"]\n'
                                        for i in range(2000))
     job = submit_at(server.target, toml)
-    primary, replica = os.openpty()
-    fcntl.ioctl(replica, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    # A 120x40 terminal; no COLUMNS or LINES: the CLI reads the size from the pty.
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
-    proc = subprocess.Popen([STEPWATCH, "--target", server.target, "watch", job.job_id],
-                            stdin=replica, stdout=replica, stderr=replica, cwd=REPO,
-                            env={**env, "TERM": "xterm-256color"})
-    os.close(replica)
-    screen = bytearray()
-
-    def drain() -> None:  # read as a terminal does, so the CLI never blocks on its output
-        while True:
-            try:
-                data = os.read(primary, 1 << 16)
-            except OSError:
-                return
-            if not data:
-                return
-            screen.extend(data)
-
-    reader = threading.Thread(target=drain, daemon=True)
-    reader.start()
+    console = Console().start([STEPWATCH, "--target", server.target, "watch", job.job_id],
+                              env={**env, "TERM": "xterm-256color"}, size=(40, 120))
     try:
-        proc.wait(timeout=600)
+        code = console.wait(600)
         exited = dt.datetime.now(dt.UTC)
     finally:
-        proc.kill()
-        reader.join(timeout=10)
-        os.close(primary)
+        console.kill()
     ended = finish_at(server.target, job.job_id)
-    assert proc.returncode == 0, bytes(screen[-2000:])
+    assert code == 0, console.read_text()[-2000:]
     lag = (exited - ended.finished_at.ToDatetime(dt.UTC)).total_seconds()
     assert lag < 1.0, f"the CLI exited {lag:.2f} s after the job's finished_at"
-    assert b"Completed" in bytes(screen)
+    assert "Completed" in console.read_text()
 
 
 def test_submit_with_inputs_and_show_them(server: Orchestrator, tmp_path: Path) -> None:
@@ -247,3 +228,24 @@ def test_submit_with_inputs_and_show_them(server: Orchestrator, tmp_path: Path) 
     assert ["input", "who", "a b; $(id)"] in [ln.split("\t") for ln in shown]
     logs = cli(server.target, "logs", job_id, "s").stdout
     assert "[0] a b; $(id) x4" in logs
+
+
+def test_watch_without_an_id_on_a_terminal_offers_the_running_jobs(server: Orchestrator) -> None:
+    slow = 'name = "slow_{}"\n[steps.w]\ntype = "shell"\ncommands = ["sleep 60"]\n'
+    jobs = [submit_at(server.target, slow.format(i)) for i in range(2)]
+    console = Console().start([STEPWATCH, "--target", server.target, "watch"])
+    try:
+        until(lambda: "Watch which job?" in console.read_text(), "the prompt", DEADLINE)
+        listed = console.read_text()
+        assert all(j.job_id[:8] in listed for j in jobs), listed
+        row = next(line for line in listed.splitlines() if "slow_0" in line)
+        number = re.search(r"\d+", row).group()  # type: ignore[union-attr]  # the # column
+        console.type(number.encode() + b"\r")
+        until(lambda: "slow_0" in console.read_text()[len(listed):], "its live view", DEADLINE)
+        with grpc.insecure_channel(server.target) as ch:
+            stub = pb_grpc.OrchestratorServiceStub(ch)
+            for j in jobs:
+                stub.CancelJob(pb.CancelJobRequest(job_id=j.job_id), timeout=DEADLINE)
+        assert console.wait(DEADLINE) == 4  # cancelled
+    finally:
+        console.kill()

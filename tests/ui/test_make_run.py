@@ -6,10 +6,7 @@ pages-open gauge goes back to 0, and make exits 0."""
 from __future__ import annotations
 
 import os
-import pty
 import re
-import signal
-import threading
 import urllib.request
 from pathlib import Path
 
@@ -20,8 +17,9 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from stepwatch.v1 import orchestrator_pb2 as pb
 from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
-from tests.procs import REPO, free_port
+from tests.procs import free_port
 from tests.support import finish, submit, until
+from tests.support.terminal import Console
 
 pytestmark = pytest.mark.browser
 DEADLINE = 120
@@ -41,7 +39,9 @@ def test_make_run_console_stays_clean_and_ctrl_c_exits_0(browser: webdriver.Chro
     console = Console()
     make = console.start(["make", "--no-print-directory", "run", f"ORCH_PORT={orch_port}",
                           f"UI_PORT={ui_port}", f"METRICS_PORT={metrics_port}",
-                          f"DB_URL=sqlite:///{tmp_path / 'run.db'}"])
+                          f"DB_URL=sqlite:///{tmp_path / 'run.db'}"],
+                         # a closed tab's page goes after 4 s, not 15
+                         env={**os.environ, "STEPWATCH_UI_RECONNECT_S": "4"})
     log = console
     try:
         until(lambda: "Ctrl-C stops both." in log.read_text() or make.poll() is not None,
@@ -77,56 +77,3 @@ def test_make_run_console_stays_clean_and_ctrl_c_exits_0(browser: webdriver.Chro
     bad = [line for line in text.splitlines() if BAD.search(line)]
     assert not bad, text
     assert "shutting down" in text
-
-
-class Console:
-    """A pseudo-terminal with a program in the foreground, as a person's shell runs it."""
-
-    def __init__(self) -> None:
-        self.out = bytearray()
-        self.pid = 0
-        self.fd = -1
-        self.status: int | None = None
-
-    def start(self, argv: list[str]) -> Console:
-        env = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
-        env["STEPWATCH_UI_RECONNECT_S"] = "4"  # a closed tab's page goes after 4 s, not 15
-        pid, fd = pty.fork()
-        if pid == 0:  # the child: the pty is its controlling terminal, its group in front
-            os.chdir(REPO)
-            os.execvpe(argv[0], argv, env)
-        self.pid, self.fd = pid, fd
-        threading.Thread(target=self._read, daemon=True).start()
-        return self
-
-    def _read(self) -> None:
-        while True:
-            try:
-                data = os.read(self.fd, 1 << 16)
-            except OSError:
-                return
-            if not data:
-                return
-            self.out.extend(data)
-
-    def read_text(self) -> str:
-        return bytes(self.out).decode(errors="replace").replace("\r\n", "\n")
-
-    def poll(self) -> int | None:
-        if self.status is None:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                self.status = os.waitstatus_to_exitcode(status)
-        return self.status
-
-    def type(self, keys: bytes) -> None:
-        os.write(self.fd, keys)
-
-    def wait(self, timeout: float) -> int | None:
-        until(lambda: self.poll() is not None, "the program's exit", timeout)
-        return self.status
-
-    def kill(self) -> None:
-        if self.poll() is None:
-            os.killpg(os.getpgid(self.pid), signal.SIGKILL)
-            self.wait(DEADLINE)
