@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
+from stepwatch.words import plural
+
 from .model import AttemptRecord, Failure, JobState, StepState
 from .statuses import ChildStatus, FailureReason, JobStatus, Policy, StepStatus
 
@@ -394,8 +396,3 @@ def _job_ends(status: JobStatus, failure: Failure | None, now: int) -> JobTransi
 def _step_failure(step: StepState) -> Failure:
     f = step.failure or Failure(FailureReason.EXECUTION_FAILED, "")
     return Failure(f.reason, f"step {step.name!r}: {f.message}")
-
-
-def plural(n: int, one: str, many: str | None = None) -> str:
-    """"1 step", "2 steps", "1 child", "3 children": a count as a person writes it."""
-    return f"{n} {one if n == 1 else (many or one + 's')}"

@@ -13,6 +13,7 @@ from selenium import webdriver
 
 from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
 from tests.chromium import start_browser
+from tests.procs import Proc
 
 from .fake_orchestrator import FakeOrchestrator
 
@@ -62,3 +63,12 @@ def browser() -> Iterator[webdriver.Chrome]:
     driver = start_browser()
     yield driver
     driver.quit()
+
+
+@pytest.fixture
+def procs() -> Iterator[list[Proc]]:
+    """Processes a test starts; all stopped at the end, whatever happened."""
+    started: list[Proc] = []
+    yield started
+    for proc in reversed(started):
+        proc.stop()

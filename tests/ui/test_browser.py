@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -48,15 +47,6 @@ def cancel(target: str, job_id: str) -> None:
     with grpc.insecure_channel(target) as ch:
         pb_grpc.OrchestratorServiceStub(ch).CancelJob(pb.CancelJobRequest(job_id=job_id),
                                                       timeout=DEADLINE)
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    """Processes a test starts; all stopped at the end, whatever happened."""
-    started: list[Proc] = []
-    yield started
-    for proc in reversed(started):
-        proc.stop()
 
 
 def test_codebase_assess_in_chromium(browser: webdriver.Chrome, tmp_path: Path,

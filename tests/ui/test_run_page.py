@@ -5,7 +5,6 @@ orchestrator is away."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -28,14 +27,6 @@ FAILING = ('name = "ci"\n'
            'commands = ["echo test_a ok", "echo compiling; echo \'error: missing semicolon at '
            'line 42\' >&2; exit 2", "echo \'AssertionError: 1 != 2\' >&2; exit 1"]\n'
            '[steps.package]\ntype = "shell"\ndepends = ["unit_tests"]\ncommands = ["true"]\n')
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    yield started
-    for proc in reversed(started):
-        proc.stop()
 
 
 def log_text(d: webdriver.Chrome) -> str:

@@ -22,7 +22,7 @@ from ..state import EVENT_PANEL_SIZE, Changed, Connection, JobPageState, last_he
 from .graph_panel import GraphPanel
 from .step_list import StepList
 from .step_panel import StepPanel
-from .widgets import Badge, ago, duration, moment, user_menu
+from .widgets import Badge, ago, date_time, duration, user_menu
 
 BACKOFF = Backoff(initial=0.3, maximum=5.0)
 REDRAW_S = 0.1
@@ -88,7 +88,7 @@ class JobView:
                                   (sc.running, "running"), (sc.pending, "pending")], sc.total)
             self.meta.set_text(f"{counts} · on step failure: {job.on_step_failure} · created "
                                f"{ago(job.created_at)} · {duration(job.started_at, job.finished_at)}")
-            self.meta.props["title"] = f"created {moment(job.created_at)}"
+            self.meta.props["title"] = f"created {date_time(job.created_at)}"
             self.inputs.set_text("inputs: " + ", ".join(f"{n}={v}" for n, v in input_texts(job))
                                  if job.inputs else "")
         if job is not None:

@@ -19,7 +19,7 @@ from stepwatch.errors import StepwatchError
 from stepwatch.v1 import orchestrator_pb2 as pb
 
 from .. import status_style
-from .widgets import Badge, duration, moment
+from .widgets import Badge, date_time, duration
 
 PAGE = 50
 LOG_LINES = 20_000  # the window of the log kept in the tab; the whole log stays on the server
@@ -128,7 +128,7 @@ class StepPanel:
         attempt = f"attempt {step.attempt} of {step.max_attempts} · " if step.max_attempts > 1 else ""
         self.when.set_text(f"{step.type} · {attempt}"
                            f"{duration(step.started_at, step.finished_at)}")
-        self.when.props["title"] = f"started {moment(step.started_at)}"
+        self.when.props["title"] = f"started {date_time(step.started_at)}"
 
     def close(self) -> None:
         self.card.set_visibility(False)

@@ -96,11 +96,6 @@ def ago(ts: Timestamp, now_s: float | None = None) -> str:
     return relative(ts.ToDatetime(dt.UTC), now)
 
 
-def moment(ts: Timestamp) -> str:
-    """The exact local time, for a title (hover) beside a relative one."""
-    return date_time(ts)
-
-
 def clock(ts: Timestamp) -> str:
     if not ts.ByteSize():
         return "–"
