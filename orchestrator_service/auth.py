@@ -47,9 +47,13 @@ class Role(enum.IntEnum):
 METHOD_ROLES: dict[str, Role] = {
     **{SERVICE + m: Role.VIEWER for m in (
         "ListJobDefinitions", "GetJob", "ListJobs", "WatchJob", "WatchJobs", "ListChildren",
-        "WatchLogs", "ListDocuments")},
+        "WatchLogs", "ListDocuments", "ListSchedules", "GetSchedule", "ListSubscriptions",
+        "ListDeliveries")},
     **{SERVICE + m: Role.OPERATOR for m in ("SubmitJob", "CancelJob", "RerunJob")},
-    SERVICE + "DeleteJob": Role.ADMIN,
+    # Schedules and webhooks run and call things on their own: an admin's to change.
+    **{SERVICE + m: Role.ADMIN for m in (
+        "DeleteJob", "CreateSchedule", "PauseSchedule", "ResumeSchedule", "DeleteSchedule",
+        "TriggerSchedule", "CreateSubscription", "DeleteSubscription")},
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": Role.VIEWER,
     "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo": Role.VIEWER,
 }

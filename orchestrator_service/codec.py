@@ -25,15 +25,19 @@ from stepwatch.v1 import orchestrator_pb2 as pb
 
 from . import rules
 from .model import AttemptRecord, ChildCounts, Event, Failure, JobState, StepCounts, StepState
+from .schedules import Catchup, Overlap
 from .statuses import FailureReason, JobStatus, StepStatus
 
 if TYPE_CHECKING:  # the store imports this module to encode its events
     from .definitions import JobDefinition
     from .step_types.base import Document
+    from .store.outbox import DeliveryRecord, SubscriptionRecord
+    from .store.scheduled import ScheduleRecord
     from .store.values import ChildRecord, LogChunk
 
-__all__ = ["child", "decode", "definition_info", "document", "encode", "fill_job", "fill_step",
-           "input_values", "job", "log_chunk", "step", "timestamp", "watch_response"]
+__all__ = ["CATCHUP", "OVERLAP", "child", "decode", "definition_info", "delivery", "document",
+           "encode", "fill_job", "fill_step", "input_values", "job", "log_chunk", "schedule",
+           "step", "subscription", "timestamp", "watch_response"]
 
 EVENT_TAG = b"\x12"  # WatchJobResponse.event: field 2, length-delimited
 
@@ -44,8 +48,8 @@ STEP_PLAIN = ("step_id", "index", "name", "type", "tolerated", "document_count",
 STEP_TIMES = ("created_at", "started_at", "finished_at")
 STEP_FAILURES = ("failure", "previous_attempt_failure")
 JOB_PLAIN = ("job_id", "definition_name", "description", "on_step_failure", "head_seq",
-             "rerun_of")
-JOB_TIMES = ("created_at", "started_at", "finished_at")
+             "rerun_of", "schedule_id")
+JOB_TIMES = ("created_at", "started_at", "finished_at", "nominal_time")
 ATTEMPT_TIMES = ("started_at", "finished_at")
 CHILD_COUNTS = tuple(f.name for f in fields(ChildCounts))
 STEP_COUNTS = tuple(f.name for f in fields(StepCounts))
@@ -141,6 +145,7 @@ def _job_state(m: pb.Job) -> JobState:
         failure=_failure_of(m, "failure"),
         step_counts=StepCounts(*(getattr(m.step_counts, n) for n in STEP_COUNTS)),
         started_at=_us(m, "started_at"), finished_at=_us(m, "finished_at"),
+        nominal_time=_us(m, "nominal_time"),
         steps=tuple(_step_state(m.job_id, s) for s in m.steps),
         inputs=tuple((k, _python(v)) for k, v in m.inputs.items()),
         **{n: getattr(m, n) for n in JOB_PLAIN})
@@ -260,3 +265,46 @@ def document(d: Document) -> pb.Document:
     attrs = Struct()
     attrs.update(dict(d.attrs))
     return pb.Document(path=d.path, tags=list(d.tags), attrs=attrs)
+
+
+# -- schedules and webhooks ----------------------------------------------------------------------
+
+OVERLAP = {Overlap.SKIP: pb.OVERLAP_POLICY_SKIP, Overlap.ALLOW: pb.OVERLAP_POLICY_ALLOW,
+           Overlap.CANCEL_PREVIOUS: pb.OVERLAP_POLICY_CANCEL_PREVIOUS}
+CATCHUP = {Catchup.NONE: pb.CATCHUP_POLICY_NONE, Catchup.LATEST: pb.CATCHUP_POLICY_LATEST,
+           Catchup.ALL: pb.CATCHUP_POLICY_ALL}
+
+
+def schedule(r: ScheduleRecord) -> pb.Schedule:
+    spec = r.spec
+    msg = pb.Schedule(
+        schedule_id=r.schedule_id, definition_name=spec.definition_name, cron=spec.cron,
+        time_zone=spec.time_zone, overlap=OVERLAP[spec.overlap], catchup=CATCHUP[spec.catchup],
+        paused=spec.paused, description=spec.description, created_at=timestamp(r.created_at),
+        next_run_time=None if spec.paused else timestamp(r.next_at),
+        last_job_id=r.last_job_id, last_nominal_time=timestamp(r.last_nominal_at),
+        skipped=r.skipped, last_error=r.last_error)
+    if r.last_job_status is not None:
+        msg.last_job_status = int(r.last_job_status)  # type: ignore[assignment]
+    for name, value in spec.inputs.items():
+        json_format.ParseDict(value, msg.inputs[name])  # type: ignore[arg-type]
+    return msg
+
+
+def subscription(r: SubscriptionRecord) -> pb.Subscription:
+    return pb.Subscription(
+        subscription_id=r.subscription_id, url=r.spec.url,
+        events=sorted(int(e) for e in r.spec.events),  # type: ignore[misc]
+        job_statuses=sorted(int(st) for st in r.spec.job_statuses),  # type: ignore[misc]
+        definition_name=r.spec.definition_name, description=r.spec.description,
+        created_at=timestamp(r.created_at))
+
+
+def delivery(d: DeliveryRecord) -> pb.Delivery:
+    return pb.Delivery(
+        delivery_id=d.delivery_id, subscription_id=d.subscription_id,
+        event=int(d.event), job_id=d.job_id, step=d.step_name,  # type: ignore[arg-type]
+        state=int(d.state), attempts=d.attempts,  # type: ignore[arg-type]
+        last_status_code=d.last_status_code, last_error=d.last_error,
+        created_at=timestamp(d.created_at), last_attempt_time=timestamp(d.last_attempt_at),
+        next_attempt_time=timestamp(d.next_at))

@@ -11,6 +11,7 @@ from pathlib import Path
 from .definitions import Limits
 from .progress import DEFAULT_LOG_CAP
 from .step_types.base import DEFAULT_ENV_ALLOW
+from .webhooks import WebhookPolicy
 
 __all__ = ["DEFAULT_DB_URL", "Settings", "parse_args"]
 
@@ -50,6 +51,8 @@ class Settings:
     sandbox: str = "bwrap"  # or "none": commands unconfined (warned at every start)
     sandbox_ro_binds: tuple[str, ...] = ()
     allow_hardlinks: bool = False
+    webhooks: WebhookPolicy = WebhookPolicy()
+    scheduler_tick_s: float = 0.5
 
 
 def parse_args(argv: list[str] | None = None) -> Settings:
@@ -138,6 +141,23 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     p.add_argument("--allow-hardlinks", action="store_true",
                    help="let scan_files and summarize read files with several hard links "
                         "(such a file may be one from outside the workspace)")
+    p.add_argument("--webhook-allow-host", action="append", default=[
+        h for h in env("STEPWATCH_WEBHOOK_ALLOW_HOSTS", "").split(",") if h],
+                   help="a host webhook URLs may name (repeat; '*.example.com' for a domain); "
+                        "default: any host but link-local ones")
+    p.add_argument("--webhook-max-attempts", type=int,
+                   default=int(env("STEPWATCH_WEBHOOK_MAX_ATTEMPTS", "8")),
+                   help="tries of one webhook delivery before it is marked failed "
+                        "(default: %(default)s)")
+    p.add_argument("--webhook-backoff", type=float,
+                   default=float(env("STEPWATCH_WEBHOOK_BACKOFF", "5")),
+                   help="seconds before a failed delivery's second try; doubled for each "
+                        "further try, up to an hour (default: %(default)s)")
+    p.add_argument("--webhook-timeout", type=float,
+                   default=float(env("STEPWATCH_WEBHOOK_TIMEOUT", "10")),
+                   help="seconds a receiver has to answer (default: %(default)s)")
+    p.add_argument("--scheduler-tick", type=float,
+                   default=float(env("STEPWATCH_SCHEDULER_TICK", "0.5")), help=argparse.SUPPRESS)
     p.add_argument("--migrate-only", action="store_true",
                    help="upgrade the database schema to this version's, then exit")
     p.add_argument("--log-level", default=env("STEPWATCH_LOG_LEVEL", "INFO"))
@@ -157,6 +177,11 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         p.error("--keep-logs-days and --retention-interval must be positive")
     if a.executor == "dask" and not a.dask_scheduler:
         p.error("--executor dask needs --dask-scheduler tcp://HOST:PORT")
+    if a.webhook_max_attempts < 1 or a.webhook_backoff <= 0 or not 0 < a.webhook_timeout <= 300:
+        p.error("--webhook-max-attempts must be 1 or more, --webhook-backoff positive, "
+                "--webhook-timeout between 0 and 300 seconds")
+    if not 0.05 <= a.scheduler_tick <= 60:
+        p.error("--scheduler-tick must be between 0.05 and 60 seconds")
     for flag in ("max_running_steps", "max_definition_bytes", "max_steps", "max_children_per_step",
                  "log_cap_bytes", "dask_batch_size"):
         if getattr(a, flag) < 1:
@@ -177,7 +202,12 @@ def parse_args(argv: list[str] | None = None) -> Settings:
                     lease_s=a.lease_seconds, replica_name=a.replica_name or None,
                     migrate_only=a.migrate_only,
                     max_streams_per_caller=a.max_streams_per_caller, sandbox=a.sandbox,
-                    sandbox_ro_binds=tuple(a.sandbox_ro_bind), allow_hardlinks=a.allow_hardlinks)
+                    sandbox_ro_binds=tuple(a.sandbox_ro_bind), allow_hardlinks=a.allow_hardlinks,
+                    webhooks=WebhookPolicy(allow_hosts=tuple(a.webhook_allow_host),
+                                           max_attempts=a.webhook_max_attempts,
+                                           backoff_s=a.webhook_backoff,
+                                           timeout_s=a.webhook_timeout),
+                    scheduler_tick_s=a.scheduler_tick)
 
 
 def _int_or_none(value: str | None) -> int | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import processes, rules
@@ -202,6 +202,11 @@ class Engine:
         if created:
             self._launch(job.job_id)
         return job
+
+    def start(self, job_ids: Sequence[str]) -> None:
+        """Run jobs this process created and holds (a schedule's)."""
+        for job_id in job_ids:
+            self._launch(job_id)
 
     def check_paths(self, definition: JobDefinition) -> None:
         """Path options that lead out of the workspace are refused before anything runs."""

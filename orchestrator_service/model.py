@@ -99,6 +99,9 @@ class JobState:
     rerun_of: str = ""
     #: The typed inputs it runs with, in declaration order.
     inputs: tuple[tuple[str, str | int | float | bool], ...] = ()
+    #: A job a schedule started: the schedule, and the nominal time it stands for.
+    schedule_id: str = ""
+    nominal_time: int | None = None
 
     def header(self) -> JobState:
         return replace(self, steps=())

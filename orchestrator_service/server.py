@@ -33,13 +33,16 @@ from .executors import make_executor
 from .leases import LeaseBook, default_replica_name
 from .metrics import Metrics
 from .model import Event
+from .notifier import Notifier
 from .ownership import LOCK_SUFFIX, AlreadyOwned, Ownership
 from .probe import HealthProbe
 from .replicas import Replicas
 from .rpc import add_to_server
 from .sandbox import NONE as NO_SANDBOX
 from .sandbox import Sandbox, bwrap_path
+from .scheduler import Scheduler
 from .service import OrchestratorServicer
+from .statuses import StepStatus
 from .step_types import load_step_types
 from .store import (
     Listeners,
@@ -115,8 +118,12 @@ class Orchestrator:
         self.ownership: Ownership | None = None
         self.servicer: OrchestratorServicer | None = None
         self.metrics_port = 0
+        self.scheduler = Scheduler(self.engine, self.catalog, tick_s=settings.scheduler_tick_s)
+        self.notifier = Notifier(self.store, self.store.holding.owner or f"pid{os.getpid()}",
+                                 settings.webhooks)
         self._file_watch: asyncio.Task[None] | None = None
         self._retention: asyncio.Task[None] | None = None
+        self._automation: list[asyncio.Task[None]] = []
         self._health_update: asyncio.Task[None] | None = None
 
     async def start(self) -> int:
@@ -134,7 +141,7 @@ class Orchestrator:
         self.store.health.watch_file()
         self.servicer = OrchestratorServicer(self.engine, self.store, self.catalog, self.broker,
                                              self.settings.heartbeat_s, self.auth, self.metrics,
-                                             self.streams)
+                                             self.streams, self.scheduler, self.settings.webhooks)
         add_to_server(self.servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
@@ -171,6 +178,8 @@ class Orchestrator:
         # The file (deleted, replaced) and the database (gone, back) are watched even when idle.
         self._file_watch = asyncio.create_task(HealthProbe(self.store.health).run(), name="health-probe")
         self._retention = asyncio.create_task(self._retain(), name="retention")
+        self._automation = [asyncio.create_task(self.scheduler.run(), name="scheduler"),
+                            asyncio.create_task(self.notifier.run(), name="notifier")]
         return self.port
 
     async def _retain(self) -> None:
@@ -203,9 +212,12 @@ class Orchestrator:
 
     async def stop(self) -> None:
         """Not serving, end open streams with UNAVAILABLE, let calls finish, stop jobs."""
-        for task in (self._file_watch, self._retention):
+        for task in (self._file_watch, self._retention, *self._automation):
             if task is not None:
                 task.cancel()
+        await asyncio.gather(*self._automation, return_exceptions=True)
+        await self.scheduler.stop()
+        await self.notifier.close()
         await self.health.enter_graceful_shutdown()
         if self.replicas is not None:
             await self.replicas.stop()  # no more claims while the jobs stop
@@ -221,6 +233,9 @@ class Orchestrator:
     def _committed(self, events: list[Event]) -> None:
         self.broker.publish(events)
         self.metrics.observe(events)
+        if any(e.ends_job or (e.step is not None and e.step.status == StepStatus.FAILED)
+               for e in events):
+            self.notifier.wake()  # it may have queued webhook deliveries
 
     def _jobs_deleted(self, job_ids: list[str]) -> None:
         self.broker.publish_deleted(job_ids)

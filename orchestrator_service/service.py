@@ -20,6 +20,7 @@ from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
 
 from . import codec
 from .auth import Authenticator, Caller, Role
+from .automation_rpc import AutomationRpcs
 from .broker import Broker, Deleted
 from .catalog import Catalog, Entry
 from .definitions import clip, parse_definition
@@ -29,6 +30,7 @@ from .metrics import Metrics
 from .model import Event, JobState, StepState
 from .pagetokens import PageTokens
 from .rpc import bounded_id, rpc, stream
+from .scheduler import Scheduler
 from .snapshots import JobSnapshots
 from .statuses import ChildStatus, JobStatus
 from .store import RequestKey, Store
@@ -41,6 +43,7 @@ from .watch import (
     follow_jobs,
     follow_logs,
 )
+from .webhooks import WebhookPolicy
 
 log = logging.getLogger(__name__)
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -61,13 +64,18 @@ def _bounded_header(job: JobState) -> pb.Job:
     return msg
 
 
-class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
+class OrchestratorServicer(AutomationRpcs, pb_grpc.OrchestratorServiceServicer):
     """Commands go to the engine (submit, cancel, rerun) and the store's writes (delete);
-    queries to the store's reads; watches follow the broker and the store's log."""
+    queries to the store's reads; watches follow the broker and the store's log. Schedules
+    and webhooks: automation_rpc.py."""
 
     def __init__(self, engine: Engine, store: Store, catalog: Catalog, broker: Broker,
                  heartbeat_s: float, auth: Authenticator | None = None,
-                 metrics: Metrics | None = None, streams: StreamBook | None = None) -> None:
+                 metrics: Metrics | None = None, streams: StreamBook | None = None,
+                 scheduler: Scheduler | None = None,
+                 webhook_policy: WebhookPolicy | None = None) -> None:
+        self.scheduler = scheduler or Scheduler(engine, catalog)
+        self.webhook_policy = webhook_policy or WebhookPolicy()
         self.engine = engine
         self.store = store
         self.reads = store.reads

@@ -67,6 +67,12 @@ class JobRow(Base):
     lease_expires_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     # CancelJob on a replica that does not own the job: the owner carries it out.
     cancel_requested: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    # A job a schedule started: which, and the nominal time it stands for. Unique together:
+    # one job per (schedule, nominal time), whichever replica fires it.
+    schedule_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    nominal_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+    __table_args__ = (UniqueConstraint("schedule_id", "nominal_at", name="uq_jobs_schedule_nominal"),)
 
 
 class StepRow(Base):
@@ -204,3 +210,67 @@ class WriteReceiptRow(Base):
     first_seq: Mapped[int] = mapped_column(BigInteger)
     last_seq: Mapped[int] = mapped_column(BigInteger)
     at: Mapped[int] = mapped_column(BigInteger)
+
+
+class ScheduleRow(Base):
+    """A cron schedule of a catalog definition. ``next_at``: the next nominal time due
+    (None while paused); the firing transaction moves it under the row's lock."""
+
+    __tablename__ = "schedules"
+    __table_args__ = (Index("ix_schedules_due", "paused", "next_at"),)
+
+    schedule_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    definition_name: Mapped[str] = mapped_column(String(200))
+    cron: Mapped[str] = mapped_column(String(200))
+    time_zone: Mapped[str] = mapped_column(String(100))
+    inputs: Mapped[str] = mapped_column(Text, server_default="{}")
+    overlap: Mapped[str] = mapped_column(String(20))
+    catchup: Mapped[str] = mapped_column(String(20))
+    paused: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    description: Mapped[str] = mapped_column(Text, server_default="")
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    next_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    last_nominal_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    last_job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    skipped: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    last_error: Mapped[str] = mapped_column(Text, server_default="")
+
+
+class SubscriptionRow(Base):
+    """A webhook: where to POST, signed with ``secret``, on which events."""
+
+    __tablename__ = "subscriptions"
+
+    subscription_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    secret: Mapped[str] = mapped_column(String(200))
+    events: Mapped[str] = mapped_column(String(100))  # NotifyEvent numbers, comma-separated
+    job_statuses: Mapped[str] = mapped_column(String(100), server_default="")
+    definition_name: Mapped[str] = mapped_column(String(200), server_default="")
+    description: Mapped[str] = mapped_column(Text, server_default="")
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class DeliveryRow(Base):
+    """The outbox and the delivery log: one notification to one subscription, inserted in
+    the transaction of the status that causes it; claimed by one replica per attempt."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (Index("ix_deliveries_due", "state", "next_at"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[str] = mapped_column(String(32), unique=True)
+    subscription_id: Mapped[str] = mapped_column(String(32), index=True)
+    event: Mapped[int] = mapped_column(Integer)
+    job_id: Mapped[str] = mapped_column(String(32), index=True)
+    step_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    step_name: Mapped[str] = mapped_column(String(200), server_default="")
+    state: Mapped[int] = mapped_column(Integer)
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    last_status_code: Mapped[int] = mapped_column(Integer, server_default="0")
+    last_error: Mapped[str] = mapped_column(Text, server_default="")
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    last_attempt_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    next_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    claimed_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    claim_expires_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)

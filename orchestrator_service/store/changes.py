@@ -25,6 +25,7 @@ from ..statuses import ChildStatus, StepStatus
 from ..step_types.base import DocumentPut
 from .errors import StaleWrite
 from .eventlog import _Log
+from .outbox import DEL
 from .rows import (
     _CHILD_COUNT_COLUMNS,
     _CHILD_COUNTS,
@@ -63,7 +64,7 @@ def _delete_jobs(c: Connection, job_ids: list[str]) -> None:
     for chunk in (steps[i:i + 500] for i in range(0, len(steps), 500)):
         for table in (L, LH, C):
             c.execute(table.delete().where(table.c.step_id.in_(chunk)))
-    for table in (S, D, E, J):
+    for table in (S, D, E, DEL, J):
         c.execute(table.delete().where(table.c.job_id.in_(job_ids)))
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from sqlalchemy import Engine
 
 from ..leases import LeaseBook
+from .automation import Automation
 from .dialect import Dialect, open_dialect
 from .health import AvailabilityListener, Health
 from .holding import Holding, Leased, Sole
@@ -42,6 +43,7 @@ class Store:
         self.holding: Holding = self.leased or Sole()
         self.reads = Reads(self.runner)
         self.writes = Writes(self.runner, self.dialect, self.holding)
+        self.automation = Automation(self.runner, self.dialect)
 
     @property
     def engine(self) -> Engine:

@@ -39,9 +39,11 @@ def seen_request(c: Connection, request: RequestKey | None, now: int) -> str | N
 def insert_job(c: Connection, job_id: str, definition: JobDefinition, source_toml: str,
                request: RequestKey | None, rerun: Rerun | None, source: str,
                lease: Callable[[Connection], dict[str, Any]], now: int,
-               inputs: Mapping[str, Any]) -> tuple[StepState, ...]:
+               inputs: Mapping[str, Any],
+               schedule: tuple[str, int] | None = None) -> tuple[StepState, ...]:
     """The job's row (PENDING) and its steps' rows; a rerun's carried steps COMPLETED
-    (rules.carried_step) and the original's documents copied. The new steps."""
+    (rules.carried_step) and the original's documents copied. The new steps.
+    ``schedule``: the schedule and nominal time it stands for (unique together)."""
     n = len(definition.steps)
     carried = {} if rerun is None else {
         name: rules.carried_step(done, rerun.original) for name, done in rerun.carried.items()}
@@ -52,6 +54,8 @@ def insert_job(c: Connection, job_id: str, definition: JobDefinition, source_tom
         definition_toml=source_toml, on_step_failure=definition.on_step_failure.value,
         status=int(JobStatus.PENDING), head_seq=0, created_at=now,
         rerun_of=None if rerun is None else rerun.original, inputs=json.dumps(dict(inputs)),
+        schedule_id=None if schedule is None else schedule[0],
+        nominal_at=None if schedule is None else schedule[1],
         steps_total=n, steps_pending=n - len(carried), steps_running=0,
         steps_completed=len(carried), steps_failed=0, steps_skipped=0, steps_cancelled=0))
     rows = [

@@ -19,7 +19,7 @@ from ..model import (
 )
 from ..rules import JobTransition
 from ..statuses import JobStatus, StepStatus
-from . import notices
+from . import notices, outbox
 from .errors import JobNotFound, StaleWrite
 from .rows import (
     _COUNT_COLUMN,
@@ -102,6 +102,9 @@ class _Log:
             self._append(header=True)
         if self.rows:
             self.c.execute(_INSERT_EVENTS, self.rows)
+            # Webhook deliveries commit with the status that causes them (the outbox).
+            outbox.enqueue(self.c, self.job_id, self.values["definition_name"],
+                           JobStatus(self.values["status"]), self.events, now_us())
         if self.status_dirty:
             self.c.execute(_SET_JOB_STATUS, _params(self.job_id, self.values,
                                                     (*_JOB_COUNT_COLUMNS, *_JOB_STATUS_COLUMNS)))

@@ -326,4 +326,5 @@ def _header(j: Mapping[str, Any] | Row[Any]) -> JobState:
             completed=g["steps_completed"], failed=g["steps_failed"],
             skipped=g["steps_skipped"], cancelled=g["steps_cancelled"]),
         started_at=g["started_at"], finished_at=g["finished_at"], rerun_of=g.get("rerun_of") or "",
-        inputs=tuple(json.loads(g.get("inputs") or "{}").items()))
+        inputs=tuple(json.loads(g.get("inputs") or "{}").items()),
+        schedule_id=g.get("schedule_id") or "", nominal_time=g.get("nominal_at"))

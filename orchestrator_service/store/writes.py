@@ -30,6 +30,7 @@ from ..definitions import JobDefinition
 from ..model import JobState, StepState
 from ..rules import Decision
 from ..statuses import JobStatus
+from . import scheduled
 from .changes import _apply_progress, _delete_jobs, _fence, _transition
 from .creating import insert_job, seen_request
 from .dialect import Dialect
@@ -49,6 +50,7 @@ from .rows import (
     _step_state,
 )
 from .runner import Runner
+from .scheduled import Fired, Firing
 from .values import ProgressBatch, RequestKey, Rerun, StepWrite, new_id, now_us
 
 __all__ = ["Writes"]
@@ -108,6 +110,14 @@ class Writes:
 
         return await self._runner.write("decide_job", self._decide_job, job_id, decide,
                                         key=job_id, recover=recover)
+
+    async def fire_schedule(self, schedule_id: str, now: int, firing: Firing,
+                            force: bool = False) -> Fired:
+        """The schedule's due runs (``force``: one now), their jobs held by this process.
+        Its own retry is safe without a receipt: a fire that committed moved ``next_at``."""
+        fired = await self._runner.write("fire_schedule", self._fire_schedule, schedule_id, now,
+                                         firing, force, wait=False)
+        return fired
 
     async def record_progress(self, progress: ProgressBatch) -> None:
         def recover(c: Connection, r: Receipt) -> Recovered:
@@ -221,6 +231,16 @@ class Writes:
             state = replace(log_.state(), steps=tuple(steps.values()))
         self._runner.committed(events, log_.log_keys)
         return state
+
+    def _fire_schedule(self, schedule_id: str, now: int, firing: Firing, force: bool) -> Fired:
+        with self._dialect.engine.begin() as c:
+            fired = scheduled.fire(c, schedule_id, now, firing, force,
+                                   lambda c_, job_id: self._log(c_, job_id, fence=False),
+                                   self._holding.lease_values)
+        for job in fired.jobs:
+            self._holding.take(job.job_id, 1)
+        self._runner.committed(list(fired.events), set(fired.logs))
+        return fired
 
     def _record_progress(self, p: ProgressBatch) -> None:
         with self._dialect.engine.begin() as c:

@@ -99,6 +99,61 @@ class OrchestratorServiceStub:
                 request_serializer=stepwatch_dot_v1_dot_orchestrator__pb2.DeleteJobRequest.SerializeToString,
                 response_deserializer=stepwatch_dot_v1_dot_orchestrator__pb2.DeleteJobResponse.FromString,
                 _registered_method=True)
+        self.CreateSchedule = channel.unary_unary(
+                '/stepwatch.v1.OrchestratorService/CreateSchedule',
+                request_serializer=stepwatch_dot_v1_dot_orchestrator__pb2.CreateScheduleRequest.SerializeToString,
+                response_deserializer=stepwatch_dot_v1_dot_orchestrator__pb2.CreateScheduleResponse.FromString,
+                _registered_method=True)
+        self.ListSchedules = channel.unary_unary(
+                '/stepwatch.v1.OrchestratorService/ListSchedules',
+                request_serializer=stepwatch_dot_v1_dot_orchestrator__pb2.ListSchedulesRequest.SerializeToString,
+                response_deserializer=stepwatch_dot_v1_dot_orchestrator__pb2.ListSchedulesResponse.FromString,
+                _registered_method=True)
+        self.GetSchedule = channel.unary_unary(
+                '/stepwatch.v1.OrchestratorService/GetSchedule',
+                request_serializer=stepwatch_dot_v1_dot_orchestrator__pb2.GetScheduleRequest.SerializeToString,
+                response_deserializer=stepwatch_dot_v1_dot_orchestrator__pb2.GetScheduleResponse.FromString,
+                _registered_method=True)
+        self.PauseSchedule = channel.unary_unary(
+                '/stepwatch.v1.OrchestratorService/PauseSchedule',
+                request_serializer=stepwatch_dot_v1_dot_orchestrator__pb2.PauseScheduleRequest.SerializeToString,
+                response_deserializer=stepwatch_dot_v1_dot_orchestrator__pb2.PauseScheduleResponse.FromString,
+                _registered_method=True)
+        self.ResumeSchedule = channel.unary_unary(
+                '/stepwatch.v1.OrchestratorService/ResumeSchedule',
+                request_serializer=stepwatch_dot_v1_dot_orchestrator__pb2.ResumeScheduleRequest.SerializeToString,
+                response_deserializer=stepwatch_dot_v1_dot_orchestrator__pb2.ResumeScheduleResponse.FromString,
+                _registered_method=True)
+        self.DeleteSchedule = channel.unary_unary(
+                '/stepwatch.v1.OrchestratorService/DeleteSchedule',
+                request_serializer=stepwatch_dot_v1_dot_orchestrator__pb2.DeleteScheduleRequest.SerializeToString,
+                response_deserializer=stepwatch_dot_v1_dot_orchestrator__pb2.DeleteScheduleResponse.FromString,
+                _registered_method=True)
+        self.TriggerSchedule = channel.unary_unary(
+                '/stepwatch.v1.OrchestratorService/TriggerSchedule',
+                request_serializer=stepwatch_dot_v1_dot_orchestrator__pb2.TriggerScheduleRequest.SerializeToString,
+                response_deserializer=stepwatch_dot_v1_dot_orchestrator__pb2.TriggerScheduleResponse.FromString,
+                _registered_method=True)
+        self.CreateSubscription = channel.unary_unary(
+                '/stepwatch.v1.OrchestratorService/CreateSubscription',
+                request_serializer=stepwatch_dot_v1_dot_orchestrator__pb2.CreateSubscriptionRequest.SerializeToString,
+                response_deserializer=stepwatch_dot_v1_dot_orchestrator__pb2.CreateSubscriptionResponse.FromString,
+                _registered_method=True)
+        self.ListSubscriptions = channel.unary_unary(
+                '/stepwatch.v1.OrchestratorService/ListSubscriptions',
+                request_serializer=stepwatch_dot_v1_dot_orchestrator__pb2.ListSubscriptionsRequest.SerializeToString,
+                response_deserializer=stepwatch_dot_v1_dot_orchestrator__pb2.ListSubscriptionsResponse.FromString,
+                _registered_method=True)
+        self.DeleteSubscription = channel.unary_unary(
+                '/stepwatch.v1.OrchestratorService/DeleteSubscription',
+                request_serializer=stepwatch_dot_v1_dot_orchestrator__pb2.DeleteSubscriptionRequest.SerializeToString,
+                response_deserializer=stepwatch_dot_v1_dot_orchestrator__pb2.DeleteSubscriptionResponse.FromString,
+                _registered_method=True)
+        self.ListDeliveries = channel.unary_unary(
+                '/stepwatch.v1.OrchestratorService/ListDeliveries',
+                request_serializer=stepwatch_dot_v1_dot_orchestrator__pb2.ListDeliveriesRequest.SerializeToString,
+                response_deserializer=stepwatch_dot_v1_dot_orchestrator__pb2.ListDeliveriesResponse.FromString,
+                _registered_method=True)
 
 
 class OrchestratorServiceServicer:
@@ -258,6 +313,92 @@ class OrchestratorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateSchedule(self, request, context):
+        """Schedules: a catalog definition started on a cron expression in a time
+        zone. Each (schedule, nominal time) starts at most one job, whichever
+        replica fires it; the job names both (Job.schedule_id, Job.nominal_time).
+        Creating, pausing, resuming, deleting and triggering need the admin role;
+        reading needs the viewer role.
+        Errors: INVALID_ARGUMENT (a bad cron expression, time zone, policy,
+        input; every problem at once); NOT_FOUND (unknown definition or
+        schedule); UNAVAILABLE (storage unavailable).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSchedules(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSchedule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseSchedule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeSchedule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSchedule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TriggerSchedule(self, request, context):
+        """Starts the schedule's job now (nominal time: now), whatever its overlap
+        policy and paused flag say.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateSubscription(self, request, context):
+        """Webhook subscriptions: a JSON POST, signed with the subscription's secret
+        (X-Stepwatch-Signature: sha256=HMAC-SHA256(secret, body) in hex), when a
+        job finishes or a step fails. Delivery is at least once: the delivery is
+        written in the transaction of the status that causes it, retried with
+        exponential backoff up to a limit, and its log is readable here.
+        Creating and deleting need the admin role; reading the viewer role.
+        Errors: INVALID_ARGUMENT (a URL that is not http(s), carries credentials,
+        or leads to a host the server does not allow; an empty event set);
+        NOT_FOUND (unknown subscription).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSubscriptions(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSubscription(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeliveries(self, request, context):
+        """The delivery log, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrchestratorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -320,6 +461,61 @@ def add_OrchestratorServiceServicer_to_server(servicer, server):
                     servicer.DeleteJob,
                     request_deserializer=stepwatch_dot_v1_dot_orchestrator__pb2.DeleteJobRequest.FromString,
                     response_serializer=stepwatch_dot_v1_dot_orchestrator__pb2.DeleteJobResponse.SerializeToString,
+            ),
+            'CreateSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSchedule,
+                    request_deserializer=stepwatch_dot_v1_dot_orchestrator__pb2.CreateScheduleRequest.FromString,
+                    response_serializer=stepwatch_dot_v1_dot_orchestrator__pb2.CreateScheduleResponse.SerializeToString,
+            ),
+            'ListSchedules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSchedules,
+                    request_deserializer=stepwatch_dot_v1_dot_orchestrator__pb2.ListSchedulesRequest.FromString,
+                    response_serializer=stepwatch_dot_v1_dot_orchestrator__pb2.ListSchedulesResponse.SerializeToString,
+            ),
+            'GetSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSchedule,
+                    request_deserializer=stepwatch_dot_v1_dot_orchestrator__pb2.GetScheduleRequest.FromString,
+                    response_serializer=stepwatch_dot_v1_dot_orchestrator__pb2.GetScheduleResponse.SerializeToString,
+            ),
+            'PauseSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseSchedule,
+                    request_deserializer=stepwatch_dot_v1_dot_orchestrator__pb2.PauseScheduleRequest.FromString,
+                    response_serializer=stepwatch_dot_v1_dot_orchestrator__pb2.PauseScheduleResponse.SerializeToString,
+            ),
+            'ResumeSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeSchedule,
+                    request_deserializer=stepwatch_dot_v1_dot_orchestrator__pb2.ResumeScheduleRequest.FromString,
+                    response_serializer=stepwatch_dot_v1_dot_orchestrator__pb2.ResumeScheduleResponse.SerializeToString,
+            ),
+            'DeleteSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSchedule,
+                    request_deserializer=stepwatch_dot_v1_dot_orchestrator__pb2.DeleteScheduleRequest.FromString,
+                    response_serializer=stepwatch_dot_v1_dot_orchestrator__pb2.DeleteScheduleResponse.SerializeToString,
+            ),
+            'TriggerSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.TriggerSchedule,
+                    request_deserializer=stepwatch_dot_v1_dot_orchestrator__pb2.TriggerScheduleRequest.FromString,
+                    response_serializer=stepwatch_dot_v1_dot_orchestrator__pb2.TriggerScheduleResponse.SerializeToString,
+            ),
+            'CreateSubscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSubscription,
+                    request_deserializer=stepwatch_dot_v1_dot_orchestrator__pb2.CreateSubscriptionRequest.FromString,
+                    response_serializer=stepwatch_dot_v1_dot_orchestrator__pb2.CreateSubscriptionResponse.SerializeToString,
+            ),
+            'ListSubscriptions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSubscriptions,
+                    request_deserializer=stepwatch_dot_v1_dot_orchestrator__pb2.ListSubscriptionsRequest.FromString,
+                    response_serializer=stepwatch_dot_v1_dot_orchestrator__pb2.ListSubscriptionsResponse.SerializeToString,
+            ),
+            'DeleteSubscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSubscription,
+                    request_deserializer=stepwatch_dot_v1_dot_orchestrator__pb2.DeleteSubscriptionRequest.FromString,
+                    response_serializer=stepwatch_dot_v1_dot_orchestrator__pb2.DeleteSubscriptionResponse.SerializeToString,
+            ),
+            'ListDeliveries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeliveries,
+                    request_deserializer=stepwatch_dot_v1_dot_orchestrator__pb2.ListDeliveriesRequest.FromString,
+                    response_serializer=stepwatch_dot_v1_dot_orchestrator__pb2.ListDeliveriesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -651,6 +847,303 @@ class OrchestratorService:
             '/stepwatch.v1.OrchestratorService/DeleteJob',
             stepwatch_dot_v1_dot_orchestrator__pb2.DeleteJobRequest.SerializeToString,
             stepwatch_dot_v1_dot_orchestrator__pb2.DeleteJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stepwatch.v1.OrchestratorService/CreateSchedule',
+            stepwatch_dot_v1_dot_orchestrator__pb2.CreateScheduleRequest.SerializeToString,
+            stepwatch_dot_v1_dot_orchestrator__pb2.CreateScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSchedules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stepwatch.v1.OrchestratorService/ListSchedules',
+            stepwatch_dot_v1_dot_orchestrator__pb2.ListSchedulesRequest.SerializeToString,
+            stepwatch_dot_v1_dot_orchestrator__pb2.ListSchedulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stepwatch.v1.OrchestratorService/GetSchedule',
+            stepwatch_dot_v1_dot_orchestrator__pb2.GetScheduleRequest.SerializeToString,
+            stepwatch_dot_v1_dot_orchestrator__pb2.GetScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stepwatch.v1.OrchestratorService/PauseSchedule',
+            stepwatch_dot_v1_dot_orchestrator__pb2.PauseScheduleRequest.SerializeToString,
+            stepwatch_dot_v1_dot_orchestrator__pb2.PauseScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stepwatch.v1.OrchestratorService/ResumeSchedule',
+            stepwatch_dot_v1_dot_orchestrator__pb2.ResumeScheduleRequest.SerializeToString,
+            stepwatch_dot_v1_dot_orchestrator__pb2.ResumeScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stepwatch.v1.OrchestratorService/DeleteSchedule',
+            stepwatch_dot_v1_dot_orchestrator__pb2.DeleteScheduleRequest.SerializeToString,
+            stepwatch_dot_v1_dot_orchestrator__pb2.DeleteScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TriggerSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stepwatch.v1.OrchestratorService/TriggerSchedule',
+            stepwatch_dot_v1_dot_orchestrator__pb2.TriggerScheduleRequest.SerializeToString,
+            stepwatch_dot_v1_dot_orchestrator__pb2.TriggerScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSubscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stepwatch.v1.OrchestratorService/CreateSubscription',
+            stepwatch_dot_v1_dot_orchestrator__pb2.CreateSubscriptionRequest.SerializeToString,
+            stepwatch_dot_v1_dot_orchestrator__pb2.CreateSubscriptionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSubscriptions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stepwatch.v1.OrchestratorService/ListSubscriptions',
+            stepwatch_dot_v1_dot_orchestrator__pb2.ListSubscriptionsRequest.SerializeToString,
+            stepwatch_dot_v1_dot_orchestrator__pb2.ListSubscriptionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSubscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stepwatch.v1.OrchestratorService/DeleteSubscription',
+            stepwatch_dot_v1_dot_orchestrator__pb2.DeleteSubscriptionRequest.SerializeToString,
+            stepwatch_dot_v1_dot_orchestrator__pb2.DeleteSubscriptionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeliveries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stepwatch.v1.OrchestratorService/ListDeliveries',
+            stepwatch_dot_v1_dot_orchestrator__pb2.ListDeliveriesRequest.SerializeToString,
+            stepwatch_dot_v1_dot_orchestrator__pb2.ListDeliveriesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -46,6 +46,20 @@ CALLS: dict[str, tuple[str, object]] = {
     "RerunJob": ("operator", pb.RerunJobRequest(job_id=MISSING)),
     "SubmitJob(inline)": ("admin", pb.SubmitJobRequest(definition_toml=INLINE)),
     "DeleteJob": ("admin", pb.DeleteJobRequest(job_id=MISSING)),
+    # Schedules and webhooks: viewers read them, admins change them.
+    "ListSchedules": ("viewer", pb.ListSchedulesRequest()),
+    "GetSchedule": ("viewer", pb.GetScheduleRequest(schedule_id=MISSING)),
+    "ListSubscriptions": ("viewer", pb.ListSubscriptionsRequest()),
+    "ListDeliveries": ("viewer", pb.ListDeliveriesRequest()),
+    "CreateSchedule": ("admin", pb.CreateScheduleRequest(definition_name="codebase_assess",
+                                                         cron="0 0 1 1 *", paused=True)),
+    "PauseSchedule": ("admin", pb.PauseScheduleRequest(schedule_id=MISSING)),
+    "ResumeSchedule": ("admin", pb.ResumeScheduleRequest(schedule_id=MISSING)),
+    "DeleteSchedule": ("admin", pb.DeleteScheduleRequest(schedule_id=MISSING)),
+    "TriggerSchedule": ("admin", pb.TriggerScheduleRequest(schedule_id=MISSING)),
+    "CreateSubscription": ("admin", pb.CreateSubscriptionRequest(
+        url="https://hooks.example.com/x", events=[pb.NOTIFY_EVENT_JOB_FINISHED])),
+    "DeleteSubscription": ("admin", pb.DeleteSubscriptionRequest(subscription_id=MISSING)),
 }
 
 
@@ -107,6 +121,11 @@ def test_every_rpc_answers_each_caller_by_role(secured: Secured, name: str) -> N
         else:
             assert code not in (grpc.StatusCode.PERMISSION_DENIED,
                                 grpc.StatusCode.UNAUTHENTICATED), (name, role, code)
+
+
+def test_every_method_of_the_contract_is_checked_here() -> None:
+    service = pb.DESCRIPTOR.services_by_name["OrchestratorService"]
+    assert {m.name for m in service.methods} == {n.split("(")[0] for n in CALLS}
 
 
 def test_a_refusal_names_the_role_needed(secured: Secured) -> None:
