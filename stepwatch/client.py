@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import grpc
-from google.protobuf import json_format
 
+from stepwatch.automation import AutomationCalls, InputValue, put_inputs
 from stepwatch.errors import StepwatchError, from_rpc_error
 from stepwatch.v1 import orchestrator_pb2 as pb
 from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
@@ -122,7 +122,7 @@ class Backoff:
         return base * random.uniform(0.5, 1.0)
 
 
-class Client:
+class Client(AutomationCalls):
     def __init__(self, target: str | None = None, *, channel: grpc.aio.Channel | None = None,
                  credentials: Credentials | None = None) -> None:
         self.target = target or default_target()
@@ -165,7 +165,7 @@ class Client:
                else pb.SubmitJobRequest(definition_toml=definition_toml))
         if request_id is not None:
             req.request_id = request_id
-        _put_inputs(req.inputs, inputs)
+        put_inputs(req.inputs, inputs)
         tries = 0
         while True:
             try:
@@ -200,7 +200,7 @@ class Client:
         """A finished job again; ``inputs`` replace the original's values of those names."""
         req = pb.RerunJobRequest(job_id=job_id, failed_only=failed_only,
                                  request_id=request_id or uuid.uuid4().hex)
-        _put_inputs(req.inputs, inputs)
+        put_inputs(req.inputs, inputs)
         resp: pb.RerunJobResponse = await self._call(self._stub.RerunJob, req)
         return resp.job
 
@@ -293,14 +293,6 @@ class Client:
                 yield msg
 
 
-InputValue = str | int | float | bool
-
-
-def _put_inputs(target: Any, inputs: Mapping[str, InputValue] | None) -> None:
-    """Input values as the contract's JSON values (a string is read by the server as the
-    declared type, so values typed on a command line can go as they are)."""
-    for name, value in (inputs or {}).items():
-        json_format.ParseDict(value, target[name])  # type: ignore[arg-type]  # a Value takes any JSON
 
 
 async def _resuming(open_call: Callable[[], Any], fresh: Callable[[Any], bool], backoff: Backoff,

@@ -59,6 +59,8 @@ def job_records(job: pb.Job) -> list[list[str]]:
     out = [["job", job.job_id, job.definition_name, status.label(status.JOB, job.status),
             duration(job.started_at, job.finished_at), why]]
     out += [["input", name, value] for name, value in input_texts(job)]
+    if job.schedule_id:
+        out.append(["schedule", job.schedule_id, job.nominal_time.ToJsonString()])
     for s in job.steps:
         note = status.failure_text(s.failure) if s.HasField("failure") else ""
         out.append(["step", str(s.index), s.name, s.type, status.label(status.STEP, s.status),
@@ -92,6 +94,10 @@ def job_view(job: pb.Job, height: int | None = None) -> Group:
                          styled(status.JOB, job.status))
     if job.inputs:
         head.append(printable("\ninputs: " + ", ".join(f"{n}={v}" for n, v in input_texts(job))),
+                    style="dim")
+    if job.schedule_id:
+        head.append(printable(f"\nscheduled: {job.schedule_id[:8]} for "
+                              f"{job.nominal_time.ToDatetime(dt.UTC).astimezone():%Y-%m-%d %H:%M:%S}"),
                     style="dim")
     if job.HasField("failure"):
         head.append(printable(f"\n{status.failure_text(job.failure)}"), style="red")

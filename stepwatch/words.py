@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-__all__ = ["child_counts", "human_duration", "plural", "relative", "step_counts"]
+__all__ = ["ahead", "child_counts", "human_duration", "plural", "relative", "step_counts"]
 
 
 def human_duration(seconds: float) -> str:
@@ -39,6 +39,17 @@ def relative(then: dt.datetime, now: dt.datetime) -> str:
         return f"{int(ago // 3600)} h ago"
     days = int(ago // 86400)
     return f"{days} day{'s' if days != 1 else ''} ago"
+
+
+def ahead(then: dt.datetime, now: dt.datetime) -> str:
+    """How far ahead ``then`` is, in one coarse unit ("in 5 min"); "now" once it is due."""
+    left = (then - now).total_seconds()
+    if left < 1:
+        return "now"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if left >= size:
+            return f"in {int(left // size)} {unit}"
+    return f"in {int(left)}s"
 
 
 def plural(n: int, one: str, many: str | None = None) -> str:

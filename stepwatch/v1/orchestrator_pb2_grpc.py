@@ -314,86 +314,107 @@ class OrchestratorServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CreateSchedule(self, request, context):
-        """Schedules: a catalog definition started on a cron expression in a time
-        zone. Each (schedule, nominal time) starts at most one job, whichever
-        replica fires it; the job names both (Job.schedule_id, Job.nominal_time).
-        Creating, pausing, resuming, deleting and triggering need the admin role;
-        reading needs the viewer role.
-        Errors: INVALID_ARGUMENT (a bad cron expression, time zone, policy,
-        input; every problem at once); NOT_FOUND (unknown definition or
-        schedule); UNAVAILABLE (storage unavailable).
+        """Creates a schedule: a catalog definition started on a cron expression
+        read in a time zone (daylight-saving changes follow the zone's rules).
+        Each (schedule, nominal time) starts at most one job, whichever replica
+        fires it; the job names both (Job.schedule_id, Job.nominal_time). Needs
+        the admin role. Errors: INVALID_ARGUMENT (a bad cron expression, time
+        zone, policy or input, every problem at once); NOT_FOUND (no such
+        definition in the catalog); UNAVAILABLE (storage unavailable).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListSchedules(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Lists every schedule, oldest first, with its next run and last job.
+        Errors: UNAVAILABLE (storage unavailable).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetSchedule(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """One schedule. Errors: INVALID_ARGUMENT (empty or over-long id);
+        NOT_FOUND (unknown schedule).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def PauseSchedule(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Pauses a schedule: it starts no job until resumed. Needs the admin role.
+        Errors: INVALID_ARGUMENT (empty or over-long id); NOT_FOUND (unknown
+        schedule).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ResumeSchedule(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Resumes a schedule from its next nominal time after now (the paused
+        stretch is not caught up). Needs the admin role. Errors:
+        INVALID_ARGUMENT (empty or over-long id); NOT_FOUND (unknown schedule).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteSchedule(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Deletes a schedule; the jobs it started stay. Needs the admin role.
+        Errors: INVALID_ARGUMENT (empty or over-long id); NOT_FOUND (unknown
+        schedule).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def TriggerSchedule(self, request, context):
         """Starts the schedule's job now (nominal time: now), whatever its overlap
-        policy and paused flag say.
+        policy and paused flag say. Needs the admin role. Errors:
+        INVALID_ARGUMENT (empty or over-long id, inputs the definition no longer
+        accepts); NOT_FOUND (unknown schedule); FAILED_PRECONDITION (its
+        definition is gone from the catalog or invalid).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CreateSubscription(self, request, context):
-        """Webhook subscriptions: a JSON POST, signed with the subscription's secret
-        (X-Stepwatch-Signature: sha256=HMAC-SHA256(secret, body) in hex), when a
-        job finishes or a step fails. Delivery is at least once: the delivery is
-        written in the transaction of the status that causes it, retried with
-        exponential backoff up to a limit, and its log is readable here.
-        Creating and deleting need the admin role; reading the viewer role.
-        Errors: INVALID_ARGUMENT (a URL that is not http(s), carries credentials,
-        or leads to a host the server does not allow; an empty event set);
-        NOT_FOUND (unknown subscription).
+        """Subscribes a URL to job and step events: a JSON POST (WebhookPayload),
+        signed with the subscription's secret (X-Stepwatch-Signature:
+        sha256=HMAC-SHA256(secret, body) in hex). Delivery is at least once: it
+        is written in the transaction of the status that causes it, retried with
+        exponential backoff up to a limit, and logged (ListDeliveries). Needs the
+        admin role. Errors: INVALID_ARGUMENT (a URL that is not http(s), carries
+        credentials or names a host the server does not allow; no event; a job
+        status that is not terminal).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListSubscriptions(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Lists the subscriptions (never their secrets). Errors: UNAVAILABLE
+        (storage unavailable).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteSubscription(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Deletes a subscription and its pending deliveries (the log of sent ones
+        stays). Needs the admin role. Errors: INVALID_ARGUMENT (empty or
+        over-long id); NOT_FOUND (unknown subscription).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListDeliveries(self, request, context):
-        """The delivery log, newest first.
+        """The delivery log, newest first: each notification's state, tries, last
+        HTTP status and error. Errors: INVALID_ARGUMENT (limit over 1000,
+        over-long ids).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from stepwatch.v1 import orchestrator_pb2 as pb
+
 from .conftest import Server
 from .helpers import DEADLINE
 
@@ -43,9 +45,10 @@ def test_list_and_describe_by_reflection(server: Server) -> None:
     services = grpcurl(server, "list").split()
     assert {SERVICE, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= set(services)
     methods = grpcurl(server, "list", SERVICE).split()
-    assert {f"{SERVICE}.{m}" for m in ("ListJobDefinitions", "SubmitJob", "GetJob", "ListJobs",
-                                       "CancelJob", "WatchJob", "WatchJobs", "ListChildren",
-                                       "WatchLogs", "ListDocuments", "RerunJob", "DeleteJob")} == set(methods)
+    contract = pb.DESCRIPTOR.services_by_name["OrchestratorService"].methods
+    assert {f"{SERVICE}.{m.name}" for m in contract} == set(methods)
+    assert {f"{SERVICE}.{m}" for m in ("SubmitJob", "WatchJob", "CreateSchedule",
+                                       "CreateSubscription", "ListDeliveries")} <= set(methods)
     described = grpcurl(server, "describe", "stepwatch.v1.StepStatus")
     for value in ("STEP_STATUS_FAILED = 4", "STEP_STATUS_COMPLETED = 3", "STEP_STATUS_SKIPPED = 5"):
         assert value in described

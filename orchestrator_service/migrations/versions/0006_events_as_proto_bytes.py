@@ -92,6 +92,7 @@ def to_json(value: StepState | JobState) -> dict[str, Any]:
         "started_at": value.started_at, "finished_at": value.finished_at,
         "steps": [_step_json(s) for s in value.steps], "rerun_of": value.rerun_of,
         "inputs": [list(pair) for pair in value.inputs],
+        "schedule_id": value.schedule_id, "nominal_time": value.nominal_time,
     }
 
 
