@@ -12,7 +12,7 @@ from nicegui import app, context
 from .throttle import Throttle
 from .users import Role, Sessions, User, UserBook
 
-__all__ = ["Access", "can_act", "configure", "current", "get", "role"]
+__all__ = ["Access", "can_act", "can_admin", "configure", "current", "get", "role"]
 
 SESSION_KEY = "sid"
 
@@ -69,3 +69,9 @@ def can_act() -> bool:
     """Run, Cancel and Rerun: an operator's (checked again when the button is used)."""
     r = role()
     return r is not None and r >= Role.OPERATOR
+
+
+def can_admin() -> bool:
+    """Schedules and webhooks: an admin's to change (checked again by the orchestrator)."""
+    r = role()
+    return r is not None and r >= Role.ADMIN

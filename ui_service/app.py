@@ -19,7 +19,8 @@ from stepwatch.net import is_loopback
 from stepwatch.secretfile import read_token_file
 
 from . import access, metrics
-from .pages import job, login, queue
+from .pages import automation, job, login, queue
+from .pages.automation import CSS as AUTOMATION_CSS
 from .pages.queue import CSS as QUEUE_CSS
 from .pages.step_list import CSS as STEP_LIST_CSS
 from .pages.widgets import CSS
@@ -53,10 +54,12 @@ def build(target: str) -> None:
     ui.add_css(CSS, shared=True)
     ui.add_css(STEP_LIST_CSS, shared=True)
     ui.add_css(QUEUE_CSS, shared=True)
+    ui.add_css(AUTOMATION_CSS, shared=True)
     app.add_api_route("/metrics", lambda: Response(metrics.render(),
                                                    media_type="text/plain; version=0.0.4"))
     queue.register(target)
     job.register(target)
+    automation.register(target)
     login.register()
 
 

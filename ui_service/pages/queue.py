@@ -133,6 +133,8 @@ def register(target: str) -> None:
             for el in (definitions, run_button):
                 el.set_visibility(access.can_act())  # a viewer runs nothing
             ui.space()
+            ui.link("Schedules", "/schedules").mark("nav-schedules")
+            ui.link("Webhooks", "/webhooks").mark("nav-webhooks")
             user_menu()
             connection = ui.label(Connection.CONNECTING.value).mark("connection").classes(
                 "sw-connection")
