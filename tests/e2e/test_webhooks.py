@@ -193,3 +193,30 @@ def test_two_replicas_never_send_one_attempt_twice(postgres: object, tmp_path: P
     finally:
         a.stop()
         b.stop()
+
+
+def test_the_readme_signature_check_accepts_a_real_delivery_and_refuses_a_forged_one(
+        tmp_path: Path, hooks: Receiver) -> None:
+    from tests.procs import REPO
+
+    text = (REPO / "README.md").read_text()
+    start = text.index("```python\nimport hashlib, hmac")
+    snippet = text[start + len("```python\n"):text.index("```", start + 10)]
+    scope: dict[str, object] = {}
+    exec(snippet, scope)  # noqa: S102 - the README's own example, run as a reader would
+    verify = scope["verify"]
+    orch = server(f"sqlite:///{tmp_path / 'w.db'}", tmp_path)
+    try:
+        subscribe(orch.target, hooks.url("/readme"))
+        job = run_job(orch.target, definition_toml=QUICK)
+        r = hooks.wait_for(lambda rs: len(rs) >= 1)[0]
+    finally:
+        orch.stop()
+    headers = {"X-Stepwatch-Signature": r.headers["x-stepwatch-signature"],
+               "X-Stepwatch-Timestamp": r.headers["x-stepwatch-timestamp"]}
+    payload = verify(SECRET, r.body, headers)  # type: ignore[operator]
+    assert payload["job"]["jobId"] == job.job_id and payload["deliveryId"]
+    with pytest.raises(PermissionError):
+        verify(SECRET, r.body.replace(b"COMPLETED", b"FAILED"), headers)  # type: ignore[operator]
+    with pytest.raises(PermissionError):
+        verify("another secret", r.body, headers)  # type: ignore[operator]
