@@ -51,10 +51,22 @@ class Metrics:
                                  "another (PostgreSQL replicas)", registry=self.registry)
         self.store_writes = Histogram("stepwatch_store_write_seconds", "Store write transactions",
                                       ["op"], buckets=WRITES, registry=r)
+        self.webhook_attempts = Counter(
+            "stepwatch_webhook_attempts", "Webhook delivery attempts this replica made, by "
+            "outcome (delivered, retry, failed)", ["outcome"], registry=r)
+        self.schedule_runs = Counter(
+            "stepwatch_schedule_runs", "Nominal times of schedules this replica fired, by "
+            "outcome (started, skipped)", ["outcome"], registry=r)
         self._running_jobs: set[str] = set()
         self._running_steps: set[str] = set()
         self._children: dict[str, tuple[int, ChildCounts]] = {}  # step_id -> (attempt, counts)
         self._server: WSGIServer | None = None
+
+    def schedule_fired(self, started: int, skipped: int) -> None:
+        if started:
+            self.schedule_runs.labels("started").inc(started)
+        if skipped:
+            self.schedule_runs.labels("skipped").inc(skipped)
 
     def serve(self, host: str, port: int) -> int:
         server, _thread = start_http_server(port, addr=host, registry=self.registry)

@@ -39,6 +39,8 @@ __all__ = ["Notifier", "Response", "Sender", "http_sender"]
 
 log = logging.getLogger(__name__)
 BATCH = 20
+OUTCOME = {DeliveryState.DELIVERED: "delivered", DeliveryState.PENDING: "retry",
+           DeliveryState.FAILED: "failed"}
 EVENT_NAMES = {NotifyEvent.JOB_FINISHED: "job.finished", NotifyEvent.STEP_FAILED: "step.failed"}
 
 
@@ -71,16 +73,17 @@ def http_sender(timeout_s: float) -> tuple[Sender, Callable[[], Awaitable[None]]
 class Notifier:
     def __init__(self, store: Store, owner: str, policy: WebhookPolicy,
                  clock: Clock = now_us, poll_s: float = 1.0,
-                 sender: Sender | None = None) -> None:
+                 sender: Sender | None = None,
+                 on_attempt: Callable[[str], None] | None = None) -> None:
+        """``on_attempt``: told each attempt's outcome (delivered, retry, failed)."""
         self.store = store
         self.owner = owner
         self.policy = policy
         self.clock = clock
         self.poll_s = poll_s
+        self.on_attempt = on_attempt
         self._close: Callable[[], Awaitable[None]] | None = None
-        if sender is None:
-            sender, self._close = http_sender(policy.timeout_s)
-        self.send = sender
+        self._sender = sender  # made at the first send: most processes never send one
         self._wake = asyncio.Event()
         #: How long a claim lasts: a send (its timeout) fits in it twice over.
         self.claim_us = int((2 * policy.timeout_s + 10) * 1e6)
@@ -147,7 +150,9 @@ class Notifier:
                    "X-Stepwatch-Timestamp": str(now // 1_000_000)}
         if now + self.policy.timeout_s * 1e6 > claim.expires_at:
             return  # too late to finish within the claim: the next claim tries it
-        response = await self.send(claim.url, body, headers)
+        if self._sender is None:
+            self._sender, self._close = http_sender(self.policy.timeout_s)
+        response = await self._sender(claim.url, body, headers)
         if 200 <= response.status_code < 300:
             await self._record(claim, DeliveryState.DELIVERED, response.status_code, "")
             return
@@ -159,6 +164,8 @@ class Notifier:
 
     async def _record(self, claim: Claim, state: DeliveryState, code: int, error: str,
                       next_at: int | None = None) -> None:
+        if self.on_attempt is not None:
+            self.on_attempt(OUTCOME[state])
         if not await self.store.automation.record_delivery(claim, self.owner, state, code,
                                                            error, next_at):
             log.warning("webhook delivery %s: its claim expired before its outcome was "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from sqlalchemy.exc import IntegrityError
 
@@ -28,7 +29,10 @@ log = logging.getLogger(__name__)
 
 class Scheduler:
     def __init__(self, engine: Engine, catalog: Catalog, clock: Clock = now_us,
-                 tick_s: float = 0.5) -> None:
+                 tick_s: float = 0.5,
+                 on_fired: Callable[[int, int], None] | None = None) -> None:
+        """``on_fired``: told, after each firing, how many runs started and were skipped."""
+        self.on_fired = on_fired
         self.engine = engine
         self.store = engine.store
         self.catalog = catalog
@@ -59,6 +63,8 @@ class Scheduler:
                 log.info("schedule %s: a due run was started elsewhere", schedule_id)
                 continue
             self._started(schedule_id, result)
+            if self.on_fired is not None:
+                self.on_fired(len(result.jobs), result.skipped)
             fired.append(result)
         return fired
 

@@ -118,9 +118,11 @@ class Orchestrator:
         self.ownership: Ownership | None = None
         self.servicer: OrchestratorServicer | None = None
         self.metrics_port = 0
-        self.scheduler = Scheduler(self.engine, self.catalog, tick_s=settings.scheduler_tick_s)
+        self.scheduler = Scheduler(self.engine, self.catalog, tick_s=settings.scheduler_tick_s,
+                                   on_fired=self.metrics.schedule_fired)
         self.notifier = Notifier(self.store, self.store.holding.owner or f"pid{os.getpid()}",
-                                 settings.webhooks)
+                                 settings.webhooks,
+                                 on_attempt=lambda o: self.metrics.webhook_attempts.labels(o).inc())
         self._file_watch: asyncio.Task[None] | None = None
         self._retention: asyncio.Task[None] | None = None
         self._automation: list[asyncio.Task[None]] = []

@@ -72,7 +72,7 @@ class JobRow(Base):
     schedule_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     nominal_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
-    __table_args__ = (UniqueConstraint("schedule_id", "nominal_at", name="uq_jobs_schedule_nominal"),)
+    __table_args__ = (Index("uq_jobs_schedule_nominal", "schedule_id", "nominal_at", unique=True),)
 
 
 class StepRow(Base):

@@ -68,6 +68,8 @@ class Automation:
 
     async def claim_deliveries(self, owner: str, now: int, claim_us: int,
                                limit: int) -> list[Claim]:
+        if not await self._runner.read(outbox.any_due, now):
+            return []
         return await self._runner.write("claim_deliveries", self._tx, outbox.claim_due, owner,
                                         now, claim_us, limit, wait=False)
 
@@ -78,6 +80,8 @@ class Automation:
                                         claim, owner, state, status_code, error, next_at)
 
     async def release_claims(self) -> int:
+        if not await self._runner.read(outbox.any_claimed):
+            return 0  # the usual start: a read, no write lock
         return await self._runner.write("release_claims", self._tx, outbox.release_claims)
 
     async def list_deliveries(self, subscription_id: str, job_id: str,

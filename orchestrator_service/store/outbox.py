@@ -155,6 +155,14 @@ def delete_subscription(c: Connection, sub_id: str) -> bool:
 # -- deliveries ----------------------------------------------------------------------------------
 
 
+def any_due(c: Connection, now: int) -> bool:
+    """Whether a delivery is due (a read: an idle notifier takes no write lock)."""
+    return c.execute(select(DEL.c.id).where(
+        DEL.c.state == int(DeliveryState.PENDING), DEL.c.next_at <= now,
+        or_(DEL.c.claim_expires_at.is_(None), DEL.c.claim_expires_at <= now)).limit(1)
+                     ).first() is not None
+
+
 def claim_due(c: Connection, owner: str, now: int, claim_us: int, limit: int) -> list[Claim]:
     """Up to ``limit`` due deliveries, each with its next attempt counted and claimed by
     ``owner`` until now + claim_us. Rows another replica is claiming are passed over."""
@@ -194,6 +202,11 @@ def list_deliveries(c: Connection, subscription_id: str, job_id: str,
     if job_id:
         q = q.where(DEL.c.job_id == job_id)
     return [delivery_of(r) for r in c.execute(q.order_by(DEL.c.id.desc()).limit(limit))]
+
+
+def any_claimed(c: Connection) -> bool:
+    return c.execute(select(DEL.c.id).where(DEL.c.claimed_by.is_not(None)).limit(1)
+                     ).first() is not None
 
 
 def release_claims(c: Connection) -> int:

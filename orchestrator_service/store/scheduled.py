@@ -63,6 +63,8 @@ class Fired:
     cancel: tuple[str, ...] = ()
     events: tuple[Event, ...] = ()
     logs: frozenset[tuple[str, int]] = frozenset()
+    #: nominal times passed over by this firing (overlap skip, missed catch-up, no definition)
+    skipped: int = 0
 
 
 def spec_of(r: Any) -> ScheduleSpec:
@@ -172,4 +174,4 @@ def fire(c: Connection, schedule_id: str, now: int, firing: Firing, force: bool,
     if jobs:
         values.update(last_nominal_at=start[-1], last_job_id=jobs[-1].job_id)
     c.execute(update(SCH).where(SCH.c.schedule_id == schedule_id).values(**values))
-    return Fired(tuple(jobs), cancel, tuple(events), frozenset(logs))
+    return Fired(tuple(jobs), cancel, tuple(events), frozenset(logs), skipped)

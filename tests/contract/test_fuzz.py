@@ -119,6 +119,19 @@ RPCS = {  # method: (fields by number, server-streaming)
     "WatchLogs": ({1: "string", 2: "string", 3: "number", 4: "number", 5: "number"}, True),
     "ListDocuments": ({1: "string", 2: "string", 3: "number", 4: "string"}, False),
     "RerunJob": ({1: "string", 2: "number", 3: "string"}, False),
+    "CreateSchedule": ({1: "string", 2: "string", 3: "string", 5: "number", 6: "number",
+                        7: "number", 8: "string"}, False),
+    "ListSchedules": ({}, False),
+    "GetSchedule": ({1: "string"}, False),
+    "PauseSchedule": ({1: "string"}, False),
+    "ResumeSchedule": ({1: "string"}, False),
+    "DeleteSchedule": ({1: "string"}, False),
+    "TriggerSchedule": ({1: "string"}, False),
+    "CreateSubscription": ({1: "string", 2: "number", 3: "number", 4: "string", 5: "string",
+                            6: "string"}, False),
+    "ListSubscriptions": ({}, False),
+    "DeleteSubscription": ({1: "string"}, False),
+    "ListDeliveries": ({1: "string", 2: "string", 3: "number"}, False),
 }
 
 

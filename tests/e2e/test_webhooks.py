@@ -4,8 +4,10 @@ attempt twice across PostgreSQL replicas (one SIGKILLed mid-way)."""
 
 from __future__ import annotations
 
+import re
 import signal
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,7 +110,8 @@ def test_each_delivery_is_signed_and_carries_the_job_and_event(tmp_path: Path,
 
 
 def test_a_receiver_that_fails_twice_gets_the_third_try(tmp_path: Path, hooks: Receiver) -> None:
-    orch = server(f"sqlite:///{tmp_path / 'w.db'}", tmp_path)
+    orch = server(f"sqlite:///{tmp_path / 'w.db'}", tmp_path, "--metrics-port", "0")
+    metrics_url = orch.wait_for(re.compile(r"metrics on (http://\S+)")).group(1)
     hooks.script["/flaky"] = [500, 503]
     try:
         subscribe(orch.target, hooks.url("/flaky"))
@@ -121,6 +124,9 @@ def test_a_receiver_that_fails_twice_gets_the_third_try(tmp_path: Path, hooks: R
         [d] = until_delivery(orch.target, lambda ds: ds and ds[0].state
                              == pb.DELIVERY_STATE_DELIVERED, job_id=job.job_id)
         assert (d.attempts, d.last_status_code) == (3, 200)
+        text = urllib.request.urlopen(metrics_url, timeout=DEADLINE).read().decode()
+        assert 'stepwatch_webhook_attempts_total{outcome="retry"} 2.0' in text
+        assert 'stepwatch_webhook_attempts_total{outcome="delivered"} 1.0' in text
     finally:
         orch.stop()
 

@@ -78,3 +78,10 @@ def test_schedules_and_webhooks_pages(browser: webdriver.Chrome, tmp_path: Path,
         failed = browser.find_element(By.CSS_SELECTOR, "[data-state='failed']").text
         assert "HTTP 500" in failed and "/down" in failed
         assert hooks.url("/ok") in browser.find_element(By.TAG_NAME, "body").text
+
+        # The job names its schedule and nominal time on its page.
+        browser.get(f"{ui.url}/jobs/{job.job_id}")
+        stamp = job.nominal_time.ToDatetime(dt.UTC).astimezone()
+        WebDriverWait(browser, DEADLINE).until(
+            lambda d: f"scheduled ({s.schedule_id[:8]}) for {stamp:%Y-%m-%d %H:%M:%S}"
+            in d.find_element(By.TAG_NAME, "body").text)

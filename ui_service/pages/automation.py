@@ -12,6 +12,7 @@ from nicegui import ui
 
 from stepwatch.client import Client
 from stepwatch.errors import StepwatchError
+from stepwatch.status import Tone
 from stepwatch.v1 import orchestrator_pb2 as pb
 from stepwatch.words import ahead
 
@@ -39,9 +40,10 @@ OVERLAP = {pb.OVERLAP_POLICY_SKIP: "skip", pb.OVERLAP_POLICY_ALLOW: "allow",
 CATCHUP = {pb.CATCHUP_POLICY_NONE: "none", pb.CATCHUP_POLICY_LATEST: "latest",
            pb.CATCHUP_POLICY_ALL: "all"}
 EVENT = {pb.NOTIFY_EVENT_JOB_FINISHED: "job finished", pb.NOTIFY_EVENT_STEP_FAILED: "step failed"}
-DELIVERY = {pb.DELIVERY_STATE_PENDING: ("pending", "#f9a825"),
-            pb.DELIVERY_STATE_DELIVERED: ("delivered", "#2e7d32"),
-            pb.DELIVERY_STATE_FAILED: ("failed", "#c62828")}
+# A delivery's state, in the tones of the one status table (status_style).
+DELIVERY = {pb.DELIVERY_STATE_PENDING: ("pending", Tone.WAITING),
+            pb.DELIVERY_STATE_DELIVERED: ("delivered", Tone.SUCCESS),
+            pb.DELIVERY_STATE_FAILED: ("failed", Tone.FAILURE)}
 
 
 def when(ts: object) -> str:
@@ -138,10 +140,10 @@ class DeliveryRow:
         self.set(d)
 
     def set(self, d: pb.Delivery) -> None:
-        word, colour = DELIVERY.get(d.state, (f"unknown ({d.state})", "#757575"))
+        word, tone = DELIVERY.get(d.state, (f"unknown ({d.state})", Tone.UNKNOWN))
         self.row.props["data-state"] = word
         self.state.set_text(word)
-        self.state.style["background-color"] = colour
+        self.state.style["background-color"] = status_style.TONE_LOOK[tone][0]
         self.tries.set_text(str(d.attempts))
         self.code.set_text(str(d.last_status_code or "–"))
         self.error.set_text(d.last_error)

@@ -53,6 +53,7 @@ class JobView:
             self.failures.set_visibility(False)
             self.meta = ui.label("").classes("sw-note").mark("job-meta")
             self.inputs = ui.label("").classes("sw-note").mark("job-inputs")
+            self.scheduled = ui.link("", "/schedules").classes("sw-note").mark("job-schedule")
             ui.space()
         self.error = ui.label("").classes("text-negative").mark("error")
         self.error.bind_visibility_from(self.error, "text", backward=bool)
@@ -91,6 +92,8 @@ class JobView:
             self.meta.props["title"] = f"created {date_time(job.created_at)}"
             self.inputs.set_text("inputs: " + ", ".join(f"{n}={v}" for n, v in input_texts(job))
                                  if job.inputs else "")
+            self.scheduled.set_text(f"scheduled ({job.schedule_id[:8]}) for "
+                                    f"{date_time(job.nominal_time)}" if job.schedule_id else "")
         if job is not None:
             self.steps.update(job, changed.steps, self.state.step, changed.header)
             if self.on_step is not None:

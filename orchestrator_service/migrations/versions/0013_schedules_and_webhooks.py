@@ -17,10 +17,12 @@ Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('jobs', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('schedule_id', sa.String(32), nullable=True))
-        batch_op.add_column(sa.Column('nominal_at', sa.BigInteger(), nullable=True))
-        batch_op.create_unique_constraint('uq_jobs_schedule_nominal', ['schedule_id', 'nominal_at'])
+    # Columns and a unique index, not a constraint: SQLite adds them in place (a batch
+    # rebuild of `jobs` would trip the foreign keys of an existing database's steps).
+    op.add_column('jobs', sa.Column('schedule_id', sa.String(32), nullable=True))
+    op.add_column('jobs', sa.Column('nominal_at', sa.BigInteger(), nullable=True))
+    op.create_index('uq_jobs_schedule_nominal', 'jobs', ['schedule_id', 'nominal_at'],
+                    unique=True)
     op.create_table(
         'schedules',
         sa.Column('schedule_id', sa.String(32), primary_key=True),
@@ -77,7 +79,7 @@ def downgrade() -> None:
     op.drop_table('deliveries')
     op.drop_table('subscriptions')
     op.drop_table('schedules')
+    op.drop_index('uq_jobs_schedule_nominal', table_name='jobs')
     with op.batch_alter_table('jobs', schema=None) as batch_op:
-        batch_op.drop_constraint('uq_jobs_schedule_nominal', type_='unique')
         batch_op.drop_column('nominal_at')
         batch_op.drop_column('schedule_id')
