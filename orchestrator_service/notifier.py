@@ -86,7 +86,7 @@ class Notifier:
         self._sender = sender  # made at the first send: most processes never send one
         self._wake = asyncio.Event()
         #: How long a claim lasts: a send (its timeout) fits in it twice over.
-        self.claim_us = int((2 * policy.timeout_s + 10) * 1e6)
+        self.claim_us = int((2 * policy.timeout_s + 1) * 1e6)
 
     def wake(self) -> None:
         """Something was committed that may have queued deliveries."""

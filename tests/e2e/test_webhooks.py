@@ -175,7 +175,9 @@ def test_sigkilled_mid_send_delivers_after_restart(tmp_path: Path, hooks: Receiv
 def test_two_replicas_never_send_one_attempt_twice(postgres: object, tmp_path: Path,
                                                   hooks: Receiver) -> None:
     url = postgres.new_database()  # type: ignore[attr-defined]
-    a, b = server(url, tmp_path), server(url, tmp_path)
+    # A 2 s send timeout: a claim the SIGKILLed replica held expires 5 s later (2 x 2 + 1).
+    a, b = (server(url, tmp_path, "--webhook-timeout", "2"),
+            server(url, tmp_path, "--webhook-timeout", "2"))
     try:
         subscribe(a.target, hooks.url("/jobs"))
         ids: list[str] = []
