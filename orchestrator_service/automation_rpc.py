@@ -87,13 +87,10 @@ class AutomationRpcs:
         records = await self.store.automation.list_schedules()
         return pb.ListSchedulesResponse(schedules=[codec.schedule(r) for r in records])
 
-    async def _schedule_id(self, schedule_id: str) -> str:
-        return bounded_id("schedule_id", schedule_id, required=True)
-
     @rpc
     async def GetSchedule(  # noqa: N802
             self, request: pb.GetScheduleRequest, context: Context) -> pb.GetScheduleResponse:
-        sid = await self._schedule_id(request.schedule_id)
+        sid = bounded_id("schedule_id", request.schedule_id, required=True)
         try:
             record = await self.store.automation.get_schedule(sid)
         except LookupError:
@@ -101,7 +98,7 @@ class AutomationRpcs:
         return pb.GetScheduleResponse(schedule=codec.schedule(record))
 
     async def _set_paused(self, schedule_id: str, paused: bool) -> pb.Schedule:
-        sid = await self._schedule_id(schedule_id)
+        sid = bounded_id("schedule_id", schedule_id, required=True)
         try:
             return codec.schedule(await self.store.automation.set_paused(sid, paused, now_us()))
         except LookupError:
@@ -121,7 +118,7 @@ class AutomationRpcs:
     @rpc
     async def DeleteSchedule(  # noqa: N802
             self, request: pb.DeleteScheduleRequest, context: Context) -> pb.DeleteScheduleResponse:
-        sid = await self._schedule_id(request.schedule_id)
+        sid = bounded_id("schedule_id", request.schedule_id, required=True)
         if not await self.store.automation.delete_schedule(sid):
             raise _not_found("schedule", sid)
         return pb.DeleteScheduleResponse(schedule_id=sid)
@@ -129,7 +126,7 @@ class AutomationRpcs:
     @rpc
     async def TriggerSchedule(  # noqa: N802
             self, request: pb.TriggerScheduleRequest, context: Context) -> pb.TriggerScheduleResponse:
-        sid = await self._schedule_id(request.schedule_id)
+        sid = bounded_id("schedule_id", request.schedule_id, required=True)
         assert self.scheduler is not None
         try:
             fired = await self.scheduler.trigger(sid)

@@ -54,9 +54,10 @@ class Scheduler:
         """Fire every schedule due now; what each fired."""
         now = self.clock()
         fired = []
-        for schedule_id, name in await self.store.automation.due_schedules(now):
-            schedule = await self.store.automation.get_schedule(schedule_id)
-            firing = await asyncio.to_thread(self._firing, name, schedule.spec.inputs)
+        for schedule in await self.store.automation.due_schedules(now):
+            schedule_id = schedule.schedule_id
+            firing = await asyncio.to_thread(self._firing, schedule.spec.definition_name,
+                                             schedule.spec.inputs)
             try:
                 result = await self.store.writes.fire_schedule(schedule_id, now, firing)
             except IntegrityError:  # another replica started that nominal time: it runs

@@ -49,7 +49,7 @@ class Automation:
         return await self._runner.write("delete_schedule", self._tx, scheduled.delete_schedule,
                                         schedule_id, wait=False)
 
-    async def due_schedules(self, now: int) -> list[tuple[str, str]]:
+    async def due_schedules(self, now: int) -> list[ScheduleRecord]:
         return await self._runner.read(scheduled.due_schedules, now)
 
     # -- subscriptions and deliveries ------------------------------------------------------

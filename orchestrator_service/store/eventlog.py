@@ -93,6 +93,13 @@ class _Log:
     def header(self) -> None:
         self._append(header=True)
 
+    def created(self, steps: tuple[StepState, ...]) -> tuple[list[Event], JobState]:
+        """A new job's first events (its header, then each step), written; and the job."""
+        self.header()
+        for st in steps:
+            self.step(st)
+        return self.flush(), replace(self.state(), steps=steps)
+
     def state(self) -> JobState:
         return _header(self.values)
 

@@ -155,21 +155,21 @@ def delete_subscription(c: Connection, sub_id: str) -> bool:
 # -- deliveries ----------------------------------------------------------------------------------
 
 
+def _due(now: int) -> Any:
+    """Pending, its next try due, and not claimed (or its claim expired)."""
+    return (DEL.c.state == int(DeliveryState.PENDING)) & (DEL.c.next_at <= now) & or_(
+        DEL.c.claim_expires_at.is_(None), DEL.c.claim_expires_at <= now)
+
+
 def any_due(c: Connection, now: int) -> bool:
     """Whether a delivery is due (a read: an idle notifier takes no write lock)."""
-    return c.execute(select(DEL.c.id).where(
-        DEL.c.state == int(DeliveryState.PENDING), DEL.c.next_at <= now,
-        or_(DEL.c.claim_expires_at.is_(None), DEL.c.claim_expires_at <= now)).limit(1)
-                     ).first() is not None
+    return c.execute(select(DEL.c.id).where(_due(now)).limit(1)).first() is not None
 
 
 def claim_due(c: Connection, owner: str, now: int, claim_us: int, limit: int) -> list[Claim]:
     """Up to ``limit`` due deliveries, each with its next attempt counted and claimed by
     ``owner`` until now + claim_us. Rows another replica is claiming are passed over."""
-    q = (select(DEL.c.id).where(
-        DEL.c.state == int(DeliveryState.PENDING), DEL.c.next_at <= now,
-        or_(DEL.c.claim_expires_at.is_(None), DEL.c.claim_expires_at <= now))
-         .order_by(DEL.c.next_at, DEL.c.id).limit(limit))
+    q = select(DEL.c.id).where(_due(now)).order_by(DEL.c.next_at, DEL.c.id).limit(limit)
     # SKIP LOCKED on PostgreSQL (SQLite has one writer and renders no FOR UPDATE).
     ids = list(c.execute(q.with_for_update(skip_locked=True)).scalars())
     if not ids:

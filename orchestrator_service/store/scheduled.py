@@ -124,11 +124,10 @@ def delete_schedule(c: Connection, schedule_id: str) -> bool:
     return c.execute(delete(SCH).where(SCH.c.schedule_id == schedule_id)).rowcount > 0
 
 
-def due_schedules(c: Connection, now: int) -> list[tuple[str, str]]:
-    """(schedule_id, definition_name) of the schedules due at ``now``."""
-    return [(r.schedule_id, r.definition_name) for r in c.execute(
-        select(SCH.c.schedule_id, SCH.c.definition_name).where(
-            SCH.c.paused.is_(False), SCH.c.next_at <= now))]
+def due_schedules(c: Connection, now: int) -> list[ScheduleRecord]:
+    """The schedules due at ``now``."""
+    return [_record(r) for r in c.execute(
+        _with_last_status().where(SCH.c.paused.is_(False), SCH.c.next_at <= now))]
 
 
 def fire(c: Connection, schedule_id: str, now: int, firing: Firing, force: bool,
@@ -163,12 +162,10 @@ def fire(c: Connection, schedule_id: str, now: int, firing: Firing, force: bool,
         steps = insert_job(c, job_id, firing.definition, firing.text, None, None, "catalog",
                            lease, now, firing.inputs, (schedule_id, nominal))
         log_ = open_log(c, job_id)
-        log_.header()
-        for st in steps:
-            log_.step(st)
-        events += log_.flush()
+        written, job = log_.created(steps)
+        events += written
         logs |= log_.log_keys
-        jobs.append(JobState(**{**log_.state().__dict__, "steps": steps}))
+        jobs.append(job)
     values: dict[str, Any] = {"skipped": SCH.c.skipped + skipped, "last_error": error,
                               "next_at": next_at}
     if jobs:

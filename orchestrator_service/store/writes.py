@@ -187,11 +187,7 @@ class Writes:
             steps = insert_job(c, job_id, definition, source_toml, request, rerun, source,
                                self._holding.lease_values, now, inputs)
             log_ = self._log(c, job_id, fence=False)  # its lease is the one inserted above
-            log_.header()
-            for st in steps:
-                log_.step(st)
-            events = log_.flush()
-            state = replace(log_.state(), steps=steps)
+            events, state = log_.created(steps)
         self._holding.take(job_id, 1)  # held once committed: a renewal never sees it uncommitted
         self._runner.committed(events, log_.log_keys)
         return state, True
