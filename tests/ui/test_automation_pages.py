@@ -22,6 +22,7 @@ from tests.support.receiver import receiver
 
 pytestmark = pytest.mark.browser
 DEADLINE = 60
+REPO = Path(__file__).resolve().parents[2]
 
 
 def attr(d: webdriver.Chrome, css: str, name: str) -> str | None:
@@ -78,6 +79,18 @@ def test_schedules_and_webhooks_pages(browser: webdriver.Chrome, tmp_path: Path,
         failed = browser.find_element(By.CSS_SELECTOR, "[data-state='failed']").text
         assert "HTTP 500" in failed and "/down" in failed
         assert hooks.url("/ok") in browser.find_element(By.TAG_NAME, "body").text
+
+        # A phone's width: both pages fit without scrolling sideways, every row still there.
+        browser.set_window_size(390, 900)
+        for path, css, count in (("/schedules", row, 1), ("/webhooks", "[data-delivery-id]", 2)):
+            browser.get(f"{ui.url}{path}")
+            WebDriverWait(browser, DEADLINE).until(
+                lambda d, c=css, n=count: len(d.find_elements(By.CSS_SELECTOR, c)) == n)
+            inner = browser.execute_script("return window.innerWidth")
+            scroll = browser.execute_script("return document.documentElement.scrollWidth")
+            assert scroll <= inner, f"{path} at 390 px: {scroll} > {inner}"
+            browser.save_screenshot(str(REPO / "docs" / f"{path[1:]}_390.png"))
+        browser.set_window_size(1280, 900)
 
         # The job names its schedule and nominal time on its page.
         browser.get(f"{ui.url}/jobs/{job.job_id}")

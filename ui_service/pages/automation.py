@@ -34,6 +34,15 @@ CSS = """
 .sw-schedrow > *, .sw-delivrow > * { overflow: hidden; text-overflow: ellipsis; min-width: 0;
   white-space: nowrap; }
 .sw-schedrow .sw-badge { font-size: 0.72rem; padding: 0 8px; height: 20px; }
+/* A phone: each row becomes a two-column card (every field kept), without the header. */
+@media (max-width: 760px) {
+  .sw-schedrow, .sw-delivrow { grid-template-columns: minmax(0, 1fr) minmax(0, 1fr);
+    row-gap: 2px; padding: 6px; }
+  .sw-head { display: none; }
+  .sw-schedrow > [data-label]::before, .sw-delivrow > [data-label]::before {
+    content: attr(data-label) " "; opacity: .6; }
+  .sw-delivrow .sw-badge { justify-self: start; }
+}
 """
 OVERLAP = {pb.OVERLAP_POLICY_SKIP: "skip", pb.OVERLAP_POLICY_ALLOW: "allow",
            pb.OVERLAP_POLICY_CANCEL_PREVIOUS: "cancel previous"}
@@ -81,7 +90,8 @@ class ScheduleRow:
                 self.last = ui.link("", "#").classes("font-mono text-xs")
                 self.badge = Badge(status_style.JOB, 0)
             self.policy = ui.label("").classes("text-xs")
-            self.skipped = ui.label("").classes("text-xs").props("title='runs skipped'")
+            self.skipped = ui.label("").classes("text-xs").props(
+                "title='runs skipped' data-label='skipped'")
             with ui.row().classes("gap-1 no-wrap"):
                 self.toggle = ui.button("Pause", on_click=lambda: act(
                     self.schedule_id, "resume" if self.paused else "pause")).props(
@@ -133,10 +143,10 @@ class DeliveryRow:
             ui.link(d.job_id[:8], f"/jobs/{d.job_id}").classes("font-mono text-xs")
             ui.label(d.step or url)
             self.state = ui.label("").classes("sw-badge")
-            self.tries = ui.label("")
-            self.code = ui.label("")
+            self.tries = ui.label("").props("data-label=tries")
+            self.code = ui.label("").props("data-label=HTTP")
             self.error = ui.label("").classes("sw-failure text-xs")
-            self.next = ui.label("")
+            self.next = ui.label("").props("data-label='next try'")
         self.set(d)
 
     def set(self, d: pb.Delivery) -> None:
@@ -157,7 +167,7 @@ def register(target: str) -> None:
         rows: dict[str, ScheduleRow] = {}
         header("Schedules")
         status = ui.label("").classes("text-sm text-grey-7").mark("schedules-status")
-        with ui.element("div").classes("w-full sw-schedrow text-caption text-grey-7"):
+        with ui.element("div").classes("w-full sw-schedrow sw-head text-caption text-grey-7"):
             for title in ("definition", "cron (zone)", "next run", "last job", "policy",
                           "skipped", ""):
                 ui.label(title)
@@ -208,7 +218,7 @@ def register(target: str) -> None:
         ui.label("Subscriptions").classes("text-subtitle1")
         subs = ui.column().classes("w-full gap-0").mark("subscriptions")
         ui.label("Deliveries (newest first)").classes("text-subtitle1")
-        with ui.element("div").classes("w-full sw-delivrow text-caption text-grey-7"):
+        with ui.element("div").classes("w-full sw-delivrow sw-head text-caption text-grey-7"):
             for title in ("delivery", "event", "job", "step / url", "state", "tries", "HTTP",
                           "last error", "next try"):
                 ui.label(title)
