@@ -11,7 +11,10 @@ statement:
   ``pattern`` has its next COMMIT forwarded, PostgreSQL's answer to it read and dropped,
   then both ends closed: the commit happened, and the client cannot know;
 - ``cut_on(pattern)``: the next statement containing ``pattern`` is not forwarded; its
-  connection is closed instead.
+  connection is closed instead;
+- ``blackhole_after(pattern)``: the next statement containing ``pattern`` is forwarded, then
+  the partition begins (as ``blackhole()``): PostgreSQL runs it, its reply is dropped, and
+  its transaction stays open on the server with whatever locks it took.
 
 Each aimed fault returns a ``threading.Event`` set when it fired.
 """
@@ -34,7 +37,7 @@ _COMMIT_DONE = b"C\x00\x00\x00\x0bCOMMIT\x00"  # CommandComplete for COMMIT
 @dataclass
 class _Aim:
     pattern: str
-    action: str  # "lose_commit_reply" | "cut"
+    action: str  # "lose_commit_reply" | "cut" | "blackhole_after"
     fired: threading.Event = field(default_factory=threading.Event)
 
 
@@ -90,32 +93,32 @@ class _Conn:
     def from_client(self, data: bytes) -> None:
         self.buf += data
         out = b""
+        partition: _Aim | None = None
         while True:
             message = self._next_message()
             if message is None:
                 break
             kind, raw = message
             sql = self._statement(kind, raw)
-            if sql is not None and self._aimed(sql):
-                if self.closed:
-                    return
+            aim = self.proxy.take_aim(sql) if sql is not None else None
+            if aim is not None and aim.action == "cut":
+                self.close()
+                aim.fired.set()
+                return
+            if aim is not None and aim.action == "blackhole_after":
+                partition = aim
+            elif aim is not None:
+                self.commit_aim = aim
             out += raw
             if sql is not None and self.commit_aim is not None and sql.strip().upper() == "COMMIT":
                 self.server.sendall(out)
                 self.dropping, self.commit_aim, out = self.commit_aim, None, b""
         if out:
             self.server.sendall(out)
-
-    def _aimed(self, sql: str) -> bool:
-        aim = self.proxy.take_aim(sql)
-        if aim is None:
-            return False
-        if aim.action == "cut":
-            self.close()
-            aim.fired.set()
-        else:
-            self.commit_aim = aim
-        return True
+        if partition is not None:
+            # Forwarded with what came with it (the Sync that runs it); nothing more passes.
+            self.proxy.blackhole()
+            partition.fired.set()
 
     def _next_message(self) -> tuple[str, bytes] | None:
         if not self.started:
@@ -190,6 +193,9 @@ class FaultProxy:
 
     def cut_on(self, pattern: str) -> threading.Event:
         return self._aim(pattern, "cut")
+
+    def blackhole_after(self, pattern: str) -> threading.Event:
+        return self._aim(pattern, "blackhole_after")
 
     @property
     def connections(self) -> int:

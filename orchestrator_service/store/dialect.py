@@ -160,7 +160,8 @@ class PostgreSQL(Dialect):
         # A database that does not answer is a fault within seconds, not a hang (renewals must
         # fail in time for a replica to stop its commands before its leases expire).
         return create_engine(url, pool_pre_ping=True, pool_size=PostgreSQL.writers + 7,
-                             max_overflow=4, connect_args=pg_connect_args(lease_s))
+                             max_overflow=4, connect_args={**pg_connect_args(lease_s),
+                                                           "options": _options(url, lease_s)})
 
     def notify(self, c: Connection, payload: str) -> None:
         c.execute(_NOTIFY, {"p": payload})
@@ -189,6 +190,21 @@ def pg_connect_args(lease_s: float) -> dict[str, Any]:
             "keepalives": 1, "keepalives_idle": max(1, int(lease_s * 0.2)),
             "keepalives_interval": 1, "keepalives_count": 2,
             "tcp_user_timeout": max(1000, int(lease_s * 400))}
+
+
+def _options(url: str, lease_s: float) -> str:
+    """The URL's own ``options`` plus a bound on a transaction left open.
+
+    A replica cut off mid-transaction (its next statement or COMMIT never arrives, while the
+    socket stays open on the server's side) would keep that transaction's row locks for as
+    long as the server's TCP takes to notice: hours. The claim's SKIP LOCKED would pass its
+    jobs over all that time, so no one would take them over. PostgreSQL ends such a session
+    after half a lease (at least 1 s); our own transactions never wait between statements.
+    """
+    idle_ms = max(1000, int(lease_s * 500))
+    own = f"-c idle_in_transaction_session_timeout={idle_ms}"
+    given = make_url(url).query.get("options")
+    return f"{given} {own}" if isinstance(given, str) and given else own
 
 
 _DIALECTS: dict[str, type[Dialect]] = {"sqlite": SQLite, "postgresql": PostgreSQL}

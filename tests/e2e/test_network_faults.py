@@ -6,7 +6,8 @@
   event once, each log line once.
 - A silent partition (blackhole) of 3 leases: the cut-off replica stops its command within
   0.6 lease on its own clock, the other takes the job over, and the two attempts never
-  overlap. Replicas run in PID namespaces of their own, as on separate hosts: the one that
+  overlap; also when the partition falls inside a lease renewal, whose open transaction
+  holds the job's row lock on the server (PostgreSQL ends that session, freeing the row). Replicas run in PID namespaces of their own, as on separate hosts: the one that
   takes over cannot see, let alone kill, the other's processes.
 - A takeover whose first read fails still completes the job within 2 leases.
 - PostgreSQL stopped for 3 leases: every replica, idle or busy, NOT_SERVING while it is down
@@ -147,8 +148,17 @@ def ticks(path: Path) -> dict[int, list[int]]:
     return out
 
 
+# The lease renewal's statement (leases.renew): it locks the job's row until its COMMIT.
+RENEWAL = "RETURNING jobs.job_id, jobs.lease_epoch, jobs.cancel_requested"
+
+
+@pytest.mark.parametrize("where", ["between-transactions", "inside-a-lease-renewal"])
 def test_a_silently_partitioned_replica_stops_its_commands_before_another_takes_over(
-        pg_url: str, proxy: FaultProxy, tmp_path: Path, started: list[Orchestrator]) -> None:
+        where: str, pg_url: str, proxy: FaultProxy, tmp_path: Path,
+        started: list[Orchestrator]) -> None:
+    """``inside-a-lease-renewal``: the partition begins right after the renewal's UPDATE
+    reached PostgreSQL, so the cut-off replica's open transaction holds the job's row lock
+    (its COMMIT never comes); the other replica must still take the job over."""
     lease = 2.0
     a = replica(proxy.url(pg_url), tmp_path, lease, own_host=True)
     started.append(a)
@@ -165,8 +175,13 @@ def test_a_silently_partitioned_replica_stops_its_commands_before_another_takes_
             f'commands = ["sh {script} & wait"]\n')
     job = stub(a).SubmitJob(pb.SubmitJobRequest(definition_toml=toml), timeout=DEADLINE).job
     until(lambda: len(ticks(beat).get(1, [])) >= 3, "attempt 1 beating on A")
-    cut_at = time.time_ns()
-    proxy.blackhole()
+    if where == "between-transactions":
+        cut_at = time.time_ns()
+        proxy.blackhole()
+    else:
+        fired = proxy.blackhole_after(RENEWAL)
+        assert fired.wait(3 * lease), "no lease renewal within 3 leases"
+        cut_at = time.time_ns()
     try:
         until(lambda: len(ticks(beat).get(2, [])) >= 5, "attempt 2 on B", timeout=3 * lease + 10)
         # Held for 3 leases in all, as the issue's partition.
