@@ -39,7 +39,7 @@ def definitions(draw: st.DrawFn) -> str:
     policy = draw(st.sampled_from(["stop", "continue"]))
     lines = [f'name = "prop"\n[policy]\non_step_failure = "{policy}"']
     for i in range(n):
-        commands = draw(st.lists(st.sampled_from(["true", "false", "sleep 0.05", "sleep 5"]),
+        commands = draw(st.lists(st.sampled_from(["true", "false", "sleep 0.05", "sleep 2"]),
                                  min_size=1, max_size=3))
         timeout = draw(st.sampled_from(["", "timeout = 0.4\n"]))
         depends = draw(st.lists(st.integers(0, i - 1), unique=True, max_size=2)) if i else []
