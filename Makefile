@@ -58,8 +58,11 @@ run: install sandbox-deps
 	$(PY) scripts/run_all.py --orchestrator-port $(ORCH_PORT) --ui-port $(UI_PORT) \
 		--metrics-port $(METRICS_PORT) $(if $(DB_URL),--db-url '$(DB_URL)')
 
+# Two passes: the tests that only wait on events run two at a time (one per core); those that
+# time something against the wall clock, or are the load themselves, run alone after them.
 test: install system-deps lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist worksteal -m "not serial"
+	$(PY) -m pytest -m serial
 
 # PostgreSQL next to SQLite: make bench DB_URL=postgresql+psycopg://USER:PASS@HOST/DB (a server
 # where that user may create databases); without it the bench starts its own PostgreSQL.

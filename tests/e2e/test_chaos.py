@@ -14,6 +14,7 @@ import random
 import signal
 from pathlib import Path
 
+import pytest
 from sqlalchemy import make_url
 
 from orchestrator_service.leases import default_replica_name
@@ -22,6 +23,9 @@ from stepwatch.client import Backoff, Client
 from stepwatch.jobview import apply_event, is_terminal
 from stepwatch.v1 import orchestrator_pb2 as pb
 from tests.procs import Orchestrator, free_port
+
+# Run alone (make test's second pass): SIGKILL storms: it is the load.
+pytestmark = pytest.mark.serial
 
 KILLS = int(os.environ.get("STEPWATCH_CHAOS_KILLS", "5"))
 JOBS = 6

@@ -189,6 +189,7 @@ def test_watch_of_an_orchestrator_never_reached_fails_after_a_bounded_wait() -> 
     assert follow.returncode == 2 and "cannot reach" in follow.stderr
 
 
+@pytest.mark.serial  # timed: the CLI exits within 1 s of the job's end: run alone
 def test_watch_on_a_terminal_exits_within_1_s_of_a_2000_step_job_ending(
         server: Orchestrator) -> None:
     toml = 'name = "flat"\n' + "".join(f'[steps.s{i}]\ntype = "shell"\ncommands = ["true"]\n'

@@ -98,6 +98,7 @@ def test_children_run_in_worker_processes_with_documents_and_logs(
         orch.stop()
 
 
+@pytest.mark.serial  # timed: within 2 s: run alone
 def test_cancel_kills_a_child_on_a_worker_within_2_s(dask_cluster: DaskCluster,
                                                       tmp_path: Path) -> None:
     orch = on_dask(tmp_path, dask_cluster.address)
@@ -181,6 +182,7 @@ def tree_command(marker: str) -> str:
     return f"sh -c 'sleep 30 & sleep 30; echo {marker}' {marker}"
 
 
+@pytest.mark.serial  # timed: within 2 s: run alone
 def test_all_workers_killed_none_of_the_batchs_commands_outlive_them(
         own_cluster: DaskCluster, tmp_path: Path) -> None:
     orch = on_dask(tmp_path, own_cluster.address)

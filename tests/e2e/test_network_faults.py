@@ -7,8 +7,9 @@
 - A silent partition (blackhole) of 3 leases: the cut-off replica stops its command within
   0.6 lease on its own clock, the other takes the job over, and the two attempts never
   overlap; also when the partition falls inside a lease renewal, whose open transaction
-  holds the job's row lock on the server (PostgreSQL ends that session, freeing the row). Replicas run in PID namespaces of their own, as on separate hosts: the one that
-  takes over cannot see, let alone kill, the other's processes.
+  holds the job's row lock on the server (PostgreSQL ends that session, freeing the row).
+  Replicas run in PID namespaces of their own, as on separate hosts: the one that takes
+  over cannot see, let alone kill, the other's processes.
 - A takeover whose first read fails still completes the job within 2 leases.
 - PostgreSQL stopped for 3 leases: every replica, idle or busy, NOT_SERVING while it is down
   and SERVING within 1 s of its return; SubmitJob works and makes exactly one job.
@@ -35,6 +36,9 @@ from tests.faultproxy import FaultProxy
 from tests.postgres import PostgresCluster
 from tests.procs import Orchestrator, kill_process_groups_matching
 from tests.support import TERMINAL, finish, until
+
+# Run alone (make test's second pass): takeovers and recoveries are timed against the wall clock.
+pytestmark = pytest.mark.serial
 
 DEADLINE = 60.0
 SERVING = health_pb2.HealthCheckResponse.SERVING

@@ -29,6 +29,9 @@ from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
 from tests.postgres import PASSWORD_USER, PostgresCluster
 from tests.procs import REPO, Orchestrator, free_port, kill_process_groups_matching
 
+# Run alone (make test's second pass): takeovers and cancels are timed against the wall clock.
+pytestmark = pytest.mark.serial
+
 LEASE_S = 4.0
 DEADLINE = 60.0
 TERMINAL = {pb.JOB_STATUS_COMPLETED, pb.JOB_STATUS_COMPLETED_WITH_FAILURES,

@@ -9,11 +9,15 @@ from collections import Counter
 from pathlib import Path
 
 import grpc
+import pytest
 
 from stepwatch.v1 import orchestrator_pb2 as pb
 from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
 from tests.postgres import PostgresCluster
 from tests.procs import Orchestrator
+
+# Run alone (make test's second pass): a per-second schedule across replicas and a kill, timed.
+pytestmark = pytest.mark.serial
 
 DEADLINE = 60
 SECOND = 1_000_000

@@ -146,6 +146,7 @@ def test_health_watch_streams_serving_then_not_serving_when_storage_fails(tmp_pa
         server.stop()
 
 
+@pytest.mark.serial  # timed: SERVING within 1 s: run alone
 def test_an_idle_server_is_serving_within_1_s_of_a_full_disk_freed(disk: Path,
                                                                    tmp_path: Path) -> None:
     """Nothing writes on an idle server: its probe, not a job's write, notices space is back."""

@@ -14,10 +14,14 @@ import time
 from pathlib import Path
 
 import grpc
+import pytest
 
 from stepwatch.v1 import orchestrator_pb2 as pb
 from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
 from tests.procs import Orchestrator
+
+# Run alone (make test's second pass): it is the load.
+pytestmark = pytest.mark.serial
 
 COMMANDS = 5000
 DEADLINE = 600

@@ -13,12 +13,16 @@ import asyncio
 from pathlib import Path
 
 import grpc
+import pytest
 
 from stepwatch.jobview import apply_event, is_terminal
 from stepwatch.v1 import orchestrator_pb2 as pb
 from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
 from tests.invariants import child_rows, job_problems, rows_problems, step_problems
 from tests.procs import Orchestrator
+
+# Run alone (make test's second pass): it is the load.
+pytestmark = pytest.mark.serial
 
 JOBS = 100
 GETTERS = 8

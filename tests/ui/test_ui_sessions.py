@@ -114,6 +114,7 @@ def test_next_is_only_a_path_on_this_site(ui_with_users: tuple[UI, Path], next_p
     assert Http(ui.port).login("alice", "alice-pw", "/jobs/abc?step=x") == (303, "/jobs/abc?step=x")
 
 
+@pytest.mark.serial  # timed: 100 refusals well under 100 hashes, the page under 1 s: run alone
 def test_a_burst_of_wrong_passwords_is_throttled_without_hashing_each(
         ui_with_users: tuple[UI, Path]) -> None:
     ui, _ = ui_with_users
