@@ -24,6 +24,7 @@ from typing import Any
 from ..reaper import UNKNOWN_EXIT
 from ..sandbox import NONE as NO_SANDBOX
 from ..sandbox import Sandbox
+from ..spawn import spawn
 from ..statuses import LogStream
 from .base import (
     CURRENT_CHILD,
@@ -122,23 +123,19 @@ class Shell(StepType):
         out = _Output(ctx, CURRENT_CHILD.get())
         # The protocol API, not Process.wait(): that one also waits for the pipes to close,
         # which a background process (`sleep 30 &`) can hold open long after the shell exits.
-        spawn = asyncio.ensure_future(asyncio.get_running_loop().subprocess_exec(
+        # In a session (process group) of its own, so a stop kills the whole tree; forked
+        # off the loop's thread (spawn.py).
+        spawning = asyncio.ensure_future(spawn(
             lambda: _Command(tail, out),
-            *command_argv(child.key, ctx.run_as, ctx.sandbox, ctx.workspace),
-            cwd=ctx.workspace,
-            env=command_env(ctx),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,  # its own process group, so a stop kills the whole tree
-        ))
+            command_argv(child.key, ctx.run_as, ctx.sandbox, ctx.workspace),
+            cwd=ctx.workspace, env=command_env(ctx)))
         try:
             # Shielded: a cancel mid-spawn would make asyncio close the new transport, which
             # polls (reaps) the process behind the child watcher's back.
-            transport, command = await asyncio.shield(spawn)
+            transport, command = await asyncio.shield(spawning)
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
-                transport, command = await spawn
+                transport, command = await spawning
                 await _stop(transport, command)
             raise
         pgid = transport.get_pid()
