@@ -16,11 +16,13 @@ forked it ends, not the process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 import subprocess
 from asyncio import unix_events
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from functools import partial
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -47,9 +49,14 @@ async def spawn(factory: Callable[[], P], argv: Sequence[str], *, cwd: Path | No
     spawner thread. A cancel after the fork still hands the process over (the caller owns
     it: shield the call, as for ``subprocess_exec``)."""
     loop = asyncio.get_running_loop()
-    popen = await loop.run_in_executor(_SPAWNERS, partial(
-        subprocess.Popen, list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, bufsize=0, cwd=cwd, env=dict(env), start_new_session=True))
+    fork = _SPAWNERS.submit(_fork, list(argv), cwd, dict(env))
+    try:
+        popen = await asyncio.shield(asyncio.wrap_future(fork))
+    except asyncio.CancelledError:
+        # Cancelled while the thread forks: the process it makes has no owner. Ended from
+        # the thread, so even a loop that has closed meanwhile leaves nothing running.
+        fork.add_done_callback(_abandoned)
+        raise
     protocol = factory()
     waiter = loop.create_future()
     transport = _Started(loop, protocol, list(argv), False, subprocess.DEVNULL,
@@ -66,7 +73,27 @@ async def spawn(factory: Callable[[], P], argv: Sequence[str], *, cwd: Path | No
     return transport, protocol
 
 
+def _fork(argv: list[str], cwd: Path | None, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, bufsize=0, cwd=cwd, env=env,
+                            start_new_session=True)
+
+
 def _exited(pid: int, code: int, transport: _Started, loop: asyncio.AbstractEventLoop) -> None:
     # The pidfd watcher calls on the loop's thread, others on their own: hop either way.
     # (The transport comes first: reaper.py reads a status taken elsewhere from its Popen.)
     loop.call_soon_threadsafe(transport._process_exited, code)
+
+
+def _abandoned(fork: Future[subprocess.Popen[bytes]]) -> None:
+    """Kill a process nobody will watch, with its group, and reap it (on the spawner thread
+    that made it)."""
+    if fork.cancelled() or fork.exception() is not None:
+        return
+    popen = fork.result()
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(popen.pid, signal.SIGKILL)
+    popen.wait()
+    for pipe in (popen.stdout, popen.stderr):
+        if pipe is not None:
+            pipe.close()

@@ -97,3 +97,31 @@ def test_a_command_that_cannot_start_raises_and_leaves_no_transport(tmp_path: Pa
             await run([str(tmp_path / "missing")], tmp_path)
 
     asyncio.run(main())
+
+
+def test_a_cancel_while_the_thread_forks_ends_the_process_it_made(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[subprocess.Popen[bytes]] = []
+    real = subprocess.Popen
+
+    def slow_popen(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
+        time.sleep(0.3)  # the cancel arrives meanwhile
+        made.append(real(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(subprocess, "Popen", slow_popen)
+
+    async def main() -> None:
+        task = asyncio.create_task(spawn.spawn(Collect, ["/bin/sleep", "30"], cwd=tmp_path,
+                                               env={}))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    deadline = time.monotonic() + 10
+    while not (made and made[0].returncode is not None) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert made, "the fork never happened"
+    assert made[0].returncode == -9, "the abandoned process was not killed and reaped"
