@@ -49,7 +49,8 @@ async def spawn(factory: Callable[[], P], argv: Sequence[str], *, cwd: Path | No
     spawner thread. A cancel after the fork still hands the process over (the caller owns
     it: shield the call, as for ``subprocess_exec``)."""
     loop = asyncio.get_running_loop()
-    fork = _SPAWNERS.submit(_fork, list(argv), cwd, dict(env))
+    args = list(argv)
+    fork = _SPAWNERS.submit(_fork, args, cwd, dict(env))
     try:
         popen = await asyncio.shield(asyncio.wrap_future(fork))
     except asyncio.CancelledError:
@@ -59,7 +60,7 @@ async def spawn(factory: Callable[[], P], argv: Sequence[str], *, cwd: Path | No
         raise
     protocol = factory()
     waiter = loop.create_future()
-    transport = _Started(loop, protocol, list(argv), False, subprocess.DEVNULL,
+    transport = _Started(loop, protocol, args, False, subprocess.DEVNULL,
                          subprocess.PIPE, subprocess.PIPE, 0, waiter=waiter, started=popen)
     with asyncio.get_child_watcher() as watcher:
         # From here the watcher is its one reaper (nothing polls the Popen).

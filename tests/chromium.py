@@ -69,6 +69,13 @@ def start_browser(width: int = 1500, height: int = 1000) -> webdriver.Chrome:
     return driver
 
 
+def page_width(driver: webdriver.Chrome) -> tuple[int, int]:
+    """(the page's scroll width, the window's inner width): a page that fits has the first
+    no larger than the second (nothing to scroll sideways)."""
+    return (driver.execute_script("return document.documentElement.scrollWidth"),
+            driver.execute_script("return window.innerWidth"))
+
+
 def _children(pid: int) -> list[int]:
     try:
         tasks = Path(f"/proc/{pid}/task").iterdir()

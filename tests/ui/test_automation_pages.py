@@ -16,7 +16,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from stepwatch.v1 import orchestrator_pb2 as pb
 from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
-from tests.chromium import UI
+from tests.chromium import UI, page_width
 from tests.procs import Orchestrator, Proc
 from tests.support.receiver import receiver
 
@@ -86,8 +86,7 @@ def test_schedules_and_webhooks_pages(browser: webdriver.Chrome, tmp_path: Path,
             browser.get(f"{ui.url}{path}")
             WebDriverWait(browser, DEADLINE).until(
                 lambda d, c=css, n=count: len(d.find_elements(By.CSS_SELECTOR, c)) == n)
-            inner = browser.execute_script("return window.innerWidth")
-            scroll = browser.execute_script("return document.documentElement.scrollWidth")
+            scroll, inner = page_width(browser)
             assert scroll <= inner, f"{path} at 390 px: {scroll} > {inner}"
             browser.save_screenshot(str(REPO / "docs" / f"{path[1:]}_390.png"))
         browser.set_window_size(1280, 900)

@@ -14,7 +14,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from stepwatch.v1 import orchestrator_pb2 as pb
 from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
-from tests.chromium import UI
+from tests.chromium import UI, page_width
 from tests.procs import REPO, Orchestrator, Proc, free_port, run_job
 
 pytestmark = pytest.mark.browser
@@ -324,8 +324,7 @@ def test_layout_fits_from_390_to_1280_px_in_light_and_dark(
                 browser.get(ui.url + path)
                 WebDriverWait(browser, DEADLINE).until(lambda d: data_status(
                     d, ".sw-badge[data-status^=JOB_STATUS]") == "JOB_STATUS_COMPLETED_WITH_FAILURES")
-                inner = browser.execute_script("return window.innerWidth")
-                scroll = browser.execute_script("return document.documentElement.scrollWidth")
+                scroll, inner = page_width(browser)
                 assert scroll <= inner, f"{name} page at {width} px ({scheme}): {scroll} > {inner}"
                 dark = browser.execute_script("return document.body.classList.contains('body--dark')")
                 assert dark == (scheme == "dark")
