@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
-from typing import Any
 
 from sqlalchemy import (
     Connection,
-    bindparam,
-    insert,
     select,
-    update,
 )
 
 from .. import rules
@@ -23,26 +19,20 @@ from ..model import (
 from ..rules import StepTransition
 from ..statuses import ChildStatus, StepStatus
 from ..step_types.base import DocumentPut
+from .batched import RowBatches, StoredDocument
 from .errors import StaleWrite
 from .eventlog import _Log
 from .outbox import DEL
 from .rows import (
     _CHILD_COUNT_COLUMNS,
     _CHILD_COUNTS,
-    _CHILD_ENDS,
-    _CHILD_STARTS,
     _CLOSE_OUT,
-    _INSERT_CHILDREN,
-    _INSERT_CHUNKS,
     _LOG_HEAD,
     _NEW_LOG_HEAD,
-    _PG_CHILD_ENDS,
-    _PG_CHILD_STARTS,
     _SET_LOG_HEAD,
     _SET_STEP_COUNTS,
     _SET_STEP_STATUS,
     _STEP_STATUS_COLUMNS,
-    IN_CHUNK,
     LH,
     C,
     D,
@@ -53,7 +43,7 @@ from .rows import (
     _params,
     _step_values,
 )
-from .values import ChildChange, LogLine, ProgressBatch, now_us
+from .values import LogLine, ProgressBatch, now_us
 
 
 def _delete_jobs(c: Connection, job_ids: list[str]) -> None:
@@ -77,70 +67,24 @@ def _fence(step: StepState, attempt: int) -> None:
                          f"attempt {attempt}")
 
 
-#: Writes one batch of child moves: (connection, step_id, attempt, starts, ends).
-MoveChildren = Callable[[Connection, str, int, list[ChildChange], list[ChildChange],
-                         dict[int, int]], None]
-
-
 def _apply_progress(c: Connection, log_: _Log, step: StepState, p: ProgressBatch,
-                    move: MoveChildren) -> StepState:
-    if p.new_children is not None and p.new_children:
-        c.execute(_INSERT_CHILDREN, [
-            {"step_id": p.step_id, "attempt": p.attempt, "idx": i, "key": k,
-             "status": int(ChildStatus.PENDING), "error": None}
-            for i, k in enumerate(p.new_children)])
+                    rows: RowBatches) -> StepState:
+    if p.new_children:
+        rows.insert_children(c, p.step_id, p.attempt, int(ChildStatus.PENDING), p.new_children)
     started = {ch.index: ch.at for ch in p.children if ch.status == ChildStatus.RUNNING}
     ends = [ch for ch in p.children if ch.status != ChildStatus.RUNNING]
     # A child that started and ended in this batch is one write, with both times.
     ended_too = {ch.index: started.pop(ch.index) for ch in ends if ch.index in started}
     starts = [ch for ch in p.children if ch.status == ChildStatus.RUNNING and ch.index in started]
-    move(c, p.step_id, p.attempt, starts, ends, ended_too)
+    rows.move_children(c, p.step_id, p.attempt, starts, ends, ended_too)
     if p.logs:
-        _append_logs(c, log_, p.step_id, p.attempt, p.logs)
+        _append_logs(c, log_, rows, p.step_id, p.attempt, p.logs)
     if p.documents:
-        _put_documents(c, step.job_id, p.documents)
+        _put_documents(c, rows, step.job_id, p.documents)
     step = replace(step, children=p.counts, document_count=step.document_count + p.document_delta)
     c.execute(_SET_STEP_COUNTS, _params(step.step_id, _step_values(step),
                                         ("document_count", *_CHILD_COUNT_COLUMNS)))
     return step
-
-
-def move_children(c: Connection, step_id: str, attempt: int, starts: list[ChildChange],
-                   ends: list[ChildChange], started: dict[int, int]) -> None:
-    """SQLite: a batch of child moves as executemany (a statement per child is cheap there)."""
-    if starts:
-        c.execute(_CHILD_STARTS, [{"b_step": step_id, "b_attempt": attempt, "b_idx": ch.index,
-                                   "b_status": int(ch.status), "b_at": ch.at} for ch in starts])
-    if ends:  # after the starts: a child that started and ended in one batch ends ended
-        c.execute(_CHILD_ENDS, [
-            {"b_step": step_id, "b_attempt": attempt, "b_idx": ch.index,
-             "b_status": int(ch.status), "b_error": ch.error,
-             "b_reason": _reason(ch.error), "b_started": started.get(ch.index),
-             "b_at": ch.at, "b_bytes": ch.output_bytes, "b_result": ch.result} for ch in ends])
-
-
-def move_children_pg(c: Connection, step_id: str, attempt: int, starts: list[ChildChange],
-                      ends: list[ChildChange], started: dict[int, int]) -> None:
-    """PostgreSQL: a batch of child moves as one statement each (arrays, unnest), not a
-    statement per child: the database joins them on the unique (step_id, attempt, idx)."""
-    key = {"step": step_id, "attempt": attempt}
-    if starts:
-        c.execute(_PG_CHILD_STARTS, {**key, "idx": [ch.index for ch in starts],
-                                     "st": [int(ch.status) for ch in starts],
-                                     "at": [ch.at for ch in starts]})
-    if ends:  # after the starts: a child that started and ended in one batch ends ended
-        c.execute(_PG_CHILD_ENDS, {
-            **key, "idx": [ch.index for ch in ends], "st": [int(ch.status) for ch in ends],
-            "err": [ch.error for ch in ends],
-            "reason": [_reason(ch.error) for ch in ends],
-            "started": [started.get(ch.index) for ch in ends], "at": [ch.at for ch in ends],
-            "bytes": [ch.output_bytes for ch in ends],
-            "res": [ch.result for ch in ends]})
-
-
-def _reason(error: str | None) -> int | None:
-    reason = rules.child_ended_reason(error)
-    return None if reason is None else int(reason)
 
 
 def _transition(c: Connection, log_: _Log, step: StepState, t: StepTransition) -> StepState:
@@ -167,7 +111,7 @@ def _transition(c: Connection, log_: _Log, step: StepState, t: StepTransition) -
     return new
 
 
-def _append_logs(c: Connection, log_: _Log, step_id: str, attempt: int,
+def _append_logs(c: Connection, log_: _Log, rows: RowBatches, step_id: str, attempt: int,
                  lines: Sequence[LogLine]) -> None:
     """Number an attempt's new output after its head (under the job's lock) and store it."""
     head = c.execute(_LOG_HEAD, {"k": step_id, "b_attempt": attempt}).scalar()
@@ -176,10 +120,7 @@ def _append_logs(c: Connection, log_: _Log, step_id: str, attempt: int,
         head = 0
     if not lines:
         return
-    c.execute(_INSERT_CHUNKS, [
-        {"step_id": step_id, "attempt": attempt, "offset": head + n, "child_idx": line.child,
-         "stream": line.stream, "text": line.text, "at": line.at}
-        for n, line in enumerate(lines, 1)])
+    rows.insert_logs(c, step_id, attempt, head, lines)
     c.execute(_SET_LOG_HEAD, {"k": step_id, "b_attempt": attempt, "b_head": head + len(lines)})
     log_.log_keys.add((step_id, attempt))
 
@@ -199,33 +140,24 @@ def child_counts(c: Connection, step_id: str, attempt: int) -> ChildCounts:
                        failed=n[ChildStatus.FAILED], cancelled=n[ChildStatus.CANCELLED])
 
 
-def _put_documents(c: Connection, job_id: str, puts: Iterable[DocumentPut]) -> None:
+def _put_documents(c: Connection, rows: RowBatches, job_id: str,
+                   puts: Iterable[DocumentPut]) -> None:
+    """Documents merged into what is stored: tags added (in order, once), attrs overwritten
+    key by key."""
     merged: dict[str, DocumentPut] = {}
     for p in puts:
         old = merged.get(p.path)
         merged[p.path] = p if old is None else DocumentPut(
             p.path, old.tags + tuple(t for t in p.tags if t not in old.tags),
             {**old.attrs, **p.attrs})
-    paths = list(merged)
-    existing: dict[str, Any] = {}
-    for i in range(0, len(paths), IN_CHUNK):
-        for row in c.execute(select(D.c.id, D.c.path, D.c.tags, D.c.attrs).where(
-                D.c.job_id == job_id, D.c.path.in_(paths[i:i + IN_CHUNK]))):
-            existing[row.path] = row
-    new_rows: list[dict[str, Any]] = []
-    changed: list[dict[str, Any]] = []
+    stored = rows.documents(c, job_id, list(merged))
+    out: list[StoredDocument] = []
     for path, put in merged.items():
-        found = existing.get(path)
+        found = stored.get(path)
         if found is None:
-            new_rows.append({"job_id": job_id, "path": path, "tags": json.dumps(list(put.tags)),
-                             "attrs": json.dumps(dict(put.attrs))})
+            out.append((path, json.dumps(list(put.tags)), json.dumps(dict(put.attrs))))
             continue
-        tags = json.loads(found.tags)
-        changed.append({"b_id": found.id, "b_tags": json.dumps(tags + [t for t in put.tags
-                                                                      if t not in tags]),
-                        "b_attrs": json.dumps({**json.loads(found.attrs), **put.attrs})})
-    if new_rows:
-        c.execute(insert(D), new_rows)
-    if changed:
-        c.execute(update(D).where(D.c.id == bindparam("b_id"))
-                  .values(tags=bindparam("b_tags"), attrs=bindparam("b_attrs")), changed)
+        tags = json.loads(found[1])
+        out.append((path, json.dumps(tags + [t for t in put.tags if t not in tags]),
+                    json.dumps({**json.loads(found[2]), **put.attrs})))
+    rows.put_documents(c, job_id, out)

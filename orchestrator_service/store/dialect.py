@@ -14,10 +14,8 @@ from typing import Any, ClassVar
 from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url
 
 from ..ownership import Ownership, lock_file
-from .changes import move_children as _statement_per_child
-from .changes import move_children_pg as _unnest
+from .batched import ArrayRows, JsonRows, RowBatches
 from .rows import _NOTIFY
-from .values import ChildChange
 
 __all__ = ["Dialect", "PostgreSQL", "SQLite", "Unsupported", "database_file", "dialect_class",
            "open_dialect"]
@@ -37,6 +35,8 @@ class Dialect:
     receipts: ClassVar[bool]
     #: Silence is suspect: a network between may stop answering mid-way (probe when quiet).
     probe_when_quiet: ClassVar[bool]
+    #: How a batch of rows is written in one statement.
+    rows: ClassVar[RowBatches] = RowBatches()
 
     def __init__(self, url: str, lease_s: float) -> None:
         self.url = url
@@ -69,13 +69,6 @@ class Dialect:
     def notify(self, c: Connection, payload: str) -> None:
         """Tell the other processes on this database (nothing to tell where there are none)."""
 
-    def move_children(self, c: Connection, step_id: str, attempt: int,
-                      starts: list[ChildChange], ends: list[ChildChange],
-                      started: dict[int, int]) -> None:
-        """Write one batch of child moves: ``starts`` (children still running), ``ends``
-        (with ``started``: the start times of those that also started in this batch)."""
-        raise NotImplementedError
-
     @classmethod
     def claim_process(cls, url: str) -> Ownership:
         """What this process holds for its whole life to write the database."""
@@ -88,6 +81,7 @@ class SQLite(Dialect):
     writers = 1
     receipts = False  # a commit either happened or raised
     probe_when_quiet = False  # a local file
+    rows = JsonRows()
 
     @staticmethod
     def _engine(url: str, lease_s: float) -> Engine:
@@ -128,11 +122,6 @@ class SQLite(Dialect):
         # An in-memory database is one per connection: read it on the writer's thread (0).
         return 0 if self.in_memory else 2
 
-    def move_children(self, c: Connection, step_id: str, attempt: int,
-                      starts: list[ChildChange], ends: list[ChildChange],
-                      started: dict[int, int]) -> None:
-        _statement_per_child(c, step_id, attempt, starts, ends, started)  # cheap in-process
-
     @classmethod
     def claim_process(cls, url: str) -> Ownership:
         # One process per file: an OS lock the kernel drops when the process dies.
@@ -146,6 +135,7 @@ class PostgreSQL(Dialect):
     writers = 4
     receipts = True
     probe_when_quiet = True
+    rows = ArrayRows()
 
     def __init__(self, url: str, lease_s: float) -> None:
         super().__init__(url, lease_s)
@@ -165,11 +155,6 @@ class PostgreSQL(Dialect):
 
     def notify(self, c: Connection, payload: str) -> None:
         c.execute(_NOTIFY, {"p": payload})
-
-    def move_children(self, c: Connection, step_id: str, attempt: int,
-                      starts: list[ChildChange], ends: list[ChildChange],
-                      started: dict[int, int]) -> None:
-        _unnest(c, step_id, attempt, starts, ends, started)  # one statement per batch, not per child
 
     @property
     def listener_conninfo(self) -> str:

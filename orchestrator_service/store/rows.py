@@ -152,11 +152,8 @@ _SET_JOB_STATUS = _set(J, "job_id", (*_JOB_COUNT_COLUMNS, *_JOB_STATUS_COLUMNS))
 _INSERT_EVENTS = insert(E)
 
 
-_INSERT_CHILDREN = insert(C)
-
-
-# Only an unfinished child moves (a terminal child row never changes); SQLite's path, as
-# _PG_CHILD_STARTS/_ENDS are PostgreSQL's.
+# Only an unfinished child moves (a terminal child row never changes); row by row, as
+# batched.py's one-statement ways fall back to.
 _THE_CHILD = (C.c.step_id == bindparam("b_step"), C.c.attempt == bindparam("b_attempt"),
               C.c.idx == bindparam("b_idx"),
               # Literal values: an expanding IN parameter does not work in an executemany.
@@ -190,9 +187,6 @@ _SET_LOG_HEAD = (update(LH).where(LH.c.step_id == bindparam("k"), LH.c.attempt =
                  .values(head=bindparam("b_head")))
 
 
-_INSERT_CHUNKS = insert(L)
-
-
 _RECEIPT = select(R.c.job_id, R.c.first_seq, R.c.last_seq).where(R.c.write_id == bindparam("k"))
 
 
@@ -209,26 +203,8 @@ _CHILD_COUNTS = (select(C.c.status, func.count())
                  .group_by(C.c.status))
 
 
-_PG_UNFINISHED = ", ".join(str(v) for v in _UNFINISHED_CHILD)
-
-
-_PG_CHILD_STARTS = text(
-    "UPDATE children SET status = d.st, started_at = d.at FROM unnest("
-    "CAST(:idx AS integer[]), CAST(:st AS integer[]), CAST(:at AS bigint[])) AS d(idx, st, at) "
-    "WHERE children.step_id = :step AND children.attempt = :attempt AND children.idx = d.idx "
-    f"AND children.status IN ({_PG_UNFINISHED})")
-
-
-_PG_CHILD_ENDS = text(
-    "UPDATE children SET status = d.st, error = d.err, error_reason = d.reason, "
-    "started_at = coalesce(d.started, children.started_at), "
-    "finished_at = d.at, output_bytes = d.bytes, result = d.res FROM unnest("
-    "CAST(:idx AS integer[]), CAST(:st AS integer[]), CAST(:err AS text[]), "
-    "CAST(:reason AS integer[]), CAST(:started AS bigint[]), CAST(:at AS bigint[]), "
-    "CAST(:bytes AS bigint[]), CAST(:res AS text[])) "
-    "AS d(idx, st, err, reason, started, at, bytes, res) "
-    "WHERE children.step_id = :step AND children.attempt = :attempt AND children.idx = d.idx "
-    f"AND children.status IN ({_PG_UNFINISHED})")
+# The unfinished child statuses as SQL's IN list (for the batched statements' text).
+_UNFINISHED_IN = ", ".join(str(v) for v in _UNFINISHED_CHILD)
 
 
 def _attempt_logs(steps: Iterable[StepState]) -> set[tuple[str, int]]:

@@ -193,7 +193,6 @@ class Writes:
         return state, True
 
     def _write_steps(self, job_id: str, writes: Sequence[StepWrite]) -> list[StepState]:
-        move = self._dialect.move_children
         with self._dialect.engine.begin() as c:
             log_ = self._log(c, job_id)
             log_.refuse_if_terminal()
@@ -205,7 +204,7 @@ class Writes:
                 current = _step_state(row)
                 _fence(current, w.attempt)
                 if w.progress is not None:
-                    current = _apply_progress(c, log_, current, w.progress, move)
+                    current = _apply_progress(c, log_, current, w.progress, self._dialect.rows)
                 out.append(_transition(c, log_, current, w.decide(current)))
             events = log_.flush()
         self._runner.committed(events, log_.log_keys)
@@ -245,7 +244,7 @@ class Writes:
             log_.refuse_if_terminal()
             step = _step_state(c.execute(_STEP, {"k": p.step_id}).one())
             _fence(step, p.attempt)
-            moved = _apply_progress(c, log_, step, p, self._dialect.move_children)
+            moved = _apply_progress(c, log_, step, p, self._dialect.rows)
             if moved != step:  # output alone changes no state: no event (its log followers
                 log_.step(moved)  # are told through the log keys)
             events = log_.flush()
