@@ -6,7 +6,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     Connection,
@@ -42,9 +42,10 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
-@dataclass(frozen=True, slots=True)
-class ChildChange:
-    """A child's new status; a finished one also carries its error, output size and result."""
+class ChildChange(NamedTuple):
+    """A child's new status; a finished one also carries its error, output size and result.
+    (A tuple: one is made per child move on the loop, where a frozen dataclass's __init__
+    cost several times as much.)"""
 
     index: int
     status: ChildStatus
