@@ -198,6 +198,10 @@ class JobRun:
                      progress: ProgressBatch | None = None) -> StepState:
         return await self.group.write(StepWrite(step.step_id, step.attempt, decide, progress))
 
+    async def _progress(self, batch: ProgressBatch) -> StepState:
+        """A running attempt's progress, committed with the job's other step writes."""
+        return await self.group.write(StepWrite(batch.step_id, batch.attempt, None, batch))
+
     async def _attempt(self, step: StepState) -> tuple[Failure | None, ProgressBatch | None]:
         """One attempt: init, then children. (None, last batch) when it succeeded."""
         cfg = self.config
@@ -238,7 +242,7 @@ class JobRun:
                     return rules.cluster_failed(str(exc)), _init_batch(step, init_output)
                 # The children are inserted with the attempt's first write (a quick step's
                 # with its end): no transaction of their own.
-                recorder = ProgressRecorder(self.store, step.step_id, step.attempt,
+                recorder = ProgressRecorder(self._progress, step.step_id, step.attempt,
                                             len(children), cfg.run.progress_interval, cfg.run.log_cap,
                                             step.max_child_failures, [c.key for c in children],
                                             init_output.lines)

@@ -19,17 +19,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from . import rules
 from .model import ChildCounts
 from .statuses import ChildStatus, LogStream
 from .step_types.base import DocumentPut
-from .store import ChildChange, LogLine, ProgressBatch, StaleWrite, Store, now_us
+from .store import ChildChange, LogLine, ProgressBatch, StaleWrite, now_us
 
 __all__ = ["DEFAULT_LOG_CAP", "InitOutput", "ProgressRecorder"]
 
 log = logging.getLogger(__name__)
+
+#: Commits a batch of the attempt's progress (no transition).
+WriteProgress = Callable[[ProgressBatch], Awaitable[object]]
 DEFAULT_LOG_CAP = 1 << 20  # bytes of output kept per child
 RESULT_CHARS = 1000
 # A NUL byte of output, as text every database stores (PostgreSQL's text refuses NUL); one
@@ -54,13 +57,14 @@ class InitOutput:
 
 
 class ProgressRecorder:
-    def __init__(self, store: Store, step_id: str, attempt: int, total: int,
+    def __init__(self, write: WriteProgress, step_id: str, attempt: int, total: int,
                  interval: float, log_cap: int = DEFAULT_LOG_CAP,
                  max_failures: int = 0, keys: Sequence[str] | None = None,
                  init_logs: Sequence[LogLine] = ()) -> None:
         """``keys``: the attempt's children, inserted with its first write (then ``total`` is
-        their number); ``init_logs``: what its init logged, written before any child's."""
-        self._store = store
+        their number); ``init_logs``: what its init logged, written before any child's;
+        ``write`` commits a batch while the attempt goes on (with the job's other step writes)."""
+        self._write = write
         #: The step's tolerance: more failed children than this end the attempt.
         self.max_failures = max_failures
         self._step_id = step_id
@@ -189,7 +193,7 @@ class ProgressRecorder:
                 continue
             batch = self._take()
             try:
-                await self._store.writes.record_progress(batch)
+                await self._write(batch)
             except StaleWrite:
                 return  # the attempt is over (decided elsewhere): nothing more to write
             except Exception:

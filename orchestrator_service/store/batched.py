@@ -52,13 +52,13 @@ class RowBatches:
         started in this batch (None keeps the one written before)."""
         if starts:
             c.execute(_CHILD_STARTS, [{"b_step": step_id, "b_attempt": attempt,
-                                       "b_idx": ch.index, "b_status": int(ch.status),
+                                       "b_idx": ch.child, "b_status": int(ch.status),
                                        "b_at": ch.at} for ch in starts])
         if ends:
             c.execute(_CHILD_ENDS, [
-                {"b_step": step_id, "b_attempt": attempt, "b_idx": ch.index,
+                {"b_step": step_id, "b_attempt": attempt, "b_idx": ch.child,
                  "b_status": int(ch.status), "b_error": ch.error, "b_reason": _reason(ch.error),
-                 "b_started": started.get(ch.index), "b_at": ch.at, "b_bytes": ch.output_bytes,
+                 "b_started": started.get(ch.child), "b_at": ch.at, "b_bytes": ch.output_bytes,
                  "b_result": ch.result} for ch in ends])
 
     def insert_logs(self, c: Connection, step_id: str, attempt: int, after: int,
@@ -152,8 +152,8 @@ class JsonRows(RowBatches):
     def move_children(self, c: Connection, step_id: str, attempt: int,
                       starts: list[ChildChange], ends: list[ChildChange],
                       started: dict[int, int]) -> None:
-        first = _json([[ch.index, int(ch.status), ch.at] for ch in starts])
-        then = _json([[ch.index, int(ch.status), ch.error, _reason(ch.error), started.get(ch.index),
+        first = _json([[ch.child, int(ch.status), ch.at] for ch in starts])
+        then = _json([[ch.child, int(ch.status), ch.error, _reason(ch.error), started.get(ch.child),
                        ch.at, ch.output_bytes, ch.result] for ch in ends])
         if first is None or then is None:
             return super().move_children(c, step_id, attempt, starts, ends, started)
@@ -237,14 +237,14 @@ class ArrayRows(RowBatches):
                       started: dict[int, int]) -> None:
         key = {"step": step_id, "attempt": attempt}
         if starts:
-            c.execute(_ARRAY_CHILD_STARTS, {**key, "idx": [ch.index for ch in starts],
+            c.execute(_ARRAY_CHILD_STARTS, {**key, "idx": [ch.child for ch in starts],
                                             "st": [int(ch.status) for ch in starts],
                                             "at": [ch.at for ch in starts]})
         if ends:
             c.execute(_ARRAY_CHILD_ENDS, {
-                **key, "idx": [ch.index for ch in ends], "st": [int(ch.status) for ch in ends],
+                **key, "idx": [ch.child for ch in ends], "st": [int(ch.status) for ch in ends],
                 "err": [ch.error for ch in ends], "reason": [_reason(ch.error) for ch in ends],
-                "started": [started.get(ch.index) for ch in ends], "at": [ch.at for ch in ends],
+                "started": [started.get(ch.child) for ch in ends], "at": [ch.at for ch in ends],
                 "bytes": [ch.output_bytes for ch in ends], "res": [ch.result for ch in ends]})
 
     def insert_logs(self, c: Connection, step_id: str, attempt: int, after: int,

@@ -71,11 +71,11 @@ def _apply_progress(c: Connection, log_: _Log, step: StepState, p: ProgressBatch
                     rows: RowBatches) -> StepState:
     if p.new_children:
         rows.insert_children(c, p.step_id, p.attempt, int(ChildStatus.PENDING), p.new_children)
-    started = {ch.index: ch.at for ch in p.children if ch.status == ChildStatus.RUNNING}
+    started = {ch.child: ch.at for ch in p.children if ch.status == ChildStatus.RUNNING}
     ends = [ch for ch in p.children if ch.status != ChildStatus.RUNNING]
     # A child that started and ended in this batch is one write, with both times.
-    ended_too = {ch.index: started.pop(ch.index) for ch in ends if ch.index in started}
-    starts = [ch for ch in p.children if ch.status == ChildStatus.RUNNING and ch.index in started]
+    ended_too = {ch.child: started.pop(ch.child) for ch in ends if ch.child in started}
+    starts = [ch for ch in p.children if ch.status == ChildStatus.RUNNING and ch.child in started]
     rows.move_children(c, p.step_id, p.attempt, starts, ends, ended_too)
     if p.logs:
         _append_logs(c, log_, rows, p.step_id, p.attempt, p.logs)

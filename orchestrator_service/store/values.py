@@ -47,7 +47,7 @@ class ChildChange(NamedTuple):
     (A tuple: one is made per child move on the loop, where a frozen dataclass's __init__
     cost several times as much.)"""
 
-    index: int
+    child: int  # its index in the attempt
     status: ChildStatus
     at: int
     error: str | None = None
@@ -135,11 +135,11 @@ class StepWrite:
     """One step's transition, fenced by the attempt it belongs to (0: not started yet).
 
     ``decide`` gets the step as stored, under the job's lock, and returns its new
-    status (a rule). ``progress`` is the attempt's last child changes, committed
-    with the transition.
+    status (a rule); None: no transition, the attempt goes on (its progress alone).
+    ``progress`` is the attempt's last child changes, committed with the transition.
     """
 
     step_id: str
     attempt: int
-    decide: Callable[[StepState], StepTransition]
+    decide: Callable[[StepState], StepTransition] | None
     progress: ProgressBatch | None = None

@@ -204,8 +204,12 @@ class Writes:
                 current = _step_state(row)
                 _fence(current, w.attempt)
                 if w.progress is not None:
-                    current = _apply_progress(c, log_, current, w.progress, self._dialect.rows)
-                out.append(_transition(c, log_, current, w.decide(current)))
+                    moved = _apply_progress(c, log_, current, w.progress, self._dialect.rows)
+                    if w.decide is None and moved != current:
+                        log_.step(moved)  # progress alone: its event (output alone has none)
+                    current = moved
+                out.append(current if w.decide is None else _transition(c, log_, current,
+                                                                         w.decide(current)))
             events = log_.flush()
         self._runner.committed(events, log_.log_keys)
         return out

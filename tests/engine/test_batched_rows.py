@@ -38,13 +38,13 @@ def _moves(draw: st.DrawFn, nul: bool) -> tuple[list[str], list[tuple[list[Child
     n = draw(st.integers(1, 12))
     keys = draw(st.lists(_text(nul), min_size=n, max_size=n))
     idx = st.integers(0, n - 1)
-    change = st.builds(ChildChange, index=idx, status=st.just(ChildStatus.RUNNING),
+    change = st.builds(ChildChange, child=idx, status=st.just(ChildStatus.RUNNING),
                        at=st.integers(0, 2**62))
-    end = st.builds(ChildChange, index=idx, status=st.sampled_from(_ENDED), at=st.integers(0, 2**62),
+    end = st.builds(ChildChange, child=idx, status=st.sampled_from(_ENDED), at=st.integers(0, 2**62),
                     error=st.none() | _text(nul), output_bytes=st.integers(0, 2**40),
                     result=st.none() | _text(nul))
-    batches = draw(st.lists(st.tuples(st.lists(change, unique_by=lambda c: c.index, max_size=n),
-                                      st.lists(end, unique_by=lambda c: c.index, max_size=n)),
+    batches = draw(st.lists(st.tuples(st.lists(change, unique_by=lambda c: c.child, max_size=n),
+                                      st.lists(end, unique_by=lambda c: c.child, max_size=n)),
                             max_size=4))
     return keys, batches
 
@@ -102,7 +102,7 @@ def _write_moves(c: Connection, rows: RowBatches, step: str, keys: list[str],
                  batches: list[tuple[list[ChildChange], list[ChildChange]]]) -> None:
     rows.insert_children(c, step, 1, int(ChildStatus.PENDING), keys)
     for starts, ends in batches:
-        started = {ch.index: ch.at for ch in starts}
+        started = {ch.child: ch.at for ch in starts}
         rows.move_children(c, step, 1, starts, ends, started)
 
 
