@@ -68,7 +68,9 @@ def _fence(step: StepState, attempt: int) -> None:
 
 
 def _apply_progress(c: Connection, log_: _Log, step: StepState, p: ProgressBatch,
-                    rows: RowBatches) -> StepState:
+                    rows: RowBatches, transition_follows: bool = False) -> StepState:
+    """The batch's children, output and documents; the step's counts (unless a transition
+    follows in this transaction: its row write carries them)."""
     if p.new_children:
         rows.insert_children(c, p.step_id, p.attempt, int(ChildStatus.PENDING), p.new_children)
     started = {ch.child: ch.at for ch in p.children if ch.status == ChildStatus.RUNNING}
@@ -82,8 +84,9 @@ def _apply_progress(c: Connection, log_: _Log, step: StepState, p: ProgressBatch
     if p.documents:
         _put_documents(c, rows, step.job_id, p.documents)
     step = replace(step, children=p.counts, document_count=step.document_count + p.document_delta)
-    c.execute(_SET_STEP_COUNTS, _params(step.step_id, _step_values(step),
-                                        ("document_count", *_CHILD_COUNT_COLUMNS)))
+    if not transition_follows:
+        c.execute(_SET_STEP_COUNTS, _params(step.step_id, _step_values(step),
+                                            ("document_count", *_CHILD_COUNT_COLUMNS)))
     return step
 
 

@@ -41,6 +41,7 @@ from .reads import read_job
 from .rows import (
     _JOB_OF_STEP,
     _STEP,
+    IN_CHUNK,
     LH,
     J,
     L,
@@ -197,19 +198,26 @@ class Writes:
             log_ = self._log(c, job_id)
             log_.refuse_if_terminal()
             out = []
+            # Every step written, read once (a group may write one step more than once).
+            ids = list(dict.fromkeys(w.step_id for w in writes))
+            states = {r.step_id: _step_state(r) for i in range(0, len(ids), IN_CHUNK)
+                      for r in c.execute(select(S).where(S.c.job_id == job_id,
+                                                         S.c.step_id.in_(ids[i:i + IN_CHUNK])))}
             for w in writes:
-                row = c.execute(_STEP, {"k": w.step_id}).first()
-                if row is None or row.job_id != job_id:
+                current = states.get(w.step_id)
+                if current is None:
                     raise StaleWrite(f"step {w.step_id} is not a step of job {job_id}")
-                current = _step_state(row)
                 _fence(current, w.attempt)
                 if w.progress is not None:
-                    moved = _apply_progress(c, log_, current, w.progress, self._dialect.rows)
+                    moved = _apply_progress(c, log_, current, w.progress, self._dialect.rows,
+                                            transition_follows=w.decide is not None)
                     if w.decide is None and moved != current:
                         log_.step(moved)  # progress alone: its event (output alone has none)
                     current = moved
-                out.append(current if w.decide is None else _transition(c, log_, current,
-                                                                         w.decide(current)))
+                if w.decide is not None:
+                    current = _transition(c, log_, current, w.decide(current))
+                states[w.step_id] = current
+                out.append(current)
             events = log_.flush()
         self._runner.committed(events, log_.log_keys)
         return out
