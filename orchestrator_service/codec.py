@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import fields, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from google.protobuf import json_format, struct_pb2
 from google.protobuf.struct_pb2 import Struct
@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # the store imports this module to encode its events
     from .store.values import ChildRecord, LogChunk
 
 __all__ = ["CATCHUP", "OVERLAP", "child", "decode", "definition_info", "delivery", "document",
-           "encode", "fill_job", "fill_step", "input_values", "job", "log_chunk", "schedule",
+           "Framed", "encode", "fill_job", "fill_step", "input_values", "job", "log_chunk", "schedule",
            "step", "subscription", "timestamp", "watch_response"]
 
 EVENT_TAG = b"\x12"  # WatchJobResponse.event: field 2, length-delimited
@@ -71,6 +71,19 @@ def encode(e: Event) -> bytes:
 def watch_response(event_bytes: bytes) -> bytes:
     """``WatchJobResponse(event=...)`` without parsing or building a message."""
     return EVENT_TAG + _varint(len(event_bytes)) + event_bytes
+
+
+class Framed(NamedTuple):
+    """An event of the log as the ``WatchJobResponse`` bytes a sender writes as they are,
+    framed on the reader's thread: a replay makes no Event and frames nothing per event on
+    the event loop."""
+
+    seq: int
+    response: bytes
+
+    @property
+    def ends_job(self) -> bool:
+        return False  # a job event that may end the job is read decoded, never framed
 
 
 def decode(data: bytes) -> Event:

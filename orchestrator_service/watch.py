@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from .broker import Broker, BrokerClosed, Deleted, More, Overflowed
+from .codec import Framed
 from .model import Event, JobState
 from .problems import Code, ServerError
 from .store import LogChunk, Store
@@ -52,19 +53,20 @@ async def follow_job(store: Store, broker: Broker, job_id: str, after_seq: int,
     """Every item of ``follow_job_pages``, one at a time."""
     async for page in follow_job_pages(store, broker, job_id, after_seq, heartbeat_s, decoded):
         for item in page:
-            yield item
+            assert not isinstance(item, Framed) or not decoded
+            yield item  # type: ignore[misc]
 
 
 async def follow_job_pages(store: Store, broker: Broker, job_id: str, after_seq: int,
                            heartbeat_s: float, decoded: bool = True,
-                           ) -> AsyncIterator[Sequence[Snapshot | Event | Heartbeat]]:
+                           ) -> AsyncIterator[Sequence[Snapshot | Event | Framed | Heartbeat]]:
     """The job's stream in pages: a replay hands a page of the log over at once (a sender
     writes it without a generator step per event); a live event is a page of one.
-    ``decoded=False``: events from the log may carry only their bytes (for a sender)."""
+    ``decoded=False``: events from the log come as the bytes a sender writes (codec.Framed)."""
     with broker.subscribe(job_id) as sub:
         # Raises JobNotFound. A snapshot reads the whole job; a resume reads the head
         # and the first page of the backlog in the same transaction.
-        backlog: list[Event] = []
+        backlog: list[Event | Framed] = []
         if after_seq == 0:
             job = await store.reads.get_job(job_id)
             head, status = job.head_seq, job.status
@@ -81,9 +83,9 @@ async def follow_job_pages(store: Store, broker: Broker, job_id: str, after_seq:
             if need_log:
                 need_log = False
                 while True:
-                    batch = backlog or await store.reads.events_after(job_id, last, PAGE, decoded)
+                    batch = backlog or await _page_after(store, job_id, last, decoded)
                     backlog = []  # the page read with the head serves once
-                    page: list[Snapshot | Event | Heartbeat] = []
+                    page: list[Snapshot | Event | Framed | Heartbeat] = []
                     for ev in batch:
                         page.append(ev)
                         if ev.ends_job:
@@ -129,6 +131,12 @@ async def follow_job_pages(store: Store, broker: Broker, job_id: str, after_seq:
                 last = live[-1].seq
                 if live[-1].ends_job:
                     return
+
+
+async def _page_after(store: Store, job_id: str, last: int, decoded: bool) -> list[Event | Framed]:
+    if decoded:
+        return [*await store.reads.events_after(job_id, last, PAGE)]
+    return await store.reads.framed_after(job_id, last, PAGE)
 
 
 async def follow_jobs(store: Store, broker: Broker, limit: int, heartbeat_s: float,

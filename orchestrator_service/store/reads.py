@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from ..codec import Framed
 from ..model import Event, JobState, StepState
 from ..statuses import ChildStatus, JobStatus, LogStream, StepStatus
 from ..step_types.base import Document
@@ -25,6 +26,7 @@ from .rows import (
     _child_record,
     _header,
     _read_events,
+    _read_framed,
     _step_state,
 )
 from .runner import Runner
@@ -48,14 +50,18 @@ class Reads:
         """The job's head seq (raises JobNotFound)."""
         return await self._run(_head, job_id)
 
-    async def resume(self, job_id: str, after_seq: int, limit: int,
-                     decoded: bool = True) -> tuple[int, JobStatus, list[Event]]:
-        """Head seq, status and the first events after ``after_seq``, read in one transaction."""
+    async def resume(self, job_id: str, after_seq: int, limit: int, decoded: bool = True,
+                     ) -> tuple[int, JobStatus, list[Event | Framed]]:
+        """Head seq, status and the first events after ``after_seq``, read in one transaction
+        (``decoded=False``: framed for a sender, as ``framed_after``)."""
         return await self._run(_resume, job_id, after_seq, limit, decoded)
 
-    async def events_after(self, job_id: str, after_seq: int, limit: int,
-                           decoded: bool = True) -> list[Event]:
-        return await self._run(_read_events, job_id, after_seq, limit, decoded)
+    async def events_after(self, job_id: str, after_seq: int, limit: int) -> list[Event]:
+        return await self._run(_read_events, job_id, after_seq, limit)
+
+    async def framed_after(self, job_id: str, after_seq: int, limit: int) -> list[Event | Framed]:
+        """events_after for a sender: response bytes, but for a job event last on the page."""
+        return await self._run(_read_framed, job_id, after_seq, limit)
 
     async def list_jobs(self, limit: int, before: int | None = None,
                         status: JobStatus | None = None, name_prefix: str = "",
@@ -127,12 +133,13 @@ def _head(c: Connection, job_id: str) -> int:
 
 
 def _resume(c: Connection, job_id: str, after_seq: int, limit: int,
-            decoded: bool) -> tuple[int, JobStatus, list[Event]]:
+            decoded: bool) -> tuple[int, JobStatus, list[Event | Framed]]:
     row = c.execute(select(J.c.head_seq, J.c.status).where(J.c.job_id == job_id)).first()
     if row is None:
         raise JobNotFound(job_id)
     head = row[0]
-    events = _read_events(c, job_id, after_seq, limit, decoded) if after_seq < head else []
+    read = _read_events if decoded else _read_framed
+    events: list[Event | Framed] = [*read(c, job_id, after_seq, limit)] if after_seq < head else []
     return head, JobStatus(row[1]), events
 
 

@@ -232,18 +232,24 @@ def _step_values(s: StepState) -> dict[str, Any]:
     }
 
 
-def _read_events(c: Connection, job_id: str, after_seq: int, limit: int,
-                 decoded: bool = True) -> list[Event]:
-    """A page of the log. ``decoded=False`` is for senders: an event keeps only its bytes
-    (seq and time beside them), except a job event last on the page, which is decoded:
-    it may be the terminal one, which a sender stops at. (Nothing follows the terminal
-    event in a log, so a job event with another after it is not.)"""
-    rows = c.execute(select(E.c.seq, E.c.emitted_at, E.c.kind, E.c.body)
+def _read_events(c: Connection, job_id: str, after_seq: int, limit: int) -> list[Event]:
+    """A page of the log, decoded."""
+    return [codec.decode(body) for (body,) in c.execute(
+        select(E.c.body).where(E.c.job_id == job_id, E.c.seq > after_seq)
+        .order_by(E.c.seq).limit(limit))]
+
+
+def _read_framed(c: Connection, job_id: str, after_seq: int, limit: int,
+                 ) -> list[Event | codec.Framed]:
+    """A page of the log for a sender: each event as the response bytes it is sent as,
+    except a job event last on the page, which is decoded: it may be the terminal one,
+    which a sender stops at. (Nothing follows the terminal event in a log, so a job event
+    with another after it is not.)"""
+    rows = c.execute(select(E.c.seq, E.c.kind, E.c.body)
                      .where(E.c.job_id == job_id, E.c.seq > after_seq)
                      .order_by(E.c.seq).limit(limit)).all()
-    if decoded:
-        return [codec.decode(r.body) for r in rows]
-    out = [Event(job_id, r.seq, r.emitted_at, wire=r.body) for r in rows]
+    frame, framed = codec.watch_response, codec.Framed
+    out: list[Event | codec.Framed] = [framed(seq, frame(body)) for seq, _, body in rows]
     if rows and rows[-1].kind == "job":
         out[-1] = codec.decode(rows[-1].body)
     return out
