@@ -29,7 +29,7 @@ from .rules import StepTransition
 from .sandbox import NONE as NO_SANDBOX
 from .sandbox import Sandbox
 from .statuses import JobStatus, Policy, StepStatus
-from .step_types.base import DEFAULT_ENV_ALLOW, Document, StepContext, StepFailed, StepType
+from .step_types.base import DEFAULT_ENV_ALLOW, Child, Document, StepContext, StepFailed, StepType
 from .store import ProgressBatch, StaleWrite, StepWrite, Store, StoreUnavailable, now_us
 
 __all__ = ["EngineConfig", "JobRun", "RunConfig"]
@@ -222,6 +222,7 @@ class JobRun:
                           sandbox=cfg.run.sandbox, allow_hardlinks=cfg.run.allow_hardlinks,
                           may_start=cfg.may_start)
         recorder: ProgressRecorder | None = None
+        children: list[Child] = []
         outcome: Failure | None
         try:
             async with asyncio.timeout(step.timeout_seconds):
@@ -254,6 +255,10 @@ class JobRun:
         except TimeoutError:
             await self._kill_escaped(step)
             outcome = rules.timed_out(step.timeout_seconds or 0)
+            if recorder is None and children:
+                # Out of time before they started (a slow cluster): they are still this
+                # attempt's children, written with its end and closed out as cancelled.
+                return outcome, _unstarted_batch(step, children, init_output)
         except StepFailed as exc:
             outcome = rules.execution_failed(text_of(exc))
         except ExecutorUnavailable as exc:  # e.g. the scheduler went away mid-attempt
@@ -287,6 +292,13 @@ def _init_batch(step: StepState, output: InitOutput) -> ProgressBatch | None:
     if not output.lines:
         return None
     return ProgressBatch(step.step_id, step.attempt, [], [], ChildCounts(), 0, output.lines)
+
+
+def _unstarted_batch(step: StepState, children: list[Child], output: InitOutput) -> ProgressBatch:
+    """An attempt's children that never started, with what its init logged."""
+    n = len(children)
+    return ProgressBatch(step.step_id, step.attempt, [], [], ChildCounts(total=n, pending=n), 0,
+                         output.lines, [c.key for c in children])
 
 
 def _skip_for(dep: StepState) -> Callable[[StepState], StepTransition]:

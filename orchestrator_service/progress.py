@@ -1,9 +1,9 @@
 """Child progress and output of one step attempt: counted in memory, persisted in batches.
 
 Child transitions and output lines are buffered and written at most every
-``interval`` seconds in one transaction with the step's counts and one step
-event, so a step with thousands of children costs a few writes a second, not
-one per child. A step status transition never goes through here: the attempt's
+``interval`` seconds with the step's counts and one step event, in the job's
+next group of step writes (grouping.py), so a step with thousands of children
+costs a few writes a second, not one per child, and many steps share them. A step status transition never goes through here: the attempt's
 last batch is handed back by ``finish()`` and committed together with the
 attempt's new status.
 

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from orchestrator_service import codec
+from orchestrator_service.executors import InProcessExecutor
 from orchestrator_service.statuses import ChildStatus, JobStatus, StepStatus
 from orchestrator_service.step_types.base import Child, StepContext, StepType
 from tests.invariants import child_rows, job_problems, rows_problems, step_problems
@@ -124,3 +125,28 @@ async def test_timeout_counts_unfinished_children_as_cancelled(harness: Harness)
     assert (a.children.total, a.children.completed, a.children.cancelled) == (3, 1, 2)
     await check(harness, j.job_id)
     assert ChildStatus.CANCELLED  # the enum the rows use
+
+
+class StuckPrepare(InProcessExecutor):
+    """An executor whose preparation never ends (a cluster that does not answer)."""
+
+    async def prepare(self, ctx: StepContext) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_a_timeout_before_the_children_start_writes_them_cancelled(tmp_path: Path) -> None:
+    # Init listed the children; the executor was still preparing when time ran out. They
+    # are the attempt's children all the same: written, and closed out as cancelled.
+    (tmp_path / "ws").mkdir()
+    harness = Harness(tmp_path / "db.sqlite", tmp_path / "ws", executor=StuckPrepare)
+    try:
+        j = await harness.submit('name = "t"\n[steps.a]\ntype = "shell"\n'
+                                 'commands = ["true", "sleep 30"]\ntimeout = 0.5\n')
+        done = await harness.finish(j.job_id)
+        a = done.step("a")
+        assert a.status == StepStatus.FAILED and a.failure is not None
+        assert "timeout" in a.failure.message
+        assert (a.children.total, a.children.cancelled, a.children.pending) == (2, 2, 0)
+        await check(harness, j.job_id)
+    finally:
+        await harness.close()
