@@ -46,6 +46,9 @@ async def test_writes_for_another_attempt_are_refused(harness: Harness) -> None:
                 a.step_id, attempt, lambda s: rules.attempt_succeeded(s, 3))])
         with pytest.raises(StaleWrite):
             await harness.store.writes.record_progress(_progress(a.step_id, attempt))
+        with pytest.raises(StaleWrite):  # progress alone, as a running attempt's group writes it
+            await harness.store.writes.write_steps(job.job_id, [StepWrite(
+                a.step_id, attempt, None, _progress(a.step_id, attempt))])
         with pytest.raises(StaleWrite):
             await harness.store.writes.record_progress(ProgressBatch(
                 a.step_id, attempt, [], [], ChildCounts(total=1, pending=1), 0, new_children=["z"]))
@@ -66,6 +69,8 @@ async def test_nothing_is_written_after_the_terminal_event(harness: Harness) -> 
         harness.store.writes.write_steps(j.job_id, [StepWrite(a.step_id, a.attempt,
                                                        lambda s: rules.attempt_succeeded(s, 9))]),
         harness.store.writes.record_progress(_progress(a.step_id, a.attempt)),
+        harness.store.writes.write_steps(j.job_id, [StepWrite(a.step_id, a.attempt, None,
+                                                              _progress(a.step_id, a.attempt))]),
         harness.store.writes.record_progress(ProgressBatch(
             a.step_id, a.attempt, [], [], ChildCounts(total=1, pending=1), 0,
             new_children=["again"])),
