@@ -3,9 +3,9 @@
 Child transitions and output lines are buffered and written at most every
 ``interval`` seconds with the step's counts and one step event, in the job's
 next group of step writes (grouping.py), so a step with thousands of children
-costs a few writes a second, not one per child, and many steps share them. A step status transition never goes through here: the attempt's
-last batch is handed back by ``finish()`` and committed together with the
-attempt's new status.
+costs a few writes a second, not one per child, and many steps share them. A
+step status transition never goes through here: the attempt's last batch is
+handed back by ``finish()`` and committed together with the attempt's new status.
 
 Nothing taken from the buffer is ever dropped: the periodic flush is never
 cancelled mid-write (store writes are shielded, and ``finish`` waits for a
