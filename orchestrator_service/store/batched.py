@@ -18,10 +18,10 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, text, update
+from sqlalchemy import Connection, insert, select, text
 
 from .. import rules
-from .rows import _CHILD_ENDS, _CHILD_STARTS, _UNFINISHED_IN, C, D, L
+from .rows import _CHILD_ENDS, _CHILD_STARTS, _UNFINISHED_IN, IN_CHUNK, C, D, L
 from .values import ChildChange, LogLine
 
 __all__ = ["ArrayRows", "JsonRows", "RowBatches"]
@@ -72,25 +72,24 @@ class RowBatches:
     def documents(self, c: Connection, job_id: str, paths: Sequence[str]) -> dict[str, StoredDocument]:
         """The stored documents of these paths (those that exist), by path."""
         out: dict[str, StoredDocument] = {}
-        for i in range(0, len(paths), 500):
+        for i in range(0, len(paths), IN_CHUNK):
             for row in c.execute(select(D.c.path, D.c.tags, D.c.attrs).where(
-                    D.c.job_id == job_id, D.c.path.in_(paths[i:i + 500]))):
+                    D.c.job_id == job_id, D.c.path.in_(paths[i:i + IN_CHUNK]))):
                 out[row.path] = (row.path, row.tags, row.attrs)
         return out
 
     def put_documents(self, c: Connection, job_id: str, docs: Sequence[StoredDocument]) -> None:
-        """Insert these documents, or overwrite the tags and attrs of those that exist."""
-        found = self.documents(c, job_id, [d[0] for d in docs])
-        new = [{"job_id": job_id, "path": p, "tags": t, "attrs": a}
-               for p, t, a in docs if p not in found]
-        old = [{"b_job": job_id, "b_path": p, "b_tags": t, "b_attrs": a}
-               for p, t, a in docs if p in found]
-        if new:
-            c.execute(insert(D), new)
-        if old:
-            c.execute(update(D).where(D.c.job_id == bindparam("b_job"),
-                                      D.c.path == bindparam("b_path"))
-                      .values(tags=bindparam("b_tags"), attrs=bindparam("b_attrs")), old)
+        """Insert these documents, or overwrite the tags and attrs of those that exist (one
+        upsert per row: the caller has just read what is stored)."""
+        if docs:
+            c.execute(_UPSERT_DOCUMENT, [{"job": job_id, "path": p, "tags": t, "attrs": a}
+                                         for p, t, a in docs])
+
+
+# Both databases speak this upsert (on the unique (job_id, path)).
+_UPSERT_DOCUMENT = text(
+    "INSERT INTO documents (job_id, path, tags, attrs) VALUES (:job, :path, :tags, :attrs) "
+    "ON CONFLICT (job_id, path) DO UPDATE SET tags = excluded.tags, attrs = excluded.attrs")
 
 
 def _reason(error: str | None) -> int | None:
