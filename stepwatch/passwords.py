@@ -6,6 +6,7 @@ it at the user's next login."""
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 
@@ -15,8 +16,13 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 __all__ = ["hash_password", "needs_rehash", "verify_password"]
 
 _hasher = PasswordHasher()
-# A hash of nothing, checked when the user does not exist: the answer takes as long either way.
-_DUMMY = _hasher.hash("stepwatch: no such user")
+
+
+@functools.cache
+def _dummy() -> str:
+    """A hash of nothing, checked when the user does not exist: the answer takes as long
+    either way. Made on first use, not on import (it costs ~0.1 s every CLI command paid)."""
+    return _hasher.hash("stepwatch: no such user")
 
 
 def hash_password(password: str) -> str:
@@ -29,7 +35,7 @@ def verify_password(password: str, stored: str | None) -> bool:
     """True when ``password`` matches ``stored``; ``None`` runs a check of the same cost and
     answers False (no user: no timing difference)."""
     if stored is None:
-        _verify_argon2(password, _DUMMY)
+        _verify_argon2(password, _dummy())
         return False
     if stored.startswith("scrypt$"):
         return _verify_scrypt(password, stored)
