@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from stepwatch.passwords import hash_password, needs_rehash, verify_password
+from stepwatch.passwords import hash_password, needs_rehash, prepare, verify_password
 from stepwatch.secretfile import read_secret_file
 
 __all__ = ["Role", "Sessions", "User", "UserBook"]
@@ -68,6 +68,7 @@ class UserBook:
         if path is not None:
             self._users = parse_users(read_secret_file(path), str(path))
             self._stamp = self._stat()
+            prepare()
 
     @property
     def configured(self) -> bool:
