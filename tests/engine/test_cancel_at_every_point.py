@@ -16,8 +16,10 @@ from pathlib import Path
 
 from orchestrator_service import codec
 from orchestrator_service.executors import InProcessExecutor
+from orchestrator_service.model import StepState
 from orchestrator_service.statuses import ChildStatus, JobStatus, StepStatus
 from orchestrator_service.step_types.base import Child, StepContext, StepType
+from orchestrator_service.store.values import StepWrite
 from tests.invariants import child_rows, job_problems, rows_problems, step_problems
 
 from .conftest import Harness
@@ -86,17 +88,21 @@ async def test_cancel_while_children_run(harness: Harness, tmp_path: Path) -> No
 
 async def test_cancel_while_the_attempts_final_write_waits(harness: Harness) -> None:
     reached, release = threading.Event(), threading.Event()
-    step_writes = 0
+    transitions = 0
+    writes = harness.store.writes
+    write_steps = writes._write_steps
 
-    def hook(name: str) -> None:
-        nonlocal step_writes
-        if name == "write_steps":
-            step_writes += 1
-            if step_writes == 2:  # 1: the attempt starts; 2: it ends, with its last children
-                reached.set()
-                release.wait(DEADLINE)
+    def held(job_id: str, batch: Sequence[StepWrite]) -> list[StepState]:
+        """On the writer's thread, before the transaction: hold the attempt's end. Counted by
+        transitions, not writes: a running attempt's progress may go in a write of its own."""
+        nonlocal transitions
+        transitions += sum(w.decide is not None for w in batch)
+        if transitions == 2 and not reached.is_set():  # 1: the attempt starts; 2: it ends
+            reached.set()
+            release.wait(DEADLINE)
+        return write_steps(job_id, batch)
 
-    harness.store.listeners.before_write = hook
+    writes._write_steps = held  # type: ignore[method-assign]
     cmds = ", ".join(['"true"'] * 5)
     j = await harness.submit(f'name = "t"\n[steps.a]\ntype = "shell"\ncommands = [{cmds}]\n')
     assert await asyncio.to_thread(reached.wait, DEADLINE)
