@@ -49,7 +49,11 @@ def stepwatch_rate(ws: Path, n: int, db_url: str | None = None) -> float:
                 if r.event.step_changed.status == pb.STEP_STATUS_COMPLETED:
                     ended = time.perf_counter()
                     assert r.event.step_changed.children.completed == n
-        assert started is not None and ended is not None
+            if started is None or ended is None:  # say why, not a bare AssertionError
+                job = stub.GetJob(pb.GetJobRequest(job_id=job.job_id), timeout=60).job
+                raise RuntimeError(f"the summarize step did not complete: job "
+                                   f"{pb.JobStatus.Name(job.status)} {job.failure.message!r}\n"
+                                   f"{orch.output[-2000:]}")
         return n / (ended - started)
     finally:
         orch.stop()
