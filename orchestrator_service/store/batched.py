@@ -18,7 +18,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, text
+from sqlalchemy import Connection, TextClause, insert, select, text
 
 from .. import rules
 from .rows import _CHILD_ENDS, _CHILD_STARTS, _UNFINISHED_IN, IN_CHUNK, C, D, L
@@ -184,33 +184,44 @@ class JsonRows(RowBatches):
         c.execute(_JSON_PUT_DOCUMENTS, {"job": job_id, "rows": rows})
 
 
-# `status + 0`: the status is checked on the row found by its unique key, never looked up in
-# ix_children_status: the planner (its estimate one row) otherwise read every unfinished
-# child of the step from that index and hash-joined the batch to them, once per batch: at
-# 30,000 children most of a batch's time, and the writer held the job's row meanwhile.
+# Each element of a batch finds its child by the unique (step_id, attempt, idx) key, in a
+# LATERAL subquery (LIMIT 1 keeps it from being made a join), and the UPDATE takes that row
+# by its ctid. A plain join of the batch to children is left to the planner, whose estimate
+# for a step's children is one row when its statistics predate them (a new step's 30,000
+# children, inserted in this very transaction): psycopg prepares a statement run 5 times,
+# and the generic plan scanned the step's 30,000 children once per batch element (7-15 s
+# for 2,000, the job's row locked meanwhile, its lease lost). `status + 0`: the status is
+# checked on the row found, never looked up in ix_children_status. (Rows of a step are
+# written only under its job's row lock: no concurrent update moves a ctid under us.)
 _PG_UNFINISHED = f"children.status + 0 IN ({_UNFINISHED_IN})"
+
+
+def _array_child_update(sets: str, arrays: str, names: str) -> TextClause:
+    return text(
+        f"UPDATE children SET {sets} FROM (SELECT d.*, c.tid FROM unnest({arrays}) AS d({names}) "
+        "CROSS JOIN LATERAL (SELECT children.ctid AS tid FROM children "
+        "WHERE children.step_id = :step AND children.attempt = :attempt "
+        f"AND children.idx = d.idx AND {_PG_UNFINISHED} LIMIT 1) AS c) AS x "
+        "WHERE children.ctid = x.tid")
+
 
 _ARRAY_INSERT_CHILDREN = text(
     "INSERT INTO children (step_id, attempt, idx, key, status) "
     "SELECT :step, :attempt, d.n - 1, d.key, :status "
     "FROM unnest(CAST(:keys AS text[])) WITH ORDINALITY AS d(key, n)")
 
-_ARRAY_CHILD_STARTS = text(
-    "UPDATE children SET status = d.st, started_at = d.at FROM unnest("
-    "CAST(:idx AS integer[]), CAST(:st AS integer[]), CAST(:at AS bigint[])) AS d(idx, st, at) "
-    "WHERE children.step_id = :step AND children.attempt = :attempt AND children.idx = d.idx "
-    f"AND {_PG_UNFINISHED}")
+_ARRAY_CHILD_STARTS = _array_child_update(
+    "status = x.st, started_at = x.at",
+    "CAST(:idx AS integer[]), CAST(:st AS integer[]), CAST(:at AS bigint[])", "idx, st, at")
 
-_ARRAY_CHILD_ENDS = text(
-    "UPDATE children SET status = d.st, error = d.err, error_reason = d.reason, "
-    "started_at = coalesce(d.started, children.started_at), "
-    "finished_at = d.at, output_bytes = d.bytes, result = d.res FROM unnest("
+_ARRAY_CHILD_ENDS = _array_child_update(
+    "status = x.st, error = x.err, error_reason = x.reason, "
+    "started_at = coalesce(x.started, children.started_at), "
+    "finished_at = x.at, output_bytes = x.bytes, result = x.res",
     "CAST(:idx AS integer[]), CAST(:st AS integer[]), CAST(:err AS text[]), "
     "CAST(:reason AS integer[]), CAST(:started AS bigint[]), CAST(:at AS bigint[]), "
-    "CAST(:bytes AS bigint[]), CAST(:res AS text[])) "
-    "AS d(idx, st, err, reason, started, at, bytes, res) "
-    "WHERE children.step_id = :step AND children.attempt = :attempt AND children.idx = d.idx "
-    f"AND {_PG_UNFINISHED}")
+    "CAST(:bytes AS bigint[]), CAST(:res AS text[])",
+    "idx, st, err, reason, started, at, bytes, res")
 
 _ARRAY_INSERT_LOGS = text(
     'INSERT INTO log_chunks (step_id, attempt, "offset", child_idx, stream, text, at) '
