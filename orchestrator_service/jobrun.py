@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,8 +82,8 @@ class EngineConfig:
     slots: asyncio.Semaphore
     #: The marker of the commands this database's orchestrator starts (processes.py).
     owner: str
-    #: False while this replica's leases are in doubt: no command starts then.
-    may_start: Callable[[], bool]
+    #: False while this replica's lease on the job is in doubt: no command of it starts then.
+    may_start: Callable[[str], bool]
 
 
 class JobRun:
@@ -220,7 +221,7 @@ class JobRun:
                                "STEPWATCH_ATTEMPT": str(step.attempt)}, inputs=self.inputs,
                           sink=init_output, env_allow=cfg.run.env_allow, run_as=cfg.run.run_as,
                           sandbox=cfg.run.sandbox, allow_hardlinks=cfg.run.allow_hardlinks,
-                          may_start=cfg.may_start)
+                          may_start=functools.partial(cfg.may_start, step.job_id))
         recorder: ProgressRecorder | None = None
         children: list[Child] = []
         outcome: Failure | None

@@ -19,23 +19,24 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Connection, Row, Table, and_, or_, select, text, update
+from sqlalchemy import Connection, Row, Table, and_, case, literal_column, or_, select, text, update
 
 from .statuses import JobStatus
 from .tables import JobRow
 
-__all__ = ["Claimed", "LeaseBook", "Renewal", "default_replica_name"]
+__all__ = ["Claimed", "LeaseBook", "Renewal", "default_replica_name", "lock_extending"]
 
 J = cast(Table, JobRow.__table__)
 _UNFINISHED = (int(JobStatus.PENDING), int(JobStatus.RUNNING))
 #: Of a lease since the last renewal: past this no new command starts (the watchdog abandons
 #: everything at replicas.SELF_FENCE, later).
 START_MARGIN = 0.4
-_DB_NOW = text("SELECT (extract(epoch from clock_timestamp()) * 1000000)::bigint")
+_DB_NOW_US = "(extract(epoch from clock_timestamp()) * 1000000)::bigint"
+_DB_NOW = text(f"SELECT {_DB_NOW_US}")
 
 
 def default_replica_name(port: int) -> str:
@@ -46,17 +47,21 @@ def default_replica_name(port: int) -> str:
 
 @dataclass
 class LeaseBook:
-    """What this process holds: job id -> the epoch it claimed at."""
+    """What this process holds: job id -> the epoch it claimed at, and since when its lease
+    surely runs.
+
+    ``since`` is a monotonic time taken before the database read its clock for the job's
+    latest extension (a claim, a renewal, a write's commit): the lease runs until at least
+    ``since`` plus a lease. Shared by the event loop and the writer threads.
+    """
 
     name: str
     lease_us: int
     #: This process's incarnation: the name plus what makes it unique (never reused).
     owner: str = ""
     _held: dict[str, int] = field(default_factory=dict)
+    _since: dict[str, float] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    #: monotonic time at which the last successful renewal began (every lease held then
-    #: runs until at least that moment plus a lease, on the database's clock)
-    renewed_at: float = field(default_factory=time.monotonic)
 
     def __post_init__(self) -> None:
         if not self.owner:
@@ -66,19 +71,47 @@ class LeaseBook:
         with self._lock:
             return owner == self.owner and self._held.get(job_id) == epoch
 
-    def take(self, job_id: str, epoch: int) -> None:
+    def epoch(self, job_id: str) -> int | None:
+        with self._lock:
+            return self._held.get(job_id)
+
+    def take(self, job_id: str, epoch: int, since: float) -> None:
         with self._lock:
             self._held[job_id] = epoch
+            self._since[job_id] = since
+
+    def extended(self, job_ids: Iterable[str], since: float) -> None:
+        """These jobs' leases were extended by a statement begun after ``since`` (and
+        committed): each runs until at least ``since`` plus a lease."""
+        with self._lock:
+            for job_id in job_ids:
+                if job_id in self._since:
+                    self._since[job_id] = max(self._since[job_id], since)
 
     def drop(self, job_id: str) -> bool:
         """Forget a job; True if it was held."""
         with self._lock:
+            self._since.pop(job_id, None)
             return self._held.pop(job_id, None) is not None
 
-    def fresh(self, margin: float = START_MARGIN) -> bool:
-        """Renewed within ``margin`` of a lease: safe to start a command (it has most of a
+    def age(self, job_id: str, now: float | None = None) -> float:
+        """Seconds since the job's latest extension began (infinite if not held)."""
+        with self._lock:
+            since = self._since.get(job_id)
+        if since is None:
+            return float("inf")
+        return (time.monotonic() if now is None else now) - since
+
+    def fresh(self, job_id: str, margin: float = START_MARGIN) -> bool:
+        """Extended within ``margin`` of a lease: safe to start a command (it has most of a
         lease before anyone else may claim the job)."""
-        return time.monotonic() - self.renewed_at < margin * self.lease_us / 1e6
+        return self.age(job_id) < margin * self.lease_us / 1e6
+
+    def stale(self, limit_s: float, now: float | None = None) -> dict[str, float]:
+        """Held jobs not extended for more than ``limit_s``: job id -> seconds since."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            return {j: now - t for j, t in self._since.items() if now - t > limit_s}
 
     def held(self) -> dict[str, int]:
         with self._lock:
@@ -143,7 +176,14 @@ def claim(c: Connection, book: LeaseBook, limit: int, predecessor: bool = False)
 
 
 def renew(c: Connection, book: LeaseBook) -> Renewal:
-    """Extend every lease this process still holds; say which it lost and which ended."""
+    """Extend every lease this process still holds and nobody is writing; say which it lost
+    and which ended.
+
+    A row locked now is skipped, not waited for: the lock is a write of it (ours, whose
+    commit extends the lease: ``lock_extending``; or a cancel, brief), and a locked row
+    cannot be claimed. A renewal that queued behind a long write would leave every other
+    lease unrenewed meanwhile.
+    """
     held = book.held()
     if not held:
         return Renewal()
@@ -152,9 +192,11 @@ def renew(c: Connection, book: LeaseBook) -> Renewal:
     cancel: set[str] = set()
     ids = list(held)
     for chunk in (ids[i:i + 500] for i in range(0, len(ids), 500)):
+        free = (select(J.c.id).where(J.c.job_id.in_(chunk), J.c.lease_owner == book.owner,
+                                     J.c.status.in_(_UNFINISHED))
+                .with_for_update(skip_locked=True).scalar_subquery())
         rows = c.execute(
-            update(J).where(J.c.job_id.in_(chunk), J.c.lease_owner == book.owner,
-                            J.c.status.in_(_UNFINISHED))
+            update(J).where(J.c.id.in_(free))
             .values(lease_expires_at=now + book.lease_us)
             .returning(J.c.job_id, J.c.lease_epoch, J.c.cancel_requested)).all()
         for r in rows:
@@ -167,7 +209,8 @@ def renew(c: Connection, book: LeaseBook) -> Renewal:
     missing = [j for j in ids if j not in renewed]
     for chunk in (missing[i:i + 500] for i in range(0, len(missing), 500)):
         # A statement of its own sees what committed since the update began: a job created
-        # meanwhile is ours, not lost; a job not committed yet is not looked at.
+        # meanwhile is ours, not lost; a job not committed yet is not looked at. A row
+        # skipped as locked that is still ours is neither: its lease runs on.
         for r in c.execute(select(J.c.job_id, J.c.lease_owner, J.c.lease_epoch, J.c.status)
                            .where(J.c.job_id.in_(chunk))):
             if JobStatus(r.status).terminal:
@@ -175,6 +218,20 @@ def renew(c: Connection, book: LeaseBook) -> Renewal:
             elif r.lease_owner != book.owner or r.lease_epoch != held[r.job_id]:
                 lost.add(r.job_id)
     return Renewal(frozenset(renewed), frozenset(cancel), frozenset(lost), frozenset(ended))
+
+
+def lock_extending(c: Connection, book: LeaseBook, job_id: str) -> Row[Any] | None:
+    """The job's row, locked for a write of it, its lease extended if this process holds it
+    at the epoch it claimed (the row as it is otherwise: the caller's fence refuses). None:
+    no such job. The extension counts from when the caller began (``LeaseBook.extended``
+    after the commit)."""
+    epoch = book.epoch(job_id)
+    mine = and_(J.c.lease_owner == book.owner, J.c.lease_epoch == epoch)
+    return c.execute(
+        update(J).where(J.c.job_id == job_id)
+        .values(lease_expires_at=case((mine, literal_column(_DB_NOW_US) + book.lease_us),
+                                      else_=J.c.lease_expires_at))
+        .returning(*J.c)).first()
 
 
 def release(c: Connection, book: LeaseBook, job_ids: Mapping[str, int]) -> None:

@@ -4,11 +4,12 @@ The lease loop, every tenth of a lease: renew what this replica holds (a job
 whose lease it lost is abandoned at once: runner and commands stopped, nothing
 decided), carry out the cancels other replicas recorded, and claim unowned or
 expired jobs (their steps interrupted by the rules, then run here). The
-watchdog, on the clock alone: when no renewal succeeded for most of a lease
-(the database down, or a network that drops packets and leaves the renewal
-hanging), the replica abandons every job before its leases can expire: by the
-time another replica may claim them, nothing of them runs here any more. No new
-command starts on a lease older than leases.START_MARGIN.
+watchdog, on the clock alone: when a job's lease was extended neither by a renewal
+nor by a committed write of it for most of a lease (the database down, or a
+network that drops packets and leaves the renewal hanging), the replica abandons
+the job before its lease can expire: by the time another replica may claim it,
+nothing of it runs here any more. No new command starts on a lease older than
+leases.START_MARGIN.
 
 The listener: one connection doing ``LISTEN`` (psycopg 3's async notifies).
 A notice from another replica is only ever "there is more": watchers read the
@@ -103,27 +104,24 @@ class Replicas:
 
     async def _watchdog(self) -> None:
         """Leases are kept by the clock, not by a sweep's return: a renewal stuck on a silent
-        network never fails, so this loop, on its own, abandons every job (runners and
-        commands stopped) once no renewal succeeded for SELF_FENCE of a lease, before any
-        other replica may claim them."""
+        network never fails, so this loop, on its own, abandons each job (runner and
+        commands stopped) once neither a renewal nor a write of it committed for SELF_FENCE
+        of a lease, before any other replica may claim it."""
         period = min(0.1, self.lease_s * 0.02)
         while True:
             await asyncio.sleep(period)  # a clock, not a wait for an event
-            silent = time.monotonic() - self.book.renewed_at
-            if silent <= SELF_FENCE * self.lease_s:
-                continue
-            held = self.book.held()
-            if held:
+            stale = self.book.stale(SELF_FENCE * self.lease_s)
+            if stale:
                 log.error("no lease renewal for %.1f s: abandoning %d job(s) before their "
-                          "leases expire", silent, len(held))
-            for job_id in held:
+                          "leases expire", min(stale.values()), len(stale))
+            for job_id in stale:
                 self.engine.abandon(job_id)
 
     async def sweep(self, started: float | None = None) -> None:
         started = time.monotonic() if started is None else started
         renewal = await self.leased.renew_leases()
-        # Every lease held when the renewal began runs a lease past that moment (at least).
-        self.book.renewed_at = max(self.book.renewed_at, started)
+        # Every lease renewed runs a lease past the moment the renewal began (at least).
+        self.book.extended(renewal.renewed, started)
         for job_id in renewal.lost:
             self.engine.abandon(job_id)
         for job_id in renewal.ended:

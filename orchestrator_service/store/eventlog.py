@@ -63,6 +63,8 @@ class _Log:
         self.status_dirty = False
         self._header_due = False
         self.log_keys: set[tuple[str, int]] = set()
+        #: When the lock that extended the job's lease was asked for (None: it did not).
+        self.extended_since: float | None = None
 
     def refuse_if_terminal(self) -> None:
         status = JobStatus(self.values["status"])

@@ -13,13 +13,14 @@ import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Row
 from sqlalchemy.exc import DBAPIError
 
 from .. import leases
 from ..leases import START_MARGIN, Claimed, LeaseBook, Renewal
 from . import notices
 from .dialect import Dialect
+from .errors import JobNotFound
 from .eventlog import lock_job
 from .health import Health
 from .rows import R
@@ -39,13 +40,18 @@ class Holding(Protocol):
 
     def marker(self, identity: str) -> str:
         """What marks this process's commands on this machine (never another's)."""
+    def lock(self, c: Connection, job_id: str) -> Row[Any]:
+        """The job's row, locked for a write of it (its lease extended if held here)."""
+    def extended(self, job_id: str, since: float) -> None:
+        """A write that locked the job after ``since`` (monotonic) committed."""
     def holds(self, job_id: str, owner: str | None, epoch: int) -> bool:
         """Under the job's row lock: may this process write the job?"""
     def runs_here(self, job_id: str) -> bool: ...
-    def take(self, job_id: str, epoch: int) -> None: ...
+    def take(self, job_id: str, epoch: int, since: float) -> None:
+        """Held from now on, its lease set by a statement begun after ``since``."""
     def drop(self, job_id: str) -> None: ...
-    def fresh(self, margin: float = START_MARGIN) -> bool:
-        """Safe to start a command now (the job cannot change hands before long)."""
+    def fresh(self, job_id: str, margin: float = START_MARGIN) -> bool:
+        """Safe to start a command of the job now (it cannot change hands before long)."""
     def lease_values(self, c: Connection) -> dict[str, Any]:
         """The columns a job created here starts with."""
     @property
@@ -67,19 +73,25 @@ class Sole:
     def marker(self, identity: str) -> str:
         return identity
 
+    def lock(self, c: Connection, job_id: str) -> Row[Any]:
+        return lock_job(c, job_id)
+
+    def extended(self, job_id: str, since: float) -> None:
+        pass
+
     def holds(self, job_id: str, owner: str | None, epoch: int) -> bool:
         return True
 
     def runs_here(self, job_id: str) -> bool:
         return True
 
-    def take(self, job_id: str, epoch: int) -> None:
+    def take(self, job_id: str, epoch: int, since: float) -> None:
         pass
 
     def drop(self, job_id: str) -> None:
         pass
 
-    def fresh(self, margin: float = START_MARGIN) -> bool:
+    def fresh(self, job_id: str, margin: float = START_MARGIN) -> bool:
         return True
 
     def lease_values(self, c: Connection) -> dict[str, Any]:
@@ -113,20 +125,31 @@ class Leased:
     def marker(self, identity: str) -> str:
         return f"{identity}|{self.book.name}"  # replicas on one machine: each its own commands
 
+    def lock(self, c: Connection, job_id: str) -> Row[Any]:
+        if job_id not in self.book:
+            return lock_job(c, job_id)  # not ours: nothing to extend (the fence refuses)
+        job = leases.lock_extending(c, self.book, job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    def extended(self, job_id: str, since: float) -> None:
+        self.book.extended((job_id,), since)
+
     def holds(self, job_id: str, owner: str | None, epoch: int) -> bool:
         return self.book.holds(job_id, owner, epoch)
 
     def runs_here(self, job_id: str) -> bool:
         return job_id in self.book
 
-    def take(self, job_id: str, epoch: int) -> None:
-        self.book.take(job_id, epoch)
+    def take(self, job_id: str, epoch: int, since: float) -> None:
+        self.book.take(job_id, epoch, since)
 
     def drop(self, job_id: str) -> None:
         self.book.drop(job_id)
 
-    def fresh(self, margin: float = START_MARGIN) -> bool:
-        return self.book.fresh(margin)
+    def fresh(self, job_id: str, margin: float = START_MARGIN) -> bool:
+        return self.book.fresh(job_id, margin)
 
     def lease_values(self, c: Connection) -> dict[str, Any]:
         # The replica that creates a job runs it: it holds the lease at once.
@@ -150,10 +173,11 @@ class Leased:
 
     async def claim_jobs(self, limit: int, predecessor: bool = False) -> list[Claimed]:
         """Unowned or expired unfinished jobs (and a dead predecessor's), now held here."""
+        since = time.monotonic()
         claimed: list[Claimed] = await self._runner.lease_op(self._in_tx, leases.claim,
                                                              self.book, limit, predecessor)
         for cl in claimed:
-            self.book.take(cl.job_id, cl.epoch)
+            self.book.take(cl.job_id, cl.epoch, since)
         return claimed
 
     async def renew_leases(self) -> Renewal:
@@ -183,11 +207,12 @@ class Leased:
         return renewal
 
     def _request_cancel(self, job_id: str) -> Claimed | None:
+        since = time.monotonic()
         with self._dialect.engine.begin() as c:
             claimed = leases.request_cancel(c, self.book, lock_job(c, job_id))
             if claimed is None:
                 self._dialect.notify(c, notices.encode([notices.CancelAsked(self.book.owner,
                                                                             job_id)]))
         if claimed is not None:
-            self.book.take(job_id, claimed.epoch)
+            self.book.take(job_id, claimed.epoch, since)
         return claimed

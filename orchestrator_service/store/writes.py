@@ -19,6 +19,7 @@ equal the child rows as of its commit.
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -27,7 +28,7 @@ from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..definitions import JobDefinition
-from ..model import JobState, StepState
+from ..model import Event, JobState, StepState
 from ..rules import Decision
 from ..statuses import JobStatus
 from . import scheduled
@@ -74,9 +75,10 @@ class Writes:
         False (RequestConflict when that key asked for something else). A rerun's carried
         steps are COMPLETED, its documents copied."""
         job_id = new_id()  # once, outside the retries: a retried create makes this job or none
+        since = time.monotonic()  # before any try's insert set the lease
 
         def recover(c: Connection, r: Receipt) -> Recovered:
-            self._holding.take(job_id, 1)
+            self._holding.take(job_id, 1, since)
             return (read_job(c, r.job_id), True), set()
 
         try:
@@ -168,17 +170,27 @@ class Writes:
     # -- the transactions (on a writer thread) -----------------------------------
 
     def _log(self, c: Connection, job_id: str, fence: bool = True) -> _Log:
-        """The job's row, locked and fenced: only a process that holds the job may write it."""
-        job = lock_job(c, job_id)
+        """The job's row, locked and fenced: only a process that holds the job may write it.
+        Fenced, the lock extends the job's lease: its commit (``_committed``) renews it."""
+        since = time.monotonic()
+        job = self._holding.lock(c, job_id) if fence else lock_job(c, job_id)
         if fence and not self._holding.holds(job_id, job.lease_owner, job.lease_epoch):
             raise LeaseLost(f"job {job_id} is run by another replica now (lease "
                             f"{job.lease_owner} epoch {job.lease_epoch})")
         self._runner.check_receipt(c)
-        return _Log(c, job, self._holding.owner, self._runner.write_id, self._dialect.notify)
+        log_ = _Log(c, job, self._holding.owner, self._runner.write_id, self._dialect.notify)
+        log_.extended_since = since if fence else None
+        return log_
+
+    def _committed(self, log_: _Log, events: list[Event]) -> None:
+        if log_.extended_since is not None:
+            self._holding.extended(log_.job_id, log_.extended_since)
+        self._runner.committed(events, log_.log_keys)
 
     def _create_job(self, job_id: str, definition: JobDefinition, source_toml: str,
                     request: RequestKey | None, rerun: Rerun | None,
                     source: str, inputs: Mapping[str, Any]) -> tuple[JobState, bool]:
+        since = time.monotonic()
         with self._dialect.engine.begin() as c:
             self._runner.check_receipt(c)  # no lock to take yet: a first try in flight meets the insert
             now = now_us()
@@ -189,8 +201,8 @@ class Writes:
                                self._holding.lease_values, now, inputs)
             log_ = self._log(c, job_id, fence=False)  # its lease is the one inserted above
             events, state = log_.created(steps)
-        self._holding.take(job_id, 1)  # held once committed: a renewal never sees it uncommitted
-        self._runner.committed(events, log_.log_keys)
+        self._holding.take(job_id, 1, since)  # held once committed: a renewal never sees it uncommitted
+        self._committed(log_, events)
         return state, True
 
     def _write_steps(self, job_id: str, writes: Sequence[StepWrite]) -> list[StepState]:
@@ -219,7 +231,7 @@ class Writes:
                 states[w.step_id] = current
                 out.append(current)
             events = log_.flush()
-        self._runner.committed(events, log_.log_keys)
+        self._committed(log_, events)
         return out
 
     def _decide_job(self, job_id: str, decide: Callable[[JobState], Decision]) -> JobState:
@@ -236,16 +248,17 @@ class Writes:
                 log_.set_job(decision.job)
             events = log_.flush()
             state = replace(log_.state(), steps=tuple(steps.values()))
-        self._runner.committed(events, log_.log_keys)
+        self._committed(log_, events)
         return state
 
     def _fire_schedule(self, schedule_id: str, now: int, firing: Firing, force: bool) -> Fired:
+        since = time.monotonic()
         with self._dialect.engine.begin() as c:
             fired = scheduled.fire(c, schedule_id, now, firing, force,
                                    lambda c_, job_id: self._log(c_, job_id, fence=False),
                                    self._holding.lease_values)
         for job in fired.jobs:
-            self._holding.take(job.job_id, 1)
+            self._holding.take(job.job_id, 1, since)
         self._runner.committed(list(fired.events), set(fired.logs))
         return fired
 
@@ -260,7 +273,7 @@ class Writes:
             if moved != step:  # output alone changes no state: no event (its log followers
                 log_.step(moved)  # are told through the log keys)
             events = log_.flush()
-        self._runner.committed(events, log_.log_keys)
+        self._committed(log_, events)
 
     def _page_secret(self) -> bytes:
         with self._dialect.engine.begin() as c:

@@ -152,17 +152,22 @@ def ticks(path: Path) -> dict[int, list[int]]:
     return out
 
 
-# The lease renewal's statement (leases.renew): it locks the job's row until its COMMIT.
-RENEWAL = "RETURNING jobs.job_id, jobs.lease_epoch, jobs.cancel_requested"
+# Statements that lock the job's row until their COMMIT: the lease renewal's
+# (leases.renew), and the first of every write of the job, which extends its lease
+# (leases.lock_extending).
+LOCKED_BY = {"inside-a-lease-renewal": "RETURNING jobs.job_id, jobs.lease_epoch, jobs.cancel_requested",
+             "inside-a-write-of-the-job": "SET lease_expires_at=CASE WHEN"}
 
 
-@pytest.mark.parametrize("where", ["between-transactions", "inside-a-lease-renewal"])
+@pytest.mark.parametrize("where", ["between-transactions", *LOCKED_BY])
 def test_a_silently_partitioned_replica_stops_its_commands_before_another_takes_over(
         where: str, pg_url: str, proxy: FaultProxy, tmp_path: Path,
         started: list[Orchestrator]) -> None:
-    """``inside-a-lease-renewal``: the partition begins right after the renewal's UPDATE
-    reached PostgreSQL, so the cut-off replica's open transaction holds the job's row lock
-    (its COMMIT never comes); the other replica must still take the job over."""
+    """``inside-...``: the partition begins right after that statement reached PostgreSQL,
+    so the cut-off replica's open transaction holds the job's row lock (its COMMIT never
+    comes): its commands still stop in time, counted from the last extension it knows
+    committed, and the other replica takes the job over once PostgreSQL ends that
+    transaction."""
     lease = 2.0
     a = replica(proxy.url(pg_url), tmp_path, lease, own_host=True)
     started.append(a)
@@ -171,9 +176,10 @@ def test_a_silently_partitioned_replica_stops_its_commands_before_another_takes_
     beat = tmp_path / "beats"
     # Attempt 1 beats until it is killed; attempt 2 beats a few times and succeeds.
     script = tmp_path / "beat.sh"
+    # It prints too: its output is written (a write of the job) while it runs.
     script.write_text(f'n=0; while [ "$STEPWATCH_ATTEMPT" = 1 ] || [ $n -lt 5 ]; do '
                       f'echo "$STEPWATCH_ATTEMPT $(date +%s%N)" >> {beat}; n=$((n+1)); '
-                      'sleep 0.02; done\n')
+                      'echo beat; sleep 0.02; done\n')
     # A tree (sh under sh), as real commands are.
     toml = (f'name = "partition"\n[steps.s]\ntype = "shell"\nmax_attempts = 2\n'
             f'commands = ["sh {script} & wait"]\n')
@@ -183,8 +189,8 @@ def test_a_silently_partitioned_replica_stops_its_commands_before_another_takes_
         cut_at = time.time_ns()
         proxy.blackhole()
     else:
-        fired = proxy.blackhole_after(RENEWAL)
-        assert fired.wait(3 * lease), "no lease renewal within 3 leases"
+        fired = proxy.blackhole_after(LOCKED_BY[where])
+        assert fired.wait(3 * lease), f"no {where} within 3 leases"
         cut_at = time.time_ns()
     try:
         until(lambda: len(ticks(beat).get(2, [])) >= 5, "attempt 2 on B", timeout=3 * lease + 10)
