@@ -32,8 +32,8 @@ __all__ = ["Claimed", "LeaseBook", "Renewal", "default_replica_name", "lock_exte
 
 J = cast(Table, JobRow.__table__)
 _UNFINISHED = (int(JobStatus.PENDING), int(JobStatus.RUNNING))
-#: Of a lease since the last renewal: past this no new command starts (the watchdog abandons
-#: everything at replicas.SELF_FENCE, later).
+#: Of a lease since the job's latest extension: past this no new command of it starts (the
+#: watchdog abandons it at replicas.SELF_FENCE, later).
 START_MARGIN = 0.4
 _DB_NOW_US = "(extract(epoch from clock_timestamp()) * 1000000)::bigint"
 _DB_NOW = text(f"SELECT {_DB_NOW_US}")
@@ -59,8 +59,8 @@ class LeaseBook:
     lease_us: int
     #: This process's incarnation: the name plus what makes it unique (never reused).
     owner: str = ""
-    _held: dict[str, int] = field(default_factory=dict)
-    _since: dict[str, float] = field(default_factory=dict)
+    #: job id -> (epoch, since)
+    _held: dict[str, tuple[int, float]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -69,38 +69,39 @@ class LeaseBook:
 
     def holds(self, job_id: str, owner: str | None, epoch: int) -> bool:
         with self._lock:
-            return owner == self.owner and self._held.get(job_id) == epoch
+            held = self._held.get(job_id)
+        return owner == self.owner and held is not None and held[0] == epoch
 
     def epoch(self, job_id: str) -> int | None:
         with self._lock:
-            return self._held.get(job_id)
+            held = self._held.get(job_id)
+        return None if held is None else held[0]
 
     def take(self, job_id: str, epoch: int, since: float) -> None:
         with self._lock:
-            self._held[job_id] = epoch
-            self._since[job_id] = since
+            self._held[job_id] = (epoch, since)
 
     def extended(self, job_ids: Iterable[str], since: float) -> None:
         """These jobs' leases were extended by a statement begun after ``since`` (and
         committed): each runs until at least ``since`` plus a lease."""
         with self._lock:
             for job_id in job_ids:
-                if job_id in self._since:
-                    self._since[job_id] = max(self._since[job_id], since)
+                if job_id in self._held:
+                    epoch, before = self._held[job_id]
+                    self._held[job_id] = (epoch, max(before, since))
 
     def drop(self, job_id: str) -> bool:
         """Forget a job; True if it was held."""
         with self._lock:
-            self._since.pop(job_id, None)
             return self._held.pop(job_id, None) is not None
 
     def age(self, job_id: str, now: float | None = None) -> float:
         """Seconds since the job's latest extension began (infinite if not held)."""
         with self._lock:
-            since = self._since.get(job_id)
-        if since is None:
+            held = self._held.get(job_id)
+        if held is None:
             return float("inf")
-        return (time.monotonic() if now is None else now) - since
+        return (time.monotonic() if now is None else now) - held[1]
 
     def fresh(self, job_id: str, margin: float = START_MARGIN) -> bool:
         """Extended within ``margin`` of a lease: safe to start a command (it has most of a
@@ -111,11 +112,12 @@ class LeaseBook:
         """Held jobs not extended for more than ``limit_s``: job id -> seconds since."""
         now = time.monotonic() if now is None else now
         with self._lock:
-            return {j: now - t for j, t in self._since.items() if now - t > limit_s}
+            return {j: now - t for j, (_, t) in self._held.items() if now - t > limit_s}
 
     def held(self) -> dict[str, int]:
+        """Job id -> the epoch it was claimed at."""
         with self._lock:
-            return dict(self._held)
+            return {job_id: epoch for job_id, (epoch, _) in self._held.items()}
 
     def __contains__(self, job_id: object) -> bool:
         with self._lock:
@@ -220,12 +222,11 @@ def renew(c: Connection, book: LeaseBook) -> Renewal:
     return Renewal(frozenset(renewed), frozenset(cancel), frozenset(lost), frozenset(ended))
 
 
-def lock_extending(c: Connection, book: LeaseBook, job_id: str) -> Row[Any] | None:
-    """The job's row, locked for a write of it, its lease extended if this process holds it
-    at the epoch it claimed (the row as it is otherwise: the caller's fence refuses). None:
-    no such job. The extension counts from when the caller began (``LeaseBook.extended``
-    after the commit)."""
-    epoch = book.epoch(job_id)
+def lock_extending(c: Connection, book: LeaseBook, job_id: str, epoch: int) -> Row[Any] | None:
+    """The job's row, locked for a write of it, its lease extended if this process still
+    holds it at ``epoch`` (the row as it is otherwise: the caller's fence refuses). None: no
+    such job. The extension counts from when the caller began (``LeaseBook.extended`` after
+    the commit)."""
     mine = and_(J.c.lease_owner == book.owner, J.c.lease_epoch == epoch)
     return c.execute(
         update(J).where(J.c.job_id == job_id)

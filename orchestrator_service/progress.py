@@ -205,22 +205,23 @@ class ProgressRecorder:
             self._changes, self._docs = self._changes[limit:], self._docs[cut:]
             self._change_docs = self._change_docs[limit:]
             self._doc_delta -= cut
+        # The counts once these changes commit after the ones before (saved by _saved_ok).
+        self._unsaved = n, moved = self._after(changes)
         batch = ProgressBatch(self._step_id, self._attempt, changes, docs,
-                              self._counts_after(changes), delta, self._logs, self._new_children)
+                              ChildCounts(total=self._total, **n), delta, self._logs,
+                              self._new_children)
         self._logs, self._new_children = [], None
         return batch
 
-    def _counts_after(self, changes: Sequence[ChildChange]) -> ChildCounts:
-        """The counts once ``changes`` are committed after what was (noted as unsaved until
-        ``_saved_ok``)."""
+    def _after(self, changes: Sequence[ChildChange]) -> tuple[dict[str, int], dict[int, ChildStatus]]:
+        """The counts by field, and the children moved, once ``changes`` are committed."""
         n, moved = dict(self._saved_n), dict[int, ChildStatus]()
         for ch in changes:
             old = moved.get(ch.child, self._saved[ch.child])
             n[_FIELD[old]] -= 1
             n[_FIELD[ch.status]] += 1
             moved[ch.child] = ch.status
-        self._unsaved = (n, moved)
-        return ChildCounts(total=self._total, **n)
+        return n, moved
 
     def _saved_ok(self) -> None:
         if self._unsaved is not None:

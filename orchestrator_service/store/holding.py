@@ -126,9 +126,10 @@ class Leased:
         return f"{identity}|{self.book.name}"  # replicas on one machine: each its own commands
 
     def lock(self, c: Connection, job_id: str) -> Row[Any]:
-        if job_id not in self.book:
+        epoch = self.book.epoch(job_id)
+        if epoch is None:
             return lock_job(c, job_id)  # not ours: nothing to extend (the fence refuses)
-        job = leases.lock_extending(c, self.book, job_id)
+        job = leases.lock_extending(c, self.book, job_id, epoch)
         if job is None:
             raise JobNotFound(job_id)
         return job
