@@ -13,6 +13,7 @@ those of the one-task-per-child path.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -21,6 +22,7 @@ from dataclasses import replace
 from typing import Any
 
 from . import rules
+from .beneath import open_workspace
 from .problems import text_of
 from .progress import ProgressRecorder
 from .statuses import LogStream
@@ -146,6 +148,10 @@ def _run(step_type: StepType, ctx: StepContext, control: _Control, outbox: _Outb
     halts. True when it stopped early, its child held back, because the replica's lease is
     in doubt."""
     try:
+        ctx = replace(ctx, workspace_fd=open_workspace(ctx.workspace))
+    except OSError:
+        pass  # each child opens it by path, and says what is wrong with it
+    try:
         while (item := control.take()) is not None:
             i, child = item
             if not ctx.may_start():
@@ -163,6 +169,8 @@ def _run(step_type: StepType, ctx: StepContext, control: _Control, outbox: _Outb
         return False
     finally:
         CURRENT_CHILD.set(None)
+        if ctx.workspace_fd is not None:
+            os.close(ctx.workspace_fd)
         outbox.wake()
 
 

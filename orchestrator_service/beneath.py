@@ -21,7 +21,8 @@ from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
 
-__all__ = ["NotBeneath", "glob_regex", "list_beneath", "open_beneath", "stat_beneath"]
+__all__ = ["NotBeneath", "Workspace", "glob_regex", "list_beneath", "open_beneath", "open_workspace",
+           "stat_beneath"]
 
 _SYS_OPENAT2 = {"x86_64": 437, "aarch64": 437, "armv7l": 437, "ppc64le": 437, "s390x": 437}
 RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS, RESOLVE_BENEATH = 0x02, 0x04, 0x08
@@ -46,12 +47,13 @@ def _libc() -> ctypes.CDLL | None:
 
 
 _openat2_works: bool | None = None
+_OPENAT2 = _SYS_OPENAT2.get(platform.machine())  # the syscall's number here, if known
 
 
 def _openat2(dir_fd: int, rel: str, flags: int) -> int | None:
     """An fd, or None when the kernel has no openat2 (then the caller walks)."""
     global _openat2_works
-    number = _SYS_OPENAT2.get(platform.machine())
+    number = _OPENAT2
     libc = _libc()
     if _openat2_works is False or number is None or libc is None:
         return None
@@ -90,20 +92,25 @@ def _walk(dir_fd: int, rel: str, flags: int) -> int:
         os.close(current)
 
 
-def open_beneath(workspace: Path, rel: str, flags: int = os.O_RDONLY,
+#: The workspace: its path, or a descriptor open on its folder (held by whoever opens many
+#: files beneath it, so each costs no open and close of the workspace itself).
+Workspace = Path | int
+
+
+def open_beneath(workspace: Workspace, rel: str, flags: int = os.O_RDONLY,
                  allow_hardlinks: bool = False) -> int:
     """A descriptor of ``rel`` beneath ``workspace``; NotBeneath if the path would leave it
     or cross a symlink, or names a file with several hard links (unless allowed)."""
     return open_beneath_stat(workspace, rel, flags, allow_hardlinks)[0]
 
 
-def open_beneath_stat(workspace: Path, rel: str, flags: int = os.O_RDONLY,
+def open_beneath_stat(workspace: Workspace, rel: str, flags: int = os.O_RDONLY,
                       allow_hardlinks: bool = False) -> tuple[int, os.stat_result]:
     """open_beneath, with the descriptor's stat (taken anyway for the hard-link check)."""
-    p = PurePosixPath(rel)
-    if p.is_absolute() or ".." in p.parts:
+    if rel.startswith("/") or ".." in rel.split("/"):  # the kernel refuses it too; say why
         raise NotBeneath(errno.EXDEV, f"{rel}: not inside the workspace")
-    top = os.open(workspace, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    borrowed = isinstance(workspace, int)
+    top = workspace if isinstance(workspace, int) else open_workspace(workspace)
     try:
         try:
             fd = _openat2(top, rel, flags)
@@ -115,7 +122,8 @@ def open_beneath_stat(workspace: Path, rel: str, flags: int = os.O_RDONLY,
                                             "the way)") from None
             raise OSError(exc.errno, f"{rel}: {exc.strerror}") from None
     finally:
-        os.close(top)
+        if not borrowed:
+            os.close(top)
     st = os.fstat(fd)
     if stat.S_ISREG(st.st_mode) and st.st_nlink > 1 and not allow_hardlinks:
         os.close(fd)
@@ -124,7 +132,12 @@ def open_beneath_stat(workspace: Path, rel: str, flags: int = os.O_RDONLY,
     return fd, st
 
 
-def stat_beneath(workspace: Path, rel: str, allow_hardlinks: bool = False) -> os.stat_result:
+def open_workspace(workspace: Path) -> int:
+    """A descriptor of the workspace's folder, for ``open_beneath``'s workspace."""
+    return os.open(workspace, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
+def stat_beneath(workspace: Workspace, rel: str, allow_hardlinks: bool = False) -> os.stat_result:
     fd, st = open_beneath_stat(workspace, rel, os.O_PATH, allow_hardlinks)
     os.close(fd)
     return st

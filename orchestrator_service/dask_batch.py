@@ -128,6 +128,9 @@ class _NoDocuments:
         raise RuntimeError("ctx.documents() is read in init(), on the orchestrator; give each "
                            "child what it needs in its payload")
 
+    async def paths(self) -> list[str]:
+        return [d.path for d in await self.documents()]
+
 
 @dataclass
 class _WorkerSink:

@@ -46,6 +46,9 @@ class JobDocuments:
     async def documents(self, tags: Sequence[str] | None = None) -> list[Document]:
         return await self._store.reads.documents(self._job_id, tags)
 
+    async def paths(self) -> list[str]:
+        return await self._store.reads.document_paths(self._job_id)
+
 
 @dataclass(frozen=True)
 class RunConfig:

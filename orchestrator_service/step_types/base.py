@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
+from ..beneath import Workspace
 from ..sandbox import NONE as NO_SANDBOX
 from ..sandbox import Sandbox
 from ..statuses import LogStream
@@ -68,6 +69,8 @@ class DocumentPut:
 class DocumentReader(Protocol):
     async def documents(self, tags: Sequence[str] | None = None) -> list[Document]: ...
 
+    async def paths(self) -> list[str]: ...
+
 
 class OutputSink(Protocol):
     """Where an attempt's output goes (the engine's; bounded, numbered, stored)."""
@@ -110,6 +113,14 @@ class StepContext:
     may_start: Callable[[], bool] = field(default=lambda: True, compare=False)
     #: The job's typed inputs by name (commands also see them as STEPWATCH_INPUT_<NAME>).
     inputs: Mapping[str, Any] = field(default_factory=dict)
+    #: The workspace's folder, opened once by the thread running synchronous children,
+    #: so a child opens its file beneath it without opening the workspace again.
+    workspace_fd: int | None = None
+
+    @property
+    def beneath(self) -> Workspace:
+        """The workspace as ``beneath.open_beneath`` takes it: the open folder if there is one."""
+        return self.workspace if self.workspace_fd is None else self.workspace_fd
 
     def log(self, text: str, stream: LogStream = LogStream.SYSTEM) -> None:
         """A line (or lines) of the step's log: the current child's in run_child, the step's in init."""
@@ -126,6 +137,11 @@ class StepContext:
     async def documents(self, tags: Sequence[str] | None = None) -> list[Document]:
         """The job's documents, all or those carrying any of ``tags``."""
         return await self.docs.documents(tags)
+
+    async def document_paths(self) -> list[str]:
+        """The paths of all the job's documents, in order (without reading their tags and
+        attributes: a step that only needs the files)."""
+        return await self.docs.paths()
 
 
 class StepType:

@@ -54,7 +54,7 @@ class ScanFiles(StepType):
     def run_child_sync(self, ctx: StepContext, child: Child) -> Sequence[DocumentPut]:
         # Opened beneath the workspace again, without following a link on the way: a folder
         # swapped for a symlink since the scan tells nothing of where it leads.
-        st = stat_beneath(ctx.workspace.resolve(), child.key, ctx.allow_hardlinks)
+        st = stat_beneath(ctx.beneath, child.key, ctx.allow_hardlinks)
         return [DocumentPut(child.key, tags=file_tags(child.key, ctx.options["tags"]),
                             attrs={"size": st.st_size})]
 

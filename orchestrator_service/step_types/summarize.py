@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from ..beneath import open_beneath_stat
+from ..beneath import Workspace, open_beneath_stat
 from .base import Child, DocumentPut, StepContext, StepType
 
 
@@ -18,17 +18,18 @@ class Summarize(StepType):
     sync_children = True
 
     async def init(self, ctx: StepContext) -> Sequence[Child]:
-        return [Child(key=doc.path) for doc in await ctx.documents()]
+        return [Child(key=path) for path in await ctx.document_paths()]
 
     def run_child_sync(self, ctx: StepContext, child: Child) -> Sequence[DocumentPut]:
-        stats = summarize_beneath(ctx.workspace, child.key, ctx.allow_hardlinks)
+        stats = summarize_beneath(ctx.beneath, child.key, ctx.allow_hardlinks)
         return [DocumentPut(child.key, attrs=stats)]
 
 
 CHUNK = 1 << 20  # a file is read 1 MiB at a time: a 1 GB file costs 1 MiB of memory
 
 
-def summarize_beneath(workspace: Path, rel: str, allow_hardlinks: bool = False) -> dict[str, int]:
+def summarize_beneath(workspace: Workspace, rel: str, allow_hardlinks: bool = False,
+                      ) -> dict[str, int]:
     """Counts of the file ``rel`` beneath ``workspace``, opened without following a symlink
     anywhere on its path (beneath.py); errors name ``rel``, not where the workspace is."""
     fd, st = open_beneath_stat(workspace, rel, os.O_RDONLY, allow_hardlinks)
@@ -42,10 +43,14 @@ def summarize_beneath(workspace: Path, rel: str, allow_hardlinks: bool = False) 
 
 def _chunks(fd: int, size: int) -> Iterator[bytes]:
     """The file's bytes, read straight from the descriptor: the first read sized to the
-    file (a small file costs one read, not a 1 MiB buffer), then CHUNK at a time."""
-    want = min(CHUNK, size + 1)  # +1: a file that grew since fstat is read to its end
+    file, then CHUNK at a time. A small file costs one read: asked for one byte more than
+    fstat said, it returned just what fstat said, so nothing followed (a file that grew
+    since is read on to its end)."""
+    want = min(CHUNK, size + 1)
     while data := os.read(fd, want):
         yield data
+        if len(data) == size < want:
+            return
         want = CHUNK
 
 

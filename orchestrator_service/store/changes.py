@@ -160,7 +160,10 @@ def _put_documents(c: Connection, rows: RowBatches, job_id: str,
         if found is None:
             out.append((path, json.dumps(list(put.tags)), json.dumps(dict(put.attrs))))
             continue
-        tags = json.loads(found[1])
-        out.append((path, json.dumps(tags + [t for t in put.tags if t not in tags]),
-                    json.dumps({**json.loads(found[2]), **put.attrs})))
+        tags_text = found[1]
+        if put.tags:  # else the stored text stands (most puts only set attributes)
+            tags = json.loads(tags_text)
+            tags_text = json.dumps(tags + [t for t in put.tags if t not in tags])
+        attrs_text = json.dumps({**json.loads(found[2]), **put.attrs}) if put.attrs else found[2]
+        out.append((path, tags_text, attrs_text))
     rows.put_documents(c, job_id, out)

@@ -76,6 +76,9 @@ class Reads:
     async def documents(self, job_id: str, tags: Sequence[str] | None = None) -> list[Document]:
         return await self._run(_documents, job_id, tags)
 
+    async def document_paths(self, job_id: str) -> list[str]:
+        return await self._run(_document_paths, job_id)
+
     async def list_documents(self, job_id: str, tags: Sequence[str], limit: int,
                              after: str | None) -> tuple[list[Document], str | None]:
         return await self._run(_list_documents, job_id, tags, limit, after)
@@ -181,6 +184,11 @@ def _documents(c: Connection, job_id: str, tags: Sequence[str] | None) -> list[D
         return docs
     wanted = set(tags)
     return [d for d in docs if wanted.intersection(d.tags)]
+
+
+def _document_paths(c: Connection, job_id: str) -> list[str]:
+    return list(c.execute(select(D.c.path).where(D.c.job_id == job_id).order_by(D.c.path))
+                .scalars())
 
 
 def _list_documents(c: Connection, job_id: str, tags: Sequence[str], limit: int,

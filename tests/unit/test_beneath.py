@@ -5,12 +5,20 @@ and the glob the walk uses matches as pathlib's does. Real files in a temp folde
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from orchestrator_service import beneath
-from orchestrator_service.beneath import NotBeneath, list_beneath, open_beneath, stat_beneath
+from orchestrator_service.beneath import (
+    NotBeneath,
+    Workspace,
+    list_beneath,
+    open_beneath,
+    open_workspace,
+    stat_beneath,
+)
 
 
 @pytest.fixture
@@ -23,28 +31,46 @@ def tree(tmp_path: Path) -> tuple[Path, Path]:
     return ws, out
 
 
+@pytest.fixture(params=["path", "held"])
+def top(request: pytest.FixtureRequest, tree: tuple[Path, Path]) -> Iterator[Workspace]:
+    """The workspace as a path, or as a descriptor its user holds (the sync children's
+    thread): the same answers either way, and a held descriptor stays open."""
+    if request.param == "path":
+        yield tree[0]
+        return
+    fd = open_workspace(tree[0])
+    try:
+        yield fd
+        os.fstat(fd)  # still open: borrowed, never closed by a call
+    finally:
+        os.close(fd)
+
+
 @pytest.mark.parametrize("walk", [False, True])
-def test_a_folder_swapped_for_a_link_out_is_not_followed(tree: tuple[Path, Path], walk: bool,
+def test_a_folder_swapped_for_a_link_out_is_not_followed(tree: tuple[Path, Path], top: Workspace,
+                                                         walk: bool,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     ws, out = tree
     if walk:  # the fallback for kernels without openat2
         monkeypatch.setattr(beneath, "_openat2", lambda *a: None)
-    assert stat_beneath(ws, "docs/a.md").st_size == 7
+    assert stat_beneath(top, "docs/a.md").st_size == 7
     (ws / "docs").rename(ws / "docs-old")
     (ws / "docs").symlink_to(out)  # the swap, after the scan listed docs/a.md
     # What a path-based stat did: it followed the swapped folder to the outside file.
     assert os.stat(ws / "docs" / "a.md", follow_symlinks=False).st_size > 7
     with pytest.raises(NotBeneath):
-        stat_beneath(ws, "docs/a.md")
+        stat_beneath(top, "docs/a.md")
     with pytest.raises(NotBeneath):
-        open_beneath(ws, "docs/a.md")
+        open_beneath(top, "docs/a.md")
+    assert stat_beneath(top, "docs-old/a.md").st_size == 7
     assert list(list_beneath(ws, ".", ["**/*.md"], [])) == ["docs-old/a.md"]
 
 
-@pytest.mark.parametrize("rel", ["../outside/a.md", "/etc/passwd", "docs/../../outside/a.md"])
-def test_paths_out_are_refused(tree: tuple[Path, Path], rel: str) -> None:
-    with pytest.raises(NotBeneath):
-        open_beneath(tree[0], rel)
+@pytest.mark.parametrize("rel", ["../outside/a.md", "/etc/passwd", "docs/../../outside/a.md",
+                                 "docs//../../outside/a.md", "//etc/passwd", "docs/.."])
+def test_paths_out_are_refused(top: Workspace, rel: str) -> None:
+    with pytest.raises(NotBeneath, match="not inside the workspace"):
+        open_beneath(top, rel)
 
 
 def test_hard_links_are_refused_unless_allowed(tree: tuple[Path, Path]) -> None:
