@@ -7,6 +7,7 @@ import threading
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from orchestrator_service.watch import PAGE
 from stepwatch.v1 import orchestrator_pb2 as pb
 
 from .conftest import Server
@@ -75,6 +76,19 @@ def test_resume_from_every_seq_is_exact(stub) -> None:
         assert got == full[k - 1:]
     snap = watch(stub, job.job_id, after_seq=0)
     assert len(snap) == 1 and snap[0].snapshot.seq == head and snap[0].snapshot.job == final
+
+
+def test_a_replay_of_several_pages_is_whole_from_anywhere(stub) -> None:
+    """The log is read a page at a time (PAGE events): across page boundaries nothing is
+    lost, repeated or reordered, and the stream ends after the job's terminal event."""
+    job = submit(stub, toml("stop", *(shell(f"s{i}", "true") for i in range(PAGE // 2))))
+    final = finish(stub, job.job_id)
+    assert final.head_seq > 2 * PAGE + 1, "the log must span more than two pages"
+    full = events(watch(stub, job.job_id, after_seq=1))
+    assert [e.seq for e in full] == list(range(2, final.head_seq + 1))
+    assert full[-1].job_changed.status in TERMINAL_JOB
+    for k in (PAGE - 1, PAGE, PAGE + 1, 2 * PAGE + 3, final.head_seq - 1):
+        assert events(watch(stub, job.job_id, after_seq=k)) == full[k - 1:]
 
 
 def test_heartbeats_arrive_on_an_idle_stream(stub, server: Server) -> None:
