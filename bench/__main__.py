@@ -25,7 +25,9 @@
   jobs/s of one replica next to two on one database (`--db-url postgresql+psycopg://...`, or a
   PostgreSQL the bench starts itself);
 - sandbox: `true` commands/s in the bubblewrap sandbox next to unconfined (`--sandbox none`),
-  one at a time and 32 at a time.
+  one at a time and 32 at a time;
+- peer: a job summarizing 2,000 files next to Prefect 3's task map over the same files
+  (Prefect from a venv of its own, ``.venv-peer``, made on first use).
 
 `--quick` runs a smaller set (about a minute).
 """
@@ -35,13 +37,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from . import cli, engine, executors, fanout, logs, memory, replicas, sandbox, steps, stream, ui
+from . import cli, engine, executors, fanout, logs, memory, peer, replicas, sandbox, steps, stream, ui
 
 
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench")
     p.add_argument("--only", choices=["steps", "stream", "fanout", "engine", "memory", "logs", "cli", "ui",
-                                       "executors", "replicas", "sandbox"],
+                                       "executors", "replicas", "sandbox", "peer"],
                    help="run one section")
     p.add_argument("--quick", action="store_true", help="smaller sizes, about a minute")
     p.add_argument("--files", type=int, default=5000)
@@ -99,6 +101,10 @@ def main() -> None:
         lines = asyncio.run(sandbox.main(300 if a.quick else 1000))
         print("\n".join(lines), flush=True)
         sections.append(("sandbox", lines))
+    if a.only in (None, "peer"):
+        lines = asyncio.run(peer.main(500 if a.quick else 2000, 1 if a.quick else 2))
+        print("\n".join(lines), flush=True)
+        sections.append(("peer", lines))
     print("\n== summary ==")
     for name, lines in sections:
         print(f"[{name}]")
