@@ -6,7 +6,7 @@ Prefect runs from a venv of its own (``.venv-peer``, made with pip on first use:
 dependencies are not ours) in its default local mode, an ephemeral API server on SQLite
 and tasks on its thread pool; after a warm-up flow, so its server's start is not counted.
 Stepwatch runs as a server process on a SQLite file, measured from SubmitJob to the end
-of the job's WatchJob stream."""
+of the job's WatchJob stream and its GetJob (tests.procs.run_job)."""
 
 from __future__ import annotations
 
@@ -19,11 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import grpc
-
 from stepwatch.v1 import orchestrator_pb2 as pb
-from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
-from tests.procs import REPO, Orchestrator
+from tests.procs import REPO, Orchestrator, run_job
 
 from .stream import make_files
 
@@ -58,14 +55,9 @@ def prefect_seconds(python: Path, files: list[Path], home: Path) -> float:
 def stepwatch_seconds(ws: Path, n: int, db: str) -> float:
     orch = Orchestrator(f"sqlite:///{ws / db}", 0, None, ws)
     try:
-        with grpc.insecure_channel(orch.target) as ch:
-            stub = pb_grpc.OrchestratorServiceStub(ch)
-            start = time.perf_counter()
-            job = stub.SubmitJob(pb.SubmitJobRequest(definition_toml=JOB), timeout=60).job
-            for _ in stub.WatchJob(pb.WatchJobRequest(job_id=job.job_id), timeout=1800):
-                pass
-            took = time.perf_counter() - start
-            job = stub.GetJob(pb.GetJobRequest(job_id=job.job_id), timeout=60).job
+        start = time.perf_counter()
+        job = run_job(orch.target, timeout=1800, definition_toml=JOB)
+        took = time.perf_counter() - start
         done = next(s for s in job.steps if s.name == "s").children.completed
         if job.status != pb.JOB_STATUS_COMPLETED or done != n:
             raise RuntimeError(f"the stepwatch job did not summarize {n} files: "

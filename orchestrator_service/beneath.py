@@ -109,7 +109,7 @@ def open_beneath_stat(workspace: Workspace, rel: str, flags: int = os.O_RDONLY,
     """open_beneath, with the descriptor's stat (taken anyway for the hard-link check)."""
     if rel.startswith("/") or ".." in rel.split("/"):  # the kernel refuses it too; say why
         raise NotBeneath(errno.EXDEV, f"{rel}: not inside the workspace")
-    borrowed = isinstance(workspace, int)
+    borrowed = isinstance(workspace, int)  # the caller's descriptor: it closes it
     top = workspace if isinstance(workspace, int) else open_workspace(workspace)
     try:
         try:

@@ -206,7 +206,7 @@ class ProgressRecorder:
             self._change_docs = self._change_docs[limit:]
             self._doc_delta -= cut
         # The counts once these changes commit after the ones before (saved by _saved_ok).
-        self._unsaved = n, moved = self._after(changes)
+        n, _ = self._unsaved = self._after(changes)
         batch = ProgressBatch(self._step_id, self._attempt, changes, docs,
                               ChildCounts(total=self._total, **n), delta, self._logs,
                               self._new_children)

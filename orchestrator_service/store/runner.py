@@ -102,6 +102,10 @@ class Runner:
         with self._dialect.reading.begin() as c:
             return fn(c, *args)
 
+    def writer_of(self, key: str) -> int:
+        """The writer thread (its number) that commits ``key``'s writes, in order."""
+        return hash(key) % len(self._writers)
+
     async def write(self, name: str, fn: Callable[..., T], *args: Any, wait: bool = True,
                     key: str = "", recover: Recover | None = None) -> T:
         """Run a write transaction on its writer thread; retry while storage is faulty.
@@ -118,7 +122,7 @@ class Runner:
         outcome unknown, so every retry first looks, under the job's lock, for that receipt:
         found, the write is not run again and its result is read back (``recover``).
         """
-        writer = self._writers[hash(key) % len(self._writers)]
+        writer = self._writers[self.writer_of(key)]
         loop = self._bind()
         write_id = new_id() if self._dialect.receipts and recover is not None else None
         tries = 0

@@ -73,12 +73,12 @@ async def create(store: Store) -> JobState:
 
 
 async def on_distinct_writers(store: Store, n: int) -> list[JobState]:
-    """``n`` jobs whose writes run on different writer threads (a job's writes go to thread
-    hash(job_id) % writers), so that their rows are locked at the same time."""
+    """``n`` jobs whose writes run on different writer threads (one thread commits a job's
+    writes in order), so that their rows are locked at the same time."""
     jobs: dict[int, JobState] = {}
     while len(jobs) < n:
         job = await create(store)
-        jobs.setdefault(hash(job.job_id) % store.dialect.writers, job)
+        jobs.setdefault(store.runner.writer_of(job.job_id), job)
     return list(jobs.values())
 
 
