@@ -95,10 +95,21 @@ class InProcessExecutor:
                 else:
                     recorder.completed(i, puts or ())
 
+        workers = min(concurrency, len(children))
+        if workers == 1:
+            # One at a time (a one-command step, a chain's): in this task, not a group of
+            # one; the child's number is set in this task's context, so it is put back.
+            token = CURRENT_CHILD.set(None)
+            try:
+                with batch:
+                    await worker()
+            finally:
+                CURRENT_CHILD.reset(token)
+            return
         try:
             with batch:
                 async with asyncio.TaskGroup() as tg:
-                    for _ in range(min(concurrency, len(children))):
+                    for _ in range(workers):
                         tg.create_task(worker())
         except* StepFailed as group:
             raise group.exceptions[0] from None

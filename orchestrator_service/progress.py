@@ -100,8 +100,14 @@ class ProgressRecorder:
         self._bytes: dict[int, int] = {}
         self._dropped: dict[int, int] = {}
         self._results: dict[int, str] = {}
-        self._stopping = asyncio.Event()
+        self._stopping = False
+        # The pause between two flushes: a future that the end (finish) settles early.
+        self._pause: asyncio.Future[None] | None = None
+        # Until the first interval has passed there is no flush task, only this timer: a
+        # step that ends sooner (most quick ones) never makes one.
+        self._first: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
+        self._started = False
         self.errors: list[str] = []
 
     @property
@@ -113,7 +119,13 @@ class ProgressRecorder:
         return rules.over_tolerance(self._n["failed"], self.max_failures)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._flush_loop(), name=f"progress-{self._step_id}")
+        self._started = True
+        self._first = asyncio.get_running_loop().call_later(self._interval, self._begin)
+
+    def _begin(self) -> None:
+        self._first = None
+        if not self._stopping:
+            self._task = asyncio.create_task(self._flush_loop(), name=f"progress-{self._step_id}")
 
     # -- children ----------------------------------------------------------------
 
@@ -162,12 +174,17 @@ class ProgressRecorder:
         The caller commits the returned batch with the attempt's new status: a backlog
         over ``CHUNK`` is written first, in chunks, so that transaction is bounded too.
         """
-        self._stopping.set()
+        self._stopping = True
+        if self._first is not None:
+            self._first.cancel()
+            self._first = None
+        if self._pause is not None and not self._pause.done():
+            self._pause.set_result(None)
         if self._task is not None:
             with contextlib.suppress(Exception):
                 # Shielded: a cancelled caller must not cancel the flush it waits for.
                 await asyncio.shield(self._task)
-        if self._task is not None and not self._no_chunks:
+        if self._started and not self._no_chunks:
             with contextlib.suppress(Exception):  # a failed chunk is carried by the end
                 while len(self._changes) > CHUNK:
                     await asyncio.shield(self._write_chunk())
@@ -256,24 +273,37 @@ class ProgressRecorder:
         self._saved_ok()
 
     async def _flush_loop(self) -> None:
-        while not self._stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                # A pacing interval that ends early when the attempt finishes.
-                await asyncio.wait_for(self._stopping.wait(), self._interval)
-            if self._stopping.is_set() or not (self._changes or self._docs or self._logs
-                                               or self._new_children is not None):
-                continue
-            try:
-                while True:  # a backlog in bounded transactions, back to back
-                    await self._write_chunk()
-                    if len(self._changes) <= CHUNK or self._stopping.is_set():
-                        break
-            except StaleWrite:
-                return  # the attempt is over (decided elsewhere): nothing more to write
-            except Exception:  # put back: the attempt's final write carries it
-                log.warning("progress write for step %s failed; kept for the attempt's end",
-                            self._step_id, exc_info=True)
+        """Started one interval after ``start``: a flush, then one each interval after."""
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            if self._changes or self._docs or self._logs or self._new_children is not None:
+                try:
+                    while True:  # a backlog in bounded transactions, back to back
+                        await self._write_chunk()
+                        if len(self._changes) <= CHUNK or self._stopping:
+                            break
+                except StaleWrite:
+                    return  # the attempt is over (decided elsewhere): nothing more to write
+                except Exception:  # put back: the attempt's final write carries it
+                    log.warning("progress write for step %s failed; kept for the attempt's end",
+                                self._step_id, exc_info=True)
+                    return
+            if self._stopping:
                 return
+            # A pacing interval that ends early when the attempt finishes (a future and a
+            # timer: wait_for would make a task per interval).
+            pause = self._pause = loop.create_future()
+            timer = loop.call_later(self._interval, _settle, pause)
+            try:
+                await pause
+            finally:
+                timer.cancel()
+                self._pause = None
+
+
+def _settle(pause: asyncio.Future[None]) -> None:
+    if not pause.done():
+        pause.set_result(None)
 
 
 _FIELD = {

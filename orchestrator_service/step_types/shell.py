@@ -153,8 +153,9 @@ class Shell(StepType):
             # them all with bwrap; there the group is empty now and its number may already be
             # another new command's, which a kill here would hit.)
             _kill_group(pgid)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(command.closed), PIPE_GRACE_S)
+        if not command.closed.done():  # usually the pipes ended with it: no timer then
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(command.closed), PIPE_GRACE_S)
         transport.close()
         out.close()
         if out.last_line:

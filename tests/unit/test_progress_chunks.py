@@ -113,3 +113,50 @@ async def _run(moves: list[tuple[str, int, bool]], fail: set[int]) -> None:
     assert {i: db.status.get(i) for i in range(len(moves))} == {
         i: (ChildStatus.FAILED if m == "fail" or (m == "run" and not n) else ChildStatus.COMPLETED)
         for i, (m, n, _) in enumerate(moves)}
+
+
+async def _ends_within_its_interval() -> tuple[Database, ProgressBatch, list[str]]:
+    db = Database(total=2, fail=set())
+    rec = ProgressRecorder(db.write, "quick", 1, 2, interval=60.0)
+    rec.start()
+    rec.running(0)
+    rec.completed(0, [DocumentPut("a")])
+    rec.failed(1, "boom")
+    await asyncio.sleep(0)
+    tasks = [t.get_name() for t in asyncio.all_tasks()]
+    return db, await rec.finish(), tasks
+
+
+def test_a_step_that_ends_within_its_interval_is_one_write_and_no_flush_task() -> None:
+    db, end, tasks = asyncio.run(_ends_within_its_interval())
+    assert db.writes == 0  # nothing before the attempt's end
+    assert not [t for t in tasks if t.startswith("progress-")], tasks
+    db.commit(end)
+    assert db.wrong == []
+    assert db.status == {0: ChildStatus.COMPLETED, 1: ChildStatus.FAILED}
+    assert db.docs == ["a"]
+
+
+async def _runs_for_several_intervals() -> tuple[list[ChildCounts], ProgressBatch]:
+    seen: list[ChildCounts] = []
+    wrote = asyncio.Event()
+
+    async def write(batch: ProgressBatch) -> None:
+        seen.append(batch.counts)
+        wrote.set()
+
+    rec = ProgressRecorder(write, "long", 1, 3, interval=0.01)
+    rec.start()
+    for i in range(3):
+        rec.running(i)
+        wrote.clear()
+        await asyncio.wait_for(wrote.wait(), 10)  # the next interval's flush carries it
+        rec.completed(i, ())
+    return seen, await rec.finish()
+
+
+def test_a_long_step_writes_its_progress_each_interval_until_its_end() -> None:
+    seen, end = asyncio.run(_runs_for_several_intervals())
+    assert [c.running for c in seen] == [1, 1, 1]
+    assert [c.completed for c in seen] == [0, 1, 2]
+    assert end.counts.completed == 3 and end.counts.running == 0
