@@ -37,6 +37,7 @@ from .statuses import ChildStatus, JobStatus
 from .store import RequestKey, Store
 from .streams import StreamBook
 from .watch import (
+    EncodedSnapshot,
     Heartbeat,
     JobsSnapshot,
     Snapshot,
@@ -190,18 +191,21 @@ class OrchestratorServicer(AutomationRpcs, pb_grpc.OrchestratorServiceServicer):
     ) -> AsyncIterator[list[pb.WatchJobResponse | bytes]]:
         job_id = await self._job_id(request.job_id)
         async for page in follow_job_pages(self.store, self.broker, job_id, request.after_seq,
-                                           self.heartbeat_s, decoded=False):
+                                           self.heartbeat_s, decoded=False,
+                                           snapshot_of=self.snapshots.watch_snapshot):
             yield [self._watch_response(item) for item in page]
 
-    def _watch_response(self, item: Snapshot | Event | Framed | Heartbeat,
+    @staticmethod
+    def _watch_response(item: Snapshot | EncodedSnapshot | Event | Framed | Heartbeat,
                         ) -> pb.WatchJobResponse | bytes:
         if isinstance(item, Framed):  # most of a replay: bytes framed on the reader's thread
             return item.response
         if isinstance(item, Event):
             # The bytes made at commit, behind the response's header: no message per watcher.
             return codec.watch_response(item.wire or codec.encode(item))
-        if isinstance(item, Snapshot):
-            return self.snapshots.watch_snapshot(item.job)
+        if isinstance(item, EncodedSnapshot):  # from the snapshot cache, encoded once a head
+            return item.response
+        assert not isinstance(item, Snapshot)  # a decoded snapshot only without snapshot_of
         return pb.WatchJobResponse(heartbeat=_heartbeat(item))
 
     @stream

@@ -21,8 +21,10 @@ from stepwatch.v1 import orchestrator_pb2 as pb
 
 from . import codec
 from .broker import Broker
-from .model import Event, JobState
+from .model import Event
+from .statuses import JobStatus
 from .store import Store
+from .watch import EncodedSnapshot
 
 __all__ = ["JobSnapshots", "apply_in_place"]
 
@@ -55,6 +57,9 @@ class _Entry:
     pending: list[Event] = field(default_factory=list)
     #: Events may have been missed (too many pending): the log is read at the next GetJob.
     stale: bool = False
+    #: Settled when the first read ends: who asks meanwhile waits for it (one read, not one
+    #: each, when a thousand watchers open at once).
+    loaded: asyncio.Future[None] | None = None
 
 
 class JobSnapshots:
@@ -67,18 +72,19 @@ class JobSnapshots:
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._encoded: OrderedDict[tuple[str, int], bytes] = OrderedDict()
 
-    def watch_snapshot(self, job: JobState) -> bytes:
-        """A WatchJob snapshot response, encoded once per (job, head): many watchers opening
-        at once share it."""
-        key = (job.job_id, job.head_seq)
+    async def watch_snapshot(self, job_id: str) -> EncodedSnapshot:
+        """A WatchJob snapshot from the cache (no read of the store unless GetJob would
+        read), encoded once per (job, head): many watchers opening at once share it."""
+        job = await self.get(job_id)
+        key = (job_id, job.head_seq)
         found = self._encoded.get(key)
         if found is None:
             found = pb.WatchJobResponse(snapshot=pb.JobSnapshot(
-                job=codec.job(job), seq=job.head_seq)).SerializeToString()
+                job=job, seq=job.head_seq)).SerializeToString()
             self._encoded[key] = found
             while len(self._encoded) > ENCODED_KEPT:
                 self._encoded.popitem(last=False)
-        return found
+        return EncodedSnapshot(job.head_seq, JobStatus(job.status), found)
 
     def forget(self, job_ids: list[str]) -> None:
         """Deleted jobs: drop what is cached of them."""
@@ -101,6 +107,9 @@ class JobSnapshots:
         """The job as GetJob answers it: at least at the head this process committed.
         Do not modify the result."""
         entry = self._entries.get(job_id)
+        if entry is not None and entry.job is None and entry.loaded is not None:
+            await asyncio.shield(entry.loaded)  # settled whether the read worked or not
+            entry = self._entries.get(job_id)
         if entry is None or entry.job is None:
             return await self._read(job_id)
         self._entries.move_to_end(job_id)
@@ -123,18 +132,23 @@ class JobSnapshots:
             return entry.job
 
     async def _read(self, job_id: str) -> pb.Job:
-        entry = _Entry()  # in place before the read: the tap keeps what commits meanwhile
+        # In place before the read: the tap keeps what commits meanwhile.
+        loaded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = _Entry(loaded=loaded)
         self._entries[job_id] = entry
         self._entries.move_to_end(job_id)
         try:
             state = await self._store.reads.get_job(job_id)
+            # Converting thousands of steps is CPU work: off the event loop, which serves
+            # everyone.
+            job = await asyncio.to_thread(codec.job, state) \
+                if len(state.steps) >= self._min_steps else codec.job(state)
         except BaseException:
             if self._entries.get(job_id) is entry:
                 del self._entries[job_id]
             raise
-        # Converting thousands of steps is CPU work: off the event loop, which serves everyone.
-        job = await asyncio.to_thread(codec.job, state) if len(state.steps) >= self._min_steps \
-            else codec.job(state)
+        finally:
+            loaded.set_result(None)
         if self._entries.get(job_id) is entry:
             entry.job = job
             _catch_up(job, entry)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from .broker import Broker, BrokerClosed, Deleted, More, Overflowed
 from .codec import Framed
 from .model import Event, JobState
 from .problems import Code, ServerError
+from .statuses import JobStatus
 from .store import LogChunk, Store
 
 PAGE = 500
@@ -37,6 +38,20 @@ class Snapshot:
 
 
 @dataclass(frozen=True)
+class EncodedSnapshot:
+    """A snapshot as the response bytes a sender writes as they are (the snapshot cache's)."""
+
+    head_seq: int
+    status: JobStatus
+    response: bytes
+
+
+#: Where a stream's snapshot comes from instead of a read of the store: the job at least at
+#: the head this process has published (the cache the broker keeps up to date).
+SnapshotOf = Callable[[str], Awaitable[EncodedSnapshot]]
+
+
+@dataclass(frozen=True)
 class Heartbeat:
     head_seq: int
     at_us: int
@@ -53,21 +68,30 @@ async def follow_job(store: Store, broker: Broker, job_id: str, after_seq: int,
     """Every item of ``follow_job_pages``, one at a time."""
     async for page in follow_job_pages(store, broker, job_id, after_seq, heartbeat_s, decoded):
         for item in page:
+            assert not isinstance(item, EncodedSnapshot)  # no snapshot_of here
             assert not isinstance(item, Framed) or not decoded
             yield item  # type: ignore[misc]
 
 
 async def follow_job_pages(store: Store, broker: Broker, job_id: str, after_seq: int,
                            heartbeat_s: float, decoded: bool = True,
-                           ) -> AsyncIterator[Sequence[Snapshot | Event | Framed | Heartbeat]]:
+                           snapshot_of: SnapshotOf | None = None,
+                           ) -> AsyncIterator[Sequence[Snapshot | EncodedSnapshot | Event | Framed
+                                                       | Heartbeat]]:
     """The job's stream in pages: a replay hands a page of the log over at once (a sender
     writes it without a generator step per event); a live event is a page of one.
-    ``decoded=False``: events from the log come as the bytes a sender writes (codec.Framed)."""
+    ``decoded=False``: events from the log come as the bytes a sender writes (codec.Framed);
+    ``snapshot_of``: the snapshot comes from there, encoded, not from a read of the store."""
     with broker.subscribe(job_id) as sub:
-        # Raises JobNotFound. A snapshot reads the whole job; a resume reads the head
+        # Raises JobNotFound. A snapshot reads the whole job (or takes the cache's, which
+        # holds every event published before this subscription); a resume reads the head
         # and the first page of the backlog in the same transaction.
         backlog: list[Event | Framed] = []
-        if after_seq == 0:
+        if after_seq == 0 and snapshot_of is not None:
+            encoded = await snapshot_of(job_id)
+            head, status = encoded.head_seq, encoded.status
+            yield [encoded]
+        elif after_seq == 0:
             job = await store.reads.get_job(job_id)
             head, status = job.head_seq, job.status
             yield [Snapshot(job)]
@@ -85,7 +109,7 @@ async def follow_job_pages(store: Store, broker: Broker, job_id: str, after_seq:
                 while True:
                     batch = backlog or await _page_after(store, job_id, last, decoded)
                     backlog = []  # the page read with the head serves once
-                    page: list[Snapshot | Event | Framed | Heartbeat] = []
+                    page: list[Snapshot | EncodedSnapshot | Event | Framed | Heartbeat] = []
                     for ev in batch:
                         page.append(ev)
                         if ev.ends_job:

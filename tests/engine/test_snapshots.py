@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from orchestrator_service import codec
 from orchestrator_service.snapshots import JobSnapshots, apply_in_place
 from stepwatch.v1 import orchestrator_pb2 as pb
@@ -67,3 +69,36 @@ async def test_answers_from_the_tap_equal_fresh_reads_of_many_jobs(harness: Harn
                 if fresh.status.terminal and got.head_seq == fresh.head_seq:
                     done.add(job_id)
             await asyncio.sleep(0.005)  # a polling client's pace
+
+
+async def test_many_callers_of_an_uncached_job_share_one_read(
+        harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A thousand watchers opening at once: one read of the store, every answer the job."""
+    j = await harness.submit(flat(12))
+    done = await harness.finish(j.job_id)
+    snapshots = JobSnapshots(harness.store, harness.broker)
+    reads = harness.store.reads
+    real = reads.get_job
+    calls = []
+
+    async def counted(job_id: str):  # type: ignore[no-untyped-def]
+        calls.append(job_id)
+        return await real(job_id)
+
+    monkeypatch.setattr(reads, "get_job", counted)
+    answers = await asyncio.gather(*(snapshots.watch_snapshot(j.job_id) for _ in range(200)))
+    assert calls == [j.job_id]
+    expected = pb.WatchJobResponse(snapshot=pb.JobSnapshot(job=codec.job(done),
+                                                           seq=done.head_seq))
+    assert {a.response for a in answers} == {expected.SerializeToString()}
+    assert {(a.head_seq, a.status) for a in answers} == {(done.head_seq, done.status)}
+
+
+async def test_a_failed_first_read_is_every_waiters_error_and_the_next_one_reads_again(
+        harness: Harness) -> None:
+    snapshots = JobSnapshots(harness.store, harness.broker)
+    results = await asyncio.gather(*(snapshots.get("no-such-job") for _ in range(5)),
+                                   return_exceptions=True)
+    assert all(type(r).__name__ == "JobNotFound" for r in results), results
+    j = await harness.submit(flat(3))
+    assert (await snapshots.get(j.job_id)).job_id == j.job_id
