@@ -100,8 +100,12 @@ class OrchestratorServicer(AutomationRpcs, pb_grpc.OrchestratorServiceServicer):
         return RequestKey(key, hashlib.sha256("\0".join(asked).encode()).hexdigest())
 
     async def _job_id(self, ref: str) -> str:
-        """The job's full id, from itself or a unique prefix of 8 or more characters."""
-        return await self.reads.resolve_job_id(bounded_id("job_id", ref, required=True))
+        """The job's full id, from itself or a unique prefix of 8 or more characters (a whole
+        id that the snapshot cache holds needs no read: an exact id wins over any prefix)."""
+        bounded_id("job_id", ref, required=True)
+        if self.snapshots.holds(ref):
+            return ref
+        return await self.reads.resolve_job_id(ref)
 
     async def _step(self, request: Any) -> tuple[str, StepState, int]:
         """(job_id, step, attempt) named by a request with job_id, step, attempt (0 = latest)."""

@@ -86,6 +86,13 @@ class JobSnapshots:
                 self._encoded.popitem(last=False)
         return EncodedSnapshot(job.head_seq, JobStatus(job.status), found)
 
+    def holds(self, job_id: str) -> bool:
+        """Whether ``job_id`` is a job's whole id that is cached (so it needs no lookup; a job
+        deleted since is forgotten here, or, deleted by another replica, not found by the
+        read of its head that ``get`` makes then)."""
+        entry = self._entries.get(job_id)
+        return entry is not None and entry.job is not None
+
     def forget(self, job_ids: list[str]) -> None:
         """Deleted jobs: drop what is cached of them."""
         for job_id in job_ids:

@@ -102,3 +102,19 @@ async def test_a_failed_first_read_is_every_waiters_error_and_the_next_one_reads
     assert all(type(r).__name__ == "JobNotFound" for r in results), results
     j = await harness.submit(flat(3))
     assert (await snapshots.get(j.job_id)).job_id == j.job_id
+
+
+async def test_only_a_cached_whole_id_skips_the_lookup(harness: Harness) -> None:
+    """``holds``: the servicer's lookup of a job id is skipped only for an exact id in the
+    cache, never for a prefix, an unknown id, a read under way or a forgotten job."""
+    snapshots = JobSnapshots(harness.store, harness.broker)
+    j = await harness.submit(flat(2))
+    assert not snapshots.holds(j.job_id)
+    reading = asyncio.ensure_future(snapshots.get(j.job_id))
+    await asyncio.sleep(0)  # the read is under way: nothing to answer from yet
+    assert not snapshots.holds(j.job_id)
+    await reading
+    assert snapshots.holds(j.job_id)
+    assert not snapshots.holds(j.job_id[:8]) and not snapshots.holds("0" * 32)
+    snapshots.forget([j.job_id])
+    assert not snapshots.holds(j.job_id)
