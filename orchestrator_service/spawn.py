@@ -81,9 +81,14 @@ def _fork(argv: list[str], cwd: Path | None, env: dict[str, str]) -> subprocess.
 
 
 def _exited(pid: int, code: int, transport: _Started, loop: asyncio.AbstractEventLoop) -> None:
-    # The pidfd watcher calls on the loop's thread, others on their own: hop either way.
-    # (The transport comes first: reaper.py reads a status taken elsewhere from its Popen.)
-    loop.call_soon_threadsafe(transport._process_exited, code)
+    # The pidfd watcher calls on the loop's thread (no wake-up of the loop needed), others
+    # on their own. (The transport comes first: reaper.py reads a status taken elsewhere
+    # from its Popen.)
+    try:
+        here = asyncio.get_running_loop() is loop
+    except RuntimeError:
+        here = False
+    (loop.call_soon if here else loop.call_soon_threadsafe)(transport._process_exited, code)
 
 
 def _abandoned(fork: Future[subprocess.Popen[bytes]]) -> None:

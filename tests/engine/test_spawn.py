@@ -125,3 +125,26 @@ def test_a_cancel_while_the_thread_forks_ends_the_process_it_made(
         time.sleep(0.02)
     assert made, "the fork never happened"
     assert made[0].returncode == -9, "the abandoned process was not killed and reaped"
+
+
+class Exits:
+    """Stands in for the transport: records on which thread its exit was delivered."""
+
+    def __init__(self) -> None:
+        self.delivered = asyncio.get_running_loop().create_future()
+
+    def _process_exited(self, code: int) -> None:
+        self.delivered.set_result((code, threading.get_ident()))
+
+
+async def test_an_exit_reaches_the_loop_from_its_own_thread_or_another() -> None:
+    loop = asyncio.get_running_loop()
+    here = Exits()
+    spawn._exited(1, 3, here, loop)  # type: ignore[arg-type]  # the pidfd watcher's case
+    assert await asyncio.wait_for(here.delivered, 10) == (3, threading.get_ident())
+    there = Exits()
+    # A watcher on a thread of its own (where the kernel has no pidfds): still on the loop.
+    worker = threading.Thread(target=spawn._exited, args=(1, 4, there, loop))
+    worker.start()
+    assert await asyncio.wait_for(there.delivered, 10) == (4, threading.get_ident())
+    worker.join(10)
