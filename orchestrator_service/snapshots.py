@@ -145,22 +145,23 @@ class JobSnapshots:
         self._entries[job_id] = entry
         self._entries.move_to_end(job_id)
         try:
-            state = await self._store.reads.get_job(job_id)
-            # Converting thousands of steps is CPU work: off the event loop, which serves
-            # everyone.
-            job = await asyncio.to_thread(codec.job, state) \
-                if len(state.steps) >= self._min_steps else codec.job(state)
-        except BaseException:
+            try:
+                state = await self._store.reads.get_job(job_id)
+                # Converting thousands of steps is CPU work: off the event loop, which serves
+                # everyone.
+                job = await asyncio.to_thread(codec.job, state) \
+                    if len(state.steps) >= self._min_steps else codec.job(state)
+            except BaseException:
+                if self._entries.get(job_id) is entry:
+                    del self._entries[job_id]
+                raise
             if self._entries.get(job_id) is entry:
-                del self._entries[job_id]
-            raise
+                entry.job = job
+                _catch_up(job, entry)
+                self._evict()
+            return job
         finally:
-            loaded.set_result(None)
-        if self._entries.get(job_id) is entry:
-            entry.job = job
-            _catch_up(job, entry)
-            self._evict()
-        return job
+            loaded.set_result(None)  # those waiting find the entry filled (or gone)
 
     def _evict(self) -> None:
         steps = sum(len(e.job.steps) for e in self._entries.values() if e.job is not None)
