@@ -178,8 +178,8 @@ class ProgressRecorder:
         if self._first is not None:
             self._first.cancel()
             self._first = None
-        if self._pause is not None and not self._pause.done():
-            self._pause.set_result(None)
+        if self._pause is not None:
+            _settle(self._pause)
         if self._task is not None:
             with contextlib.suppress(Exception):
                 # Shielded: a cancelled caller must not cancel the flush it waits for.

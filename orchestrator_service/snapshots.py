@@ -51,15 +51,15 @@ def apply_in_place(job: pb.Job, event: Event) -> None:
 
 @dataclass
 class _Entry:
+    #: Settled when the first read ends: who asks meanwhile waits for it (one read, not one
+    #: each, when a thousand watchers open at once).
+    loaded: asyncio.Future[None]
     job: pb.Job | None = None  # None while its first read is under way
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     #: Events committed by this process since, in commit order, not applied yet.
     pending: list[Event] = field(default_factory=list)
     #: Events may have been missed (too many pending): the log is read at the next GetJob.
     stale: bool = False
-    #: Settled when the first read ends: who asks meanwhile waits for it (one read, not one
-    #: each, when a thousand watchers open at once).
-    loaded: asyncio.Future[None] | None = None
 
 
 class JobSnapshots:
@@ -114,7 +114,7 @@ class JobSnapshots:
         """The job as GetJob answers it: at least at the head this process committed.
         Do not modify the result."""
         entry = self._entries.get(job_id)
-        if entry is not None and entry.job is None and entry.loaded is not None:
+        if entry is not None and entry.job is None:
             await asyncio.shield(entry.loaded)  # settled whether the read worked or not
             entry = self._entries.get(job_id)
         if entry is None or entry.job is None:
