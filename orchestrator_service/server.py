@@ -243,6 +243,7 @@ class Orchestrator:
         self.broker.publish_deleted(job_ids)
         if self.servicer is not None:
             self.servicer.snapshots.forget(job_ids)
+            self.servicer.event_cache.forget(job_ids)
 
     def reload_tokens(self) -> None:
         """SIGHUP: read the token file again; a file that does not parse keeps the old set."""

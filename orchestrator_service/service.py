@@ -27,6 +27,7 @@ from .codec import Framed
 from .definitions import clip, parse_definition
 from .engine import Engine
 from .errors import RpcError, invalid
+from .eventcache import EventCache
 from .metrics import Metrics
 from .model import Event, JobState, StepState
 from .pagetokens import PageTokens
@@ -88,6 +89,7 @@ class OrchestratorServicer(AutomationRpcs, pb_grpc.OrchestratorServiceServicer):
         self.broker = broker
         self.heartbeat_s = heartbeat_s
         self.snapshots = JobSnapshots(store, broker)
+        self.event_cache = EventCache()
         self.tokens: PageTokens | None = None
 
     @staticmethod
@@ -196,7 +198,8 @@ class OrchestratorServicer(AutomationRpcs, pb_grpc.OrchestratorServiceServicer):
         job_id = await self._job_id(request.job_id)
         async for page in follow_job_pages(self.store, self.broker, job_id, request.after_seq,
                                            self.heartbeat_s, decoded=False,
-                                           snapshot_of=self.snapshots.watch_snapshot):
+                                           snapshot_of=self.snapshots.watch_snapshot,
+                                           cache=self.event_cache):
             yield [self._watch_response(item) for item in page]
 
     @staticmethod

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from .broker import Broker, BrokerClosed, Deleted, More, Overflowed
 from .codec import Framed
+from .eventcache import EventCache
 from .model import Event, JobState
 from .problems import Code, ServerError
 from .statuses import JobStatus
@@ -76,12 +77,16 @@ async def follow_job(store: Store, broker: Broker, job_id: str, after_seq: int,
 async def follow_job_pages(store: Store, broker: Broker, job_id: str, after_seq: int,
                            heartbeat_s: float, decoded: bool = True,
                            snapshot_of: SnapshotOf | None = None,
+                           cache: EventCache | None = None,
                            ) -> AsyncIterator[Sequence[Snapshot | EncodedSnapshot | Event | Framed
                                                        | Heartbeat]]:
     """The job's stream in pages: a replay hands a page of the log over at once (a sender
     writes it without a generator step per event); a live event is a page of one.
     ``decoded=False``: events from the log come as the bytes a sender writes (codec.Framed);
-    ``snapshot_of``: the snapshot comes from there, encoded, not from a read of the store."""
+    ``snapshot_of``: the snapshot comes from there, encoded, not from a read of the store;
+    ``cache``: pages of the log from there when it holds them (with ``decoded=False``)."""
+    if decoded:
+        cache = None  # it holds framed pages
     with broker.subscribe(job_id) as sub:
         # Raises JobNotFound. A snapshot reads the whole job (or takes the cache's, which
         # holds every event published before this subscription); a resume reads the head
@@ -96,7 +101,14 @@ async def follow_job_pages(store: Store, broker: Broker, job_id: str, after_seq:
             head, status = job.head_seq, job.status
             yield [Snapshot(job)]
         else:
-            head, status, backlog = await store.reads.resume(job_id, after_seq, PAGE, decoded)
+            held = cache.page(job_id, after_seq, PAGE) if cache is not None else None
+            # The head and status are read either way (and a deleted job is not found).
+            head, status, backlog = await store.reads.resume(
+                job_id, after_seq, 0 if held else PAGE, decoded)
+            if held:
+                backlog = held
+            elif cache is not None:
+                cache.put(job_id, after_seq, backlog)
             if after_seq > head:
                 raise AfterSeqOutOfRange(after_seq, head)
         last = after_seq or head
@@ -107,7 +119,7 @@ async def follow_job_pages(store: Store, broker: Broker, job_id: str, after_seq:
             if need_log:
                 need_log = False
                 while True:
-                    batch = backlog or await _page_after(store, job_id, last, decoded)
+                    batch = backlog or await _page_after(store, job_id, last, decoded, cache)
                     backlog = []  # the page read with the head serves once
                     page: list[Snapshot | EncodedSnapshot | Event | Framed | Heartbeat] = []
                     for ev in batch:
@@ -157,10 +169,17 @@ async def follow_job_pages(store: Store, broker: Broker, job_id: str, after_seq:
                     return
 
 
-async def _page_after(store: Store, job_id: str, last: int, decoded: bool) -> list[Event | Framed]:
+async def _page_after(store: Store, job_id: str, last: int, decoded: bool,
+                      cache: EventCache | None) -> list[Event | Framed]:
     if decoded:
         return [*await store.reads.events_after(job_id, last, PAGE)]
-    return await store.reads.framed_after(job_id, last, PAGE)
+    held = cache.page(job_id, last, PAGE) if cache is not None else None
+    if held is not None:
+        return held
+    page = await store.reads.framed_after(job_id, last, PAGE)
+    if cache is not None:
+        cache.put(job_id, last, page)
+    return page
 
 
 async def follow_jobs(store: Store, broker: Broker, limit: int, heartbeat_s: float,

@@ -53,7 +53,7 @@ class Reads:
     async def resume(self, job_id: str, after_seq: int, limit: int, decoded: bool = True,
                      ) -> tuple[int, JobStatus, list[Event | Framed]]:
         """Head seq, status and the first events after ``after_seq``, read in one transaction
-        (``decoded=False``: framed for a sender, as ``framed_after``)."""
+        (``decoded=False``: framed for a sender, as ``framed_after``; ``limit=0``: none)."""
         return await self._run(_resume, job_id, after_seq, limit, decoded)
 
     async def events_after(self, job_id: str, after_seq: int, limit: int) -> list[Event]:
@@ -142,7 +142,8 @@ def _resume(c: Connection, job_id: str, after_seq: int, limit: int,
         raise JobNotFound(job_id)
     head = row[0]
     read = _read_events if decoded else _read_framed
-    events: list[Event | Framed] = [*read(c, job_id, after_seq, limit)] if after_seq < head else []
+    events: list[Event | Framed] = ([*read(c, job_id, after_seq, limit)]
+                                    if after_seq < head and limit > 0 else [])
     return head, JobStatus(row[1]), events
 
 

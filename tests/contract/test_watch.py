@@ -91,6 +91,23 @@ def test_a_replay_of_several_pages_is_whole_from_anywhere(stub) -> None:
         assert events(watch(stub, job.job_id, after_seq=k)) == full[k - 1:]
 
 
+def test_a_deleted_job_is_not_replayed_from_memory(stub) -> None:
+    """Replays are served from the watch cache once read; a deleted job's log is gone for
+    every new watcher all the same, from any place."""
+    job = submit(stub, toml("stop", *(shell(f"s{i}", "true") for i in range(PAGE // 4))))
+    final = finish(stub, job.job_id)
+    full = events(watch(stub, job.job_id, after_seq=1))
+    assert events(watch(stub, job.job_id, after_seq=1)) == full  # the second from memory
+    stub.DeleteJob(pb.DeleteJobRequest(job_id=job.job_id), timeout=DEADLINE)
+    for after in (0, 1, PAGE // 2, final.head_seq - 1):
+        try:
+            watch(stub, job.job_id, after_seq=after)
+        except grpc.RpcError as err:
+            assert err.code() == grpc.StatusCode.NOT_FOUND, err
+        else:
+            raise AssertionError(f"a deleted job replayed from after_seq {after}")
+
+
 def test_heartbeats_arrive_on_an_idle_stream(stub, server: Server) -> None:
     job = submit(stub, toml("stop", shell("idle", "sleep 30")))
     call = stub.WatchJob(pb.WatchJobRequest(job_id=job.job_id), timeout=DEADLINE)
