@@ -25,12 +25,17 @@ except ImportError:  # the extra is not installed: tracing is off
     _trace = None  # type: ignore[assignment]
 
 _instrumented = False
+#: The tracer spans are made with, once setup() found a provider: until then (and with no
+#: provider) a span is nothing at all, not a no-op span got through the API's proxies
+#: (that cost ~10 % of the event loop's samples while 2,000 steps ran untraced).
+_active: Any = None
 
 
 def setup() -> None:
     """Before the gRPC server is made: configure the exporter from the environment unless a
     tracer provider is already set, and instrument the server only when spans go somewhere
     (with nothing to export, RPCs get no spans and cost nothing)."""
+    global _active
     if _trace is None or os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
         return
     provider_set = type(_trace.get_tracer_provider()).__name__ != "ProxyTracerProvider"
@@ -41,6 +46,7 @@ def setup() -> None:
         provider_set = _configure(exporter_name)
     if provider_set:
         _instrument()
+        _active = _trace.get_tracer("stepwatch")
 
 
 def _instrument() -> None:
@@ -94,7 +100,7 @@ def _configure(exporter_name: str) -> bool:
 
 
 def _tracer() -> Any:
-    return _trace.get_tracer("stepwatch") if _trace is not None else None
+    return _active
 
 
 @contextlib.contextmanager
