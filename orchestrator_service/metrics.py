@@ -25,6 +25,9 @@ from .statuses import JobStatus, StepStatus
 
 __all__ = ["Metrics"]
 
+_CHILD_OUTCOMES = ("completed", "failed", "cancelled")
+_NO_CHILDREN = ChildCounts()
+
 DURATIONS = (0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
 WRITES = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5)
 
@@ -60,6 +63,10 @@ class Metrics:
         self._running_jobs: set[str] = set()
         self._running_steps: set[str] = set()
         self._children: dict[str, tuple[int, ChildCounts]] = {}  # step_id -> (attempt, counts)
+        # Labelled children resolved once (``labels()`` checks and locks at every call; this
+        # runs for every committed event, on the event loop).
+        self._children_by = {n: self.children_finished.labels(n) for n in _CHILD_OUTCOMES}
+        self._labelled: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
         self._server: WSGIServer | None = None
 
     def schedule_fired(self, started: int, skipped: int) -> None:
@@ -97,23 +104,32 @@ class Metrics:
     def _step(self, ev: Event) -> None:
         s = ev.step
         assert s is not None
-        attempt, before = self._children.get(s.step_id, (s.attempt, ChildCounts()))
-        if attempt != s.attempt:
-            before = ChildCounts()  # a new attempt counts its children from zero
-        for name in ("completed", "failed", "cancelled"):
-            grew = getattr(s.children, name) - getattr(before, name)
-            if grew > 0:
-                self.children_finished.labels(name).inc(grew)
+        kept = self._children.get(s.step_id)
+        # A new attempt counts its children from zero.
+        before = kept[1] if kept is not None and kept[0] == s.attempt else _NO_CHILDREN
+        if s.children != before:
+            for name in _CHILD_OUTCOMES:
+                grew = getattr(s.children, name) - getattr(before, name)
+                if grew > 0:
+                    self._children_by[name].inc(grew)
         if s.status.terminal:
             self._children.pop(s.step_id, None)
             self._running_steps.discard(s.step_id)
-            self.steps_finished.labels(s.status.name, s.type).inc()
+            finished, seconds = self._by_status_and_type(s.status.name, s.type)
+            finished.inc()
             if s.started_at is not None and s.finished_at is not None:
-                self.step_seconds.labels(s.type).observe((s.finished_at - s.started_at) / 1e6)
+                seconds.observe((s.finished_at - s.started_at) / 1e6)
         else:
             self._children[s.step_id] = (s.attempt, s.children)
             if s.status == StepStatus.RUNNING:
                 self._running_steps.add(s.step_id)
+
+    def _by_status_and_type(self, status: str, type_: str) -> tuple[Counter, Histogram]:
+        found = self._labelled.get((status, type_))
+        if found is None:
+            found = self._labelled[status, type_] = (self.steps_finished.labels(status, type_),
+                                                     self.step_seconds.labels(type_))
+        return found
 
     def write_took(self, op: str, seconds: float) -> None:
         self.store_writes.labels(op).observe(seconds)
