@@ -42,10 +42,6 @@ class _Run:
         """The seq after the last one held."""
         return self.first + len(self.items)
 
-    def extend(self, items: Sequence[Event | Framed]) -> None:
-        self.items.extend(items)
-        self.size += sum(_cost(i) for i in items)
-
 
 class EventCache:
     def __init__(self, max_bytes: int = DEFAULT_BYTES) -> None:
@@ -81,24 +77,26 @@ class EventCache:
         if run is not None and run.first <= after_seq + 1 <= run.end:
             new = page[run.end - (after_seq + 1):]
         else:
-            if run is not None:
-                self._size -= run.size
+            self._drop(job_id)  # a stretch elsewhere in the log: it replaces the run
             run = self._runs[job_id] = _Run(after_seq + 1)
             new = page
-        before = run.size
-        run.extend(new)
-        self._size += run.size - before
+        added = sum(_cost(i) for i in new)
+        run.items.extend(new)
+        run.size += added
+        self._size += added
         self._runs.move_to_end(job_id)
         while self._size > self.max_bytes and self._runs:
-            _, dropped = self._runs.popitem(last=False)
-            self._size -= dropped.size
+            self._drop(next(iter(self._runs)))  # the least recently used
 
     def forget(self, job_ids: Sequence[str]) -> None:
         """Deleted jobs."""
         for job_id in job_ids:
-            run = self._runs.pop(job_id, None)
-            if run is not None:
-                self._size -= run.size
+            self._drop(job_id)
+
+    def _drop(self, job_id: str) -> None:
+        run = self._runs.pop(job_id, None)
+        if run is not None:
+            self._size -= run.size
 
 
 def _cost(item: Event | Framed) -> int:

@@ -104,8 +104,8 @@ async def follow_job_pages(store: Store, broker: Broker, job_id: str, after_seq:
             held = cache.page(job_id, after_seq, PAGE) if cache is not None else None
             # The head and status are read either way (and a deleted job is not found).
             head, status, backlog = await store.reads.resume(
-                job_id, after_seq, 0 if held else PAGE, decoded)
-            if held:
+                job_id, after_seq, PAGE if held is None else 0, decoded)
+            if held is not None:
                 backlog = held
             elif cache is not None:
                 cache.put(job_id, after_seq, backlog)

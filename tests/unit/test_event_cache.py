@@ -61,6 +61,8 @@ def test_every_answer_is_the_read_at_that_place(n: int, ops: list[tuple[str, int
                     assert wire(got) == wire(read(log, at, size)), (op, at, size)
                     assert len(got) == size or got[-1].ends_job
         assert cache.size <= budget
+    cache.forget(["j"])
+    assert cache.size == 0  # what it counted is what it held: nothing left over
 
 
 def test_a_page_is_answered_only_when_held_whole_or_through_the_end() -> None:
