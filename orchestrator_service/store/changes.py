@@ -33,6 +33,7 @@ from .rows import (
     _SET_STEP_COUNTS,
     _SET_STEP_STATUS,
     _STEP_STATUS_COLUMNS,
+    _UNFINISHED_CHILD,
     LH,
     C,
     D,
@@ -129,14 +130,26 @@ def _append_logs(c: Connection, log_: _Log, rows: RowBatches, step_id: str, atte
 
 
 def _close_out_children(c: Connection, step_id: str, attempt: int, at: int) -> ChildCounts:
-    """Children still PENDING or RUNNING when their attempt ends are CANCELLED; recount them."""
-    c.execute(_CLOSE_OUT, {"k": step_id, "b_attempt": attempt, "b_at": at})
-    return child_counts(c, step_id, attempt)
+    """Children still PENDING or RUNNING when their attempt ends are CANCELLED; the counts of
+    the rows after that. Counted first: most attempts end with every child finished, and
+    then there is nothing to close out (the count, not the caller's tally, says so)."""
+    by = _by_status(c, step_id, attempt)
+    if any(by.get(s) for s in _UNFINISHED_CHILD):
+        c.execute(_CLOSE_OUT, {"k": step_id, "b_attempt": attempt, "b_at": at})
+        by = _by_status(c, step_id, attempt)
+    return _counts(by)
 
 
 def child_counts(c: Connection, step_id: str, attempt: int) -> ChildCounts:
     """The counts of an attempt's child rows, by status (the truth the step's counts mirror)."""
-    by: dict[int, int] = dict(c.execute(_CHILD_COUNTS, {"k": step_id, "b_attempt": attempt}).all())
+    return _counts(_by_status(c, step_id, attempt))
+
+
+def _by_status(c: Connection, step_id: str, attempt: int) -> dict[int, int]:
+    return dict(c.execute(_CHILD_COUNTS, {"k": step_id, "b_attempt": attempt}).all())
+
+
+def _counts(by: dict[int, int]) -> ChildCounts:
     n = {s: int(by.get(int(s), 0)) for s in ChildStatus}
     return ChildCounts(total=sum(n.values()), pending=n[ChildStatus.PENDING],
                        running=n[ChildStatus.RUNNING], completed=n[ChildStatus.COMPLETED],

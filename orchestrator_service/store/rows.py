@@ -134,6 +134,14 @@ _NOTIFY = select(func.pg_notify(NOTIFY_CHANNEL, bindparam("p")))
 _STEP = select(S).where(S.c.step_id == bindparam("k"))
 
 
+# A write group's steps, read under the job's lock: one step (most groups), or several.
+_STEP_OF_JOB = select(S).where(S.c.job_id == bindparam("k"), S.c.step_id == bindparam("s"))
+
+
+_STEPS_OF_JOB = select(S).where(S.c.job_id == bindparam("k"),
+                                S.c.step_id.in_(bindparam("ids", expanding=True)))
+
+
 _JOB_OF_STEP = select(S.c.job_id).where(S.c.step_id == bindparam("k"))
 
 

@@ -42,6 +42,8 @@ from .reads import read_job
 from .rows import (
     _JOB_OF_STEP,
     _STEP,
+    _STEP_OF_JOB,
+    _STEPS_OF_JOB,
     IN_CHUNK,
     LH,
     J,
@@ -58,6 +60,14 @@ from .values import ProgressBatch, RequestKey, Rerun, StepWrite, new_id, now_us
 __all__ = ["Writes"]
 
 Recovered = tuple[Any, set[tuple[str, int]]]
+
+
+def _steps_of(c: Connection, job_id: str, ids: list[str]) -> list[Any]:
+    """These steps' rows (those of this job): the statements built once, not per write."""
+    if len(ids) == 1:
+        return list(c.execute(_STEP_OF_JOB, {"k": job_id, "s": ids[0]}))
+    return [r for i in range(0, len(ids), IN_CHUNK)
+            for r in c.execute(_STEPS_OF_JOB, {"k": job_id, "ids": ids[i:i + IN_CHUNK]})]
 
 
 class Writes:
@@ -212,9 +222,7 @@ class Writes:
             out = []
             # Every step written, read once (a group may write one step more than once).
             ids = list(dict.fromkeys(w.step_id for w in writes))
-            states = {r.step_id: _step_state(r) for i in range(0, len(ids), IN_CHUNK)
-                      for r in c.execute(select(S).where(S.c.job_id == job_id,
-                                                         S.c.step_id.in_(ids[i:i + IN_CHUNK])))}
+            states = {r.step_id: _step_state(r) for r in _steps_of(c, job_id, ids)}
             for w in writes:
                 current = states.get(w.step_id)
                 if current is None:
