@@ -19,6 +19,8 @@ from .problems import Code, ServerError
 
 DEFAULT_BUFFER = 1024
 
+_EARLY_S = 0.001  # a timer may run this much before its time: silence all the same
+
 
 class Overflowed(Exception):
     """The watcher fell behind; re-read from the log."""
@@ -59,6 +61,10 @@ class Subscription:
         self._waiter: asyncio.Future[None] | None = None
         self._overflowed = False
         self._closed = False
+        # The silence timer: armed once and moved on only when it fires, not made and
+        # cancelled at every wake-up (a watcher wakes for every event).
+        self._timer: asyncio.TimerHandle | None = None
+        self._silent_at = 0.0  # when the current wait turns into silence (loop time)
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -96,16 +102,37 @@ class Subscription:
             items.popleft()
         return out
 
+    def _silence(self) -> None:
+        """The timer fired: a wait that began long enough ago ends in silence; a later one
+        (begun after the timer was armed) has it armed again for its own end."""
+        self._timer = None
+        if self._waiter is None or self._waiter.done():
+            return  # not waiting: the next wait arms it
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self._silent_at - _EARLY_S:
+            self._waiter.set_result(None)
+        else:
+            self._timer = loop.call_at(self._silent_at, self._silence)
+
+    def dispose(self) -> None:
+        """Unsubscribed: its timer goes (it would hold the subscription until it fired)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
     async def next(self, timeout: float) -> Item | None:
         """The next event; None after ``timeout`` seconds of silence."""
         if not self._items and not self._overflowed and not self._closed:
             loop = asyncio.get_running_loop()
+            self._silent_at = loop.time() + timeout
+            if self._timer is None or self._timer.when() > self._silent_at:
+                if self._timer is not None:
+                    self._timer.cancel()  # armed for a longer silence than this wait's
+                self._timer = loop.call_at(self._silent_at, self._silence)
             waiter = self._waiter = loop.create_future()
-            timer = loop.call_later(timeout, _expire, waiter)
             try:
                 await waiter
             finally:
-                timer.cancel()
                 self._waiter = None
             if not self._items and not self._overflowed and not self._closed:
                 return None  # silence: the caller sends a heartbeat
@@ -115,11 +142,6 @@ class Subscription:
             self._overflowed = False
             raise Overflowed
         return self._items.popleft()
-
-
-def _expire(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
 
 
 class Broker:
@@ -179,6 +201,7 @@ class Broker:
         try:
             yield sub
         finally:
+            sub.dispose()
             group.discard(sub)
             if job_id is not None and not group:
                 self._by_job.pop(job_id, None)

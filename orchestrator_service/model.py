@@ -122,6 +122,9 @@ class Event:
     job: JobState | None = None
     #: The event as the contract's JobEvent bytes, made once at commit (codec.py).
     wire: bytes = field(default=b"", compare=False, repr=False)
+    #: The same bytes framed as a ``WatchJobResponse``, also once at commit: a live event
+    #: goes to every watcher of its job as these bytes, framed once for all of them.
+    response: bytes = field(default=b"", compare=False, repr=False)
 
     @property
     def ends_job(self) -> bool:

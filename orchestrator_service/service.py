@@ -208,8 +208,9 @@ class OrchestratorServicer(AutomationRpcs, pb_grpc.OrchestratorServiceServicer):
         if isinstance(item, Framed):  # most of a replay: bytes framed on the reader's thread
             return item.response
         if isinstance(item, Event):
-            # The bytes made at commit, behind the response's header: no message per watcher.
-            return codec.watch_response(item.wire or codec.encode(item))
+            # The response made at commit (one for all watchers), or one framed from the
+            # event's bytes (an event read back from the log).
+            return item.response or codec.watch_response(item.wire or codec.encode(item))
         if isinstance(item, EncodedSnapshot):  # from the snapshot cache, encoded once a head
             return item.response
         assert not isinstance(item, Snapshot)  # a decoded snapshot only without snapshot_of

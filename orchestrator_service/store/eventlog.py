@@ -156,4 +156,4 @@ class _Log:
         body = codec.encode(event)
         self.rows.append({"job_id": self.job_id, "seq": self.head, "emitted_at": now,
                           "kind": "job" if header else "step", "body": body})
-        self.events.append(replace(event, wire=body))
+        self.events.append(replace(event, wire=body, response=codec.watch_response(body)))
