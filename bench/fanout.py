@@ -9,6 +9,7 @@ from __future__ import annotations
 import array
 import asyncio
 import json
+import os
 import statistics
 import struct
 import subprocess
@@ -75,6 +76,17 @@ def throughput(counts: list[dict]) -> tuple[float, float]:
     return got / max(span_ms / 1000, 0.001), max(c["snap_ms"] for c in counts) / 1000
 
 
+def cpu_s(pid: int) -> float:
+    """The process's own CPU seconds so far (all its threads; not its children's)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def per_message_us(cpu: float, counts: list[dict]) -> float:
+    """Server CPU per event delivered to one stream, in microseconds."""
+    return 1e6 * cpu / max(1, sum(c["events"] for c in counts))
+
+
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -83,7 +95,7 @@ def rss_kib(pid: int) -> int:
 
 
 def stepwatch_run(ws: Path, n: int, seconds: float,
-                  ) -> tuple[str, float, list[bytes], float, tuple[float, float]]:
+                  ) -> tuple[str, float, list[bytes], float, tuple[float, float], float]:
     gate = ws / f"gate{n}"
     orch = Orchestrator(f"sqlite:///{ws / f'f{n}.db'}", 0, None, ws)
     try:
@@ -101,8 +113,10 @@ def stepwatch_run(ws: Path, n: int, seconds: float,
             wait_ready(procs)
             per_watcher = (rss_kib(orch.popen.pid) - before) / n
             head0 = stub.GetJob(pb.GetJobRequest(job_id=job.job_id), timeout=60).job.head_seq
+            cpu0 = cpu_s(orch.popen.pid)
             gate.write_text("")
             delays, counts = collect(procs, out)
+            cpu = cpu_s(orch.popen.pid) - cpu0
             final = stub.GetJob(pb.GetJobRequest(job_id=job.job_id), timeout=60).job
             log = [r.event.SerializeToString() for r in stub.WatchJob(
                 pb.WatchJobRequest(job_id=job.job_id, after_seq=head0), timeout=60)
@@ -110,11 +124,11 @@ def stepwatch_run(ws: Path, n: int, seconds: float,
     finally:
         orch.stop()
     text, p99 = summary(delays, counts, final.head_seq)
-    return text, p99, log, per_watcher, throughput(counts)
+    return text, p99, log, per_watcher, throughput(counts), per_message_us(cpu, counts)
 
 
 def bare_run(ws: Path, n: int, log: list[bytes], rate: float,
-             ) -> tuple[str, float, tuple[float, float]]:
+             ) -> tuple[str, float, tuple[float, float], float]:
     path = ws / f"events{n}.bin"
     path.write_bytes(b"".join(struct.pack(">I", len(e)) + e for e in log))
     bare = subprocess.Popen([sys.executable, "-m", "bench.fanout_bare", str(path), str(rate),
@@ -127,13 +141,15 @@ def bare_run(ws: Path, n: int, log: list[bytes], rate: float,
         out.mkdir()
         procs = clients(target, "bare", n, out)
         wait_ready(procs)
+        cpu0 = cpu_s(bare.pid)
         bare.stdin.write("go\n")
         bare.stdin.flush()
         delays, counts = collect(procs, out)
+        cpu = cpu_s(bare.pid) - cpu0
     finally:
         bare.wait(60)
     text, p99 = summary(delays, counts, len(log))  # the bare snapshot is seq 0
-    return text, p99, throughput(counts)
+    return text, p99, throughput(counts), per_message_us(cpu, counts)
 
 
 async def main(sizes: tuple[int, ...] = (1, 100, 1000), seconds: float = 10) -> list[str]:
@@ -141,11 +157,11 @@ async def main(sizes: tuple[int, ...] = (1, 100, 1000), seconds: float = 10) -> 
     with tempfile.TemporaryDirectory() as d:
         ws = Path(d)
         for n in sizes:
-            text, p99, log, per_watcher, (rate_sw, snaps_sw) = await asyncio.to_thread(
+            text, p99, log, per_watcher, (rate_sw, snaps_sw), cpu_sw = await asyncio.to_thread(
                 stepwatch_run, ws, n, seconds)
             stamps = [pb.JobEvent.FromString(e).emitted_at.ToMilliseconds() for e in log]
             rate = len(log) / max(0.001, (max(stamps) - min(stamps)) / 1000)
-            bare_text, bare_p99, (rate_bare, snaps_bare) = await asyncio.to_thread(
+            bare_text, bare_p99, (rate_bare, snaps_bare), cpu_bare = await asyncio.to_thread(
                 bare_run, ws, n, log, min(rate, 100.0))
             lines.append(f"{n:>5} watchers, {len(log)} events at {rate:.0f}/s: stepwatch {text}")
             lines.append(f"{'':>5}           bare grpc.aio: {bare_text}; "
@@ -157,6 +173,10 @@ async def main(sizes: tuple[int, ...] = (1, 100, 1000), seconds: float = 10) -> 
                              f"{n} snapshots served in {snaps_sw:.2f} s vs bare {snaps_bare:.2f} s, "
                              f"{snaps_bare / max(snaps_sw, 0.001):.2f} x the bare rate "
                              f"(goal at 1,000: >= 0.9 x on both)")
+                lines.append(f"{'':>5}           server CPU per event delivered to a stream: "
+                             f"{cpu_sw:.1f} us vs bare {cpu_bare:.1f} us, "
+                             f"{cpu_sw / max(cpu_bare, 0.001):.2f} x (the orchestrator's includes "
+                             f"running the job)")
                 lines.append(f"{'':>5}           orchestrator RSS per idle watcher: "
                              f"{per_watcher:.0f} KiB (goal <= 48 KiB)")
     return lines
