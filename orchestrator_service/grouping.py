@@ -39,7 +39,9 @@ class StepWriteGroup:
         self._queue.append((w, fut))
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush(), name="step-write-group")
-        return await asyncio.shield(fut)
+        # Not shielded: cancelling the caller cancels only this future; the write stays in
+        # the queue (or in flight) and is committed, and its settling skips a done future.
+        return await fut
 
     async def _flush(self) -> None:
         group: list[tuple[StepWrite, asyncio.Future[StepState]]] = []

@@ -131,10 +131,9 @@ class Runner:
         call: Callable[..., Any] = fn
         call_args: tuple[Any, ...] = args
         while True:
-            fut = loop.run_in_executor(writer, self._try_write, name, call, call_args,
-                                       write_id, tries > 0)
             try:
-                return cast(T, await asyncio.shield(fut))
+                return cast(T, await _on_thread(loop, writer, self._try_write, name, call,
+                                                call_args, write_id, tries > 0))
             except _Committed as done:
                 assert recover is not None
                 log.warning("%s: its COMMIT's reply was lost, and it had committed: read back, "
@@ -221,3 +220,35 @@ class Runner:
             if _storage_fault(exc):
                 self._health.contact(False, storage_reason(exc))
             raise
+
+
+def _on_thread(loop: asyncio.AbstractEventLoop, executor: ThreadPoolExecutor,
+               fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+    """``fn(*args)`` on ``executor``; its outcome in the future returned, set from that thread.
+
+    Cancelling the future (the caller's task was cancelled) leaves the call running or
+    queued: a write once asked for is not dropped. What ``run_in_executor`` under
+    ``asyncio.shield`` does, in one future instead of three (each a turn of the loop before
+    the caller resumes, with every other ready callback of that turn run first)."""
+    out: asyncio.Future[T] = loop.create_future()
+
+    def run() -> None:
+        try:
+            result = fn(*args)
+        except BaseException as exc:  # handed over whole: the caller classifies it
+            loop.call_soon_threadsafe(_settle, out, None, exc)
+        else:
+            loop.call_soon_threadsafe(_settle, out, result, None)
+
+    executor.submit(run)
+    return out
+
+
+def _settle(out: asyncio.Future[T], result: T | None, exc: BaseException | None) -> None:
+    if out.done():  # cancelled meanwhile: nobody waits for it
+        return
+    if exc is not None:
+        out.set_exception(exc)
+    else:
+        out.set_result(cast(T, result))
+
