@@ -251,4 +251,3 @@ def _settle(out: asyncio.Future[T], result: T | None, exc: BaseException | None)
         out.set_exception(exc)
     else:
         out.set_result(cast(T, result))
-
