@@ -23,7 +23,7 @@ from tests.procs import Orchestrator
 from .steps import TERMINAL, independent
 
 
-def _cpu_s(pid: int) -> float:
+def cpu_s(pid: int) -> float:
     """A live process's user + system CPU seconds (/proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -46,7 +46,7 @@ def measure(ws: Path, steps: int) -> tuple[float, float, float, float]:
     try:
         with grpc.insecure_channel(orch.target) as ch:
             stub = pb_grpc.OrchestratorServiceStub(ch)
-            server_cpu = _cpu_s(orch.popen.pid)
+            server_cpu = cpu_s(orch.popen.pid)
             begun = time.perf_counter()
             job = stub.SubmitJob(pb.SubmitJobRequest(definition_toml=independent(steps)),
                                  timeout=120).job
@@ -66,7 +66,7 @@ def measure(ws: Path, steps: int) -> tuple[float, float, float, float]:
                     ended = time.perf_counter()
                     break
             assert ended is not None
-            server_cpu = _cpu_s(orch.popen.pid) - server_cpu
+            server_cpu = cpu_s(orch.popen.pid) - server_cpu
             _, status, usage = os.wait4(cli.pid, 0)
             exited = time.perf_counter()
             cli.returncode = os.waitstatus_to_exitcode(status)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import array
 import asyncio
 import json
-import os
 import statistics
 import struct
 import subprocess
@@ -23,6 +22,7 @@ from stepwatch.v1 import orchestrator_pb2 as pb
 from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
 from tests.procs import REPO, Orchestrator
 
+from .cli import cpu_s
 from .ui import busy
 
 PROCS = 4  # client processes (the machine has 2 cores)
@@ -74,12 +74,6 @@ def throughput(counts: list[dict]) -> tuple[float, float]:
     rx = [c for c in counts if c["events"]]
     span_ms = (max(c["last_rx"] for c in rx) - min(c["first_rx"] for c in rx)) if rx else 0.0
     return got / max(span_ms / 1000, 0.001), max(c["snap_ms"] for c in counts) / 1000
-
-
-def cpu_s(pid: int) -> float:
-    """The process's own CPU seconds so far (all its threads; not its children's)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def per_message_us(cpu: float, counts: list[dict]) -> float:
