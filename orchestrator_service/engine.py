@@ -23,6 +23,7 @@ from .leases import Claimed
 from .model import JobState
 from .problems import Code, ServerError, text_of
 from .rules import Decision
+from .slots import Slots
 from .statuses import StepStatus
 from .step_types.base import (
     OptionError,
@@ -86,7 +87,7 @@ class Engine:
         self.store = store
         # Replicas on one machine each mark their own commands: one never kills another's.
         self.config = EngineConfig(store, step_types, run, executor or InProcessExecutor(),
-                                   asyncio.Semaphore(run.max_running_steps),
+                                   Slots(run.max_running_steps),
                                    processes.owner_key(store.holding.marker(store.identity)),
                                    store.holding.fresh)
         self._runs: dict[str, asyncio.Task[None]] = {}

@@ -34,14 +34,19 @@ class StepWriteGroup:
         """Commit ``w`` (with whatever else is waiting); its step as written. Cancelling the
         caller does not take the write back: once asked for, it is committed (as the store's
         writes are shielded)."""
+        # Not shielded: cancelling the caller cancels only this future; the write stays in
+        # the queue (or in flight) and is committed, and its settling skips a done future.
+        return await self.submit(w)
+
+    def submit(self, w: StepWrite) -> asyncio.Future[StepState]:
+        """Queue ``w``; the future of its step as written. Writes submitted in one turn of
+        the loop go in one transaction unless that transaction fails (then one by one)."""
         fut: asyncio.Future[StepState] = asyncio.get_running_loop().create_future()
         fut.add_done_callback(_retrieved)
         self._queue.append((w, fut))
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush(), name="step-write-group")
-        # Not shielded: cancelling the caller cancels only this future; the write stays in
-        # the queue (or in flight) and is committed, and its settling skips a done future.
-        return await fut
+        return fut
 
     async def _flush(self) -> None:
         group: list[tuple[StepWrite, asyncio.Future[StepState]]] = []

@@ -10,6 +10,7 @@ changed), never a reread of the whole job.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import functools
@@ -29,6 +30,7 @@ from .progress import DEFAULT_LOG_CAP, InitOutput, ProgressRecorder
 from .rules import StepTransition
 from .sandbox import NONE as NO_SANDBOX
 from .sandbox import Sandbox
+from .slots import Slots
 from .statuses import JobStatus, Policy, StepStatus
 from .step_types.base import DEFAULT_ENV_ALLOW, Child, Document, StepContext, StepFailed, StepType
 from .store import ProgressBatch, StaleWrite, StepWrite, Store, StoreUnavailable, now_us
@@ -82,7 +84,7 @@ class EngineConfig:
     #: Where children run (executors.py); the rules and the store are the same for all.
     executor: Executor
     #: max_running_steps slots, across all jobs.
-    slots: asyncio.Semaphore
+    slots: Slots
     #: The marker of the commands this database's orchestrator starts (processes.py).
     owner: str
     #: False while this replica's lease on the job is in doubt: no command of it starts then.
@@ -109,6 +111,9 @@ class JobRun:
         self.cluster_faults: dict[str, int] = {}
         #: The job's step writes, committed in groups (grouping.py).
         self.group = StepWriteGroup(lambda ws: self.store.writes.write_steps(self.job_id, ws))
+        #: Steps started in the transaction of the end that made them ready, each holding
+        #: the slot of the step that ended, until the run loop launches them.
+        self.handed: list[StepState] = []
 
     async def run(self) -> None:
         job = await self.store.reads.get_job(self.job_id)
@@ -129,6 +134,7 @@ class JobRun:
                 await self._schedule()
             finally:
                 await _cancel_all(self.tasks)
+                self._release_handed()
 
     async def _schedule(self) -> None:
         ended: StepState | None = None
@@ -140,18 +146,27 @@ class JobRun:
             await self._skip_dependents(act.blocked)
             for name in act.launch:
                 self._launch(self.steps[name])
+            handed, self.handed = self.handed, []
+            for s in handed:
+                self.steps[s.name] = s
+                self._launch(s, _Hold(True))
             if not self.tasks:
                 break
             task = await self.done.get()
             ended = task.result()
             del self.tasks[ended.name]
             self.steps[ended.name] = ended
+            # Steps started with the end of the step before them are RUNNING already:
+            # ``next_actions`` does not launch them again; they go on below, in their slot.
+            for s in self.handed:
+                self.steps[s.name] = s
         await self.store.writes.decide_job(self.job_id,
                                            lambda j: rules.finish_job(j.steps, now_us()))
 
     async def _stop(self, failed: StepState) -> None:
         await _cancel_all(self.tasks)
         self.tasks.clear()
+        self._release_handed()
         await self.store.writes.decide_job(self.job_id,
                                            lambda j: rules.stop_job(j.steps, failed, now_us()))
 
@@ -164,16 +179,31 @@ class JobRun:
             for s in layer:
                 self.steps[s.name] = s
 
-    def _launch(self, step: StepState) -> None:
-        task = asyncio.create_task(self._run_step(step), name=f"step-{step.name}")
+    def _launch(self, step: StepState, hold: _Hold | None = None) -> None:
+        hold = hold or _Hold(False)
+        task = asyncio.create_task(self._run_step(step, hold), name=f"step-{step.name}")
+        # Released when the task is done however it ends, even cancelled before it began.
+        task.add_done_callback(lambda _: hold.release(self.config.slots))
         task.add_done_callback(self.done.put_nowait)
         self.tasks[step.name] = task
 
-    async def _run_step(self, step: StepState) -> StepState:
-        async with self.config.slots:
-            return await self._run_attempts(step)
+    def _release_handed(self) -> None:
+        for _ in self.handed:
+            self.config.slots.release()
+        self.handed.clear()
 
-    async def _run_attempts(self, step: StepState) -> StepState:
+    async def _run_step(self, step: StepState, hold: _Hold) -> StepState:
+        if not hold.held:
+            await self.config.slots.acquire()
+            hold.held = True
+        ended, started = await self._run_attempts(step)
+        if started is not None:  # the slot goes on with the step started (until launched,
+            hold.held = False    # ``handed`` holds it: released by _release_handed)
+            self.handed.append(started)
+        return ended
+
+    async def _run_attempts(self, step: StepState) -> tuple[StepState, StepState | None]:
+        """The step's attempts until one ends it; with the step its end started, if any."""
         if step.status == StepStatus.PENDING:
             step = await self._write(step, lambda s: rules.start_attempt(s, now_us()))
         while True:
@@ -183,11 +213,43 @@ class JobRun:
             with tracing.span("stepwatch.step_attempt", job_id=self.job_id, step_id=step.step_id,
                               step=step.name, type=step.type, attempt=step.attempt) as span:
                 failure, batch = await self._attempt(step)
-                step = await self._write(step, self._outcome(failure), batch)
+                successor = self._successor(step) if failure is None else None
+                if successor is None:
+                    step = await self._write(step, self._outcome(failure), batch)
+                    started = None
+                else:
+                    step, started = await self._end_and_start(step, batch, successor)
                 if span is not None:
                     span.set_attribute("stepwatch.status", step.status.name)
             if step.status.terminal:
-                return step
+                return step, started
+
+    def _successor(self, step: StepState) -> StepState | None:
+        """The step this one's success makes ready, to start in the same transaction as its
+        end: what ``rules.next_actions`` would launch once the end is read back COMPLETED
+        (the first, if several: one slot to hand). None while other steps wait for a
+        slot: then the slot goes back to the queue, as it would without the hand-over."""
+        if self.config.slots.contended:
+            return None
+        done = dataclasses.replace(step, status=StepStatus.COMPLETED)
+        act = rules.next_actions(collections.ChainMap({step.name: done}, self.steps),
+                                 self.policy, done, self.dependents, self.tasks)
+        return self.steps[act.launch[0]] if act.stop is None and act.launch else None
+
+    async def _end_and_start(self, step: StepState, batch: ProgressBatch | None,
+                             successor: StepState) -> tuple[StepState, StepState | None]:
+        """The end of ``step``'s successful attempt and, only if that end is written
+        COMPLETED, the start of ``successor``: submitted together, so one transaction."""
+        end = self.group.submit(StepWrite(step.step_id, step.attempt, self._outcome(None), batch))
+        start = self.group.submit(StepWrite(
+            successor.step_id, successor.attempt, lambda s: rules.start_attempt(s, now_us()),
+            after=(step.step_id, StepStatus.COMPLETED)))
+        ended = await end
+        try:
+            started = await start
+        except StaleWrite:  # e.g. the successor was cancelled meanwhile: it stays as it is
+            return ended, None
+        return ended, started if started.status == StepStatus.RUNNING else None
 
     async def _kill_escaped(self, step: StepState) -> None:
         """A stopped attempt's commands that left their process group (setsid) die too."""
@@ -289,6 +351,18 @@ class JobRun:
         # it as INTERNAL_ERROR (step code only runs in init and run_child, both caught above).
         self.cluster_faults.pop(step.name, None)
         return outcome, (await recorder.finish() if recorder is not None else None)
+
+
+@dataclass
+class _Hold:
+    """Whether a step's task holds a slot."""
+
+    held: bool
+
+    def release(self, slots: Slots) -> None:
+        if self.held:
+            self.held = False
+            slots.release()
 
 
 def _init_batch(step: StepState, output: InitOutput) -> ProgressBatch | None:

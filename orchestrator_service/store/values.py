@@ -17,7 +17,7 @@ from ..model import (
     StepState,
 )
 from ..rules import StepTransition
-from ..statuses import ChildStatus, LogStream
+from ..statuses import ChildStatus, LogStream, StepStatus
 from ..step_types.base import DocumentPut
 from .errors import Receipt
 
@@ -137,9 +137,15 @@ class StepWrite:
     ``decide`` gets the step as stored, under the job's lock, and returns its new
     status (a rule); None: no transition, the attempt goes on (its progress alone).
     ``progress`` is the attempt's last child changes, committed with the transition.
+    ``after`` (a step id, a status): the write is made only if that step, as its row reads
+    at this point of the transaction (after the writes before it), has that status; else
+    the step is left as it is (returned unchanged, no error). How a step's start rides on
+    the commit of the end that made it ready (jobrun.py): if the end is refused, so is
+    the start, whichever transaction the two end up in.
     """
 
     step_id: str
     attempt: int
     decide: Callable[[StepState], StepTransition] | None
     progress: ProgressBatch | None = None
+    after: tuple[str, StepStatus] | None = None

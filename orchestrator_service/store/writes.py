@@ -30,7 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from ..definitions import JobDefinition
 from ..model import Event, JobState, StepState
 from ..rules import Decision
-from ..statuses import JobStatus
+from ..statuses import JobStatus, StepStatus
 from . import scheduled
 from .changes import _apply_progress, _delete_jobs, _fence, _transition
 from .creating import insert_job, seen_request
@@ -68,6 +68,12 @@ def _steps_of(c: Connection, job_id: str, ids: list[str]) -> list[Any]:
         return list(c.execute(_STEP_OF_JOB, {"k": job_id, "s": ids[0]}))
     return [r for i in range(0, len(ids), IN_CHUNK)
             for r in c.execute(_STEPS_OF_JOB, {"k": job_id, "ids": ids[i:i + IN_CHUNK]})]
+
+
+def _holds(states: Mapping[str, StepState], after: tuple[str, StepStatus]) -> bool:
+    """Whether a write's ``after`` holds: that step (of this job) has that status here."""
+    step = states.get(after[0])
+    return step is not None and step.status == after[1]
 
 
 class Writes:
@@ -220,13 +226,18 @@ class Writes:
             log_ = self._log(c, job_id)
             log_.refuse_if_terminal()
             out = []
-            # Every step written, read once (a group may write one step more than once).
-            ids = list(dict.fromkeys(w.step_id for w in writes))
+            # Every step written or named by an ``after``, read once (a group may write one
+            # step more than once).
+            ids = list(dict.fromkeys([*(w.step_id for w in writes),
+                                      *(w.after[0] for w in writes if w.after is not None)]))
             states = {r.step_id: _step_state(r) for r in _steps_of(c, job_id, ids)}
             for w in writes:
                 current = states.get(w.step_id)
                 if current is None:
                     raise StaleWrite(f"step {w.step_id} is not a step of job {job_id}")
+                if w.after is not None and not _holds(states, w.after):
+                    out.append(current)
+                    continue
                 _fence(current, w.attempt)
                 if w.progress is not None:
                     moved = _apply_progress(c, log_, current, w.progress, self._dialect.rows,
