@@ -10,7 +10,6 @@ changed), never a reread of the whole job.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import dataclasses
 import functools
@@ -226,15 +225,14 @@ class JobRun:
 
     def _successor(self, step: StepState) -> StepState | None:
         """The step this one's success makes ready, to start in the same transaction as its
-        end: what ``rules.next_actions`` would launch once the end is read back COMPLETED
-        (the first, if several: one slot to hand). None while other steps wait for a
-        slot: then the slot goes back to the queue, as it would without the hand-over."""
+        end: what ``rules.next_actions`` launches once the end is read back COMPLETED (the
+        same rule, ``ready_after``; the first, if several: one slot to hand). None while
+        other steps wait for a slot: the slot goes back to the queue then."""
         if self.config.slots.contended:
             return None
-        done = dataclasses.replace(step, status=StepStatus.COMPLETED)
-        act = rules.next_actions(collections.ChainMap({step.name: done}, self.steps),
-                                 self.policy, done, self.dependents, self.tasks)
-        return self.steps[act.launch[0]] if act.stop is None and act.launch else None
+        launch = rules.ready_after(step.name, self.steps, self.dependents, self.tasks,
+                                   completing=step.name)
+        return self.steps[launch[0]] if launch else None
 
     async def _end_and_start(self, step: StepState, batch: ProgressBatch | None,
                              successor: StepState) -> tuple[StepState, StepState | None]:

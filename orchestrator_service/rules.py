@@ -236,10 +236,19 @@ def blocking_dependency(step: StepState, by_name: Mapping[str, StepState]) -> St
     return None
 
 
-def ready(step: StepState, by_name: Mapping[str, StepState]) -> bool:
-    """A PENDING step starts when every step it depends on is COMPLETED."""
+def ready(step: StepState, by_name: Mapping[str, StepState], completing: str = "") -> bool:
+    """A PENDING step starts when every step it depends on is COMPLETED (``completing``:
+    a step taken as COMPLETED whatever ``by_name`` says: its end is being written so)."""
     return step.status == StepStatus.PENDING and all(
-        by_name[d].status == StepStatus.COMPLETED for d in step.depends_on)
+        d == completing or by_name[d].status == StepStatus.COMPLETED for d in step.depends_on)
+
+
+def ready_after(name: str, steps: Mapping[str, StepState],
+                dependents: Mapping[str, Sequence[str]], running: Collection[str],
+                completing: str = "") -> tuple[str, ...]:
+    """The steps that depend on ``name`` and are ready now (not already running)."""
+    return tuple(d for d in dependents.get(name, ())
+                 if d not in running and ready(steps[d], steps, completing))
 
 
 @dataclass(frozen=True)
@@ -271,8 +280,7 @@ def next_actions(steps: Mapping[str, StepState], policy: Policy, ended: StepStat
         return NextActions(stop=ended)
     return NextActions(
         blocked=() if ended.status == StepStatus.COMPLETED else (ended,),
-        launch=tuple(d for d in dependents.get(ended.name, ())
-                     if d not in running and ready(steps[d], steps)))
+        launch=ready_after(ended.name, steps, dependents, running))
 
 
 def to_skip(blocked: Iterable[StepState], steps: Mapping[str, StepState],

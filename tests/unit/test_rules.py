@@ -3,6 +3,8 @@
 from dataclasses import replace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from orchestrator_service import rules
 from orchestrator_service.model import AttemptRecord, Failure, JobState, StepState
@@ -276,6 +278,33 @@ def test_next_actions_never_launches_a_step_already_running() -> None:
     x = mk_step("x", StepStatus.COMPLETED)
     steps = _by_name(x, mk_step("y", StepStatus.PENDING, 0, depends=("x",)))
     assert rules.next_actions(steps, Policy.STOP, x, {"x": ["y"]}, ("y",)).launch == ()
+
+
+_STATUSES = st.sampled_from([StepStatus.PENDING, StepStatus.RUNNING, StepStatus.COMPLETED,
+                              StepStatus.FAILED, StepStatus.SKIPPED])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data(), st.integers(2, 7))
+def test_ready_after_a_completing_step_is_what_next_actions_launches_once_it_completed(
+        data: st.DataObject, n: int) -> None:
+    """The hand-over's question (jobrun._successor: which steps does x's end make ready,
+    asked before that end is written) has the run loop's answer after it is written."""
+    names = [f"s{i}" for i in range(n)]
+    steps: dict[str, StepState] = {}
+    dependents: dict[str, list[str]] = {}
+    for i, name in enumerate(names):
+        deps = tuple(data.draw(st.lists(st.sampled_from(names[:i]), unique=True))) if i else ()
+        steps[name] = mk_step(name, data.draw(_STATUSES), 0, depends=deps)
+        for d in deps:
+            dependents.setdefault(d, []).append(name)
+    x = data.draw(st.sampled_from(names))
+    steps[x] = replace(steps[x], status=StepStatus.RUNNING)
+    running = data.draw(st.lists(st.sampled_from(names), unique=True))
+    before = rules.ready_after(x, steps, dependents, running, completing=x)
+    done = replace(steps[x], status=StepStatus.COMPLETED)
+    after = rules.next_actions({**steps, x: done}, Policy.STOP, done, dependents, running)
+    assert after.stop is None and after.launch == before
 
 
 def test_to_skip_is_one_layer_of_pending_dependents_each_with_its_blocker() -> None:
