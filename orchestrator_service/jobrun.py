@@ -207,8 +207,9 @@ class JobRun:
             step = await self._write(step, lambda s: rules.start_attempt(s, now_us()))
         while True:
             # After a cluster fault the next attempt waits (exponential, capped): a scheduler
-            # that is down is not asked again at once.
-            await asyncio.sleep(rules.cluster_retry_delay(self.cluster_faults.get(step.name, 0)))
+            # that is down is not asked again at once. (No fault: no turn of the loop given up.)
+            if delay := rules.cluster_retry_delay(self.cluster_faults.get(step.name, 0)):
+                await asyncio.sleep(delay)
             with tracing.span("stepwatch.step_attempt", job_id=self.job_id, step_id=step.step_id,
                               step=step.name, type=step.type, attempt=step.attempt) as span:
                 failure, batch = await self._attempt(step)
