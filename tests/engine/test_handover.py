@@ -6,11 +6,8 @@ slot behind when the job is cancelled or stopped around it."""
 
 from __future__ import annotations
 
-import asyncio
 import random
-import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,6 +21,7 @@ from orchestrator_service.model import Failure, JobState, StepState
 from orchestrator_service.slots import Slots
 from orchestrator_service.statuses import FailureReason, JobStatus, Policy, StepStatus
 from orchestrator_service.store import StaleWrite, StepWrite, now_us
+from tests.support import eventually
 
 from .conftest import DEADLINE, Harness
 
@@ -137,13 +135,6 @@ async def test_a_refused_end_refuses_the_start_riding_on_it(harness: Harness) ->
     assert [s.status for s in stored.steps] == [StepStatus.RUNNING, StepStatus.PENDING]
 
 
-async def _wait_for(what: str, check: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not check():
-        assert time.monotonic() < deadline, f"never: {what}"
-        await asyncio.sleep(0.005)
-
-
 def _intervals(*jobs: JobState) -> list[tuple[int, int, str]]:
     out = []
     for j in jobs:
@@ -164,7 +155,7 @@ async def test_no_hand_over_past_a_step_waiting_for_a_slot(harness: Harness,
     other = await harness.submit(_chain(1))
     slots = engine.config.slots
     assert isinstance(slots, Slots)
-    await _wait_for("the other job's step waits for the slot", lambda: slots.contended)
+    await eventually(lambda: slots.contended, DEADLINE, "the other job's step waits for the slot")
     go.touch()
     first, second = await harness.finish(chain.job_id), await harness.finish(other.job_id)
     assert first.status == second.status == JobStatus.COMPLETED

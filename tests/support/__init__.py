@@ -4,6 +4,7 @@ PostgreSQL: tests/postgres.py; faults: tests/faultproxy.py.)"""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -12,7 +13,8 @@ import grpc
 from stepwatch.v1 import orchestrator_pb2 as pb
 from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
 
-__all__ = ["DEADLINE", "TERMINAL", "finish", "finish_at", "submit", "submit_at", "until"]
+__all__ = ["DEADLINE", "TERMINAL", "eventually", "finish", "finish_at", "submit", "submit_at",
+           "until"]
 
 DEADLINE = 60.0
 TERMINAL = frozenset({pb.JOB_STATUS_COMPLETED, pb.JOB_STATUS_COMPLETED_WITH_FAILURES,
@@ -28,6 +30,16 @@ def until(check: Callable[[], object], what: str, timeout: float = DEADLINE) -> 
             raise AssertionError(f"not within {timeout} s: {what}")
         time.sleep(0.02)  # a poll of another process, with a deadline
     return time.monotonic() - start
+
+
+async def eventually(check: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
+    """Wait for a condition with a deadline (re-checked as the event loop runs): ``until``
+    for a test on the event loop."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not reached within {timeout} s: {what}")
+        await asyncio.sleep(0.02)
 
 
 def submit(stub: pb_grpc.OrchestratorServiceStub, toml: str, request_id: str = "",

@@ -1,8 +1,6 @@
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc
@@ -37,15 +35,6 @@ async def user(fake: FakeOrchestrator, monkeypatch: pytest.MonkeyPatch) -> Async
     monkeypatch.setenv("STEPWATCH_TARGET", fake.target)
     async with user_simulation(main_file=MAIN) as u:
         yield u
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
-    """Wait for a condition with a deadline (re-checked as the event loop runs)."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached within {timeout} s: {what}")
-        await asyncio.sleep(0.02)
 
 
 def data_status(user: User, marker: str) -> str | None:

@@ -7,8 +7,9 @@ from nicegui import ui
 from nicegui.testing.user import User
 
 from stepwatch.v1 import orchestrator_pb2 as pb
+from tests.support import eventually
 
-from .conftest import data_status, eventually
+from .conftest import data_status
 from .fake_orchestrator import Abort, FakeOrchestrator, Hold, job, job_event, snapshot, step, step_event
 
 JOB_URL = "/jobs/" + "a" * 32

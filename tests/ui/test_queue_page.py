@@ -7,8 +7,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from nicegui.testing.user import User
 
 from stepwatch.v1 import orchestrator_pb2 as pb
+from tests.support import eventually
 
-from .conftest import data_status, eventually
+from .conftest import data_status
 from .fake_orchestrator import FakeOrchestrator, Hold
 
 A, B = "a" * 32, "b" * 32
