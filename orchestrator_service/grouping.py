@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 
+from .futures import settle
 from .model import StepState
 from .store import StepWrite
 
@@ -57,12 +58,12 @@ class StepWriteGroup:
                     written = await self._write([w for w, _ in group])
                 except Exception as exc:
                     if len(group) == 1:
-                        _settle(group[0][1], exc=exc)
+                        settle(group[0][1], exc=exc)
                     else:
                         await self._one_by_one(group)
                     continue
                 for (_, fut), step in zip(group, written, strict=True):
-                    _settle(fut, step)
+                    settle(fut, step)
         except BaseException:  # cancelled (shutdown): nobody waits forever
             for _, fut in [*group, *self._queue]:
                 fut.cancel()
@@ -76,20 +77,10 @@ class StepWriteGroup:
             try:
                 [step] = await self._write([w])
             except Exception as exc:
-                _settle(fut, exc=exc)
+                settle(fut, exc=exc)
             else:
-                _settle(fut, step)
+                settle(fut, step)
 
-
-def _settle(fut: asyncio.Future[StepState], step: StepState | None = None,
-            exc: BaseException | None = None) -> None:
-    if fut.done():
-        return
-    if exc is not None:
-        fut.set_exception(exc)
-    else:
-        assert step is not None
-        fut.set_result(step)
 
 
 def _retrieved(fut: asyncio.Future[StepState]) -> None:

@@ -29,7 +29,7 @@ from .progress import DEFAULT_LOG_CAP, InitOutput, ProgressRecorder
 from .rules import StepTransition
 from .sandbox import NONE as NO_SANDBOX
 from .sandbox import Sandbox
-from .slots import Slots
+from .slots import Hold, Slots
 from .statuses import JobStatus, Policy, StepStatus
 from .step_types.base import DEFAULT_ENV_ALLOW, Child, Document, StepContext, StepFailed, StepType
 from .store import ProgressBatch, StaleWrite, StepWrite, Store, StoreUnavailable, now_us
@@ -148,7 +148,7 @@ class JobRun:
             handed, self.handed = self.handed, []
             for s in handed:
                 self.steps[s.name] = s
-                self._launch(s, _Hold(True))
+                self._launch(s, Hold(True))
             if not self.tasks:
                 break
             task = await self.done.get()
@@ -178,8 +178,8 @@ class JobRun:
             for s in layer:
                 self.steps[s.name] = s
 
-    def _launch(self, step: StepState, hold: _Hold | None = None) -> None:
-        hold = hold or _Hold(False)
+    def _launch(self, step: StepState, hold: Hold | None = None) -> None:
+        hold = hold or Hold(False)
         task = asyncio.create_task(self._run_step(step, hold), name=f"step-{step.name}")
         # Released when the task is done however it ends, even cancelled before it began.
         task.add_done_callback(lambda _: hold.release(self.config.slots))
@@ -191,7 +191,7 @@ class JobRun:
             self.config.slots.release()
         self.handed.clear()
 
-    async def _run_step(self, step: StepState, hold: _Hold) -> StepState:
+    async def _run_step(self, step: StepState, hold: Hold) -> StepState:
         if not hold.held:
             await self.config.slots.acquire()
             hold.held = True
@@ -350,18 +350,6 @@ class JobRun:
         # it as INTERNAL_ERROR (step code only runs in init and run_child, both caught above).
         self.cluster_faults.pop(step.name, None)
         return outcome, (await recorder.finish() if recorder is not None else None)
-
-
-@dataclass
-class _Hold:
-    """Whether a step's task holds a slot."""
-
-    held: bool
-
-    def release(self, slots: Slots) -> None:
-        if self.held:
-            self.held = False
-            slots.release()
 
 
 def _init_batch(step: StepState, output: InitOutput) -> ProgressBatch | None:

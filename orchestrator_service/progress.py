@@ -28,6 +28,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from . import rules
+from .futures import settle
 from .model import ChildCounts
 from .statuses import ChildStatus, LogStream
 from .step_types.base import DocumentPut
@@ -179,7 +180,7 @@ class ProgressRecorder:
             self._first.cancel()
             self._first = None
         if self._pause is not None:
-            _settle(self._pause)
+            settle(self._pause)
         if self._task is not None:
             with contextlib.suppress(Exception):
                 # Shielded: a cancelled caller must not cancel the flush it waits for.
@@ -293,17 +294,13 @@ class ProgressRecorder:
             # A pacing interval that ends early when the attempt finishes (a future and a
             # timer: wait_for would make a task per interval).
             pause = self._pause = loop.create_future()
-            timer = loop.call_later(self._interval, _settle, pause)
+            timer = loop.call_later(self._interval, settle, pause)
             try:
                 await pause
             finally:
                 timer.cancel()
                 self._pause = None
 
-
-def _settle(pause: asyncio.Future[None]) -> None:
-    if not pause.done():
-        pause.set_result(None)
 
 
 _FIELD = {

@@ -8,8 +8,9 @@ step waits: a chain must not keep a slot that others queue for.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
-__all__ = ["Slots"]
+__all__ = ["Hold", "Slots"]
 
 
 class Slots:
@@ -31,3 +32,16 @@ class Slots:
     def contended(self) -> bool:
         """Whether some step waits for a slot now."""
         return self._waiting > 0
+
+
+@dataclass
+class Hold:
+    """Whether one step's task holds a slot: released by the task's done-callback, so the
+    slot comes back however the task ends, even cancelled before it began."""
+
+    held: bool
+
+    def release(self, slots: Slots) -> None:
+        if self.held:
+            self.held = False
+            slots.release()

@@ -23,6 +23,7 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from ..futures import settle
 from ..model import Event
 from .dialect import Dialect
 from .errors import (
@@ -236,18 +237,10 @@ def _on_thread(loop: asyncio.AbstractEventLoop, executor: ThreadPoolExecutor,
         try:
             result = fn(*args)
         except BaseException as exc:  # handed over whole: the caller classifies it
-            loop.call_soon_threadsafe(_settle, out, None, exc)
+            loop.call_soon_threadsafe(settle, out, None, exc)
         else:
-            loop.call_soon_threadsafe(_settle, out, result, None)
+            loop.call_soon_threadsafe(settle, out, result, None)
 
     executor.submit(run)
     return out
 
-
-def _settle(out: asyncio.Future[T], result: T | None, exc: BaseException | None) -> None:
-    if out.done():  # cancelled meanwhile: nobody waits for it
-        return
-    if exc is not None:
-        out.set_exception(exc)
-    else:
-        out.set_result(cast(T, result))
