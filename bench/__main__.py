@@ -3,7 +3,8 @@
 - steps: steps/s for jobs of 100 and 2,000 independent `true` steps and a 2,000-step
   chain, in the sandbox (the default) and with --sandbox none, each next to its own
   command line spawned by a bare asyncio loop; GetJob p99 while the 2,000-step job runs
-  next to the idle server's;
+  next to the idle server's, and next to a bare grpc.aio server (its own process) polled at
+  the same moments;
 - stream: child transitions/s of a 5,000-child summarize step, and WatchJob
   replay events/s next to a bare grpc.aio stream of the same messages;
 - fanout: 1, 100 and 1,000 watchers of a job at ~100 events/s (client processes): delay from

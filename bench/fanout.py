@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import array
 import asyncio
+import contextlib
 import json
 import statistics
 import struct
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -88,15 +90,21 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def gated_job(gate: Path, seconds: float) -> str:
+    """The job the watchers follow: its commands wait for ``gate`` to exist, then make ~100
+    events a second for ``seconds``. Polled once a second: the 72 waiting commands must not
+    load the machine (at 0.05 s they forked ~1,400 processes a second while the streams were
+    being opened)."""
+    wait_gate = f"while [ ! -f {gate} ]; do sleep 1; done"
+    return busy(12, seconds).replace('"sleep 0.', f'"{wait_gate}; sleep 0.')  # all wait
+
+
 def stepwatch_run(ws: Path, n: int, seconds: float,
                   ) -> tuple[str, float, list[bytes], float, tuple[float, float], float]:
     gate = ws / f"gate{n}"
     orch = Orchestrator(f"sqlite:///{ws / f'f{n}.db'}", 0, None, ws)
     try:
-        # Polled once a second: the 72 waiting commands must not load the machine (at 0.05 s
-        # they forked ~1,400 processes a second while the streams were being opened).
-        wait_gate = f"while [ ! -f {gate} ]; do sleep 1; done"
-        toml = busy(12, seconds).replace('"sleep 0.', f'"{wait_gate}; sleep 0.')  # all wait
+        toml = gated_job(gate, seconds)
         with grpc.insecure_channel(orch.target) as ch:
             stub = pb_grpc.OrchestratorServiceStub(ch)
             job = stub.SubmitJob(pb.SubmitJobRequest(definition_toml=toml), timeout=60).job
@@ -121,9 +129,12 @@ def stepwatch_run(ws: Path, n: int, seconds: float,
     return text, p99, log, per_watcher, throughput(counts), per_message_us(cpu, counts)
 
 
-def bare_run(ws: Path, n: int, log: list[bytes], rate: float,
+def bare_run(ws: Path, n: int, log: list[bytes], rate: float, load: float = 0.0,
              ) -> tuple[str, float, tuple[float, float], float]:
-    path = ws / f"events{n}.bin"
+    """``load``: if not 0, the same job runs meanwhile (for that many seconds) on an
+    orchestrator nobody watches, so the bare server sends on a machine as loaded as
+    Stepwatch's."""
+    path = ws / f"events{n}{'-loaded' if load else ''}.bin"
     path.write_bytes(b"".join(struct.pack(">I", len(e)) + e for e in log))
     bare = subprocess.Popen([sys.executable, "-m", "bench.fanout_bare", str(path), str(rate),
                              str(n)], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -131,19 +142,39 @@ def bare_run(ws: Path, n: int, log: list[bytes], rate: float,
     try:
         assert bare.stdout is not None and bare.stdin is not None
         target = bare.stdout.readline().split()[-1]
-        out = ws / f"bare{n}"
+        out = ws / f"bare{n}{'-loaded' if load else ''}"
         out.mkdir()
         procs = clients(target, "bare", n, out)
         wait_ready(procs)
-        cpu0 = cpu_s(bare.pid)
-        bare.stdin.write("go\n")
-        bare.stdin.flush()
-        delays, counts = collect(procs, out)
-        cpu = cpu_s(bare.pid) - cpu0
+        with contextlib.ExitStack() as stack:
+            if load:
+                stack.enter_context(loaded(ws / f"load{n}", load))
+            cpu0 = cpu_s(bare.pid)
+            bare.stdin.write("go\n")
+            bare.stdin.flush()
+            delays, counts = collect(procs, out)
+            cpu = cpu_s(bare.pid) - cpu0
     finally:
         bare.wait(60)
     text, p99 = summary(delays, counts, len(log))  # the bare snapshot is seq 0
     return text, p99, throughput(counts), per_message_us(cpu, counts)
+
+
+@contextlib.contextmanager
+def loaded(ws: Path, seconds: float) -> Iterator[None]:
+    """The watched job, running on an orchestrator of its own with no watcher: the load
+    Stepwatch's own run puts on the machine, without the sending."""
+    ws.mkdir()
+    orch = Orchestrator(f"sqlite:///{ws / 'load.db'}", 0, None, ws)
+    try:
+        with grpc.insecure_channel(orch.target) as ch:
+            stub = pb_grpc.OrchestratorServiceStub(ch)
+            stub.SubmitJob(pb.SubmitJobRequest(definition_toml=gated_job(ws / "gate", seconds)),
+                           timeout=60)
+            (ws / "gate").write_text("")
+            yield
+    finally:
+        orch.stop()
 
 
 async def main(sizes: tuple[int, ...] = (1, 100, 1000), seconds: float = 10) -> list[str]:
@@ -161,6 +192,13 @@ async def main(sizes: tuple[int, ...] = (1, 100, 1000), seconds: float = 10) -> 
             lines.append(f"{'':>5}           bare grpc.aio: {bare_text}; "
                          f"p99 ratio {p99 / max(bare_p99, 0.001):.1f}x"
                          + (" (goal: <= 2 x, delivered >= 99 % of bare's)" if n == 100 else ""))
+            if n >= 100:
+                load_text, load_p99, (rate_load, _), _ = await asyncio.to_thread(
+                    bare_run, ws, n, log, min(rate, 100.0), seconds)
+                lines.append(f"{'':>5}           bare grpc.aio while the same job runs on an "
+                             f"unwatched orchestrator: {load_text}; p99 ratio "
+                             f"{p99 / max(load_p99, 0.001):.1f}x, events delivered/s "
+                             f"{rate_sw / max(rate_load, 0.001):.2f} x (the load's share apart)")
             if n >= 100:
                 lines.append(f"{'':>5}           events delivered/s over all streams: {rate_sw:,.0f} "
                              f"vs bare {rate_bare:,.0f}, {rate_sw / max(rate_bare, 0.001):.2f} x; "

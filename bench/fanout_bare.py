@@ -10,8 +10,7 @@ import struct
 import sys
 import time
 
-import grpc
-
+from bench.bare import passthrough_server, serve_announced
 from orchestrator_service.codec import watch_response
 from stepwatch.v1 import orchestrator_pb2 as pb
 
@@ -40,14 +39,8 @@ async def main(path: str, rate: float, streams: int) -> None:
         while (item := await q.get()) is not None:
             yield item
 
-    server = grpc.aio.server()
-    handler = grpc.unary_stream_rpc_method_handler(
-        watch, request_deserializer=pb.WatchJobRequest.FromString, response_serializer=lambda b: b)
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-        "stepwatch.v1.OrchestratorService", {"WatchJob": handler}),))
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    print(f"listening on 127.0.0.1:{port}", flush=True)
+    server = passthrough_server(watch_job=watch)
+    await serve_announced(server)
     await everyone.wait()
     # The parent says go once every client process has every stream open.
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)

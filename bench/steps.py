@@ -10,9 +10,13 @@ orchestrator's slots allow, with no orchestration at all.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +27,7 @@ from orchestrator_service.sandbox import Sandbox
 from orchestrator_service.step_types.shell import command_argv
 from stepwatch.v1 import orchestrator_pb2 as pb
 from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
-from tests.procs import Orchestrator
+from tests.procs import REPO, Orchestrator
 
 TERMINAL = {pb.JOB_STATUS_COMPLETED, pb.JOB_STATUS_COMPLETED_WITH_FAILURES, pb.JOB_STATUS_FAILED,
             pb.JOB_STATUS_CANCELLED}
@@ -118,34 +122,66 @@ async def reference(n: int, at_once: int, argv: list[str]) -> float:
     return n / (time.perf_counter() - start)
 
 
-async def idle_getjob(stub: pb_grpc.OrchestratorServiceStub, job_id: str, calls: int = 300) -> Latency:
-    """GetJob of a finished 1-step job on the idle server: the latency floor."""
+async def idle_getjob(stub: pb_grpc.OrchestratorServiceStub, job_id: str, label: str,
+                      calls: int = 300) -> Latency:
+    """GetJob of a finished 1-step job on an idle machine: the latency floor."""
     out: list[tuple[float, float]] = []
     start = time.perf_counter()
     for _ in range(calls):
         t = time.perf_counter()
         await stub.GetJob(pb.GetJobRequest(job_id=job_id), timeout=60)
         out.append((t - start, time.perf_counter() - t))
-    return Latency("of a 1-step job on the idle server", out)
+    return Latency(label, out)
+
+
+@contextlib.asynccontextmanager
+async def bare_getjob(ws: Path, answer: pb.GetJobResponse) -> AsyncIterator[str]:
+    """A bare grpc.aio server (bench/getjob_bare.py) answering GetJob with ``answer``'s
+    bytes, in a process of its own: its address."""
+    path = ws / "getjob.bin"
+    path.write_bytes(answer.SerializeToString())
+    proc = subprocess.Popen([sys.executable, "-m", "bench.getjob_bare", str(path)], cwd=REPO,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        yield (await asyncio.to_thread(proc.stdout.readline)).split()[-1]
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def p99(lat: Latency) -> float:
     return statistics.quantiles([x for _, x in lat.calls], n=100, method="inclusive")[98]
 
 
-async def one_server(ws: Path, sandbox: str, sizes: list[int], chain_len: int,
-                     ) -> tuple[list[Run], list[Latency]]:
-    """Jobs on one orchestrator; GetJob latency on it idle, then during the biggest job."""
+@dataclass
+class Measured:
+    runs: list[Run]
+    #: Stepwatch's GetJob: idle, then of a 1-step job and of the big job during its run.
+    latencies: list[Latency]
+    #: The bare server's GetJob of the same bytes: idle, then during the same run.
+    bare: list[Latency]
+
+
+async def one_server(ws: Path, sandbox: str, sizes: list[int], chain_len: int) -> Measured:
+    """Jobs on one orchestrator; GetJob latency on it idle, then during the biggest job, next
+    to a bare server's at the same moments."""
     server = await asyncio.to_thread(Orchestrator, f"sqlite:///{ws / f'steps-{sandbox}.db'}", 0,
                                      None, ws, extra=["--sandbox", sandbox, "--max-steps",
                                                       str(max(*sizes, chain_len, 1000))])
     try:
-        async with grpc.aio.insecure_channel(
-                server.target, options=[("grpc.max_receive_message_length", 64 << 20)]) as ch:
+        async with contextlib.AsyncExitStack() as stack:
+            ch = await stack.enter_async_context(grpc.aio.insecure_channel(
+                server.target, options=[("grpc.max_receive_message_length", 64 << 20)]))
             stub = pb_grpc.OrchestratorServiceStub(ch)
             small, small_id = await run_job(stub, "1 step", independent(1), 1)
             runs = [small]
-            latencies = [await idle_getjob(stub, small_id)]
+            latencies = [await idle_getjob(stub, small_id, "of a 1-step job on the idle server")]
+            answer = await stub.GetJob(pb.GetJobRequest(job_id=small_id))
+            bare_at = await stack.enter_async_context(bare_getjob(ws, answer))
+            bare_ch = await stack.enter_async_context(grpc.aio.insecure_channel(bare_at))
+            bare_stub = pb_grpc.OrchestratorServiceStub(bare_ch)
+            bare = [await idle_getjob(bare_stub, small_id, "of a bare server, machine idle")]
             for n in sizes:
                 if n != max(sizes):
                     runs.append((await run_job(stub, f"{n:,} independent", independent(n), n))[0])
@@ -153,6 +189,7 @@ async def one_server(ws: Path, sandbox: str, sizes: list[int], chain_len: int,
                 stop = asyncio.Event()
                 big: list[tuple[float, float]] = []
                 little: list[tuple[float, float]] = []
+                beside: list[tuple[float, float]] = []
                 begun = time.perf_counter()
                 job_task = asyncio.create_task(
                     run_job(stub, f"{n:,} independent", independent(n), n))
@@ -165,13 +202,15 @@ async def one_server(ws: Path, sandbox: str, sizes: list[int], chain_len: int,
                     else:
                         await asyncio.sleep(0.05)  # the submit is being stored
                 loops = [asyncio.create_task(get_loop(stub, small_id, stop, little, begun)),
-                         asyncio.create_task(get_loop(stub, big_id, stop, big, begun))]
+                         asyncio.create_task(get_loop(stub, big_id, stop, big, begun)),
+                         asyncio.create_task(get_loop(bare_stub, small_id, stop, beside, begun))]
                 run, _ = await job_task
                 stop.set()
                 await asyncio.gather(*loops)
                 runs.append(run)
                 latencies += [Latency(f"of a 1-step job during the {n:,}-step run", little),
                               Latency(f"of the running {n:,}-step job itself", big)]
+                bare.append(Latency(f"of a bare server during the {n:,}-step run", beside))
             runs.append((await run_job(stub, f"{chain_len:,}-step chain", chain(chain_len),
                                        chain_len))[0])
             kids = max(sizes)
@@ -179,7 +218,7 @@ async def one_server(ws: Path, sandbox: str, sizes: list[int], chain_len: int,
             runs.append(run)
     finally:
         server.stop()
-    return runs, latencies
+    return Measured(runs, latencies, bare)
 
 
 async def main(sizes: list[int], chain_len: int) -> list[str]:
@@ -195,7 +234,8 @@ async def main(sizes: list[int], chain_len: int) -> list[str]:
             ref_flat = await reference(2000, SLOTS, argvs[sandbox])
             ref_chain = await reference(500, 1, argvs[sandbox])
             bare_flat, bare_chain = await reference(2000, SLOTS, plain), await reference(500, 1, plain)
-            runs, latencies = await one_server(Path(d), sandbox, sizes, chain_len)
+            m = await one_server(Path(d), sandbox, sizes, chain_len)
+            runs, latencies = m.runs, m.latencies
             lines.append(f"--sandbox {sandbox}: reference, its own command line spawned by asyncio "
                          f"alone ({' '.join(argvs[sandbox][:2])} ...): {SLOTS} at a time "
                          f"{ref_flat:,.0f}/s, one at a time {ref_chain:,.0f}/s; bare `sh -c true` "
@@ -207,9 +247,13 @@ async def main(sizes: list[int], chain_len: int) -> list[str]:
                              f"{r.rate:7,.0f} {unit}/s ({r.rate / ref:.2f} x its command spawned "
                              f"bare, {r.rate / bare:.2f} x `sh -c true`), {r.events:,} events, "
                              f"{r.status}")
-            lines += [f"  {lat.line()}" for lat in latencies]
+            lines += [f"  {lat.line()}" for lat in [*latencies, *m.bare]]
             idle, during = latencies[0], latencies[-2:]
+            bare_idle, bare_during = m.bare
             lines.append(f"  GetJob p99 while the {max(sizes):,}-step job runs / idle: "
                          + ", ".join(f"{p99(x) / p99(idle):.1f} x" for x in during)
-                         + " (goal <= 3 x)")
+                         + " (goal <= 3 x); the bare server's, same moments: "
+                         f"{p99(bare_during) / p99(bare_idle):.1f} x (what the load leaves any "
+                         "server); Stepwatch's p99 / the bare server's during the run: "
+                         + ", ".join(f"{p99(x) / p99(bare_during):.1f} x" for x in during))
     return lines

@@ -23,6 +23,8 @@ from stepwatch.client import Client
 from stepwatch.v1 import orchestrator_pb2 as pb
 from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
 
+from .bare import passthrough_server
+
 JOB = """
 name = "bench"
 [steps.scan]
@@ -52,13 +54,7 @@ def bare_server(messages: list[pb.WatchJobResponse]) -> grpc.aio.Server:
         for data in encoded:
             yield data
 
-    server = grpc.aio.server()
-    handler = grpc.unary_stream_rpc_method_handler(
-        watch, request_deserializer=pb.WatchJobRequest.FromString,
-        response_serializer=lambda b: b)
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-        "stepwatch.v1.OrchestratorService", {"WatchJob": handler}),))
-    return server
+    return passthrough_server(watch_job=watch)
 
 
 PAIRS = 5
