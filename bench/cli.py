@@ -20,13 +20,8 @@ from stepwatch.v1 import orchestrator_pb2 as pb
 from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
 from tests.procs import Orchestrator
 
+from .cpu import cpu_s
 from .steps import TERMINAL, independent
-
-
-def cpu_s(pid: int) -> float:
-    """A live process's user + system CPU seconds (/proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _drain(fd: int) -> None:

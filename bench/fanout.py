@@ -24,7 +24,7 @@ from stepwatch.v1 import orchestrator_pb2 as pb
 from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
 from tests.procs import REPO, Orchestrator
 
-from .cli import cpu_s
+from .cpu import cpu_s
 from .ui import busy
 
 PROCS = 4  # client processes (the machine has 2 cores)

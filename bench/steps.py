@@ -16,8 +16,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -28,6 +28,8 @@ from orchestrator_service.step_types.shell import command_argv
 from stepwatch.v1 import orchestrator_pb2 as pb
 from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
 from tests.procs import REPO, Orchestrator
+
+from .cpu import cpu_s, machine_busy_s
 
 TERMINAL = {pb.JOB_STATUS_COMPLETED, pb.JOB_STATUS_COMPLETED_WITH_FAILURES, pb.JOB_STATUS_FAILED,
             pb.JOB_STATUS_CANCELLED}
@@ -53,16 +55,46 @@ def chain(n: int) -> str:
 
 
 @dataclass
+class Cpu:
+    """CPU seconds over one measurement: the orchestrator's, and the machine's (every
+    process, the commands and the bench's own client included)."""
+
+    server: float = 0.0
+    machine: float = 0.0
+
+
+@dataclass
 class Run:
     label: str
     steps: int
     seconds: float
     events: int
     status: str
+    cpu: Cpu = field(default_factory=Cpu)
 
     @property
     def rate(self) -> float:
         return self.steps / self.seconds
+
+    def cpu_line(self, bare_machine: float) -> str:
+        """Where the ratio comes from when the machine is the limit: the CPU a step costs
+        against what the bare loop's command cost the machine (both cores busy, the ratio
+        is about their quotient)."""
+        per = 1000 / self.steps
+        return (f"CPU a step: server {self.cpu.server * per:.2f} ms, machine "
+                f"{self.cpu.machine * per:.2f} ms (bare: {bare_machine * 1000:.2f} ms a command, "
+                f"{bare_machine * self.steps / max(self.cpu.machine, 1e-9):.2f} x)")
+
+
+@contextlib.contextmanager
+def counting(pid: int, into: Cpu) -> Iterator[None]:
+    """Add the CPU that process ``pid`` and the machine spend in the block to ``into``."""
+    server, machine = cpu_s(pid), machine_busy_s()
+    try:
+        yield
+    finally:
+        into.server += cpu_s(pid) - server
+        into.machine += machine_busy_s() - machine
 
 
 @dataclass
@@ -82,19 +114,21 @@ class Latency:
 
 
 async def run_job(stub: pb_grpc.OrchestratorServiceStub, label: str, toml: str,
-                  steps: int) -> tuple[Run, str]:
-    start = time.perf_counter()
-    job = (await stub.SubmitJob(pb.SubmitJobRequest(definition_toml=toml), timeout=600)).job
-    events = 0
-    status = 0
-    async for r in stub.WatchJob(pb.WatchJobRequest(job_id=job.job_id, after_seq=job.head_seq),
-                                 timeout=3600):
-        if r.WhichOneof("kind") == "event":
-            events += 1
-            if r.event.HasField("job_changed") and r.event.job_changed.status in TERMINAL:
-                status = r.event.job_changed.status
-    took = time.perf_counter() - start
-    return Run(label, steps, took, events, pb.JobStatus.Name(status)), job.job_id
+                  steps: int, server_pid: int) -> tuple[Run, str]:
+    cpu = Cpu()
+    with counting(server_pid, cpu):
+        start = time.perf_counter()
+        job = (await stub.SubmitJob(pb.SubmitJobRequest(definition_toml=toml), timeout=600)).job
+        events = 0
+        status = 0
+        async for r in stub.WatchJob(pb.WatchJobRequest(job_id=job.job_id,
+                                                        after_seq=job.head_seq), timeout=3600):
+            if r.WhichOneof("kind") == "event":
+                events += 1
+                if r.event.HasField("job_changed") and r.event.job_changed.status in TERMINAL:
+                    status = r.event.job_changed.status
+        took = time.perf_counter() - start
+    return Run(label, steps, took, events, pb.JobStatus.Name(status), cpu), job.job_id
 
 
 async def get_loop(stub: pb_grpc.OrchestratorServiceStub, job_id: str, stop: asyncio.Event,
@@ -106,8 +140,14 @@ async def get_loop(stub: pb_grpc.OrchestratorServiceStub, job_id: str, stop: asy
         await asyncio.sleep(0.05)  # a polling client's pace, not a wait for an event
 
 
-async def reference(n: int, at_once: int, argv: list[str]) -> float:
-    """``argv`` spawned n times, at_once at a time, by asyncio alone: commands per second."""
+@dataclass
+class Reference:
+    rate: float  # commands a second
+    machine: float  # the machine's CPU seconds a command (the command and its spawner)
+
+
+async def reference(n: int, at_once: int, argv: list[str]) -> Reference:
+    """``argv`` spawned n times, at_once at a time, by asyncio alone."""
     sem = asyncio.Semaphore(at_once)
 
     async def one() -> None:
@@ -117,9 +157,9 @@ async def reference(n: int, at_once: int, argv: list[str]) -> float:
                 stderr=asyncio.subprocess.PIPE, start_new_session=True)
             await proc.communicate()
 
-    start = time.perf_counter()
+    start, busy = time.perf_counter(), machine_busy_s()
     await asyncio.gather(*(one() for _ in range(n)))
-    return n / (time.perf_counter() - start)
+    return Reference(n / (time.perf_counter() - start), (machine_busy_s() - busy) / n)
 
 
 async def idle_getjob(stub: pb_grpc.OrchestratorServiceStub, job_id: str, label: str,
@@ -174,7 +214,8 @@ async def one_server(ws: Path, sandbox: str, sizes: list[int], chain_len: int) -
             ch = await stack.enter_async_context(grpc.aio.insecure_channel(
                 server.target, options=[("grpc.max_receive_message_length", 64 << 20)]))
             stub = pb_grpc.OrchestratorServiceStub(ch)
-            small, small_id = await run_job(stub, "1 step", independent(1), 1)
+            pid = server.popen.pid
+            small, small_id = await run_job(stub, "1 step", independent(1), 1, pid)
             runs = [small]
             latencies = [await idle_getjob(stub, small_id, "of a 1-step job on the idle server")]
             answer = await stub.GetJob(pb.GetJobRequest(job_id=small_id))
@@ -184,7 +225,7 @@ async def one_server(ws: Path, sandbox: str, sizes: list[int], chain_len: int) -
             bare = [await idle_getjob(bare_stub, small_id, "of a bare server, machine idle")]
             for n in sizes:
                 if n != max(sizes):
-                    runs.append((await run_job(stub, f"{n:,} independent", independent(n), n))[0])
+                    runs.append((await run_job(stub, f"{n:,} independent", independent(n), n, pid))[0])
                     continue
                 stop = asyncio.Event()
                 big: list[tuple[float, float]] = []
@@ -192,7 +233,7 @@ async def one_server(ws: Path, sandbox: str, sizes: list[int], chain_len: int) -
                 beside: list[tuple[float, float]] = []
                 begun = time.perf_counter()
                 job_task = asyncio.create_task(
-                    run_job(stub, f"{n:,} independent", independent(n), n))
+                    run_job(stub, f"{n:,} independent", independent(n), n, pid))
                 # GetJob of the running big job needs its id: take it from the list.
                 big_id = ""
                 while not big_id:
@@ -212,9 +253,9 @@ async def one_server(ws: Path, sandbox: str, sizes: list[int], chain_len: int) -
                               Latency(f"of the running {n:,}-step job itself", big)]
                 bare.append(Latency(f"of a bare server during the {n:,}-step run", beside))
             runs.append((await run_job(stub, f"{chain_len:,}-step chain", chain(chain_len),
-                                       chain_len))[0])
+                                       chain_len, pid))[0])
             kids = max(sizes)
-            run, _ = await run_job(stub, f"{kids:,} children, 1 step", children(kids), kids)
+            run, _ = await run_job(stub, f"{kids:,} children, 1 step", children(kids), kids, pid)
             runs.append(run)
     finally:
         server.stop()
@@ -238,15 +279,17 @@ async def main(sizes: list[int], chain_len: int) -> list[str]:
             runs, latencies = m.runs, m.latencies
             lines.append(f"--sandbox {sandbox}: reference, its own command line spawned by asyncio "
                          f"alone ({' '.join(argvs[sandbox][:2])} ...): {SLOTS} at a time "
-                         f"{ref_flat:,.0f}/s, one at a time {ref_chain:,.0f}/s; bare `sh -c true` "
-                         f"{bare_flat:,.0f}/s and {bare_chain:,.0f}/s")
+                         f"{ref_flat.rate:,.0f}/s, one at a time {ref_chain.rate:,.0f}/s; bare "
+                         f"`sh -c true` {bare_flat.rate:,.0f}/s and {bare_chain.rate:,.0f}/s")
             for r in runs:
                 ref, bare = (ref_chain, bare_chain) if "chain" in r.label else (ref_flat, bare_flat)
                 unit = "children" if "children" in r.label else "steps"
                 lines.append(f"  {r.label:>22}: {r.steps:>6,} {unit} in {r.seconds:7.2f} s -> "
-                             f"{r.rate:7,.0f} {unit}/s ({r.rate / ref:.2f} x its command spawned "
-                             f"bare, {r.rate / bare:.2f} x `sh -c true`), {r.events:,} events, "
-                             f"{r.status}")
+                             f"{r.rate:7,.0f} {unit}/s ({r.rate / ref.rate:.2f} x its command "
+                             f"spawned bare, {r.rate / bare.rate:.2f} x `sh -c true`), "
+                             f"{r.events:,} events, {r.status}")
+                if r.steps > 1:
+                    lines.append(f"  {'':>22}  {r.cpu_line(ref.machine)}")
             lines += [f"  {lat.line()}" for lat in [*latencies, *m.bare]]
             idle, during = latencies[0], latencies[-2:]
             bare_idle, bare_during = m.bare
