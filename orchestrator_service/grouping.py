@@ -82,7 +82,6 @@ class StepWriteGroup:
                 settle(fut, step)
 
 
-
 def _retrieved(fut: asyncio.Future[StepState]) -> None:
     """A caller that was cancelled never reads its write's error: read it here (no warning)."""
     if not fut.cancelled():

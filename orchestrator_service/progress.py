@@ -302,7 +302,6 @@ class ProgressRecorder:
                 self._pause = None
 
 
-
 _FIELD = {
     ChildStatus.PENDING: "pending",
     ChildStatus.RUNNING: "running",

@@ -243,4 +243,3 @@ def _on_thread(loop: asyncio.AbstractEventLoop, executor: ThreadPoolExecutor,
 
     executor.submit(run)
     return out
-
