@@ -18,8 +18,9 @@ def cpu_s(pid: int) -> float:
 
 def machine_busy_s() -> float:
     """CPU seconds every core of the machine spent on anything but idling (all processes,
-    the kernel, interrupts), since boot."""
+    the kernel, interrupts; on a VM, steal too: time the host took while we wanted to run),
+    since boot."""
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    # guest time is counted in user already
+    # fields[:8]: user nice system idle iowait irq softirq steal (guest is inside user)
     return (sum(fields[:8]) - idle) / _TICK
