@@ -36,3 +36,10 @@ async def serve_announced(server: grpc.aio.Server) -> None:
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     print(f"listening on 127.0.0.1:{port}", flush=True)
+
+
+def announced(line: str) -> str:
+    """The address in a bare server's first line (``serve_announced``)."""
+    if not line.startswith("listening on "):
+        raise RuntimeError(f"the bare server did not start: {line!r}")
+    return line.split()[-1]

@@ -24,6 +24,7 @@ from stepwatch.v1 import orchestrator_pb2 as pb
 from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
 from tests.procs import REPO, Orchestrator
 
+from .bare import announced
 from .cpu import cpu_s
 from .ui import busy
 
@@ -141,7 +142,7 @@ def bare_run(ws: Path, n: int, log: list[bytes], rate: float, load: float = 0.0,
                             text=True)
     try:
         assert bare.stdout is not None and bare.stdin is not None
-        target = bare.stdout.readline().split()[-1]
+        target = announced(bare.stdout.readline())
         out = ws / f"bare{n}{'-loaded' if load else ''}"
         out.mkdir()
         procs = clients(target, "bare", n, out)
@@ -199,7 +200,6 @@ async def main(sizes: tuple[int, ...] = (1, 100, 1000), seconds: float = 10) -> 
                              f"unwatched orchestrator: {load_text}; p99 ratio "
                              f"{p99 / max(load_p99, 0.001):.1f}x, events delivered/s "
                              f"{rate_sw / max(rate_load, 0.001):.2f} x (the load's share apart)")
-            if n >= 100:
                 lines.append(f"{'':>5}           events delivered/s over all streams: {rate_sw:,.0f} "
                              f"vs bare {rate_bare:,.0f}, {rate_sw / max(rate_bare, 0.001):.2f} x; "
                              f"{n} snapshots served in {snaps_sw:.2f} s vs bare {snaps_bare:.2f} s, "

@@ -29,6 +29,7 @@ from stepwatch.v1 import orchestrator_pb2 as pb
 from stepwatch.v1 import orchestrator_pb2_grpc as pb_grpc
 from tests.procs import REPO, Orchestrator
 
+from .bare import announced
 from .cpu import cpu_s, machine_busy_s
 
 TERMINAL = {pb.JOB_STATUS_COMPLETED, pb.JOB_STATUS_COMPLETED_WITH_FAILURES, pb.JOB_STATUS_FAILED,
@@ -184,7 +185,7 @@ async def bare_getjob(ws: Path, answer: pb.GetJobResponse) -> AsyncIterator[str]
                             stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
-        yield (await asyncio.to_thread(proc.stdout.readline)).split()[-1]
+        yield announced(await asyncio.to_thread(proc.stdout.readline))
     finally:
         proc.kill()
         proc.wait()
